@@ -122,9 +122,13 @@ const struct gguf_file *pr_model_gguf(const pr_model *m);
 struct pr_tokenizer;
 const struct pr_tokenizer *pr_model_tokenizer(const pr_model *m); /* NULL if the file has none */
 
-/* Raised asynchronously (e.g. by a SIGINT handler) to stop long work; checked between layers / tokens.
- * Functions then return PR_ERR_INTERRUPTED. The flag is per model, the caller resets it. */
+/* Stopping long work: the per-model flag, or the process-wide one (async-signal-safe to set, for a SIGINT
+ * handler), is checked between layers and chunks; functions then return PR_ERR_INTERRUPTED. The caller
+ * clears the flags. */
 volatile int *pr_model_abort_flag(pr_model *m);
+void pr_interrupt_request(void); /* async-signal-safe */
+void pr_interrupt_clear(void);
+int pr_interrupt_pending(void);
 
 /* ---------------------------------------------------------------- the language model */
 int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err);
