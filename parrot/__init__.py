@@ -5,7 +5,7 @@
 """
 from parrot.errors import ImageError, ModelError, ParrotError, TokenizerError
 from parrot.model import IMAGE_TOKEN, Model, load
-from parrot.convert import convert
+from parrot.converter import convert
 
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "convert", "IMAGE_TOKEN", "ModelError", "ImageError", "TokenizerError",
