@@ -150,6 +150,10 @@ int pr_decode_tokens(pr_context *c, const int32_t *ids, int n, float *logits, in
 /* ---------------------------------------------------------------- vision, projector, MoE */
 /* pixels: 3 × S × S float32 (preprocessed, CHW). out: n_img_tokens × n_embd (ViT + selection + projector). */
 int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err);
+/* The two halves of pr_encode_image: the selected vision hidden state (n_img_tokens × v_embd) ... */
+int pr_vision_features(pr_model *m, const float *pixels, float *out, pr_error *err);
+/* ... and the projector on n rows of it (n × n_embd). */
+int pr_project(pr_model *m, const float *features, int n, float *out, pr_error *err);
 /* The MoE's routing weights (n_expert) for image features x (n_img_tokens × n_embd, row 0 is CLS) and the
  * text embeddings T (n_text × n_embd). */
 int pr_moe_routing(const pr_model *m, const float *x, const float *T, int n_text, float *w, pr_error *err);

@@ -100,8 +100,9 @@ done:
 }
 
 /* Y (n × d) = projector(F) for F n × vd */
-static int project(pr_model *m, const float *F, int n, float *Y, pr_error *err) {
+int pr_project(pr_model *m, const float *F, int n, float *Y, pr_error *err) {
     const pr_config *c = &m->cfg;
+    if (!c->has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no projector", gguf_path(m->gguf));
     long d = c->n_embd;
     if (c->projector_type == PR_PROJ_IDENTITY) {
         memcpy(Y, F, (size_t)n * d * sizeof(float));
@@ -123,7 +124,7 @@ static int project(pr_model *m, const float *F, int n, float *Y, pr_error *err) 
     return 0;
 }
 
-int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err) {
+int pr_vision_features(pr_model *m, const float *pixels, float *out, pr_error *err) {
     const pr_config *c = &m->cfg;
     if (!c->has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no vision tower", gguf_path(m->gguf));
     int S = c->v_image_size, p = c->v_patch_size, G = S / p, np = G * G, n = np + 1;
@@ -160,8 +161,19 @@ int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err)
     rc = vit_layers(m, x, n, err);
     if (rc) goto done;
     const float *F = c->select_feature == PR_FEAT_PATCH ? x + vd : x;
-    rc = project(m, F, c->n_img_tokens, out, err);
+    memcpy(out, F, (size_t)c->n_img_tokens * vd * sizeof(float));
 done:
     pr_free(patches); pr_free(x); pr_free(t);
+    return rc;
+}
+
+int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err) {
+    const pr_config *c = &m->cfg;
+    if (!c->has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no vision tower", gguf_path(m->gguf));
+    float *F = pr_alloc((size_t)c->n_img_tokens, (size_t)c->v_embd, sizeof(float));
+    if (!F) return pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
+    int rc = pr_vision_features(m, pixels, F, err);
+    if (!rc) rc = pr_project(m, F, c->n_img_tokens, out, err);
+    pr_free(F);
     return rc;
 }

@@ -319,8 +319,8 @@ static int require_vision(ModelObject *self) {
     return 0;
 }
 
-static PyObject *Model_encode_image(ModelObject *self, PyObject *arg) {
-    if (require_vision(self)) return NULL;
+/* pixels (3, S, S) float32 checked against the model, or NULL with an exception */
+static PyArrayObject *pixels_array(ModelObject *self, PyObject *arg) {
     const pr_config *c = pr_model_config(self->m);
     PyArrayObject *px = as_array(arg, NPY_FLOAT32, 3, "pixels");
     if (!px) return NULL;
@@ -331,7 +331,16 @@ static PyObject *Model_encode_image(ModelObject *self, PyObject *arg) {
         Py_DECREF(px);
         return NULL;
     }
-    npy_intp dims[2] = {c->n_img_tokens, c->n_embd};
+    return px;
+}
+
+/* encode_image (project=1) or vision_features (project=0) */
+static PyObject *run_vision(ModelObject *self, PyObject *arg, int project) {
+    if (require_vision(self)) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    PyArrayObject *px = pixels_array(self, arg);
+    if (!px) return NULL;
+    npy_intp dims[2] = {c->n_img_tokens, project ? c->n_embd : c->v_embd};
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (!out) {
         Py_DECREF(px);
@@ -340,8 +349,40 @@ static PyObject *Model_encode_image(ModelObject *self, PyObject *arg) {
     pr_error e = {0};
     int rc;
     float *in = PyArray_DATA(px), *o = PyArray_DATA(out);
-    RUN_LONG(rc = pr_encode_image(self->m, in, o, &e));
+    if (project) RUN_LONG(rc = pr_encode_image(self->m, in, o, &e));
+    else RUN_LONG(rc = pr_vision_features(self->m, in, o, &e));
     Py_DECREF(px);
+    if (rc) {
+        Py_DECREF(out);
+        return raise_error(&e);
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *Model_encode_image(ModelObject *self, PyObject *arg) { return run_vision(self, arg, 1); }
+static PyObject *Model_vision_features(ModelObject *self, PyObject *arg) { return run_vision(self, arg, 0); }
+
+static PyObject *Model_project(ModelObject *self, PyObject *arg) {
+    if (require_vision(self)) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    PyArrayObject *f = as_array(arg, NPY_FLOAT32, 2, "vision features");
+    if (!f) return NULL;
+    if (PyArray_DIM(f, 1) != c->v_embd || PyArray_DIM(f, 0) < 1) {
+        PyErr_Format(PyExc_ValueError, "vision features must have shape (n, %d), n >= 1", c->v_embd);
+        Py_DECREF(f);
+        return NULL;
+    }
+    npy_intp dims[2] = {PyArray_DIM(f, 0), c->n_embd};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    pr_error e = {0};
+    int rc = 0;
+    if (out) {
+        float *in = PyArray_DATA(f), *o = PyArray_DATA(out);
+        int n = (int)dims[0];
+        RUN_LONG(rc = pr_project(self->m, in, n, o, &e));
+    }
+    Py_DECREF(f);
+    if (!out) return NULL;
     if (rc) {
         Py_DECREF(out);
         return raise_error(&e);
@@ -492,6 +533,10 @@ static PyMethodDef Model_methods[] = {
     {"embed", (PyCFunction)Model_embed, METH_O, "embed(ids int32[n]) -> float32[n, hidden]"},
     {"encode_image", (PyCFunction)Model_encode_image, METH_O,
      "encode_image(pixels float32[3,S,S]) -> float32[image_tokens, hidden] (ViT + projector)"},
+    {"vision_features", (PyCFunction)Model_vision_features, METH_O,
+     "vision_features(pixels float32[3,S,S]) -> float32[image_tokens, vision_hidden] (selected hidden state)"},
+    {"project", (PyCFunction)Model_project, METH_O,
+     "project(features float32[n, vision_hidden]) -> float32[n, hidden] (the multimodal projector)"},
     {"moe_routing", (PyCFunction)Model_moe_routing, METH_VARARGS,
      "moe_routing(x float32[n, hidden], text float32[m, hidden]) -> float32[num_experts]"},
     {"moe_experts", (PyCFunction)Model_moe_experts, METH_O,
