@@ -200,3 +200,21 @@ def test_non_finite_weights_refused(tmp_path):
     with pytest.raises(parrot.ModelError, match="blk.1.ffn_up.weight.*NaN"):
         parrot.convert(d, tmp_path / "m.gguf", dtype="q4_0", progress=False, log=lambda s: None)
     assert not os.path.exists(tmp_path / "m.gguf")
+
+
+def test_f16_kv_cache(tmp_path):
+    """An f16 KV cache changes only the rounding of cached keys and values (11 significant bits)."""
+    model, d = make_model(tmp_path, "tiny")
+    m = parrot.load(parrot.convert(d, tmp_path / "m.gguf", dtype="f32", progress=False, log=lambda s: None))
+    ids = np.random.default_rng(4).integers(0, MODELS["tiny"]["vocab"], 300).astype(np.int32)
+    out = {}
+    for kv in ("f32", "f16"):
+        ctx = m._core.new_context(400, kv_type=kv)
+        # a prefill in two passes then single-token steps: both the blocked and the decode attention read the cache
+        out[kv] = np.concatenate([ctx.decode(ids[:200], all_logits=True), ctx.decode(ids[200:201], all_logits=True),
+                                  ctx.decode(ids[201:], all_logits=True)])
+    # relative error 2^-11 per cached value, through 2 layers: as test_llm's f16-weight bound
+    assert np.abs(out["f16"] - out["f32"]).max() / np.abs(out["f32"]).max() <= 16 * 2 ** -11
+    assert not np.array_equal(out["f16"], out["f32"])  # the f16 cache is really used
+    with pytest.raises(ValueError, match="kv_type"):
+        m._core.new_context(10, kv_type="q8_0")
