@@ -58,17 +58,24 @@ CASES = [  # (dtype, rows, cols, n): n = 1..4 runs the matrix-vector path, large
 ]
 
 
+def paths(dtype, n):
+    """Matrix-vector for n ≤ 4; for more rows of quantised weights both the int8 tiles (quantised activations)
+    and the widened panels + sgemm (f32 activations)."""
+    return ["tiles", "panels"] if dtype.startswith("q") and n > 4 else ["auto"]
+
+
 @pytest.mark.parametrize("dtype,rows,cols,n", CASES)
 def test_scalar_reference_matches_float64(dtype, rows, cols, n):
     rng = np.random.default_rng(rows * 1000 + cols + n)
     w = rng.normal(size=(rows, cols)).astype(np.float32)
     x = rng.normal(size=(n, cols)).astype(np.float32)
     raw, wf = weight_raw(w, dtype)
-    got = _core.matmul(raw, dtype, cols, x, isa="scalar")
-    xs = act_q8_0(x) if dtype.startswith("q") else x.astype(np.float64)
-    want = xs @ wf.astype(np.float64).T
-    # the q8_0 scales are f16 products evaluated in f32: add 2 roundings per block to the sum bound
-    assert (np.abs(got - want) <= 4 * bound(wf, xs)).all()
+    for path in paths(dtype, n):
+        got = _core.matmul(raw, dtype, cols, x, isa="scalar", path=path)
+        xs = act_q8_0(x) if dtype.startswith("q") and path != "panels" else x.astype(np.float64)
+        want = xs @ wf.astype(np.float64).T
+        # the q8_0 scales are f16 products evaluated in f32: add 2 roundings per block to the sum bound
+        assert (np.abs(got - want) <= 4 * bound(wf, xs)).all(), path
 
 
 @pytest.mark.skipif(not SIMD, reason="no SIMD instruction set on this CPU/build")
@@ -79,11 +86,12 @@ def test_simd_matmul_matches_scalar(isa, dtype, rows, cols, n):
     w = rng.normal(size=(rows, cols)).astype(np.float32)
     x = rng.normal(size=(n, cols)).astype(np.float32)
     raw, wf = weight_raw(w, dtype)
-    ref = _core.matmul(raw, dtype, cols, x, isa="scalar")
-    got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2)
-    # same products, different summation order (integer block sums are exact): both within γ_k of the truth
-    xs = act_q8_0(x) if dtype.startswith("q") else x
-    assert (np.abs(got - ref) <= 8 * bound(wf, xs)).all()
+    for path in paths(dtype, n):
+        ref = _core.matmul(raw, dtype, cols, x, isa="scalar", path=path)
+        got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2, path=path)
+        # same products, different summation order (integer block sums are exact): both within γ_k of the truth
+        xs = act_q8_0(x) if dtype.startswith("q") and path != "panels" else x
+        assert (np.abs(got - ref) <= 8 * bound(wf, xs)).all(), path
 
 
 def test_matmul_deterministic_and_thread_count_independent():
@@ -93,11 +101,12 @@ def test_matmul_deterministic_and_thread_count_independent():
         raw, _ = weight_raw(w, dtype)
         for n in (1, 40):
             x = rng.normal(size=(n, 320)).astype(np.float32)
-            a = _core.matmul(raw, dtype, 320, x, threads=2)
-            b = _core.matmul(raw, dtype, 320, x, threads=2)
-            assert np.array_equal(a, b), dtype
-            if dtype.startswith("q") or n == 1:  # our kernels: each element summed in a fixed order
-                assert np.array_equal(a, _core.matmul(raw, dtype, 320, x, threads=1)), dtype
+            for path in paths(dtype, n):
+                a = _core.matmul(raw, dtype, 320, x, threads=2, path=path)
+                b = _core.matmul(raw, dtype, 320, x, threads=2, path=path)
+                assert np.array_equal(a, b), dtype
+                if path == "tiles" or n == 1:  # our kernels: each element summed in a fixed order
+                    assert np.array_equal(a, _core.matmul(raw, dtype, 320, x, threads=1, path=path)), dtype
 
 
 @pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])

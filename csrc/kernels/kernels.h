@@ -37,6 +37,8 @@ typedef struct pr_kernels {
     /* tiled matrix-matrix kernels: k is in blocks for q*_0 (X is q8_0), values for bf16 (X is f32).
      * gemm_bf16 is NULL where widening to f32 + sgemm is faster (no bf16 dot product instruction). */
     pr_gemm_fn gemm_q8_0, gemm_q4_0, gemm_bf16;
+    /* 1 if gemm_q8_0/gemm_q4_0 beat widening to f32 + sgemm on many rows (int8 dot-product instructions) */
+    int int8_tiles;
     /* element-wise: y = x·σ(x)·u (SwiGLU), x = x·σ(1.702x) (quick GELU), and
      * x = exp(x − m) returning Σ x (softmax numerators) */
     void (*silu_mul)(float *x, const float *u, long n);

@@ -322,6 +322,6 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0_vnni,
     .dot_q4_0 = dot_q4_0_vnni, .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
-    .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16,
+    .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

@@ -5,9 +5,13 @@
  *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
- *       f16, bf16  panels of weight rows widened to f32 in per-thread scratch, then sgemm on them — or the
- *             table's own bf16 tile kernel where the CPU has bf16 dot products (AVX512_BF16)
- *       q8_0, q4_0  activations quantised to q8_0 blocks on the fly, then the table's tiled int8 kernel */
+ *       f16, bf16, q8_0, q4_0  panels of weight rows widened to f32 in per-thread scratch, then sgemm on them,
+ *             unless the table has faster native kernels for the dtype:
+ *       bf16  the table's bf16 tile kernel where the CPU has bf16 dot products (AVX512_BF16)
+ *       q8_0, q4_0  where the CPU has int8 dot products (VNNI): activations quantised to q8_0 blocks on the
+ *             fly, then the table's tiled int8 kernel. Without VNNI (AVX2: vpmaddubsw + vpmaddwd + convert
+ *             per 32 products) the int8 tiles reach about half of sgemm's rate on the same machine, so
+ *             widening is faster there; numbers in benchmarks/RESULTS.md. */
 #include "kernels/matmul.h"
 
 #include <cblas.h>
@@ -16,7 +20,8 @@
 #include "util/mem.h"
 
 #define FEW_ROWS 4    /* up to this many activation rows: dot products (matrix-vector) */
-#define PANEL_ROWS 64 /* weight rows widened at a time for sgemm (64 × 4096 f32 = 1 MiB) */
+#define PANEL_BYTES (2 << 20) /* f32 weight rows widened at a time for sgemm: big enough that sgemm's packing
+                                * of the activations is amortised, small enough to stay in L2/L3 */
 #define ROW_ALIGN 4   /* thread slices start on multiples of the tile kernels' 4 weight rows */
 
 const pr_kernels *pr_kern(void) {
@@ -121,17 +126,24 @@ static void sgemm_task(void *arg, int ith, int nth) {
                     (int)j->cols, wrow(j, r0), (int)j->cols, 0.0f, j->y + r0, (int)j->rows);
         return;
     }
-    /* f16 / bf16: widen PANEL_ROWS weight rows at a time into this thread's scratch */
-    float *panel = pr_scratch(PR_SCRATCH_PANEL, (size_t)PANEL_ROWS * (size_t)j->cols * sizeof(float));
+    /* other dtypes: widen panel_rows weight rows at a time into this thread's scratch */
+    long panel_rows = PANEL_BYTES / (j->cols * (long)sizeof(float));
+    if (panel_rows < 16) panel_rows = 16;
+    float *panel = pr_scratch(PR_SCRATCH_PANEL, (size_t)panel_rows * (size_t)j->cols * sizeof(float));
     if (!panel) { /* no memory for a panel: dot products need none */
         matvec_task(arg, ith, nth);
         return;
     }
-    for (long p = r0; p < r1; p += PANEL_ROWS) {
-        long np = r1 - p < PANEL_ROWS ? r1 - p : PANEL_ROWS;
+    for (long p = r0; p < r1; p += panel_rows) {
+        long np = r1 - p < panel_rows ? r1 - p : panel_rows;
         for (long r = 0; r < np; r++) {
-            if (j->W->type == PR_F16) j->k->f16_to_f32(wrow(j, p + r), panel + r * j->cols, j->cols);
-            else j->k->bf16_to_f32(wrow(j, p + r), panel + r * j->cols, j->cols);
+            float *dst = panel + r * j->cols;
+            switch (j->W->type) {
+            case PR_F16: j->k->f16_to_f32(wrow(j, p + r), dst, j->cols); break;
+            case PR_BF16: j->k->bf16_to_f32(wrow(j, p + r), dst, j->cols); break;
+            case PR_Q8_0: pr_dequantize_row_q8_0(wrow(j, p + r), dst, j->cols); break;
+            default: pr_dequantize_row_q4_0(wrow(j, p + r), dst, j->cols); break;
+            }
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)np, (int)j->cols, 1.0f, j->x, (int)j->cols,
                     panel, (int)j->cols, 0.0f, j->y + p, (int)j->rows);
@@ -166,12 +178,14 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
     }
 }
 
-void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y) {
+void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
+                 int path) {
     if (n <= 0) return;
     mm_job j = {k, W, x, NULL, 0, n, y, (long)W->ne[1], (long)W->ne[0], 0};
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
-    if (quant) {
+    int tiles = path == PR_MM_TILES || (path == PR_MM_AUTO && k->int8_tiles);
+    if (quant && (n <= FEW_ROWS || tiles)) {
         /* the activation scratch belongs to the calling thread; workers only read it */
         j.ldxq = (size_t)(j.cols / PR_QK) * sizeof(block_q8_0);
         void *xq = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
@@ -180,15 +194,15 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
             j.xq = xq;
         }
     }
-    if (n <= FEW_ROWS || (quant && !j.xq)) {
+    if (n <= FEW_ROWS) {
         pr_pool_run(pool, matvec_task, &j);
         return;
     }
-    if (quant) {
+    if (quant && j.xq) {
         pr_pool_run(pool, tile_task, &j);
         return;
     }
-    if (W->type == PR_BF16 && k->gemm_bf16) {
+    if (W->type == PR_BF16 && k->gemm_bf16 && path != PR_MM_PANELS) {
         j.ldxq = (size_t)j.cols * 2 * sizeof(uint16_t);
         void *xs = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
         if (xs) {
@@ -202,5 +216,5 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
 }
 
 void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y) {
-    pr_matmul_k(pr_kern(), pool, W, x, n, y);
+    pr_matmul_k(pr_kern(), pool, W, x, n, y, PR_MM_AUTO);
 }

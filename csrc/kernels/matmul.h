@@ -13,8 +13,12 @@
 /* y[n × rows] = x[n × cols] · Wᵀ (row-major, dense), with the active kernel table. Never fails: if scratch
  * memory cannot be had it takes a slower path that needs none. */
 void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y);
-/* The same with a given kernel table (tests compare tables through this). */
-void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y);
+/* The same with a given kernel table and, for many activation rows, a forced path (tests and benchmarks):
+ * PR_MM_AUTO the table's choice, PR_MM_TILES its tiled int8 kernels (q8_0/q4_0 weights), PR_MM_PANELS widening
+ * to f32 + sgemm. */
+enum { PR_MM_AUTO, PR_MM_TILES, PR_MM_PANELS };
+void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
+                 int path);
 /* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) */
 void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows);
 /* Row r of W as f32 (cols values). */

@@ -139,15 +139,19 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* ---- matmul(raw, dtype, cols, x, isa="best", threads=1) -> y = x·Wᵀ (n × rows) */
+/* ---- matmul(raw, dtype, cols, x, isa="best", threads=1, path="auto") -> y = x·Wᵀ (n × rows) */
 static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"raw", "dtype", "cols", "x", "isa", "threads", NULL};
+    static char *kwlist[] = {"raw", "dtype", "cols", "x", "isa", "threads", "path", NULL};
     PyObject *ro, *xo;
-    const char *dname, *isa = "best";
+    const char *dname, *isa = "best", *pname = "auto";
     Py_ssize_t cols;
-    int threads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OsnO|si", kwlist, &ro, &dname, &cols, &xo, &isa, &threads))
+    int threads = 1, path;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OsnO|sis", kwlist, &ro, &dname, &cols, &xo, &isa, &threads, &pname))
         return NULL;
+    if (!strcmp(pname, "auto")) path = PR_MM_AUTO;
+    else if (!strcmp(pname, "tiles")) path = PR_MM_TILES;
+    else if (!strcmp(pname, "panels")) path = PR_MM_PANELS;
+    else return PyErr_Format(PyExc_ValueError, "path must be 'auto', 'tiles' or 'panels', got '%s'", pname);
     int type = dtype_id(dname);
     const pr_kernels *k = type < 0 ? NULL : table(isa);
     if (!k) return NULL;
@@ -174,7 +178,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     float *yp = PyArray_DATA(y);
     int n = (int)PyArray_DIM(x, 0);
     Py_BEGIN_ALLOW_THREADS
-    pr_matmul_k(k, pool, &t, xp, n, yp);
+    pr_matmul_k(k, pool, &t, xp, n, yp, path);
     Py_END_ALLOW_THREADS
 done:
     pr_pool_free(pool);
@@ -329,7 +333,8 @@ static PyMethodDef kernel_methods[] = {
     {"dequantize", py_dequantize, METH_VARARGS,
      "dequantize(raw: uint8 [rows, row_bytes], dtype, cols) -> float32 [rows, cols]"},
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
-     "matmul(raw, dtype, cols, x, isa='best', threads=1) -> x·Wᵀ, W given as uint8 rows of its dtype"},
+     "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels') -> x·Wᵀ, W given as "
+     "uint8 rows of its dtype"},
     {"quantize_act", py_quantize_act, METH_VARARGS,
      "quantize_act(x: float32 [n], isa) -> uint8 q8_0 blocks from the table's activation quantiser"},
     {"elementwise", py_elementwise, METH_VARARGS,
