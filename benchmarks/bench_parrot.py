@@ -47,6 +47,11 @@ ENV_DROP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the forking parent's)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -34,6 +34,9 @@ typedef struct pr_kernels {
     void (*f16_to_f32)(const uint16_t *x, float *y, long n);
     void (*bf16_to_f32)(const uint16_t *x, float *y, long n);
     void (*f32_to_f16)(const float *x, uint16_t *y, long n);
+    /* q*_0 rows back to f32 (n a multiple of 32), exactly d·q as the reference: panels for sgemm */
+    void (*dequantize_q8_0)(const block_q8_0 *x, float *y, long n);
+    void (*dequantize_q4_0)(const block_q4_0 *x, float *y, long n);
     /* tiled matrix-matrix kernels: k is in blocks for q*_0 (X is q8_0), values for bf16 (X is f32).
      * gemm_bf16 is NULL where widening to f32 + sgemm is faster (no bf16 dot product instruction). */
     pr_gemm_fn gemm_q8_0, gemm_q4_0, gemm_bf16;

@@ -153,6 +153,28 @@ static void f32_to_f16(const float *x, uint16_t *y, long n) {
     for (; i < n; i++) y[i] = pr_f32_to_f16(x[i]);
 }
 
+static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m256 d = _mm256_set1_ps(f16(x[b].d));
+        for (int i = 0; i < PR_QK; i += 8) {
+            __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(x[b].qs + i)));
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m256 d = _mm256_set1_ps(f16(x[b].d));
+        __m256i v = unpack_q4_0(x[b].qs);
+        __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+        _mm256_storeu_ps(y, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+}
+
 /* ---- tiled int8 products: 4 weight rows × 2 activation rows per step, 8 accumulators in registers; each
  * weight block is unpacked once for both activation rows, each activation block loaded once for 4 weight rows */
 #define RM 4
@@ -260,6 +282,7 @@ const pr_kernels pr_kernels_avx2 = {
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

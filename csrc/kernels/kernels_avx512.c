@@ -130,6 +130,24 @@ static void f32_to_f16(const float *x, uint16_t *y, long n) {
     for (; i < n; i++) y[i] = pr_f32_to_f16(x[i]);
 }
 
+static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m512 d = _mm512_set1_ps(f16(x[b].d));
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x[b].qs)))));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                      _mm_loadu_si128((const __m128i *)(x[b].qs + 16))))));
+    }
+}
+
+static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m512 d = _mm512_set1_ps(f16(x[b].d));
+        __m256i v = unpack_q4_0(x[b].qs);
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)))));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)))));
+    }
+}
+
 /* tiled int8 products, 4 weight rows × 2 activation rows (see kernels_avx2.c); BLOCK_DOT picks maddubs or VNNI */
 #define GEMM_Q(NAME, WBLOCK, UNPACK, DOT, BLOCK_DOT)                                                             \
     static void NAME(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,     \
@@ -228,6 +246,7 @@ const pr_kernels pr_kernels_avx512 = {
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
@@ -322,6 +341,7 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0_vnni,
     .dot_q4_0 = dot_q4_0_vnni, .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

@@ -106,6 +106,7 @@ const pr_kernels pr_kernels_scalar = {
     .dot_q8_0 = pr_scalar_dot_q8_0, .dot_q4_0 = pr_scalar_dot_q4_0,
     .quantize_q8_0 = pr_scalar_quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

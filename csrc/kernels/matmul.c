@@ -141,8 +141,8 @@ static void sgemm_task(void *arg, int ith, int nth) {
             switch (j->W->type) {
             case PR_F16: j->k->f16_to_f32(wrow(j, p + r), dst, j->cols); break;
             case PR_BF16: j->k->bf16_to_f32(wrow(j, p + r), dst, j->cols); break;
-            case PR_Q8_0: pr_dequantize_row_q8_0(wrow(j, p + r), dst, j->cols); break;
-            default: pr_dequantize_row_q4_0(wrow(j, p + r), dst, j->cols); break;
+            case PR_Q8_0: j->k->dequantize_q8_0(wrow(j, p + r), dst, j->cols); break;
+            default: j->k->dequantize_q4_0(wrow(j, p + r), dst, j->cols); break;
             }
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)np, (int)j->cols, 1.0f, j->x, (int)j->cols,
