@@ -324,10 +324,13 @@ def vision_flops():
     return dict(vit=vit, projector=proj, moe=moe)
 
 
-def llm_flops_per_token(name):
+def prefill_flops(name):
+    """Matrix products of PREFILL positions, causal attention (2·n²·d per layer for QKᵀ and PV together) and
+    the lm_head of the last position only (what a prefill computes)."""
     s = LLM_SHAPES[name]
     d, ff, L, V = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"], s["vocab_size"]
-    return 2 * (L * (4 * d * d + 3 * d * ff) + V * d)
+    kv = d // s["num_attention_heads"] * s["num_key_value_heads"]
+    return 2 * PREFILL * L * (2 * d * d + 2 * d * kv + 3 * d * ff) + 2 * L * PREFILL ** 2 * d + 2 * V * d
 
 
 def fmt(x, nd=1):
@@ -437,7 +440,7 @@ def report(results, T, argv):
     for key in [k for k in results if k.startswith("llm ")]:
         name = key.split()[1]
         runs, sizes = results[key]["runs"], results[key]["sizes"]
-        fpt = llm_flops_per_token(name)
+        fl = prefill_flops(name)
         out += [f"## LLM: Qwen1.5-{name.upper()} shape (prefill {PREFILL} tokens, decode at context {CONTEXT})", "",
                 "| engine | prefill tok/s | prefill GFLOP/s (% of sgemm) | decode tok/s | decode % of bandwidth bound "
                 "| load s | peak RSS MB | file MB |", "|---|---|---|---|---|---|---|---|"]
@@ -447,7 +450,7 @@ def report(results, T, argv):
                 continue
             dt = k.split()[-1]
             sz = sizes.get(dt)
-            g = r["prefill_tps"] * fpt / 1e9
+            g = fl * r["prefill_tps"] / PREFILL / 1e9
             bound = bw * 1e9 / sz["read_per_token"] if sz and bw else None
             out.append(f"| {k} | {fmt(r['prefill_tps'])} | {fmt(g)} ({fmt(100 * ratio(g, sg), 0)} %) | "
                        f"{fmt(r['decode_tps'], 2)} | {fmt(100 * ratio(r['decode_tps'], bound), 0) if bound else '—'} "

@@ -2,7 +2,7 @@
 computations (numpy in float64, the gguf package's quantisers, numpy's float16).
 
 Sizes are deliberately odd: not multiples of the vector width (8/16 floats) nor of the tile kernels' 4 weight
-rows × 2 activation rows nor of the attention tiles (64 queries × 256 keys)."""
+rows × 2 activation rows nor of the attention tiles (32 queries × up to 1024 keys)."""
 import os
 import re
 import shutil
@@ -202,6 +202,8 @@ def attention_ref(q, k, v, n_head, n_head_kv, causal):
     (150, 150, 2, 1, 64, True),     # prefill from empty
     (91, 91, 3, 3, 16, False),      # vision tower: bidirectional
     (70, 333, 2, 2, 8, False),
+    (3, 1100, 2, 1, 16, True),      # decode past one 1024-key tile: the running max and sum carry over
+    (40, 1200, 2, 2, 8, False),
 ])
 @pytest.mark.parametrize("kv_f16", [False, True])
 def test_attention_matches_reference(isa, nq, nkv, n_head, n_head_kv, hd, causal, kv_f16):

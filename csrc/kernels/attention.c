@@ -14,13 +14,15 @@
 #include <math.h>
 #include <string.h>
 
-#define BQ 64
-#define BK 256
+#define BQ 32
+#define BK_MAX 1024 /* keys per tile: up to this many keys (a ViT's 577, a chat's context) take one tile, so the
+                     * sgemm calls are few and large; longer contexts stream through tiles of this size */
 
 typedef struct {
     const pr_kernels *k;
     const pr_attn *a;
     int n_qb;   /* query blocks */
+    int bk;     /* keys per tile */
     int failed; /* set (atomically) by a thread that could not get scratch memory */
 } attn_job;
 
@@ -40,14 +42,14 @@ static const float *kv_tile(const attn_job *j, const void *base, int g, int r0, 
 static void attn_task(void *arg, int ith, int nth) {
     attn_job *j = arg;
     const pr_attn *a = j->a;
-    int hd = a->hd, group = a->n_head / a->n_head_kv;
+    int hd = a->hd, group = a->n_head / a->n_head_kv, BK = j->bk;
     size_t need = ((size_t)BQ * BK + (size_t)BQ * hd + 2 * (size_t)BQ + 2 * (size_t)BK * hd) * sizeof(float);
     float *S = pr_scratch(PR_SCRATCH_ATTN, need);
     if (!S) {
         __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    float *O = S + BQ * BK, *m = O + (long)BQ * hd, *l = m + BQ, *Kb = l + BQ, *Vb = Kb + (long)BK * hd;
+    float *O = S + (long)BQ * BK, *m = O + (long)BQ * hd, *l = m + BQ, *Kb = l + BQ, *Vb = Kb + (long)BK * hd;
     float scale = 1.0f / sqrtf((float)hd);
     int past = a->n_kv - a->n_q; /* causal: query i is position past + i */
     long t0, t1;
@@ -92,7 +94,7 @@ static void attn_task(void *arg, int ith, int nth) {
 }
 
 int pr_attention(const pr_kernels *k, pr_pool *pool, const pr_attn *a, pr_error *err) {
-    attn_job j = {k, a, (a->n_q + BQ - 1) / BQ, 0};
+    attn_job j = {k, a, (a->n_q + BQ - 1) / BQ, a->n_kv < BK_MAX ? a->n_kv : BK_MAX, 0};
     pr_pool_run(pool, attn_task, &j);
     if (j.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
     return 0;
