@@ -279,12 +279,13 @@ def write_llama_gguf(ours, out, log):
         if b not in bs:
             bs.append(b), cs.append(256 + n)
             n += 1
-    tokens = [chr(c) for c in cs] + [f"<t{i}>" for i in range(256, n_vocab)]
+    # one merge ("!" + "!" → "!!"): llama.cpp refuses a BPE vocabulary without merges
+    tokens = [chr(c) for c in cs] + ["!!"] + [f"<t{i}>" for i in range(257, n_vocab)]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
     w.add_token_types([gguf.TokenType.NORMAL] * n_vocab)
-    w.add_token_merges([])
+    w.add_token_merges(["! !"])
     w.add_eos_token_id(n_vocab - 1)
     w.add_bos_token_id(n_vocab - 1)
     for t in r.tensors:
