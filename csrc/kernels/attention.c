@@ -7,7 +7,10 @@
  *       m' = max(m, rowmax S);  P = exp(S − m');  l = l·e^(m−m') + rowsum P;  O = O·e^(m−m') + P·V
  *     out = O / l
  *
- * Scores live only in a BQ × BK tile per thread. An f16 KV cache is widened tile by tile. */
+ * Scores live only in a BQ × BK tile per thread. An f16 KV cache is widened tile by tile.
+ *
+ * A few queries (decoding) take a direct path instead: one row of scores per (query, head) from dot products
+ * against the cached keys as stored (f32 or f16), softmax, then o = Σ p_t·v_t — no copies of the cache. */
 #include "kernels/attention.h"
 
 #include <cblas.h>
@@ -93,9 +96,45 @@ static void attn_task(void *arg, int ith, int nth) {
     }
 }
 
+#define FEW_QUERIES 4
+
+static void attn_rows_task(void *arg, int ith, int nth) {
+    attn_job *j = arg;
+    const pr_attn *a = j->a;
+    const pr_kernels *K = j->k;
+    int hd = a->hd, group = a->n_head / a->n_head_kv, past = a->n_kv - a->n_q;
+    float *s = pr_scratch(PR_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
+    if (!s) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    long t0, t1;
+    pr_split_range((long)a->n_head * a->n_q, ith, nth, &t0, &t1);
+    for (long t = t0; t < t1; t++) {
+        int h = (int)(t / a->n_q), i = (int)(t % a->n_q), g = h / group;
+        int T = a->causal ? past + i + 1 : a->n_kv;
+        const float *q = a->q + (long)i * a->ldq + (long)h * hd;
+        float *o = a->out + (long)i * a->ldo + (long)h * hd, mx = -INFINITY;
+        for (int p = 0; p < T; p++) {
+            long off = (long)p * a->ldkv + (long)g * hd;
+            s[p] = scale * (a->kv_type == PR_F16 ? K->dot_f16((const uint16_t *)a->k + off, q, hd)
+                                                 : K->dot_f32((const float *)a->k + off, q, hd));
+            mx = s[p] > mx ? s[p] : mx;
+        }
+        float inv = 1.0f / K->exp_sum(s, T, mx);
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int p = 0; p < T; p++) {
+            long off = (long)p * a->ldkv + (long)g * hd;
+            if (a->kv_type == PR_F16) K->axpy_f16(s[p] * inv, (const uint16_t *)a->v + off, o, hd);
+            else K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
+        }
+    }
+}
+
 int pr_attention(const pr_kernels *k, pr_pool *pool, const pr_attn *a, pr_error *err) {
     attn_job j = {k, a, (a->n_q + BQ - 1) / BQ, a->n_kv < BK_MAX ? a->n_kv : BK_MAX, 0};
-    pr_pool_run(pool, attn_task, &j);
+    pr_pool_run(pool, a->n_q <= FEW_QUERIES ? attn_rows_task : attn_task, &j);
     if (j.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
     return 0;
 }

@@ -28,6 +28,9 @@ typedef struct pr_kernels {
     float (*dot_bf16)(const uint16_t *w, const float *x, long n);
     float (*dot_q8_0)(const block_q8_0 *w, const block_q8_0 *x, long nb);
     float (*dot_q4_0)(const block_q4_0 *w, const block_q8_0 *x, long nb);
+    /* y += a·x for one row (attention over a KV cache when decoding: o += p_t·v_t) */
+    void (*axpy_f32)(float a, const float *x, float *y, long n);
+    void (*axpy_f16)(float a, const uint16_t *x, float *y, long n);
     /* activations to q8_0 blocks (n a multiple of 32): d = max|x|/127, q = round-half-even(x/d) */
     void (*quantize_q8_0)(const float *x, block_q8_0 *y, long n);
     /* widening and narrowing rows (KV cache, f16/bf16 weight panels for sgemm) */

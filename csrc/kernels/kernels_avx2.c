@@ -66,6 +66,20 @@ static float dot_bf16(const uint16_t *w, const float *x, long n) {
     return s;
 }
 
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    __m256 av = _mm256_set1_ps(a);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    __m256 av = _mm256_set1_ps(a);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load_f16(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
 /* 8 int32 partial sums of w·x over one block of 32 int8, as floats */
 static inline __m256 block_dot(__m256i w, __m256i x) {
     __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
@@ -280,6 +294,7 @@ static float exp_sum(float *x, long n, float m) {
 const pr_kernels pr_kernels_avx2 = {
     .isa = "avx2",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,

@@ -62,6 +62,20 @@ static float dot_bf16(const uint16_t *w, const float *x, long n) {
     return s;
 }
 
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    __m512 av = _mm512_set1_ps(a);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    __m512 av = _mm512_set1_ps(a);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, load_f16(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -244,6 +258,7 @@ static float exp_sum(float *x, long n, float m) {
 const pr_kernels pr_kernels_avx512 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
@@ -339,7 +354,7 @@ static void gemm_bf16(const void *W, long ldw, long nw, const void *X, long ldx,
 const pr_kernels pr_kernels_avx512_bf16 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0_vnni,
-    .dot_q4_0 = dot_q4_0_vnni, .quantize_q8_0 = quantize_q8_0,
+    .dot_q4_0 = dot_q4_0_vnni, .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,

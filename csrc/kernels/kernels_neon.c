@@ -48,6 +48,18 @@ static float dot_bf16(const uint16_t *w, const float *x, long n) {
     return s;
 }
 
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    long i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    long i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load_f16(x + i), a));
+    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
 /* exact int32 sum of 32 int8 products */
 static inline int32_t block_dot(int8x16_t w0, int8x16_t w1, const int8_t *x) {
     int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
@@ -150,6 +162,7 @@ static float exp_sum(float *x, long n, float m) {
 const pr_kernels pr_kernels_neon = {
     .isa = "neon",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,

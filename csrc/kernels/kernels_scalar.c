@@ -22,6 +22,14 @@ static float dot_bf16(const uint16_t *w, const float *x, long n) {
     return s;
 }
 
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
 /* Σ_blocks d_w·d_x · Σ_i q_w[i]·q_x[i], the inner sum exact in int32 */
 float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
     float s = 0;
@@ -104,6 +112,7 @@ const pr_kernels pr_kernels_scalar = {
     .isa = "scalar",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
     .dot_q8_0 = pr_scalar_dot_q8_0, .dot_q4_0 = pr_scalar_dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = pr_scalar_quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
