@@ -156,6 +156,12 @@ static int png_run(png_job *j, png_structp png, png_infop info) {
 
 int pr_png_decode(const uint8_t *data, size_t len, const char *name, uint64_t max_pixels, pr_image *out,
                   pr_error *err) {
+    /* IHDR is the first chunk: refuse zero sizes with our own words (libpng only says "Invalid IHDR data") */
+    if (len >= 24 && memcmp(data + 12, "IHDR", 4) == 0) {
+        uint32_t w = (uint32_t)data[16] << 24 | (uint32_t)data[17] << 16 | (uint32_t)data[18] << 8 | data[19];
+        uint32_t h = (uint32_t)data[20] << 24 | (uint32_t)data[21] << 16 | (uint32_t)data[22] << 8 | data[23];
+        if (w == 0 || h == 0) return pr_image_check_dims(w, h, name, max_pixels, err);
+    }
     png_job *j = pr_calloc(1, sizeof *j, 1);
     if (!j) return pr_set_error(err, PR_ERR_NOMEM, "%s: out of memory", name);
     j->data = data;

@@ -4,8 +4,10 @@
  *     downscale factor (support 2·scale when shrinking), weights normalised to sum 1 in double;
  *   - weights turned into 22-bit fixed point, rounded half away from zero; sums start at 0.5 (1 << 21),
  *     the result is the sum >> 22 clipped to 0..255;
- *   - the horizontal pass runs first (on the rows the vertical pass will need), its output stored as
- *     uint8, then the vertical pass; a pass whose size does not change is skipped.
+ *   - two passes with a uint8 image in between; the horizontal one first (over the rows the vertical one
+ *     will read) unless the height shrinks by more than twice as many pixels as the width (the rule of
+ *     newer Pillow, its PR 9549, pinned down by experiment and checked against Pillow in the tests); a
+ *     pass whose size does not change is skipped.
  * The image may sit on a larger background "canvas" (the pad-to-square step): canvas rows and columns
  * outside the image are generated on the fly, so the padded image is never built, and the horizontal pass
  * over a pure-background row is computed once. Only an output window is computed (the centre crop). */
@@ -136,15 +138,16 @@ static void deinterleave(const uint8_t *restrict in, int16_t *restrict r, int16_
     }
 }
 
-/* Output pixels [x0, x0+n) of one row of in_w pixels. planes: 3 × plane_len int16 scratch, plane_len >=
- * in_w + kpad so that windows read past the row end only meet zero weights. */
-static void hpass_row(const uint8_t *restrict in, int in_w, uint8_t *restrict out, const coeffs *c,
+/* Output pixels [x0, x0+n) of one row; `in` holds in_n pixels starting at input column in_first (every
+ * window of the outputs lies inside). planes: 3 × plane_len int16 scratch, plane_len >= in_n + kpad, so
+ * that 8-rounded windows reading past the row end only meet zero weights. */
+static void hpass_row(const uint8_t *restrict in, int in_first, int in_n, uint8_t *restrict out, const coeffs *c,
                       const hsplit *h, int x0, int n, int16_t *restrict planes, size_t plane_len) {
     int16_t *pr = planes, *pg = planes + plane_len, *pb = planes + 2 * plane_len;
-    deinterleave(in, pr, pg, pb, in_w);
+    deinterleave(in, pr, pg, pb, in_n);
     const int32_t half = 1 << (PRECISION_BITS - 1);
     for (int xx = x0; xx < x0 + n; xx++) {
-        int xmin = c->bounds[2 * xx], taps = (c->bounds[2 * xx + 1] + 7) & ~7;
+        int xmin = c->bounds[2 * xx] - in_first, taps = (c->bounds[2 * xx + 1] + 7) & ~7;
         const int16_t *hi = h->hi + (size_t)xx * h->kpad, *lo = h->lo + (size_t)xx * h->kpad;
         out[0] = clip8(half + dot_split(pr + xmin, hi, lo, taps));
         out[1] = clip8(half + dot_split(pg + xmin, hi, lo, taps));
@@ -153,15 +156,35 @@ static void hpass_row(const uint8_t *restrict in, int in_w, uint8_t *restrict ou
     }
 }
 
-/* Output rows [y0, y0+n) from `in`, whose row 0 is input row `in_first`; each row is `width` bytes. */
-static void vpass(const uint8_t *in, size_t in_stride, int in_first, uint8_t *out, size_t out_stride,
-                  size_t width, const coeffs *c, int y0, int n, int32_t *restrict acc) {
+/* Where the vertical pass reads its rows: the horizontal pass's output (rows first.. of tmp), or the canvas
+ * itself when the vertical pass runs first. */
+typedef struct row_source {
+    const uint8_t *tmp;  /* non-NULL: rows of the temporary image */
+    size_t stride;
+    int first;
+    const pr_canvas *cv; /* else: canvas rows, columns from col0 */
+    int col0;
+    uint8_t *rowbuf;     /* canvas-wide scratch with background columns filled */
+    const uint8_t *bgrow;
+} row_source;
+
+static const uint8_t *canvas_row(const pr_canvas *cv, int y, uint8_t *buf);
+
+static const uint8_t *source_row(const row_source *s, int y) {
+    if (s->tmp) return s->tmp + (size_t)(y - s->first) * s->stride;
+    const uint8_t *r = canvas_row(s->cv, y, s->rowbuf);
+    return (r ? r : s->bgrow) + (size_t)s->col0 * 3;
+}
+
+/* Output rows [y0, y0+n), `width` bytes each, into out. */
+static void vpass(const row_source *src, uint8_t *out, size_t out_stride, size_t width, const coeffs *c, int y0,
+                  int n, int32_t *restrict acc) {
     for (int yy = y0; yy < y0 + n; yy++) {
         const int32_t *k = c->k + (size_t)yy * c->ksize;
         int ymin = c->bounds[2 * yy], taps = c->bounds[2 * yy + 1];
         for (size_t i = 0; i < width; i++) acc[i] = 1 << (PRECISION_BITS - 1);
         for (int y = 0; y < taps; y++) {
-            const uint8_t *restrict row = in + (size_t)(ymin + y - in_first) * in_stride;
+            const uint8_t *restrict row = source_row(src, ymin + y);
             int32_t ky = k[y];
             for (size_t i = 0; i < width; i++) acc[i] += row[i] * ky;
         }
@@ -194,66 +217,82 @@ int pr_canvas_resample(const pr_canvas *cv, int out_w, int out_h, int x0, int y0
                             "%d,%d)",
                             cv->w, cv->h, cv->ox, cv->oy, cv->cw, cv->ch, out_w, out_h, win_w, win_h, x0, y0);
     int need_h = out_w != cv->cw, need_v = out_h != cv->ch;
+    /* Pillow (since its PR 9549) runs the vertical pass first when the height shrinks by more than twice as
+     * many pixels as the width does; the uint8 rounding between the passes makes the order visible. */
+    int vertical_first = need_h && need_v && out_h < cv->ch && (cv->ch - out_h) > 2 * (cv->cw - out_w);
     coeffs ch = {0}, cvv = {0};
     hsplit hs = {0};
     uint8_t *tmp = NULL, *rowbuf = NULL, *bgrow = NULL, *bgout = NULL;
     int32_t *acc = NULL;
     int16_t *planes = NULL;
+    size_t out_stride = (size_t)win_w * 3, plane_len = 0;
     int rc = 0;
-    if (coeffs_make(cv->ch, out_h, &cvv)) goto nomem;
-    size_t plane_len = 0;
+
+    if ((need_v && coeffs_make(cv->ch, out_h, &cvv)) || (need_h && coeffs_make(cv->cw, out_w, &ch))) goto nomem;
+    rowbuf = pr_alloc((size_t)cv->cw, 3, 1);
+    bgrow = pr_alloc((size_t)cv->cw, 3, 1);
+    if (!rowbuf || !bgrow) goto nomem;
+    fill_bg(rowbuf, cv->cw, cv->bg);
+    fill_bg(bgrow, cv->cw, cv->bg);
+    /* input columns the horizontal pass reads for the window's output columns */
+    int col0 = need_h ? ch.bounds[2 * x0] : x0;
+    int col1 = need_h ? ch.bounds[2 * (x0 + win_w - 1)] + ch.bounds[2 * (x0 + win_w - 1) + 1] : x0 + win_w;
     if (need_h) {
-        if (coeffs_make(cv->cw, out_w, &ch)) goto nomem;
         if ((rc = hsplit_make(&ch, out_w, &hs)) == PR_ERR_ARG) {
             rc = pr_set_error(err, PR_ERR_ARG, "resample: filter weight out of range for %d → %d", cv->cw, out_w);
             goto done;
         }
         if (rc) goto nomem;
-        plane_len = (size_t)cv->cw + (size_t)hs.kpad;
+        plane_len = (size_t)(col1 - col0) + (size_t)hs.kpad;
         planes = pr_calloc(plane_len, 3, sizeof(int16_t));
         if (!planes) goto nomem;
     }
 
-    /* canvas rows the vertical pass reads for the output rows of the window (all of them if no pass) */
-    int first = need_v ? cvv.bounds[2 * y0] : y0;
-    int last = need_v ? cvv.bounds[2 * (y0 + win_h - 1)] + cvv.bounds[2 * (y0 + win_h - 1) + 1] : y0 + win_h;
-    int tmp_w = win_w; /* only the window's columns are kept after the horizontal step */
-    size_t tmp_stride = (size_t)tmp_w * 3;
-    tmp = pr_alloc((size_t)(last - first), tmp_stride, 1);
-    rowbuf = pr_alloc((size_t)cv->cw, 3, 1);
-    if (!tmp || !rowbuf) goto nomem;
-    fill_bg(rowbuf, cv->cw, cv->bg);
-
-    for (int y = first; y < last; y++) {
-        uint8_t *t = tmp + (size_t)(y - first) * tmp_stride;
-        const uint8_t *src = canvas_row(cv, y, rowbuf);
-        if (!need_h) {
-            if (src) {
-                memcpy(t, src + (size_t)x0 * 3, tmp_stride);
-            } else {
-                fill_bg(t, tmp_w, cv->bg);
-            }
-        } else if (src) {
-            hpass_row(src, cv->cw, t, &ch, &hs, x0, win_w, planes, plane_len);
-        } else {
-            if (!bgout) { /* every background row gives the same horizontal result: compute it once */
-                bgrow = pr_alloc((size_t)cv->cw, 3, 1);
-                bgout = pr_alloc(tmp_stride, 1, 1);
-                if (!bgrow || !bgout) goto nomem;
-                fill_bg(bgrow, cv->cw, cv->bg);
-                hpass_row(bgrow, cv->cw, bgout, &ch, &hs, x0, win_w, planes, plane_len);
-            }
-            memcpy(t, bgout, tmp_stride);
-        }
-        /* canvas_row wrote the image into rowbuf's middle; its background columns are untouched */
+    if (vertical_first) {
+        /* vertical pass straight from the canvas over the needed columns, then the horizontal pass */
+        size_t tmp_stride = (size_t)(col1 - col0) * 3;
+        tmp = pr_alloc((size_t)win_h, tmp_stride, 1);
+        acc = pr_alloc(tmp_stride, sizeof(int32_t), 1);
+        if (!tmp || !acc) goto nomem;
+        row_source src = {NULL, 0, 0, cv, col0, rowbuf, bgrow};
+        vpass(&src, tmp, tmp_stride, tmp_stride, &cvv, y0, win_h, acc);
+        for (int y = 0; y < win_h; y++)
+            hpass_row(tmp + (size_t)y * tmp_stride, col0, col1 - col0, out + (size_t)y * out_stride, &ch, &hs, x0,
+                      win_w, planes, plane_len);
+        goto done;
     }
 
+    /* horizontal pass first, over the canvas rows the vertical pass will read (the window's rows if none) */
+    int first = need_v ? cvv.bounds[2 * y0] : y0;
+    int last = need_v ? cvv.bounds[2 * (y0 + win_h - 1)] + cvv.bounds[2 * (y0 + win_h - 1) + 1] : y0 + win_h;
+    uint8_t *dst = out;
     if (need_v) {
-        acc = pr_alloc(tmp_stride, sizeof(int32_t), 1);
+        tmp = pr_alloc((size_t)(last - first), out_stride, 1);
+        if (!tmp) goto nomem;
+        dst = tmp;
+    }
+    for (int y = first; y < last; y++) {
+        uint8_t *t = dst + (size_t)(y - first) * out_stride;
+        const uint8_t *src = canvas_row(cv, y, rowbuf);
+        if (!need_h) {
+            memcpy(t, (src ? src : bgrow) + (size_t)x0 * 3, out_stride);
+        } else if (src) {
+            hpass_row(src + (size_t)col0 * 3, col0, col1 - col0, t, &ch, &hs, x0, win_w, planes, plane_len);
+        } else {
+            if (!bgout) { /* every background row gives the same horizontal result: compute it once */
+                bgout = pr_alloc(out_stride, 1, 1);
+                if (!bgout) goto nomem;
+                hpass_row(bgrow + (size_t)col0 * 3, col0, col1 - col0, bgout, &ch, &hs, x0, win_w, planes,
+                          plane_len);
+            }
+            memcpy(t, bgout, out_stride);
+        }
+    }
+    if (need_v) {
+        acc = pr_alloc(out_stride, sizeof(int32_t), 1);
         if (!acc) goto nomem;
-        vpass(tmp, tmp_stride, first, out, tmp_stride, tmp_stride, &cvv, y0, win_h, acc);
-    } else {
-        memcpy(out, tmp, tmp_stride * (size_t)win_h);
+        row_source src = {tmp, out_stride, first, NULL, 0, NULL, NULL};
+        vpass(&src, out, out_stride, out_stride, &cvv, y0, win_h, acc);
     }
     goto done;
 nomem:
