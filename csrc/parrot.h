@@ -122,9 +122,13 @@ const struct gguf_file *pr_model_gguf(const pr_model *m);
 struct pr_tokenizer;
 const struct pr_tokenizer *pr_model_tokenizer(const pr_model *m); /* NULL if the file has none */
 
-/* Raised asynchronously (e.g. by a SIGINT handler) to stop long work; checked between layers / tokens.
- * Functions then return PR_ERR_INTERRUPTED. The flag is per model, the caller resets it. */
+/* Stopping long work: the per-model flag, or the process-wide one (async-signal-safe to set, for a SIGINT
+ * handler), is checked between layers and chunks; functions then return PR_ERR_INTERRUPTED. The caller
+ * clears the flags. */
 volatile int *pr_model_abort_flag(pr_model *m);
+void pr_interrupt_request(void); /* async-signal-safe */
+void pr_interrupt_clear(void);
+int pr_interrupt_pending(void);
 
 /* ---------------------------------------------------------------- the language model */
 int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err);
@@ -146,6 +150,10 @@ int pr_decode_tokens(pr_context *c, const int32_t *ids, int n, float *logits, in
 /* ---------------------------------------------------------------- vision, projector, MoE */
 /* pixels: 3 × S × S float32 (preprocessed, CHW). out: n_img_tokens × n_embd (ViT + selection + projector). */
 int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err);
+/* The two halves of pr_encode_image: the selected vision hidden state (n_img_tokens × v_embd) ... */
+int pr_vision_features(pr_model *m, const float *pixels, float *out, pr_error *err);
+/* ... and the projector on n rows of it (n × n_embd). */
+int pr_project(pr_model *m, const float *features, int n, float *out, pr_error *err);
 /* The MoE's routing weights (n_expert) for image features x (n_img_tokens × n_embd, row 0 is CLS) and the
  * text embeddings T (n_text × n_embd). */
 int pr_moe_routing(const pr_model *m, const float *x, const float *T, int n_text, float *w, pr_error *err);

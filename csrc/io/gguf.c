@@ -398,14 +398,14 @@ int gguf_get_str(const gguf_file *f, const char *key, int required, gguf_str dfl
 }
 
 double gguf_arr_float(const gguf_kv *kv, uint64_t i) {
-    gguf_kv tmp;
+    gguf_kv tmp = {0};
     load_scalar(kv->arr_type, kv->arr_data + i * scalar_size(kv->arr_type), &tmp);
     if (kv->arr_type == GGUF_F32 || kv->arr_type == GGUF_F64) return tmp.v.f;
     return is_signed(kv->arr_type) ? (double)tmp.v.i : (double)tmp.v.u;
 }
 
 int64_t gguf_arr_int(const gguf_kv *kv, uint64_t i) {
-    gguf_kv tmp;
+    gguf_kv tmp = {0};
     load_scalar(kv->arr_type, kv->arr_data + i * scalar_size(kv->arr_type), &tmp);
     if (kv->arr_type == GGUF_F32 || kv->arr_type == GGUF_F64) return (int64_t)tmp.v.f;
     return is_signed(kv->arr_type) ? tmp.v.i : (int64_t)tmp.v.u;

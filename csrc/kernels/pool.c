@@ -1,0 +1,147 @@
+#include "kernels/pool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct pr_pool {
+    int n;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    pr_task_fn fn;
+    void *arg;
+    unsigned long generation; /* bumped for every job */
+    int pending;              /* workers still running the current job */
+    int quit;
+    /* calls from several Python threads are serialised here: a job owns the pool until it returns */
+    pthread_mutex_t job_mu;
+};
+
+typedef struct {
+    pr_pool *p;
+    int ith;
+} worker_arg;
+
+static void *worker(void *a) {
+    worker_arg *wa = a;
+    pr_pool *p = wa->p;
+    int ith = wa->ith;
+    free(wa);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
+        if (p->quit) break;
+        seen = p->generation;
+        pr_task_fn fn = p->fn;
+        void *arg = p->arg;
+        pthread_mutex_unlock(&p->mu);
+        fn(arg, ith, p->n);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int pr_pool_new(int n_threads, pr_pool **out) {
+    *out = NULL;
+    if (n_threads < 1) n_threads = 1;
+    pr_pool *p = calloc(1, sizeof *p);
+    if (!p) return -1;
+    p->n = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->job_mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->threads = calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!p->threads) {
+        free(p);
+        return -1;
+    }
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (!wa || pthread_create(&p->threads[i], NULL, worker, wa ? (wa->p = p, wa->ith = i, wa) : NULL)) {
+            free(wa);
+            p->n = i; /* run with the threads we got */
+            break;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void pr_pool_free(pr_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->job_mu);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    free(p->threads);
+    free(p);
+}
+
+int pr_pool_size(const pr_pool *p) { return p ? p->n : 1; }
+
+void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg) {
+    if (!p || p->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->job_mu);
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->pending = p->n - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    fn(arg, 0, p->n);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->job_mu);
+}
+
+void pr_split_range(long n, int ith, int nth, long *begin, long *end) {
+    long per = n / nth, rem = n % nth;
+    *begin = ith * per + (ith < rem ? ith : rem);
+    *end = *begin + per + (ith < rem ? 1 : 0);
+}
+
+int pr_physical_cores(void) {
+    /* count distinct (physical id, core id) pairs; fall back to online CPUs */
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    int cores = 0;
+    if (f) {
+        char line[256];
+        int phys = -1, seen_pairs[1024][2], n_pairs = 0;
+        while (fgets(line, sizeof line, f)) {
+            int v;
+            if (sscanf(line, "physical id : %d", &v) == 1) phys = v;
+            else if (sscanf(line, "core id : %d", &v) == 1) {
+                int dup = 0;
+                for (int i = 0; i < n_pairs; i++)
+                    if (seen_pairs[i][0] == phys && seen_pairs[i][1] == v) dup = 1;
+                if (!dup && n_pairs < 1024) {
+                    seen_pairs[n_pairs][0] = phys;
+                    seen_pairs[n_pairs][1] = v;
+                    n_pairs++;
+                }
+            }
+        }
+        fclose(f);
+        cores = n_pairs;
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1 || (online > 0 && cores > online)) cores = online > 0 ? (int)online : 1;
+    return cores;
+}

@@ -1,0 +1,18 @@
+/* One persistent pool of worker threads per model. pr_pool_run(fn) runs fn(arg, ith, nth) on every thread
+ * (the caller is thread 0) and returns when all are done. Idle workers sleep on a condition variable, so they
+ * do not compete with OpenBLAS's own threads, which run only between pool jobs. */
+#ifndef PR_KERNELS_POOL_H
+#define PR_KERNELS_POOL_H
+
+typedef struct pr_pool pr_pool;
+typedef void (*pr_task_fn)(void *arg, int ith, int nth);
+
+int pr_pool_new(int n_threads, pr_pool **out);
+void pr_pool_free(pr_pool *p);
+int pr_pool_size(const pr_pool *p);
+void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg);
+/* Splits [0, n) into nth near-equal contiguous ranges; range of thread ith. */
+void pr_split_range(long n, int ith, int nth, long *begin, long *end);
+/* Physical cores of this machine (best effort, >= 1). */
+int pr_physical_cores(void);
+#endif

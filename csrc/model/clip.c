@@ -1,0 +1,179 @@
+/* The CLIP vision tower (transformers' CLIPVisionModel) and the multimodal projector.
+ *
+ *   E = patches(pixels)·W_patchᵀ                          (14×14 stride-14 conv written as a GEMM)
+ *   x = [class_embd; E] + P                                (577 tokens at 336/14)
+ *   x = LayerNorm_pre(x)                                   (hidden_states[0])
+ *   for each encoder layer (only as many as select_layer needs):
+ *     x = x + MHA(LN1(x))                                  (bidirectional, biases)
+ *     x = x + fc2(act(fc1(LN2(x))))                        (act = quick_gelu: x·σ(1.702x))
+ *   F = x, or x without the CLS row for select_feature "patch"
+ *   projector mlp2x_gelu: Y = GELU(F·W0ᵀ + b0)·W2ᵀ + b2   (exact erf GELU); linear: Y = F·W0ᵀ + b0
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/matmul.h"
+#include "model/model.h"
+#include "util/mem.h"
+
+typedef struct {
+    const float *q, *k, *v; /* n × d each */
+    float *out;
+    float *scores;          /* nth × n */
+    int n, n_head, hd;
+} vit_attn_job;
+
+static void vit_attn_task(void *arg, int ith, int nth) {
+    vit_attn_job *j = arg;
+    long a, b, d = (long)j->n_head * j->hd;
+    float scale = 1.0f / sqrtf((float)j->hd), *s = j->scores + (long)ith * j->n;
+    pr_split_range((long)j->n * j->n_head, ith, nth, &a, &b);
+    for (long t = a; t < b; t++) {
+        int i = (int)(t / j->n_head), h = (int)(t % j->n_head);
+        const float *q = j->q + i * d + (long)h * j->hd;
+        for (int p = 0; p < j->n; p++) {
+            const float *k = j->k + p * d + (long)h * j->hd;
+            float dot = 0;
+            for (int e = 0; e < j->hd; e++) dot += q[e] * k[e];
+            s[p] = dot * scale;
+        }
+        pr_softmax(s, j->n);
+        float *o = j->out + i * d + (long)h * j->hd;
+        memset(o, 0, (size_t)j->hd * sizeof(float));
+        for (int p = 0; p < j->n; p++) {
+            const float *v = j->v + p * d + (long)h * j->hd;
+            for (int e = 0; e < j->hd; e++) o[e] += s[p] * v[e];
+        }
+    }
+}
+
+static inline float quick_gelu(float x) { return x / (1.0f + expf(-1.702f * x)); }
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+
+/* x: n × vd, updated in place through `n_run` encoder layers */
+static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
+    const pr_config *c = &m->cfg;
+    long vd = c->v_embd, ff = c->v_ff;
+    int hd = c->v_embd / c->v_head;
+    float *h = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *q = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
+    float *k = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *v = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
+    float *o = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *f = pr_alloc((size_t)n, (size_t)ff, sizeof(float));
+    float *sc = pr_alloc((size_t)pr_pool_size(m->pool), (size_t)n, sizeof(float));
+    int rc = 0;
+    if (!h || !q || !k || !v || !o || !f || !sc) {
+        rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
+        goto done;
+    }
+    for (int l = 0; l < c->n_layer_run; l++) {
+        if (pr_should_abort(m)) {
+            rc = pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
+            goto done;
+        }
+        const pr_vit_layer *L = &m->w.v_layers[l];
+        for (int i = 0; i < n; i++) pr_layernorm(h + i * vd, x + i * vd, L->ln1_w, L->ln1_b, vd, c->v_eps);
+        pr_matmul(m->pool, L->wq, h, n, q);
+        pr_add_bias(L->bq, q, n, vd);
+        pr_matmul(m->pool, L->wk, h, n, k);
+        pr_add_bias(L->bk, k, n, vd);
+        pr_matmul(m->pool, L->wv, h, n, v);
+        pr_add_bias(L->bv, v, n, vd);
+        vit_attn_job aj = {q, k, v, o, sc, n, c->v_head, hd};
+        pr_pool_run(m->pool, vit_attn_task, &aj);
+        pr_matmul(m->pool, L->wo, o, n, h);
+        pr_add_bias(L->bo, h, n, vd);
+        for (long i = 0; i < n * vd; i++) x[i] += h[i];
+
+        for (int i = 0; i < n; i++) pr_layernorm(h + i * vd, x + i * vd, L->ln2_w, L->ln2_b, vd, c->v_eps);
+        pr_matmul(m->pool, L->fc1_w, h, n, f);
+        pr_add_bias(L->fc1_b, f, n, ff);
+        if (c->v_act == PR_ACT_QUICK_GELU)
+            for (long i = 0; i < n * ff; i++) f[i] = quick_gelu(f[i]);
+        else
+            for (long i = 0; i < n * ff; i++) f[i] = gelu_erf(f[i]);
+        pr_matmul(m->pool, L->fc2_w, f, n, h);
+        pr_add_bias(L->fc2_b, h, n, vd);
+        for (long i = 0; i < n * vd; i++) x[i] += h[i];
+    }
+done:
+    pr_free(h); pr_free(q); pr_free(k); pr_free(v); pr_free(o); pr_free(f); pr_free(sc);
+    return rc;
+}
+
+/* Y (n × d) = projector(F) for F n × vd */
+int pr_project(pr_model *m, const float *F, int n, float *Y, pr_error *err) {
+    const pr_config *c = &m->cfg;
+    if (!c->has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no projector", gguf_path(m->gguf));
+    long d = c->n_embd;
+    if (c->projector_type == PR_PROJ_IDENTITY) {
+        memcpy(Y, F, (size_t)n * d * sizeof(float));
+        return 0;
+    }
+    if (c->projector_type == PR_PROJ_LINEAR) {
+        pr_matmul(m->pool, m->w.mm0_w, F, n, Y);
+        pr_add_bias(m->w.mm0_b, Y, n, d);
+        return 0;
+    }
+    float *h = pr_alloc((size_t)n, (size_t)d, sizeof(float));
+    if (!h) return pr_set_error(err, PR_ERR_NOMEM, "out of memory in the projector");
+    pr_matmul(m->pool, m->w.mm0_w, F, n, h);
+    pr_add_bias(m->w.mm0_b, h, n, d);
+    for (long i = 0; i < n * d; i++) h[i] = gelu_erf(h[i]);
+    pr_matmul(m->pool, m->w.mm2_w, h, n, Y);
+    pr_add_bias(m->w.mm2_b, Y, n, d);
+    pr_free(h);
+    return 0;
+}
+
+int pr_vision_features(pr_model *m, const float *pixels, float *out, pr_error *err) {
+    const pr_config *c = &m->cfg;
+    if (!c->has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no vision tower", gguf_path(m->gguf));
+    int S = c->v_image_size, p = c->v_patch_size, G = S / p, np = G * G, n = np + 1;
+    long vd = c->v_embd, pd = 3L * p * p;
+    float *patches = pr_alloc((size_t)np, (size_t)pd, sizeof(float));
+    float *x = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *t = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
+    int rc = 0;
+    if (!patches || !x || !t) {
+        rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
+        goto done;
+    }
+    /* patch (gy, gx) as a vector in the conv weight's (channel, ky, kx) order */
+    for (int gy = 0; gy < G; gy++)
+        for (int gx = 0; gx < G; gx++) {
+            float *dst = patches + (long)(gy * G + gx) * pd;
+            for (int ch = 0; ch < 3; ch++)
+                for (int ky = 0; ky < p; ky++)
+                    memcpy(dst + (ch * p + ky) * p, pixels + ((long)ch * S + gy * p + ky) * S + gx * p,
+                           (size_t)p * sizeof(float));
+        }
+    pr_matmul(m->pool, m->w.patch_embd, patches, np, t + vd);
+    memcpy(t, pr_f32(m->w.class_embd), (size_t)vd * sizeof(float));
+    float *pos = pr_alloc((size_t)vd, sizeof(float), 1);
+    if (!pos) {
+        rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        pr_row_to_f32(m->w.pos_embd, i, pos);
+        for (long e = 0; e < vd; e++) t[i * vd + e] += pos[e];
+        pr_layernorm(x + i * vd, t + i * vd, m->w.pre_ln_w, m->w.pre_ln_b, vd, c->v_eps);
+    }
+    pr_free(pos);
+    rc = vit_layers(m, x, n, err);
+    if (rc) goto done;
+    const float *F = c->select_feature == PR_FEAT_PATCH ? x + vd : x;
+    memcpy(out, F, (size_t)c->n_img_tokens * vd * sizeof(float));
+done:
+    pr_free(patches); pr_free(x); pr_free(t);
+    return rc;
+}
+
+int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err) {
+    const pr_config *c = &m->cfg;
+    if (!c->has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no vision tower", gguf_path(m->gguf));
+    float *F = pr_alloc((size_t)c->n_img_tokens, (size_t)c->v_embd, sizeof(float));
+    if (!F) return pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
+    int rc = pr_vision_features(m, pixels, F, err);
+    if (!rc) rc = pr_project(m, F, c->n_img_tokens, out, err);
+    pr_free(F);
+    return rc;
+}

@@ -1,0 +1,675 @@
+/* parrot._core.Model and parrot._core.Context: the model file, its forward passes, and one sequence's KV
+ * cache. Long work runs with the GIL released; in the main thread a SIGINT during such work interrupts it
+ * (the C core checks between layers) and surfaces as KeyboardInterrupt. */
+#include <signal.h>
+#include <string.h>
+
+#include "io/gguf.h"
+#include "python/pynp.h"
+
+typedef struct {
+    PyObject_HEAD
+    pr_model *m;
+    PyObject *path;
+} ModelObject;
+
+typedef struct {
+    PyObject_HEAD
+    ModelObject *model;
+    pr_context *c;
+} ContextObject;
+
+static PyTypeObject ModelType, ContextType;
+
+/* ---- SIGINT around long calls: our handler asks the core to stop, then chains to Python's handler */
+static struct sigaction previous_sigint;
+static int sigint_installed;
+
+static void on_sigint(int sig) {
+    pr_interrupt_request();
+    if (previous_sigint.sa_flags & SA_SIGINFO) {
+        /* Python's handler is a plain handler; nothing to chain in this form */
+    } else if (previous_sigint.sa_handler != SIG_DFL && previous_sigint.sa_handler != SIG_IGN) {
+        previous_sigint.sa_handler(sig);
+    }
+}
+
+/* Called with the GIL held, before releasing it. Only the main thread touches the handler. */
+static int long_call_begin(void) {
+    if (!PyGILState_Check()) return 0;
+    PyObject *threading = PyImport_ImportModule("threading");
+    int is_main = 0;
+    if (threading) {
+        PyObject *cur = PyObject_CallMethod(threading, "current_thread", NULL);
+        PyObject *main = PyObject_CallMethod(threading, "main_thread", NULL);
+        is_main = cur && main && cur == main;
+        Py_XDECREF(cur);
+        Py_XDECREF(main);
+        Py_DECREF(threading);
+    }
+    PyErr_Clear();
+    if (!is_main || sigint_installed) return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, &previous_sigint) != 0) return 0;
+    sigint_installed = 1;
+    return 1;
+}
+
+static void long_call_end(int installed) {
+    if (installed) {
+        sigaction(SIGINT, &previous_sigint, NULL);
+        sigint_installed = 0;
+    }
+}
+
+/* After a failed call: an interruption becomes KeyboardInterrupt (or whatever Python's SIGINT handler
+ * raises), everything else the mapped parrot error. */
+static PyObject *raise_error(pr_error *e) {
+    if (e->code == PR_ERR_INTERRUPTED) {
+        pr_interrupt_clear();
+        if (PyErr_CheckSignals() < 0) return NULL;
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
+        return NULL;
+    }
+    return pr_py_raise(e);
+}
+
+#define RUN_LONG(stmt)                                                                                  \
+    do {                                                                                                \
+        int inst_ = long_call_begin();                                                                  \
+        Py_BEGIN_ALLOW_THREADS stmt;                                                                    \
+        Py_END_ALLOW_THREADS long_call_end(inst_);                                                      \
+    } while (0)
+
+/* ---- Model */
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"path", "threads", NULL};
+    PyObject *path_obj;
+    int threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|i", kwlist, PyUnicode_FSConverter, &path_obj, &threads))
+        return -1;
+    if (self->m) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_RuntimeError, "Model is already initialised");
+        return -1;
+    }
+    const char *path = PyBytes_AS_STRING(path_obj);
+    pr_error e = {0};
+    pr_model *m = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = pr_model_load(path, threads, &m, &e);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        Py_DECREF(path_obj);
+        pr_py_raise(&e);
+        return -1;
+    }
+    self->m = m;
+    self->path = PyUnicode_DecodeFSDefault(path);
+    Py_DECREF(path_obj);
+    return self->path ? 0 : -1;
+}
+
+static void Model_dealloc(ModelObject *self) {
+    pr_model_free(self->m);
+    Py_XDECREF(self->path);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int check_model(ModelObject *self) {
+    if (!self->m) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+#define SET_ITEM(d, k, v)                                                                               \
+    do {                                                                                                \
+        PyObject *v_ = (v);                                                                             \
+        if (!v_ || PyDict_SetItemString(d, k, v_) < 0) {                                                \
+            Py_XDECREF(v_);                                                                             \
+            Py_DECREF(d);                                                                               \
+            return NULL;                                                                                \
+        }                                                                                               \
+        Py_DECREF(v_);                                                                                  \
+    } while (0)
+
+static PyObject *Model_config(ModelObject *self, void *closure) {
+    if (check_model(self)) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    SET_ITEM(d, "vocab_size", PyLong_FromLong(c->n_vocab));
+    SET_ITEM(d, "hidden_size", PyLong_FromLong(c->n_embd));
+    SET_ITEM(d, "num_hidden_layers", PyLong_FromLong(c->n_layer));
+    SET_ITEM(d, "num_attention_heads", PyLong_FromLong(c->n_head));
+    SET_ITEM(d, "num_key_value_heads", PyLong_FromLong(c->n_head_kv));
+    SET_ITEM(d, "intermediate_size", PyLong_FromLong(c->n_ff));
+    SET_ITEM(d, "max_position_embeddings", PyLong_FromLong(c->n_ctx_train));
+    SET_ITEM(d, "rms_norm_eps", PyFloat_FromDouble(c->rms_eps));
+    SET_ITEM(d, "rope_theta", PyFloat_FromDouble(c->rope_theta));
+    SET_ITEM(d, "tie_word_embeddings", PyBool_FromLong(c->tied_embeddings));
+    SET_ITEM(d, "eos_token_id", PyLong_FromLong(c->eos_id));
+    SET_ITEM(d, "has_vision", PyBool_FromLong(c->has_vision));
+    if (c->has_vision) {
+        SET_ITEM(d, "image_size", PyLong_FromLong(c->v_image_size));
+        SET_ITEM(d, "patch_size", PyLong_FromLong(c->v_patch_size));
+        SET_ITEM(d, "vision_hidden_size", PyLong_FromLong(c->v_embd));
+        SET_ITEM(d, "vision_intermediate_size", PyLong_FromLong(c->v_ff));
+        SET_ITEM(d, "vision_layers", PyLong_FromLong(c->v_layer));
+        SET_ITEM(d, "vision_heads", PyLong_FromLong(c->v_head));
+        SET_ITEM(d, "vision_layers_run", PyLong_FromLong(c->n_layer_run));
+        SET_ITEM(d, "vision_act", PyUnicode_FromString(c->v_act == PR_ACT_QUICK_GELU ? "quick_gelu" : "gelu"));
+        SET_ITEM(d, "vision_eps", PyFloat_FromDouble(c->v_eps));
+        SET_ITEM(d, "image_mean", Py_BuildValue("(ddd)", c->image_mean[0], c->image_mean[1], c->image_mean[2]));
+        SET_ITEM(d, "image_std", Py_BuildValue("(ddd)", c->image_std[0], c->image_std[1], c->image_std[2]));
+        SET_ITEM(d, "mm_vision_select_layer", PyLong_FromLong(c->select_layer));
+        SET_ITEM(d, "mm_vision_select_feature",
+                 PyUnicode_FromString(c->select_feature == PR_FEAT_PATCH ? "patch" : "cls_patch"));
+        SET_ITEM(d, "image_tokens", PyLong_FromLong(c->n_img_tokens));
+        static const char *proj[] = {"mlp2x_gelu", "linear", "identity"};
+        SET_ITEM(d, "mm_projector_type", PyUnicode_FromString(proj[c->projector_type]));
+        SET_ITEM(d, "use_moe", PyBool_FromLong(c->use_moe));
+        SET_ITEM(d, "use_moe_residual", PyBool_FromLong(c->use_moe_residual));
+        SET_ITEM(d, "num_experts", PyLong_FromLong(c->n_expert));
+        SET_ITEM(d, "moe_intermediate_size", PyLong_FromLong(c->moe_ff));
+        SET_ITEM(d, "moe_weight", PyFloat_FromDouble(c->moe_weight));
+        SET_ITEM(d, "moe_top_k", PyLong_FromLong(c->moe_top_k));
+    }
+    return d;
+}
+
+static PyObject *Model_get_path(ModelObject *self, void *closure) {
+    if (check_model(self)) return NULL;
+    Py_INCREF(self->path);
+    return self->path;
+}
+
+static PyObject *Model_get_threads(ModelObject *self, void *closure) {
+    if (check_model(self)) return NULL;
+    return PyLong_FromLong(pr_model_n_threads(self->m));
+}
+
+static PyObject *Model_tensors(ModelObject *self, PyObject *noargs) {
+    if (check_model(self)) return NULL;
+    int n = pr_model_n_tensors(self->m);
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        const pr_tensor *t = pr_model_tensor_at(self->m, i);
+        PyObject *shape = PyTuple_New(t->n_dims);
+        if (!shape) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        /* numpy order (slowest first), as the HF checkpoint had it */
+        for (int d = 0; d < t->n_dims; d++)
+            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(t->ne[t->n_dims - 1 - d]));
+        PyObject *item = Py_BuildValue("(ssNn)", t->name, pr_dtype_name(t->type), shape, (Py_ssize_t)t->nbytes);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* One metadata value as a Python object; arrays longer than max_array become ("array", n). */
+static PyObject *kv_value(const gguf_kv *kv, Py_ssize_t max_array) {
+    switch (kv->type) {
+    case GGUF_STRING: return PyUnicode_DecodeUTF8(kv->v.s.ptr, (Py_ssize_t)kv->v.s.len, "replace");
+    case GGUF_BOOL: return PyBool_FromLong((long)kv->v.u);
+    case GGUF_F32: case GGUF_F64: return PyFloat_FromDouble(kv->v.f);
+    case GGUF_I8: case GGUF_I16: case GGUF_I32: case GGUF_I64: return PyLong_FromLongLong(kv->v.i);
+    case GGUF_ARRAY: {
+        if ((Py_ssize_t)kv->arr_n > max_array) return Py_BuildValue("(sK)", "array", (unsigned long long)kv->arr_n);
+        PyObject *l = PyList_New((Py_ssize_t)kv->arr_n);
+        if (!l) return NULL;
+        for (uint64_t i = 0; i < kv->arr_n; i++) {
+            PyObject *v;
+            if (kv->arr_type == GGUF_STRING)
+                v = PyUnicode_DecodeUTF8(kv->arr_strs[i].ptr, (Py_ssize_t)kv->arr_strs[i].len, "replace");
+            else if (kv->arr_type == GGUF_F32 || kv->arr_type == GGUF_F64)
+                v = PyFloat_FromDouble(gguf_arr_float(kv, i));
+            else
+                v = PyLong_FromLongLong(gguf_arr_int(kv, i));
+            if (!v) {
+                Py_DECREF(l);
+                return NULL;
+            }
+            PyList_SET_ITEM(l, (Py_ssize_t)i, v);
+        }
+        return l;
+    }
+    default: return PyLong_FromUnsignedLongLong(kv->v.u);
+    }
+}
+
+static PyObject *Model_metadata(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"max_array", NULL};
+    Py_ssize_t max_array = 64;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|n", kwlist, &max_array)) return NULL;
+    if (check_model(self)) return NULL;
+    const gguf_file *f = pr_model_gguf(self->m);
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (int i = 0; i < gguf_n_kv(f); i++) {
+        const gguf_kv *kv = gguf_kv_at(f, i);
+        PyObject *key = PyUnicode_DecodeUTF8(kv->key.ptr, (Py_ssize_t)kv->key.len, "replace");
+        PyObject *val = key ? kv_value(kv, max_array) : NULL;
+        if (!val || PyDict_SetItem(d, key, val) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(val);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(key);
+        Py_DECREF(val);
+    }
+    return d;
+}
+
+/* Contiguous array of the given type and ndim, or an exception naming `what`. */
+static PyArrayObject *as_array(PyObject *o, int type, int ndim, const char *what) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, type, 0, 0, NPY_ARRAY_IN_ARRAY);
+    if (!a) return NULL;
+    if (PyArray_NDIM(a) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimension(s), got shape with %d", what, ndim,
+                     PyArray_NDIM(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static PyObject *Model_embed(ModelObject *self, PyObject *arg) {
+    if (check_model(self)) return NULL;
+    PyArrayObject *ids = as_array(arg, NPY_INT32, 1, "ids");
+    if (!ids) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    npy_intp n = PyArray_DIM(ids, 0), dims[2] = {n, c->n_embd};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) {
+        Py_DECREF(ids);
+        return NULL;
+    }
+    pr_error e = {0};
+    int rc = pr_embed_tokens(self->m, PyArray_DATA(ids), (int)n, PyArray_DATA(out), &e);
+    Py_DECREF(ids);
+    if (rc) {
+        Py_DECREF(out);
+        return pr_py_raise(&e);
+    }
+    return (PyObject *)out;
+}
+
+static int require_vision(ModelObject *self) {
+    if (check_model(self)) return -1;
+    if (!pr_model_config(self->m)->has_vision) {
+        PyErr_Format(PyExc_ValueError, "%U has no vision tower (it was converted from a text-only checkpoint)",
+                     self->path);
+        return -1;
+    }
+    return 0;
+}
+
+/* pixels (3, S, S) float32 checked against the model, or NULL with an exception */
+static PyArrayObject *pixels_array(ModelObject *self, PyObject *arg) {
+    const pr_config *c = pr_model_config(self->m);
+    PyArrayObject *px = as_array(arg, NPY_FLOAT32, 3, "pixels");
+    if (!px) return NULL;
+    npy_intp *s = PyArray_DIMS(px);
+    if (s[0] != 3 || s[1] != c->v_image_size || s[2] != c->v_image_size) {
+        PyErr_Format(PyExc_ValueError, "pixels must have shape (3, %d, %d), got (%zd, %zd, %zd)", c->v_image_size,
+                     c->v_image_size, (Py_ssize_t)s[0], (Py_ssize_t)s[1], (Py_ssize_t)s[2]);
+        Py_DECREF(px);
+        return NULL;
+    }
+    return px;
+}
+
+/* encode_image (project=1) or vision_features (project=0) */
+static PyObject *run_vision(ModelObject *self, PyObject *arg, int project) {
+    if (require_vision(self)) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    PyArrayObject *px = pixels_array(self, arg);
+    if (!px) return NULL;
+    npy_intp dims[2] = {c->n_img_tokens, project ? c->n_embd : c->v_embd};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) {
+        Py_DECREF(px);
+        return NULL;
+    }
+    pr_error e = {0};
+    int rc;
+    float *in = PyArray_DATA(px), *o = PyArray_DATA(out);
+    if (project) RUN_LONG(rc = pr_encode_image(self->m, in, o, &e));
+    else RUN_LONG(rc = pr_vision_features(self->m, in, o, &e));
+    Py_DECREF(px);
+    if (rc) {
+        Py_DECREF(out);
+        return raise_error(&e);
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *Model_encode_image(ModelObject *self, PyObject *arg) { return run_vision(self, arg, 1); }
+static PyObject *Model_vision_features(ModelObject *self, PyObject *arg) { return run_vision(self, arg, 0); }
+
+static PyObject *Model_project(ModelObject *self, PyObject *arg) {
+    if (require_vision(self)) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    PyArrayObject *f = as_array(arg, NPY_FLOAT32, 2, "vision features");
+    if (!f) return NULL;
+    if (PyArray_DIM(f, 1) != c->v_embd || PyArray_DIM(f, 0) < 1) {
+        PyErr_Format(PyExc_ValueError, "vision features must have shape (n, %d), n >= 1", c->v_embd);
+        Py_DECREF(f);
+        return NULL;
+    }
+    npy_intp dims[2] = {PyArray_DIM(f, 0), c->n_embd};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    pr_error e = {0};
+    int rc = 0;
+    if (out) {
+        float *in = PyArray_DATA(f), *o = PyArray_DATA(out);
+        int n = (int)dims[0];
+        RUN_LONG(rc = pr_project(self->m, in, n, o, &e));
+    }
+    Py_DECREF(f);
+    if (!out) return NULL;
+    if (rc) {
+        Py_DECREF(out);
+        return raise_error(&e);
+    }
+    return (PyObject *)out;
+}
+
+/* features array n × d, checked against the model */
+static PyArrayObject *features(ModelObject *self, PyObject *o, const char *what) {
+    PyArrayObject *a = as_array(o, NPY_FLOAT32, 2, what);
+    if (a && PyArray_DIM(a, 1) != pr_model_config(self->m)->n_embd) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d columns (the hidden size), got %zd", what,
+                     pr_model_config(self->m)->n_embd, (Py_ssize_t)PyArray_DIM(a, 1));
+        Py_DECREF(a);
+        return NULL;
+    }
+    if (a && PyArray_DIM(a, 0) < 1) {
+        PyErr_Format(PyExc_ValueError, "%s has no rows", what);
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static int require_moe(ModelObject *self) {
+    if (require_vision(self)) return -1;
+    if (!pr_model_config(self->m)->use_moe) {
+        PyErr_Format(PyExc_ValueError, "%U does not use the MoE (use_moe is false)", self->path);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Model_moe_routing(ModelObject *self, PyObject *args) {
+    PyObject *xo, *to;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &to)) return NULL;
+    if (require_moe(self)) return NULL;
+    PyArrayObject *x = features(self, xo, "image features"), *t = x ? features(self, to, "text embeddings") : NULL;
+    if (!t) {
+        Py_XDECREF(x);
+        return NULL;
+    }
+    npy_intp dims[1] = {pr_model_config(self->m)->n_expert};
+    PyArrayObject *w = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+    pr_error e = {0};
+    int rc = w ? pr_moe_routing(self->m, PyArray_DATA(x), PyArray_DATA(t), (int)PyArray_DIM(t, 0), PyArray_DATA(w), &e) : 0;
+    Py_DECREF(x);
+    Py_DECREF(t);
+    if (!w) return NULL;
+    if (rc) {
+        Py_DECREF(w);
+        return pr_py_raise(&e);
+    }
+    return (PyObject *)w;
+}
+
+static PyObject *Model_moe_experts(ModelObject *self, PyObject *arg) {
+    if (require_moe(self)) return NULL;
+    PyArrayObject *x = features(self, arg, "image features");
+    if (!x) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    npy_intp dims[3] = {c->n_expert, PyArray_DIM(x, 0), c->n_embd};
+    PyArrayObject *y = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+    if (!y) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    pr_error e = {0};
+    int rc, n = (int)PyArray_DIM(x, 0);
+    float *xi = PyArray_DATA(x), *yo = PyArray_DATA(y);
+    RUN_LONG(rc = pr_moe_experts(self->m, xi, n, yo, &e));
+    Py_DECREF(x);
+    if (rc) {
+        Py_DECREF(y);
+        return raise_error(&e);
+    }
+    return (PyObject *)y;
+}
+
+static PyObject *Model_moe_combine(ModelObject *self, PyObject *args) {
+    PyObject *xo, *yo, *wo;
+    if (!PyArg_ParseTuple(args, "OOO", &xo, &yo, &wo)) return NULL;
+    if (require_vision(self)) return NULL;
+    const pr_config *c = pr_model_config(self->m);
+    PyArrayObject *x = features(self, xo, "image features"), *y = NULL, *w = NULL, *out = NULL;
+    if (!x) return NULL;
+    if (c->use_moe) {
+        y = as_array(yo, NPY_FLOAT32, 3, "expert outputs");
+        w = y ? as_array(wo, NPY_FLOAT32, 1, "routing weights") : NULL;
+        if (!w) goto fail;
+        if (PyArray_DIM(y, 0) != c->n_expert || PyArray_DIM(y, 1) != PyArray_DIM(x, 0) || PyArray_DIM(y, 2) != c->n_embd ||
+            PyArray_DIM(w, 0) != c->n_expert) {
+            PyErr_Format(PyExc_ValueError, "expert outputs must be (%d, %zd, %d) and routing weights (%d,)", c->n_expert,
+                         (Py_ssize_t)PyArray_DIM(x, 0), c->n_embd, c->n_expert);
+            goto fail;
+        }
+    }
+    out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(x), NPY_FLOAT32);
+    if (!out) goto fail;
+    pr_error e = {0};
+    pr_moe_combine(self->m, PyArray_DATA(x), y ? PyArray_DATA(y) : NULL, w ? PyArray_DATA(w) : NULL,
+                   (int)PyArray_DIM(x, 0), PyArray_DATA(out), &e);
+    Py_DECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(w);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(w);
+    return NULL;
+}
+
+static PyObject *Model_new_context(ModelObject *self, PyObject *args) {
+    int n_ctx;
+    if (!PyArg_ParseTuple(args, "i", &n_ctx)) return NULL;
+    if (check_model(self)) return NULL;
+    pr_error e = {0};
+    pr_context *c;
+    if (pr_context_new(self->m, n_ctx, &c, &e)) return pr_py_raise(&e);
+    ContextObject *co = PyObject_New(ContextObject, &ContextType);
+    if (!co) {
+        pr_context_free(c);
+        return NULL;
+    }
+    co->c = c;
+    Py_INCREF(self);
+    co->model = self;
+    return (PyObject *)co;
+}
+
+static PyObject *Model_interrupt(ModelObject *self, PyObject *noargs) {
+    if (check_model(self)) return NULL;
+    *pr_model_abort_flag(self->m) = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_clear_interrupt(ModelObject *self, PyObject *noargs) {
+    if (check_model(self)) return NULL;
+    *pr_model_abort_flag(self->m) = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Model_methods[] = {
+    {"tensors", (PyCFunction)Model_tensors, METH_NOARGS, "[(name, dtype, shape, nbytes)] of every tensor"},
+    {"metadata", (PyCFunction)(void (*)(void))Model_metadata, METH_VARARGS | METH_KEYWORDS,
+     "metadata(max_array=64) -> dict of the file's GGUF metadata"},
+    {"embed", (PyCFunction)Model_embed, METH_O, "embed(ids int32[n]) -> float32[n, hidden]"},
+    {"encode_image", (PyCFunction)Model_encode_image, METH_O,
+     "encode_image(pixels float32[3,S,S]) -> float32[image_tokens, hidden] (ViT + projector)"},
+    {"vision_features", (PyCFunction)Model_vision_features, METH_O,
+     "vision_features(pixels float32[3,S,S]) -> float32[image_tokens, vision_hidden] (selected hidden state)"},
+    {"project", (PyCFunction)Model_project, METH_O,
+     "project(features float32[n, vision_hidden]) -> float32[n, hidden] (the multimodal projector)"},
+    {"moe_routing", (PyCFunction)Model_moe_routing, METH_VARARGS,
+     "moe_routing(x float32[n, hidden], text float32[m, hidden]) -> float32[num_experts]"},
+    {"moe_experts", (PyCFunction)Model_moe_experts, METH_O,
+     "moe_experts(x float32[n, hidden]) -> float32[num_experts, n, hidden]"},
+    {"moe_combine", (PyCFunction)Model_moe_combine, METH_VARARGS,
+     "moe_combine(x, expert_outputs, weights) -> float32[n, hidden]"},
+    {"new_context", (PyCFunction)Model_new_context, METH_VARARGS, "new_context(n_ctx) -> Context"},
+    {"interrupt", (PyCFunction)Model_interrupt, METH_NOARGS, "ask running work on this model to stop"},
+    {"clear_interrupt", (PyCFunction)Model_clear_interrupt, METH_NOARGS, "clear the interrupt flag"},
+    {NULL},
+};
+
+static PyGetSetDef Model_getset[] = {
+    {"config", (getter)Model_config, NULL, "hyperparameters (dict)", NULL},
+    {"path", (getter)Model_get_path, NULL, "the model file", NULL},
+    {"threads", (getter)Model_get_threads, NULL, "worker threads", NULL},
+    {NULL},
+};
+
+/* ---- Context */
+
+static void Context_dealloc(ContextObject *self) {
+    pr_context_free(self->c);
+    Py_XDECREF(self->model);
+    PyObject_Free(self);
+}
+
+static PyObject *Context_decode(ContextObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"inputs", "all_logits", "logits", NULL};
+    PyObject *in;
+    int all = 0, want = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pp", kwlist, &in, &all, &want)) return NULL;
+    pr_model *m = self->model->m;
+    const pr_config *c = pr_model_config(m);
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(in, NPY_NOTYPE, 1, 2, NPY_ARRAY_IN_ARRAY);
+    if (!a) return NULL;
+    int is_ids = PyArray_NDIM(a) == 1;
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROMANY((PyObject *)a, is_ids ? NPY_INT32 : NPY_FLOAT32, 1, 2,
+                                                          NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(a);
+    if (!arr) return NULL;
+    if (!is_ids && PyArray_DIM(arr, 1) != c->n_embd) {
+        PyErr_Format(PyExc_ValueError, "input embeddings must have %d columns, got %zd", c->n_embd,
+                     (Py_ssize_t)PyArray_DIM(arr, 1));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    int n = (int)PyArray_DIM(arr, 0);
+    if (n < 1) {
+        Py_DECREF(arr);
+        PyErr_SetString(PyExc_ValueError, "nothing to decode: the input is empty");
+        return NULL;
+    }
+    PyArrayObject *out = NULL;
+    if (want) {
+        npy_intp d2[2] = {n, c->n_vocab}, d1[1] = {c->n_vocab};
+        out = (PyArrayObject *)(all ? PyArray_SimpleNew(2, d2, NPY_FLOAT32) : PyArray_SimpleNew(1, d1, NPY_FLOAT32));
+        if (!out) {
+            Py_DECREF(arr);
+            return NULL;
+        }
+    }
+    pr_error e = {0};
+    int rc;
+    void *data = PyArray_DATA(arr);
+    float *lg = out ? PyArray_DATA(out) : NULL;
+    if (is_ids) RUN_LONG(rc = pr_decode_tokens(self->c, data, n, lg, all, &e));
+    else RUN_LONG(rc = pr_decode_embd(self->c, data, n, lg, all, &e));
+    Py_DECREF(arr);
+    if (rc) {
+        Py_XDECREF(out);
+        return raise_error(&e);
+    }
+    if (!out) Py_RETURN_NONE;
+    return (PyObject *)out;
+}
+
+static PyObject *Context_truncate(ContextObject *self, PyObject *args) {
+    int n;
+    if (!PyArg_ParseTuple(args, "i", &n)) return NULL;
+    pr_error e = {0};
+    if (pr_context_truncate(self->c, n, &e)) return pr_py_raise(&e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_n_past(ContextObject *self, void *closure) { return PyLong_FromLong(pr_context_n_past(self->c)); }
+static PyObject *Context_n_ctx(ContextObject *self, void *closure) { return PyLong_FromLong(pr_context_n_ctx(self->c)); }
+
+static PyMethodDef Context_methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))Context_decode, METH_VARARGS | METH_KEYWORDS,
+     "decode(inputs, all_logits=False, logits=True): run token ids (int[n]) or embeddings (float[n, hidden]) "
+     "through the decoder, appending to the KV cache; returns logits of the last (or every) position"},
+    {"truncate", (PyCFunction)Context_truncate, METH_VARARGS, "truncate(n_past): forget positions >= n_past"},
+    {NULL},
+};
+
+static PyGetSetDef Context_getset[] = {
+    {"n_past", (getter)Context_n_past, NULL, "positions in the KV cache", NULL},
+    {"n_ctx", (getter)Context_n_ctx, NULL, "context size", NULL},
+    {NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "parrot._core.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Model(path, threads=0): a parrot GGUF model file, mapped and validated",
+    .tp_methods = Model_methods,
+    .tp_getset = Model_getset,
+    .tp_init = (initproc)Model_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static PyTypeObject ContextType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "parrot._core.Context",
+    .tp_basicsize = sizeof(ContextObject),
+    .tp_dealloc = (destructor)Context_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One sequence's KV cache (made by Model.new_context)",
+    .tp_methods = Context_methods,
+    .tp_getset = Context_getset,
+};
+
+pr_model *pr_py_model_ptr(PyObject *o) {
+    return PyObject_TypeCheck(o, &ModelType) ? ((ModelObject *)o)->m : NULL;
+}
+
+int pr_py_model_init(PyObject *m) {
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&ContextType) < 0) return -1;
+    Py_INCREF(&ModelType);
+    if (PyModule_AddObject(m, "Model", (PyObject *)&ModelType) < 0) return -1;
+    Py_INCREF(&ContextType);
+    if (PyModule_AddObject(m, "Context", (PyObject *)&ContextType) < 0) return -1;
+    return 0;
+}

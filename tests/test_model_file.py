@@ -1,0 +1,179 @@
+"""The converter and the GGUF loader reject bad input with ModelError naming the file and the problem."""
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import parrot
+from conftest import make_qwen2
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qwen")
+    model, d = make_qwen2(tmp, shard="10MB")  # one shard: model.safetensors
+    gg = parrot.convert(d, tmp / "good.gguf", dtype="f32", progress=False)
+    return d, gg
+
+
+def rewrite(d, fn):
+    path = os.path.join(d, "model.safetensors")
+    tensors = load_file(path)
+    fn(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def copy_ckpt(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_missing_and_misshaped_tensors_reported_together(qwen, tmp_path):
+    d = copy_ckpt(qwen[0], tmp_path / "c")
+
+    def damage(t):
+        del t["model.layers.1.mlp.up_proj.weight"]
+        t["model.layers.0.self_attn.k_proj.weight"] = np.zeros((5, 64), np.float32)
+    rewrite(d, damage)
+    with pytest.raises(parrot.ModelError) as e:
+        parrot.convert(d, tmp_path / "o.gguf", progress=False)
+    msg = str(e.value)
+    assert "missing tensor 'model.layers.1.mlp.up_proj.weight'" in msg
+    assert "'model.layers.0.self_attn.k_proj.weight'" in msg and "[5, 64]" in msg and "[32, 64]" in msg
+    assert not os.path.exists(tmp_path / "o.gguf")
+
+
+def test_unsupported_dtype(qwen, tmp_path):
+    d = copy_ckpt(qwen[0], tmp_path / "c")
+    rewrite(d, lambda t: t.__setitem__("model.norm.weight", np.ones(64, np.int32)))
+    with pytest.raises(parrot.ModelError, match=r"model.norm.weight.*I32"):
+        parrot.convert(d, tmp_path / "o.gguf", progress=False)
+
+
+def test_corrupt_safetensors_header(qwen, tmp_path):
+    d = copy_ckpt(qwen[0], tmp_path / "c")
+    p = os.path.join(d, "model.safetensors")
+    data = bytearray(open(p, "rb").read())
+    data[8:20] = b"{not json!!!"
+    open(p, "wb").write(data)
+    with pytest.raises(parrot.ModelError, match=r"model.safetensors: corrupt safetensors header"):
+        parrot.convert(d, tmp_path / "o.gguf", progress=False)
+    open(p, "wb").write(struct.pack("<Q", 10 ** 12) + b"{}")
+    with pytest.raises(parrot.ModelError, match=r"header length .* exceeds the file size"):
+        parrot.convert(d, tmp_path / "o.gguf", progress=False)
+
+
+def test_truncated_shard(qwen, tmp_path):
+    d = copy_ckpt(qwen[0], tmp_path / "c")
+    p = os.path.join(d, "model.safetensors")
+    data = open(p, "rb").read()
+    open(p, "wb").write(data[:len(data) - 1000])
+    with pytest.raises(parrot.ModelError, match=r"model.safetensors: truncated: tensor '.*' needs bytes"):
+        parrot.convert(d, tmp_path / "o.gguf", progress=False)
+
+
+def test_unknown_projector_and_select_feature(tmp_path):
+    d = os.path.join(tmp_path, "c")
+    os.makedirs(d)
+    for key, val in (("mm_projector_type", "mlp3x_relu"), ("mm_vision_select_feature", "cls")):
+        cfg = dict(model_type="parrot_qwen2", vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=8, mm_vision_tower="openai/clip-vit-large-patch14-336", **{key: val})
+        json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+        save_file({"model.vision_tower.vision_tower.vision_model.embeddings.class_embedding": np.zeros(1024, np.float32)},
+                  os.path.join(d, "model.safetensors"))
+        with pytest.raises(parrot.ModelError, match=f"{key} '{val}' is not supported"):
+            parrot.convert(d, tmp_path / "o.gguf", progress=False)
+
+
+def test_existing_output_kept_unless_force(qwen, tmp_path):
+    out = tmp_path / "o.gguf"
+    out.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="o.gguf exists"):
+        parrot.convert(qwen[0], out, progress=False)
+    assert out.read_bytes() == b"precious"
+    parrot.convert(qwen[0], out, progress=False, force=True)
+    assert parrot.load(out).config["hidden_size"] == 64
+
+
+def test_interrupted_conversion_leaves_nothing(qwen, tmp_path, monkeypatch):
+    import parrot.converter as conv
+    calls = {"n": 0}
+    real = conv._convert_array
+
+    def boom(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(conv, "_convert_array", boom)
+    with pytest.raises(KeyboardInterrupt):
+        parrot.convert(qwen[0], tmp_path / "o.gguf", progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def gguf_bytes(qwen):
+    return bytearray(open(qwen[1], "rb").read())
+
+
+def test_truncated_gguf(qwen, tmp_path):
+    data = gguf_bytes(qwen)
+    for cut in (0, 3, 10, 24, 100, 1000, len(data) // 2, len(data) - 1):
+        p = tmp_path / f"t{cut}.gguf"
+        p.write_bytes(data[:cut])
+        with pytest.raises(parrot.ModelError, match=f"t{cut}.gguf"):
+            parrot.load(p)
+
+
+def test_tensor_past_end_of_file(qwen, tmp_path):
+    import gguf
+    r = gguf.GGUFReader(qwen[1])
+    t = r.tensors[-1]
+    # the last tensor's info ends with its u64 offset: find and enlarge it
+    data = gguf_bytes(qwen)
+    name = t.name.encode()
+    pos = data.rfind(name)
+    off_pos = pos + len(name) + 4 + 8 * len(t.shape) + 4
+    (off,) = struct.unpack_from("<Q", data, off_pos)
+    assert off == t.data_offset - r.data_offset if hasattr(r, "data_offset") else True
+    struct.pack_into("<Q", data, off_pos, off + 1024 * 1024)
+    p = tmp_path / "past.gguf"
+    p.write_bytes(data)
+    with pytest.raises(parrot.ModelError, match=rf"past.gguf: tensor '{t.name}' .* extends past the end of the file"):
+        parrot.load(p)
+
+
+def test_foreign_and_non_gguf_files(qwen, tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(parrot.ModelError, match="x.gguf: not a GGUF file"):
+        parrot.load(p)
+    import gguf
+    w = gguf.GGUFWriter(str(tmp_path / "llama.gguf"), "llama")
+    w.add_tensor("a", np.zeros(4, np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    with pytest.raises(parrot.ModelError, match="general.architecture is 'llama'"):
+        parrot.load(tmp_path / "llama.gguf")
+    with pytest.raises(OSError):
+        parrot.load(tmp_path / "does-not-exist.gguf")
+
+
+def test_random_corruption_never_crashes(qwen, tmp_path):
+    """Flip bytes in the header region: loading either fails with ModelError or yields a usable model."""
+    data = gguf_bytes(qwen)
+    rng = np.random.default_rng(7)
+    header_end = 4096
+    for i in range(300):
+        bad = bytearray(data)
+        for _ in range(rng.integers(1, 4)):
+            bad[rng.integers(0, header_end)] = rng.integers(0, 256)
+        p = tmp_path / "f.gguf"
+        p.write_bytes(bad)
+        try:
+            m = parrot.load(p)
+        except parrot.ModelError:
+            continue
+        m.logits([1, 2, 3])
