@@ -229,9 +229,3 @@ static PyMethodDef image_methods[] = {
 };
 
 int pr_py_image_init(PyObject *m) { return PyModule_AddFunctions(m, image_methods); }
-
-/* Until the model room's py_model.c is merged, the module still has to load; the real definition wins. */
-__attribute__((weak)) int pr_py_model_init(PyObject *m) {
-    (void)m;
-    return 0;
-}
