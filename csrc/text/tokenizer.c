@@ -325,8 +325,10 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
     if (!ktype || ktype->type != GGUF_ARRAY || !is_int_type(ktype->arr_type) || ktype->arr_n != ktok->arr_n)
         return tok_error(err, f, "'tokenizer.ggml.token_type' is missing, not an integer array, or not as long "
                          "as 'tokenizer.ggml.tokens'", NULL);
-    if (!kmerge || kmerge->type != GGUF_ARRAY || kmerge->arr_type != GGUF_STRING || kmerge->arr_n >= (1u << 31))
-        return tok_error(err, f, "'tokenizer.ggml.merges' is missing or not an array of strings", NULL);
+    /* GGUF cannot store an empty array, so a tokenizer without merges has no merges key */
+    if (kmerge && (kmerge->type != GGUF_ARRAY || kmerge->arr_type != GGUF_STRING || kmerge->arr_n >= (1u << 31)))
+        return tok_error(err, f, "'tokenizer.ggml.merges' is not an array of strings", NULL);
+    uint64_t n_merges = kmerge ? kmerge->arr_n : 0;
     if (knorm && (knorm->type != GGUF_ARRAY || !is_int_type(knorm->arr_type)))
         return tok_error(err, f, "'parrot.tokenizer.added_normalized' is not an integer array", NULL);
 
@@ -412,14 +414,14 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
     }
 
     /* merges "left right" in rank order */
-    size_t mcap = pow2_at_least((size_t)kmerge->arr_n * 2);
+    size_t mcap = pow2_at_least((size_t)n_merges * 2);
     t->merges = malloc(mcap * sizeof *t->merges);
     if (!t->merges) goto fail;
     for (size_t i = 0; i < mcap; i++) t->merges[i].rank = -1;
     t->merge_mask = mcap - 1;
     char *joined = NULL;
     size_t joined_cap = 0;
-    for (uint64_t r = 0; r < kmerge->arr_n; r++) {
+    for (uint64_t r = 0; r < n_merges; r++) {
         gguf_str m = kmerge->arr_strs[r];
         const char *sp = m.len > 1 ? memchr(m.ptr + 1, ' ', m.len - 1) : NULL;
         if (!sp) {
