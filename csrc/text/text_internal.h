@@ -9,8 +9,10 @@
 /* ---------------------------------------------------------------- unicode.c */
 /* Character classes of the pre-tokeniser regex, as Oniguruma (the regex engine of `tokenizers`) defines them:
  * \p{L} = general categories L*, \p{N} = N*, \s = U+0009..U+000D, U+0085 and categories Zs, Zl, Zp.
- * UC_NFC_UNSAFE marks characters that may change or interact under NFC (see unicode.c). */
-enum { UC_L = 1, UC_N = 2, UC_S = 4, UC_NFC_UNSAFE = 8 };
+ * UC_NFC_UNSAFE marks characters that may change or interact under NFC; UC_NFC_BARRIER characters that
+ * `tokenizers`' NFC treats as plain starters although newer Unicode gives them normalisation properties
+ * (see unicode.c). */
+enum { UC_L = 1, UC_N = 2, UC_S = 4, UC_NFC_UNSAFE = 8, UC_NFC_BARRIER = 16 };
 
 void pr_uni_init(void);                  /* builds the class tables once per process (thread-safe) */
 extern uint8_t pr_uni_bmp_class[65536];  /* valid after pr_uni_init */
