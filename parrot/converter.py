@@ -431,4 +431,4 @@ def _add_tokenizer(writer, hf_dir: str, cfg: dict, log) -> None:
         return
     from parrot._tokenizer_data import add_tokenizer
 
-    add_tokenizer(writer, hf_dir)
+    add_tokenizer(writer, hf_dir, n_vocab=int(cfg["vocab_size"]))

@@ -394,7 +394,3 @@ int pr_py_text_init(PyObject *m) {
     }
     return 0;
 }
-
-/* Until the model room's binding (py_model.c) is merged, module.c's call to pr_py_model_init needs a
- * definition to link; this weak one yields to the real (strong) one as soon as it exists. */
-__attribute__((weak)) int pr_py_model_init(PyObject *m) { return 0; }
