@@ -348,3 +348,38 @@ def test_workers_match_serial(multi, tmp_path):
 def test_loaded_model_cannot_go_to_workers(multi, tmp_path):
     with pytest.raises(ValueError, match="cannot be shared with worker processes"):
         evaluate(multi, ScriptedModel(), tmp_path / "x", workers=2, progress=False, verbose=False)
+
+
+def test_raw_image_bytes_without_reference_jpeg(multi, tmp_path):
+    # without the JPEG re-encode the model itself gets the undecodable bytes and raises parrot.ImageError
+    model = ScriptedModel()
+    r = evaluate(multi, model, tmp_path / "raw", reference_jpeg=False, progress=False, verbose=False,
+                 plots=False)
+    errs = {e["index"]: e["error"] for e in r.summary["errors"] if e["dataset"] == "mmmb_en"}
+    assert errs[7].startswith("mmmb_en index 7: ImageError: cannot decode image")
+    assert r.summary["overall"]["correct"] == 8
+    # the model was given the TSV's PNG bytes themselves
+    png = base64.b64decode(png_b64(100))
+    from PIL import Image
+    import hashlib
+    import io
+    assert model.calls[0][0] == hashlib.sha1(Image.open(io.BytesIO(png)).convert("RGB").tobytes()).hexdigest()
+
+
+def test_package_is_callable_and_cli_mounts(multi, tmp_path):
+    import argparse
+    import parrot.evaluate as E
+    from parrot.evaluate import cli
+    r = E(multi[:1], ScriptedModel(), tmp_path / "c", progress=False, verbose=False, plots=False)
+    assert r.summary["overall"]["questions"] == 8
+    top = argparse.ArgumentParser(prog="parrot")
+    cli.add_parser(top.add_subparsers(dest="cmd"))
+    args = top.parse_args(["eval", *multi, "--model", str(tmp_path / "missing.gguf"), "-o", str(tmp_path / "o"),
+                           "--workers", "2", "--no-plots", "-q"])
+    assert args.workers == 2 and args.files == multi and args.func is cli.main
+    # a model file that does not exist: exit status 2 and a message naming it, no traceback
+    proc = subprocess.run([sys.executable, "-m", "parrot.evaluate.cli", *multi, "--model",
+                           str(tmp_path / "missing.gguf"), "-o", str(tmp_path / "o"), "-q"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "parrot eval: error:" in proc.stderr and "missing.gguf" in proc.stderr
