@@ -145,7 +145,7 @@ def _plots(summary: dict, out_dir: str) -> List[str]:
         if acc is not None:
             fams.setdefault(fam, {})[b["lang"]] = 100 * acc
     langs = _lang_order(l for f in fams.values() for l in f)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(langs) * max(1, len(fams)) ** 0.5, 3.6))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 0.9 * len(langs) * max(1, len(fams)) ** 0.5), 3.6))
     width = 0.8 / max(1, len(fams))
     for k, (fam, accs) in enumerate(fams.items()):
         xs = [i + (k - (len(fams) - 1) / 2) * width for i, l in enumerate(langs) if l in accs]
@@ -155,7 +155,7 @@ def _plots(summary: dict, out_dir: str) -> List[str]:
     ax.set_xticks(range(len(langs)), langs)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"accuracy per language — {os.path.basename(summary['model'])}", fontsize=9)
+    ax.set_title(f"accuracy per language\n{os.path.basename(summary['model'])}", fontsize=8)
     if len(fams) > 1:
         ax.legend(fontsize=7)
     fig.tight_layout()
