@@ -126,17 +126,18 @@ class Worker:
             return rec
         t0 = time.perf_counter()
         saved0 = self._cache_saved()
-        import parrot
         try:
             image = self._image_bytes(task)
             result = None
-        except (ValueError, parrot.ImageError) as e:
-            result = e  # bad base64, or Pillow could not re-encode it
+        except ValueError as e:
+            result = e  # bad base64, or Pillow could not re-encode it (parrot.ImageError is a ValueError)
         if not isinstance(result, Exception):
             try:
                 result = self.model.run(image, task["prompt"], max_new_tokens=self.max_new_tokens)
-            except parrot.ImageError as e:
-                result = e  # the model could not decode it: a per-row error, like a bad base64 field
+            except ValueError as e:
+                # parrot.ImageError (the model could not decode it) or a prompt longer than the context:
+                # a per-row error, like a bad base64 field
+                result = e
         if isinstance(result, Exception):
             rec["error"] = f"{task['dataset']} index {task['index']}: {type(result).__name__}: {result}"
             rec["seconds"] = time.perf_counter() - t0
@@ -147,6 +148,7 @@ class Worker:
         rec["prediction"] = postprocess(result.text, task["prompt"])
         routing = getattr(result, "routing", None)
         rec["routing"] = None if routing is None else [float(x) for x in list(routing)]
+        rec["finish_reason"] = getattr(result, "finish_reason", None)
         hit = getattr(result, "image_cache_hit", None)
         rec["cache_hit"] = None if hit is None else bool(hit)
         return rec
