@@ -139,6 +139,9 @@ def _plan_llm(plan: _Plan, cfg: dict, where: str) -> dict:
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise ModelError(f"{where}: rope scaling {rope!r} is not supported (default RoPE only)")
     theta = float(rope.get("rope_theta", cfg.get("rope_theta", 1e6)))
+    if cfg.get("use_sliding_window") and cfg.get("sliding_window") and \
+            int(cfg["sliding_window"]) < int(cfg.get("max_position_embeddings", 32768)):
+        raise ModelError(f"{where}: sliding-window attention (sliding_window {cfg['sliding_window']}) is not supported")
     if d % H or H % Hkv:
         raise ModelError(f"{where}: hidden_size {d}, num_attention_heads {H}, num_key_value_heads {Hkv} are "
                          f"inconsistent")

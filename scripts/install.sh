@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything parrot needs on a fresh Debian machine (run as root, or with sudo for apt), then
+# installs parrot itself in editable mode with the test extras.
+#   bash scripts/install.sh            # runtime + test dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs="build-essential pkg-config libopenblas-dev libpng-dev libjpeg-dev libutf8proc-dev"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+PY=${PYTHON:-python3}
+# torch only for the tests (the reference); the CPU build of this exact version is available offline here
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -e ".[test]"
