@@ -96,8 +96,14 @@ def _read_message(prompt: str) -> Optional[str]:
     """One message; a line ending in a backslash continues on the next line. None at end of input."""
     lines: List[str] = []
     while True:
+        shown = prompt if not lines else "... "
         try:
-            line = input(prompt if not lines else "... ")
+            if sys.stdin.isatty():
+                line = input(shown)
+            else:  # piped: keep stdout for the answers
+                sys.stderr.write(shown)
+                sys.stderr.flush()
+                line = input()
         except EOFError:
             return "\n".join(lines) if lines else None
         if line.endswith("\\"):

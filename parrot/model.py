@@ -82,7 +82,6 @@ class Model:
         self.path = path
         self.config: Dict[str, Any] = dict(self._core.config)
         self._lock = threading.RLock()
-        self._init_lock = threading.Lock()
         self.last_routing: Optional[np.ndarray] = None
         self.image_cache = ImageFeatureCache(image_cache_bytes)
         #: How many times the vision tower has run (cache misses); handy to see the cache work.
@@ -90,6 +89,9 @@ class Model:
         self._tokenizer: Optional["Tokenizer"] = None
         self._metadata: Optional[Dict[str, Any]] = None
         self._stop_ids: Optional[Tuple[int, ...]] = None
+        if "tokenizer.ggml.tokens" in self.metadata:  # read now, from the file just validated
+            from parrot.tokenizer import Tokenizer
+            self._tokenizer = Tokenizer(path)
 
     def __repr__(self) -> str:
         c = self.config
@@ -130,14 +132,8 @@ class Model:
     def tokenizer(self) -> "Tokenizer":
         """The model's tokenizer (read from the same file). ModelError if the file has none."""
         if self._tokenizer is None:
-            with self._init_lock:
-                if self._tokenizer is None:
-                    if "tokenizer.ggml.tokens" not in self.metadata:
-                        raise ModelError(f"{self.path} has no tokenizer (it was converted from a checkpoint "
-                                         f"without tokenizer files); only token ids can be used with it "
-                                         f"(Model.generate_ids / Model.logits)")
-                    from parrot.tokenizer import Tokenizer
-                    self._tokenizer = Tokenizer(self.path)
+            raise ModelError(f"{self.path} has no tokenizer (it was converted from a checkpoint without tokenizer "
+                             f"files); only token ids can be used with it (Model.generate_ids / Model.logits)")
         return self._tokenizer
 
     def tokenize(self, text: str, *, special: bool = True) -> List[int]:
