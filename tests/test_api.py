@@ -14,6 +14,10 @@ import pytest
 import torch
 
 import parrot
+
+# the text and image front ends (issue 4) land separately; until they are merged these tests cannot run
+pytest.importorskip("parrot.tokenizer", reason="needs parrot.tokenizer (issue 4)")
+pytest.importorskip("parrot.image", reason="needs parrot.image (issue 4)")
 import tiny_parrot
 from training.modeling_parrot import IMAGE_TOKEN_INDEX
 

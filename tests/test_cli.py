@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 
 import parrot
+
+# the text and image front ends (issue 4) land separately; until they are merged these tests cannot run
+pytest.importorskip("parrot.tokenizer", reason="needs parrot.tokenizer (issue 4)")
+pytest.importorskip("parrot.image", reason="needs parrot.image (issue 4)")
 from parrot.demo import make_random_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
