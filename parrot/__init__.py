@@ -13,8 +13,9 @@ from parrot.generation import Result
 from parrot.model import DEFAULT_SYSTEM, IMAGE_TOKEN, Model, default_model, generate, load
 from parrot.sampling import SamplingOptions
 from parrot.converter import convert
+from parrot import evaluate  # the package is callable: parrot.evaluate(files, model, out_dir, ...)
 
 __version__ = "0.1.0"
 __all__ = ["load", "generate", "default_model", "Model", "Result", "ChatSession", "ImageCacheInfo",
-           "SamplingOptions", "convert", "IMAGE_TOKEN", "DEFAULT_SYSTEM", "ModelError", "ImageError",
+           "SamplingOptions", "convert", "evaluate", "IMAGE_TOKEN", "DEFAULT_SYSTEM", "ModelError", "ImageError",
            "TokenizerError", "ParrotError", "__version__"]

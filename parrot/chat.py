@@ -14,25 +14,28 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from parrot.generation import Result
+from parrot.prompt import IM_END, IM_START, IMAGE_PLACEHOLDER, user_query
 
 if TYPE_CHECKING:
     from parrot.model import Model
 
 __all__ = ["ChatSession", "IMAGE_TAG", "system_turn", "user_turn", "END_OF_TURN"]
 
-IMAGE_TAG = "<image>"   # where the image's features go in a user turn's text
-END_OF_TURN = "<|im_end|>\n"
+IMAGE_TAG = IMAGE_PLACEHOLDER  # where the image's features go in a user turn's text
+END_OF_TURN = IM_END + "\n"
+
+# The pieces of parrot.prompt.format_conversation, for sessions that extend their prompt turn by turn:
+# system_turn(s) + user_turn(q) == format_query(q, system=s).
 
 
 def system_turn(system: str) -> str:
     """The system turn of Parrot's Qwen conversation format (SPEC, "Prompt format")."""
-    return f"<|im_start|>system\n{system}{END_OF_TURN}"
+    return f"{IM_START}system\n{system}{END_OF_TURN}"
 
 
 def user_turn(text: str, *, image: bool) -> str:
     """A user turn followed by the assistant's preface; with an image, the query is ``"<image>\\n" + text``."""
-    query = f"{IMAGE_TAG}\n{text}" if image else text
-    return f"<|im_start|>user\n{query}{END_OF_TURN}<|im_start|>assistant\n"
+    return f"{IM_START}user\n{user_query(text, image)}{END_OF_TURN}{IM_START}assistant\n"
 
 
 class ChatSession:

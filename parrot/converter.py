@@ -24,7 +24,7 @@ from parrot._safetensors import FLOAT_DTYPES, TensorInfo, bf16_to_f32, open_chec
 from parrot.errors import ModelError
 
 DTYPES = ("f32", "f16", "bf16")
-DEFAULT_SYSTEM = "You are a helpful assistant."
+from parrot.prompt import DEFAULT_SYSTEM
 KNOWN_CLIP = {
     # configuration of openai/clip-vit-large-patch14-336, used when only the name is known (SPEC)
     "openai/clip-vit-large-patch14-336": dict(

@@ -30,6 +30,7 @@ from parrot import _core
 from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, ImageCacheInfo, ImageFeatureCache, ImageFeatures,
                           converted_path, pixel_key)
 from parrot.chat import END_OF_TURN, IMAGE_TAG, ChatSession, system_turn, user_turn
+from parrot.prompt import DEFAULT_SYSTEM, IMAGE_TOKEN, tokenize_prompt
 from parrot.errors import ModelError
 from parrot.generation import Decoding, Result, normalize_stop
 from parrot.sampling import Sampler, SamplingOptions
@@ -39,8 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IMAGE_TOKEN", "DEFAULT_SYSTEM", "Model", "load", "default_model", "generate", "ImageInput"]
 
-IMAGE_TOKEN = -200  # the image placeholder id in a prompt's token ids (as the reference)
-DEFAULT_SYSTEM = "You are a helpful assistant."
+
 DEFAULT_MAX_NEW_TOKENS = 512
 
 IdsLike = Union[Sequence[int], np.ndarray]
@@ -89,9 +89,10 @@ class Model:
         self._tokenizer: Optional["Tokenizer"] = None
         self._metadata: Optional[Dict[str, Any]] = None
         self._stop_ids: Optional[Tuple[int, ...]] = None
-        if "tokenizer.ggml.tokens" in self.metadata:  # read now, from the file just validated
+        core_tok = self._core.tokenizer  # built by the C loader from the same file, or None
+        if core_tok is not None:
             from parrot.tokenizer import Tokenizer
-            self._tokenizer = Tokenizer(path)
+            self._tokenizer = Tokenizer(core_tok)
 
     def __repr__(self) -> str:
         c = self.config
@@ -161,16 +162,8 @@ class Model:
         return self._stop_ids
 
     def _tokenize_prompt(self, text: str) -> List[int]:
-        """Parrot's tokenisation of a prompt: split at ``<image>``, each chunk tokenised on its own, the
-        placeholder id between them."""
-        chunks = text.split(IMAGE_TAG)
-        ids: List[int] = []
-        for i, chunk in enumerate(chunks):
-            if i:
-                ids.append(IMAGE_TOKEN)
-            if chunk:
-                ids += self.tokenizer.encode(chunk, special=True)
-        return ids
+        """Parrot's tokenisation of a prompt (:func:`parrot.prompt.tokenize_prompt`)."""
+        return tokenize_prompt(self.tokenizer, text)
 
     # ---- images
     def preprocess(self, image: ImageInput) -> np.ndarray:

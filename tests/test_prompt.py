@@ -128,3 +128,9 @@ def test_bad_conversations():
         format_conversation([("a", 3)])
     with pytest.raises(TypeError):
         format_conversation(("a", None))
+
+
+def test_chat_pieces_equal_format_query():
+    from parrot.chat import system_turn, user_turn
+    for image in (True, False):
+        assert system_turn("S") + user_turn("q ü", image=image) == format_query("q ü", image=image, system="S")
