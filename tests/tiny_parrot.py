@@ -49,14 +49,18 @@ def save_tokenizer(tok, d):
                    "bos_token": None, "unk_token": None, "tokenizer_class": "Qwen2Tokenizer"}, f)
 
 
-def build(tmp_dir, seed=0, vocab_size=300, **overrides):
-    """(torch reference model, HF tokenizer, path of the converted f32 GGUF) of a tiny random Parrot."""
+def build(tmp_dir, seed=0, vocab_size=300, edit=None, **overrides):
+    """(torch reference model, HF tokenizer, path of the converted f32 GGUF) of a tiny random Parrot.
+
+    ``edit(model, tokenizer)``, if given, changes the torch model's weights in place before it is saved."""
     from training.modeling_parrot import make_tiny_parrot
 
     ref = make_tiny_parrot(seed, vocab_size=vocab_size, **overrides).eval()
+    tok = make_tokenizer(vocab_size)
+    if edit is not None:
+        edit(ref, tok)
     d = os.path.join(str(tmp_dir), f"hf-{seed}")
     ref.save_pretrained(d)
-    tok = make_tokenizer(vocab_size)
     save_tokenizer(tok, d)
     import parrot
     out = parrot.convert(d, os.path.join(str(tmp_dir), f"tiny-{seed}.gguf"), dtype="f32", progress=False,
