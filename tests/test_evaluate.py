@@ -377,9 +377,9 @@ def test_package_is_callable_and_cli_mounts(multi, tmp_path):
     args = top.parse_args(["eval", *multi, "--model", str(tmp_path / "missing.gguf"), "-o", str(tmp_path / "o"),
                            "--workers", "2", "--no-plots", "-q"])
     assert args.workers == 2 and args.files == multi and args.func is cli.main
-    # a model file that does not exist: exit status 2 and a message naming it, no traceback
+    # a model file that does not exist: exit status 1 and a message naming it, no traceback
     proc = subprocess.run([sys.executable, "-m", "parrot.evaluate.cli", *multi, "--model",
                            str(tmp_path / "missing.gguf"), "-o", str(tmp_path / "o"), "-q"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert "parrot eval: error:" in proc.stderr and "missing.gguf" in proc.stderr

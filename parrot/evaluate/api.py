@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from parrot.evaluate.report import format_table, summarize, write_outputs
 from parrot.evaluate.runner import JOURNAL_VERSION, Journal, ModelSpec, make_tasks, run_tasks
 from parrot.evaluate.score import score_rows
-from parrot.evaluate.tsv import Benchmark, load_benchmark
+from parrot.evaluate.tsv import Benchmark, TSVError, load_benchmark
 
 __all__ = ["evaluate", "EvalResult"]
 
@@ -79,6 +79,8 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
         threads = max(1, (os.cpu_count() or 1) // workers)
 
     if isinstance(model, (str, os.PathLike)):
+        if not os.path.exists(model):  # before anything is written to out_dir
+            raise FileNotFoundError(f"{os.fspath(model)}: no such model file or checkpoint directory")
         spec = ModelSpec(os.fspath(model), threads)
     elif hasattr(model, "run"):
         if workers > 1 or ray:
@@ -90,6 +92,11 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     else:
         raise TypeError(f"model must be a path, a factory or a loaded model, got {type(model).__name__}")
 
+    for f in files:  # every file can be opened before any is read (and warned about)
+        try:
+            open(f, "rb").close()
+        except OSError as e:
+            raise TSVError(f"{f}: cannot open: {e.strerror}") from None
     benches: List[Benchmark] = [load_benchmark(f, lang=lang, scoring=scoring) for f in files]
     names = [b.name for b in benches]
     dup = sorted({n for n in names if names.count(n) > 1})

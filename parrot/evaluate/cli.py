@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import List, Optional
 
 __all__ = ["add_parser", "main", "build_parser"]
@@ -52,21 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     return _configure(argparse.ArgumentParser(prog="parrot eval", description=DESCRIPTION))
 
 
+def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+    # a warning (an MD5 mismatch, a file without a language suffix) is one line for the user, not a source line
+    print(f"parrot eval: warning: {message}", file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> int:
-    """Runs ``parrot eval`` with parsed arguments; returns the exit status."""
+    """Runs ``parrot eval`` with parsed arguments; returns the exit status: 0, or 1 when the run cannot be
+    done (a missing or unreadable TSV or model, a journal of another run); argparse exits 2 on bad usage."""
     from parrot.evaluate.api import evaluate
     from parrot.evaluate.runner import JournalError
     from parrot.evaluate.tsv import TSVError
     import parrot
 
     try:
-        evaluate(args.files, args.model, args.out, lang=args.lang, scoring=args.scoring,
-                 max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers, ray=args.ray,
-                 ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
-                 reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn
+            evaluate(args.files, args.model, args.out, lang=args.lang, scoring=args.scoring,
+                     max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
+                     ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
+                     reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)
     except (TSVError, JournalError, parrot.ParrotError, ImportError, ValueError, OSError) as e:
-        print(f"parrot eval: error: {e}", file=sys.stderr)
-        return 2
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"parrot eval: error: {first}", file=sys.stderr)
+        return 1
     return 0
 
 
