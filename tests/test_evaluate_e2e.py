@@ -33,6 +33,8 @@ import tiny_parrot
 from evaluate_fakes import write_tsv
 
 torch.set_num_threads(1)
+# every file here is named like a published one, so each run warns that its MD5 differs (checked once, below)
+pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the published:UserWarning")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_NEW = 12          # short replies keep the file fast; the journal records it, so every run here uses it
 CIRCULAR_BASE = 1_000_000
@@ -500,3 +502,16 @@ def test_eval_missing_tsv_is_one_line_naming_it(bench, tmp_path):
     assert p.returncode == 1, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_model_that_fails_to_load_in_workers_is_an_error_not_a_hang(bench, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(60))
+    out = tmp_path / "o"
+    p = run_cli(bench["files"][0], "-m", str(bad), "-o", str(out), "--workers", "2", "-q", timeout=60)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith(f"parrot eval: error: {bad}"), p.stderr
+    # that run finished no row, so its journal does not stand in the way of the next one (no --overwrite)
+    r = parrot.evaluate(bench["files"][:1], bench["model_path"], out, max_new_tokens=MAX_NEW, progress=False,
+                        verbose=False, plots=False)
+    assert r.summary["throughput"]["rows_run"] == len(mmmb_rows("en"))

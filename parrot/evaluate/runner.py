@@ -154,17 +154,26 @@ class Worker:
         return rec
 
 
+def _holds_rows(path: str) -> bool:
+    """Whether a journal has a complete line after its header line."""
+    with open(path, "rb") as f:
+        f.readline()
+        return any(line.endswith(b"\n") and line.strip() for line in f)
+
+
 class Journal:
     """The append-only JSONL of finished rows, with a first line describing the run."""
 
     def __init__(self, path: str, meta: dict, *, resume: bool, overwrite: bool):
         self.path = path
         self.records: Dict[Tuple[str, str], dict] = {}
-        if os.path.exists(path) and resume:
+        if os.path.exists(path) and resume and _holds_rows(path):
             self._load(meta)
             self.f = open(path, "a", encoding="utf-8")
         else:
-            if os.path.exists(path) and not overwrite:
+            # a journal without a finished row (a run that failed before its first row, e.g. on a missing
+            # model) holds nothing to keep, so it does not stand in the way of the next run
+            if os.path.exists(path) and not overwrite and _holds_rows(path):
                 raise JournalError(f"{path} exists: pass resume=True (--resume) to continue that run, or "
                                    "overwrite=True (--overwrite) to start again")
             self.f = open(path, "w", encoding="utf-8")
@@ -223,14 +232,22 @@ def _serial(groups, spec, max_new_tokens, reference_jpeg) -> Iterator[dict]:
 
 
 _WORKER: Optional[Worker] = None
+_WORKER_ERROR: Optional[BaseException] = None
 
 
 def _pool_init(spec, max_new_tokens, reference_jpeg):
-    global _WORKER
-    _WORKER = Worker(spec, max_new_tokens, reference_jpeg)
+    # an exception here would make the pool replace the worker forever (a hang): keep it for the first task,
+    # which sends it to the parent
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = Worker(spec, max_new_tokens, reference_jpeg)
+    except Exception as e:
+        _WORKER_ERROR = e
 
 
 def _pool_group(group: List[dict]) -> List[dict]:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     return [_WORKER.run(task) for task in group]
 
 
