@@ -51,3 +51,15 @@ def test_ray_matches_serial_and_resumes(local_ray, tmp_path):
     keys = [(json.loads(l)["dataset"], json.loads(l)["index"]) for l in journal.read_text().splitlines()[1:]]
     assert len(keys) == len(set(keys)) == 16
     assert _table(resumed) == _table(serial)
+
+
+def test_ray_worker_that_cannot_load_the_model_is_a_clear_error(local_ray, tmp_path):
+    from parrot.evaluate.runner import WorkerError
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(60))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        files = make_multilingual(tmp_path)
+        with pytest.raises(WorkerError, match=f"a Ray worker could not start: ModelError: {bad}"):
+            evaluate(files, str(bad), tmp_path / "r", ray=True, workers=2, threads=1, progress=False,
+                     verbose=False, plots=False)

@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     """Runs ``parrot eval`` with parsed arguments; returns the exit status: 0, or 1 when the run cannot be
     done (a missing or unreadable TSV or model, a journal of another run); argparse exits 2 on bad usage."""
     from parrot.evaluate.api import evaluate
-    from parrot.evaluate.runner import JournalError
+    from parrot.evaluate.runner import JournalError, WorkerError
     from parrot.evaluate.tsv import TSVError
     import parrot
 
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
                      max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
                      ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
                      reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)
-    except (TSVError, JournalError, parrot.ParrotError, ImportError, ValueError, OSError) as e:
+    except (TSVError, JournalError, WorkerError, parrot.ParrotError, ImportError, ValueError, OSError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"parrot eval: error: {first}", file=sys.stderr)
         return 1

@@ -26,13 +26,17 @@ from parrot.evaluate.extract import postprocess
 from parrot.evaluate.prompts import build_prompt
 from parrot.evaluate.tsv import Benchmark, decode_image
 
-__all__ = ["ModelSpec", "Journal", "make_tasks", "run_tasks", "JournalError"]
+__all__ = ["ModelSpec", "Journal", "make_tasks", "run_tasks", "JournalError", "WorkerError"]
 
 JOURNAL_VERSION = 1
 
 
 class JournalError(RuntimeError):
     """The journal in the output directory does not belong to this run."""
+
+
+class WorkerError(RuntimeError):
+    """A Ray worker could not load the model (or start at all)."""
 
 
 @dataclass(frozen=True)
@@ -263,10 +267,19 @@ class RayPredictor:
     """A Ray Data actor: loads the model once, then answers batches of serialized tasks."""
 
     def __init__(self, spec: ModelSpec, max_new_tokens: int, reference_jpeg: bool):
-        self.worker = Worker(spec, max_new_tokens, reference_jpeg)
+        # raised here (or in __call__), the error would reach the driver as an ActorDiedError or a
+        # UserCodeException holding only a traceback text: send it back as a record instead
+        self.error: Optional[str] = None
+        try:
+            self.worker = Worker(spec, max_new_tokens, reference_jpeg)
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         import numpy as np
+        if self.error is not None:
+            failed = json.dumps({"_worker_error": self.error}, ensure_ascii=False)
+            return {"record": np.array([failed] * len(batch["task"]), dtype=object)}
         out = [json.dumps(self.worker.run(json.loads(t)), ensure_ascii=False) for t in batch["task"]]
         return {"record": np.array(out, dtype=object)}
 
@@ -294,7 +307,10 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
         ray.init(address=ray_address)
     ds = ray_dataset(groups, spec, max_new_tokens, reference_jpeg, workers)
     for row in ds.iter_rows():
-        yield json.loads(row["record"])
+        rec = json.loads(row["record"])
+        if "_worker_error" in rec:
+            raise WorkerError(f"a Ray worker could not start: {rec['_worker_error']}")
+        yield rec
 
 
 def run_tasks(groups: List[List[dict]], spec: ModelSpec, *, max_new_tokens: int, reference_jpeg: bool,
