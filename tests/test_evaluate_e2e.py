@@ -111,7 +111,8 @@ def mmmb_rows(lang):
         dict(index=5, question=q[5], A=o[0], B=o[1], category="colour", **{"l2-category": "perception"},
              image=IMAGES["corrupt"]),                                   # an error row, not fatal
         dict(index=6, question=q[6], category=None, image=IMAGES["png"]),  # no options; no category
-    ]
+    ] + ([dict(index=7, hint="Read this. " * 300, question=q[1], A=o[0], B=o[1], category="count",
+               **{"l2-category": "reasoning"}, image="1")] if lang == "en" else [])  # longer than the context
 
 
 def mmbench_rows():
@@ -228,11 +229,16 @@ def bench(tmp_path_factory):
             try:
                 data = reference_jpeg(image)
             except OSError:                     # Pillow cannot identify the corrupt picture
-                e["error"] = True
-            else:
-                e["raw"] = model.run(data, prompt, max_new_tokens=MAX_NEW).text
-                e["prediction"] = wrapper_answer(e["raw"], prompt)
-                e["letter"] = letter_of(e["prediction"], options)
+                e["error"] = "ImageError"
+                data = None
+            try:
+                if data is not None:
+                    e["raw"] = model.run(data, prompt, max_new_tokens=MAX_NEW).text
+                    e["prediction"] = wrapper_answer(e["raw"], prompt)
+                    e["letter"] = letter_of(e["prediction"], options)
+            except ValueError as err:           # the prompt does not fit in the model's context
+                assert "context" in str(err)
+                e["error"] = "ValueError"
             expect[(name, int(r["index"]))] = e
         files.append(path)
     # the answer key, written once the replies are known (answers are not part of the prompt): in MMMB files
@@ -327,7 +333,8 @@ def test_the_synthetic_data_exercises_the_scoring(bench):
              and len({x["letter"] == x["answer"] for (m, j), x in ex.items()
                       if m == n and j % CIRCULAR_BASE == i}) == 2]
     assert mixed
-    assert sum(e["error"] for e in ex.values()) == len(FILE_LANG)     # the corrupt picture of each MMMB file
+    # the corrupt picture of each MMMB file, and the English file's question too long for the context
+    assert sorted(k for k, e in ex.items() if e["error"]) == sorted([(n, 5) for n in FILE_LANG] + [("mmmb_en", 7)])
 
 
 def test_every_row_is_the_models_direct_answer(bench, serial):
@@ -341,7 +348,8 @@ def test_every_row_is_the_models_direct_answer(bench, serial):
         rec = recs[key]
         assert rec["prompt"] == e["prompt"], key
         if e["error"]:
-            assert rec["error"] and rec["error"].startswith(f"{key[0]} index {key[1]}: ImageError"), rec["error"]
+            assert rec["error"] and rec["error"].startswith(f"{key[0]} index {key[1]}: {e['error']}: "), \
+                rec["error"]
             assert rec["prediction"] is None
             continue
         assert rec["error"] is None, (key, rec["error"])
@@ -370,9 +378,9 @@ def test_accuracy_table_equals_hand_scoring(bench, serial):
     assert {k: v["accuracy"] for k, v in r.summary["languages"].items()} == pytest.approx(langs)
     assert r.accuracy == pytest.approx(overall) and r.summary["overall"]["correct"] == correct
     assert 0 < correct < r.summary["overall"]["questions"]
-    # the corrupt pictures: reported, counted wrong, the run went on
+    # the corrupt pictures and the too long question: reported, counted wrong, the run went on
     assert sorted((e["dataset"], e["index"]) for e in r.summary["errors"]) == \
-        sorted((n, 5) for n in FILE_LANG)
+        sorted(k for k, e in bench["expect"].items() if e["error"])
     # every file is named like a published one, so each MD5 mismatch is warned about, naming the file
     for name in bench["names"]:
         assert any(f"{name}.tsv" in m and "differs from the published" in m for m in caught), name
