@@ -62,13 +62,13 @@ def _pct(x: float) -> str:
 def format_table(summary: dict) -> str:
     """The accuracy table printed at the end of a run (percentages)."""
     lines = []
-    w = max([len(b["name"]) for b in summary["benchmarks"]] + [9])
+    rows = [(b["name"] if sp == "none" else f"{b['name']}/{sp}", b, acc)
+            for b in summary["benchmarks"] for sp, acc in b["accuracy"].items()]
+    w = max([len(name) for name, _, _ in rows] + [9])
     lines.append(f"{'benchmark':<{w}}  lang  scoring   questions  errors  accuracy")
-    for b in summary["benchmarks"]:
-        for sp, acc in b["accuracy"].items():
-            name = b["name"] if sp == "none" else f"{b['name']}/{sp}"
-            lines.append(f"{name:<{w}}  {b['lang']:<4}  {b['scoring']:<8}  {b['questions']:>9}  {b['errors']:>6}"
-                         f"    {_pct(acc['Overall'])}")
+    for name, b, acc in rows:
+        lines.append(f"{name:<{w}}  {b['lang']:<4}  {b['scoring']:<8}  {b['questions']:>9}  {b['errors']:>6}"
+                     f"    {_pct(acc['Overall'])}")
     if len(summary["languages"]) > 1 or len(summary["benchmarks"]) > 1:
         lines.append("")
         lines.append("per language: " + "  ".join(f"{k} {_pct(v['accuracy']).strip()}"
