@@ -132,6 +132,8 @@ int pr_interrupt_pending(void);
 
 /* ---------------------------------------------------------------- the language model */
 int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err);
+/* The same with the KV cache stored as kv_type: PR_F32 (pr_context_new) or PR_F16 (half the memory). */
+int pr_context_new_kv(pr_model *m, int n_ctx, int kv_type, pr_context **out, pr_error *err);
 void pr_context_free(pr_context *c);
 int pr_context_n_ctx(const pr_context *c);
 int pr_context_n_past(const pr_context *c);

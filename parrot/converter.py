@@ -7,6 +7,15 @@ far below the model's size. Every expected tensor is checked for presence and sh
 problems are reported at once. The output is written to a temporary file beside OUT and renamed at the
 end: an interrupted conversion never leaves a half-written OUT, and an existing OUT is kept unless
 ``force=True``. Names and keys written: docs/gguf.md.
+
+Storage types (``dtype``): norms, biases, embeddings of one row, the position embedding and the MoE router
+stay f32 in every file. Matrices become ``dtype``, with these choices for the quantised ones (ggml's q8_0 /
+q4_0 blocks of 32 values, quantised in C by ``_core.quantize``, byte-identical to ggml's reference):
+  - a matrix whose rows are not whole 32-value blocks (the CLIP patch embedding's 3·14·14 = 588 columns) is f16;
+  - q4_0 is used for the decoder layers' matrices only, which decoding reads for every token; the token
+    embedding, lm_head, vision tower, projector and MoE experts are q8_0: the embedding and lm_head are the
+    most quantisation-sensitive tensors of a small LLM, and the image path is compute-bound, where 4 bits
+    would cost accuracy without saving time.
 """
 from __future__ import annotations
 
@@ -22,9 +31,11 @@ import numpy as np
 
 from parrot._safetensors import FLOAT_DTYPES, TensorInfo, bf16_to_f32, open_checkpoint
 from parrot.errors import ModelError
-
-DTYPES = ("f32", "f16", "bf16")
 from parrot.prompt import DEFAULT_SYSTEM
+
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
+# general.file_type as llama.cpp numbers it (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0, MOSTLY_BF16)
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32}
 KNOWN_CLIP = {
     # configuration of openai/clip-vit-large-patch14-336, used when only the name is known (SPEC)
     "openai/clip-vit-large-patch14-336": dict(
@@ -202,24 +213,47 @@ def _plan_vision(plan: _Plan, prefix: str, vc: dict, where: str) -> dict:
     return dict(vd=vd, vff=vff, vL=vL, vH=vH, ps=ps, S=S, act=act, eps=float(vc.get("layer_norm_eps", 1e-5)))
 
 
-def _convert_array(arr: np.ndarray, src_dtype: str, kind: str, dtype: str) -> Tuple[np.ndarray, Optional[int]]:
-    """Returns (array to write, raw GGML type or None)."""
-    from gguf import GGMLQuantizationType
+def _tensor_dtype(e: _Entry, dtype: str) -> str:
+    """The storage type of one tensor in a file converted to ``dtype`` (see the module's docstring)."""
+    if e.kind == "f32" or dtype == "f32":
+        return "f32"
+    if dtype in ("f16", "bf16"):
+        return dtype
+    if e.shape[-1] % 32:
+        return "f16"
+    if dtype == "q4_0" and not e.name.startswith("blk."):
+        return "q8_0"
+    return dtype
 
+
+def _tensor_bytes(shape: Tuple[int, ...], tdtype: str) -> int:
+    n = int(np.prod(shape))
+    return {"f32": 4 * n, "f16": 2 * n, "bf16": 2 * n, "q8_0": n // 32 * 34, "q4_0": n // 32 * 18}[tdtype]
+
+
+def _convert_array(arr: np.ndarray, src_dtype: str, tdtype: str, name: str = "") -> np.ndarray:
+    """The bytes of one tensor stored as ``tdtype`` (an array whose tobytes() is the GGUF data)."""
     f32 = bf16_to_f32(arr) if src_dtype == "BF16" else np.asarray(arr, dtype=np.float32)
-    if kind == "f32" or dtype == "f32":
-        return np.ascontiguousarray(f32, dtype=np.float32), None
-    if dtype == "f16":
-        return np.ascontiguousarray(f32.astype(np.float16)), None
+    if tdtype == "f32":
+        return np.ascontiguousarray(f32, dtype=np.float32)
+    if tdtype == "f16":
+        return np.ascontiguousarray(f32.astype(np.float16))
+    if tdtype in ("q8_0", "q4_0"):
+        from parrot import _core
+
+        rows = np.ascontiguousarray(f32, dtype=np.float32).reshape(-1, f32.shape[-1])
+        if not np.isfinite(rows).all():
+            raise ModelError(f"tensor '{name}' contains NaN or infinite values and cannot be quantised to {tdtype}")
+        return _core.quantize(rows, tdtype)
     # bf16 with round-to-nearest-even, as torch does
     if src_dtype == "BF16":
-        return np.ascontiguousarray(arr), GGMLQuantizationType.BF16
+        return np.ascontiguousarray(arr)
     bits = f32.view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     nan = np.isnan(f32)
     if nan.any():
         rounded[nan] = 0x7FC0
-    return np.ascontiguousarray(rounded), GGMLQuantizationType.BF16
+    return np.ascontiguousarray(rounded)
 
 
 def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str", *, clip=None, dtype: str = "f16",
@@ -348,7 +382,7 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
     A = gguf.GGUFValueType
     meta = [
         ("general.name", os.path.basename(os.path.normpath(hf_dir)), A.STRING),
-        ("general.file_type", DTYPES.index(dtype), A.UINT32),
+        ("general.file_type", FILE_TYPE[dtype], A.UINT32),
         ("parrot.source_model_type", model_type, A.STRING),
         ("parrot.vocab_size", llm["V"], A.UINT32),
         ("parrot.embedding_length", llm["d"], A.UINT32),
@@ -377,14 +411,20 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
                 w.add_key_value(key, value, vtype)
         _add_tokenizer(w, hf_dir, cfg, log)
         # tensor infos first (sizes known from the plan), then data streamed one tensor at a time
+        Q = gguf.GGMLQuantizationType
         for e in plan.entries:
-            n = int(np.prod(e.shape))
-            if e.kind == "f32" or dtype == "f32":
-                w.add_tensor_info(e.name, e.shape, np.dtype(np.float32), n * 4)
-            elif dtype == "f16":
-                w.add_tensor_info(e.name, e.shape, np.dtype(np.float16), n * 2)
-            else:
-                w.add_tensor_info(e.name, e.shape, np.dtype(np.uint16), n * 2, raw_dtype=gguf.GGMLQuantizationType.BF16)
+            t = _tensor_dtype(e, dtype)
+            nbytes = _tensor_bytes(e.shape, t)
+            if t == "f32":
+                w.add_tensor_info(e.name, e.shape, np.dtype(np.float32), nbytes)
+            elif t == "f16":
+                w.add_tensor_info(e.name, e.shape, np.dtype(np.float16), nbytes)
+            elif t == "bf16":
+                w.add_tensor_info(e.name, e.shape, np.dtype(np.uint16), nbytes, raw_dtype=Q.BF16)
+            else:  # block-quantised: the writer takes the shape in bytes per row
+                byte_shape = (*e.shape[:-1], nbytes // int(np.prod(e.shape[:-1])))
+                w.add_tensor_info(e.name, byte_shape, np.dtype(np.uint8), nbytes,
+                                  raw_dtype=Q.Q8_0 if t == "q8_0" else Q.Q4_0)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
@@ -395,7 +435,7 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
             bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"converting to {dtype}", file=sys.stderr)
         for e in plan.entries:
             arr = e.src.file.array(e.src.name).reshape(e.shape)
-            data, _ = _convert_array(arr, e.src.dtype, e.kind, dtype)
+            data = _convert_array(arr, e.src.dtype, _tensor_dtype(e, dtype), e.name)
             w.write_tensor_data(data)
             del arr, data
             if bar:

@@ -1,89 +1,44 @@
-/* Matrix products for every weight dtype.
+/* Matrix products for every weight dtype, split across the pool's threads by weight rows. Each output
+ * element is computed by one thread in a fixed order, so results do not depend on timing.
  *
- * Many rows of activations (prefill, vision tower, MoE experts): OpenBLAS sgemm. For f32 weights directly;
- * for other dtypes, chunks of weight rows are widened to f32 in parallel, then multiplied by sgemm.
- * A few rows (decode): one dot product per weight row, rows split across the pool's threads. */
+ *   few activation rows (decode, n ≤ 4):  one dot product per weight row and activation row; the x rows are
+ *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
+ *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
+ *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
+ *       f16, bf16, q8_0, q4_0  panels of weight rows widened to f32 in per-thread scratch, then sgemm on them,
+ *             unless the table has faster native kernels for the dtype:
+ *       bf16  the table's bf16 tile kernel where the CPU has bf16 dot products (AVX512_BF16)
+ *       q8_0, q4_0  where the CPU has int8 dot products (VNNI): activations quantised to q8_0 blocks on the
+ *             fly, then the table's tiled int8 kernel. Without VNNI (AVX2: vpmaddubsw + vpmaddwd + convert
+ *             per 32 products) the int8 tiles reach about half of sgemm's rate on the same machine, so
+ *             widening is faster there; numbers in benchmarks/RESULTS.md. */
 #include "kernels/matmul.h"
 
 #include <cblas.h>
-#include <math.h>
 #include <string.h>
 
 #include "util/mem.h"
 
-void pr_blas_set_threads(int n) { openblas_set_num_threads(n); }
+#define FEW_ROWS 4    /* up to this many activation rows: dot products (matrix-vector) */
+#define PANEL_BYTES (2 << 20) /* f32 weight rows widened at a time for sgemm: big enough that sgemm's packing
+                                * of the activations is amortised, small enough to stay in L2/L3 */
+#define ROW_ALIGN 4   /* thread slices start on multiples of the tile kernels' 4 weight rows */
 
-float pr_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else { /* subnormal: normalise */
-            int e = -1;
-            do { e++; man <<= 1; } while (!(man & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
-    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    union { uint32_t u; float f; } v = {bits};
-    return v.f;
+const pr_kernels *pr_kern(void) {
+    const pr_kernels *k = pr_kernels_active(NULL);
+    return k ? k : &pr_kernels_scalar;
 }
 
-uint16_t pr_f32_to_f16(float f) {
-    /* round to nearest even, as numpy's astype(float16) */
-    union { float f; uint32_t u; } v = {f};
-    uint32_t x = v.u, sign = (x >> 16) & 0x8000;
-    uint32_t ax = x & 0x7fffffff;
-    if (ax >= 0x7f800000) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0));
-    if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* overflow to inf */
-    if (ax < 0x38800000) {                                  /* subnormal or zero in f16 */
-        if (ax < 0x33000000) return (uint16_t)sign;
-        uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
-        int shift = 126 - (int)e; /* 14 + (113 - e) */
-        uint32_t r = m >> (shift), rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (r & 1))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = ((ax >> 13) - ((127 - 15) << 10)), rem = ax & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
-    return (uint16_t)(sign | r);
-}
-
-typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
-typedef struct { uint16_t d; uint8_t qs[16]; } block_q4_0;
+void pr_blas_single_thread(void) { openblas_set_num_threads(1); }
 
 void pr_row_to_f32(const pr_tensor *W, long r, float *out) {
     long cols = (long)W->ne[0];
     switch (W->type) {
     case PR_F32: memcpy(out, (const float *)W->data + r * cols, (size_t)cols * sizeof(float)); break;
-    case PR_F16: {
-        const uint16_t *p = (const uint16_t *)W->data + r * cols;
-        for (long i = 0; i < cols; i++) out[i] = pr_f16_to_f32(p[i]);
-        break;
-    }
-    case PR_BF16: {
-        const uint16_t *p = (const uint16_t *)W->data + r * cols;
-        for (long i = 0; i < cols; i++) out[i] = pr_bf16_to_f32(p[i]);
-        break;
-    }
-    case PR_Q8_0: {
-        const block_q8_0 *b = (const block_q8_0 *)W->data + r * (cols / 32);
-        for (long k = 0; k < cols / 32; k++) {
-            float d = pr_f16_to_f32(b[k].d);
-            for (int i = 0; i < 32; i++) out[k * 32 + i] = d * b[k].qs[i];
-        }
-        break;
-    }
-    case PR_Q4_0: {
-        const block_q4_0 *b = (const block_q4_0 *)W->data + r * (cols / 32);
-        for (long k = 0; k < cols / 32; k++) {
-            float d = pr_f16_to_f32(b[k].d);
-            for (int i = 0; i < 16; i++) {
-                out[k * 32 + i] = d * ((b[k].qs[i] & 0x0f) - 8);
-                out[k * 32 + i + 16] = d * ((b[k].qs[i] >> 4) - 8);
-            }
-        }
-        break;
-    }
+    case PR_F16: pr_kern()->f16_to_f32((const uint16_t *)W->data + r * cols, out, cols); break;
+    case PR_BF16: pr_kern()->bf16_to_f32((const uint16_t *)W->data + r * cols, out, cols); break;
+    case PR_Q8_0: pr_dequantize_row_q8_0((const block_q8_0 *)W->data + r * (cols / PR_QK), out, cols); break;
+    case PR_Q4_0: pr_dequantize_row_q4_0((const block_q4_0 *)W->data + r * (cols / PR_QK), out, cols); break;
     default: memset(out, 0, (size_t)cols * sizeof(float)); break;
     }
 }
@@ -95,92 +50,171 @@ void pr_tensor_to_f32(const pr_tensor *W, float *out) {
 }
 
 void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) {
-    if (!bias) return;
-    if (bias->type == PR_F32) {
-        const float *b = bias->data;
-        for (int i = 0; i < n; i++)
-            for (long j = 0; j < rows; j++) y[(long)i * rows + j] += b[j];
-        return;
-    }
-    float *b = pr_alloc((size_t)rows, sizeof(float), 1);
-    if (!b) return; /* biases are f32 in files we write; other dtypes are a tiny corner */
-    pr_row_to_f32(bias, 0, b);
+    if (!bias) return; /* vectors are f32 in every file (weights.c checks) */
+    const float *b = bias->data;
     for (int i = 0; i < n; i++)
         for (long j = 0; j < rows; j++) y[(long)i * rows + j] += b[j];
-    pr_free(b);
 }
 
-/* ---- few activation rows: per-row dot products */
+/* ---- one job description for every path */
 typedef struct {
+    const pr_kernels *k;
     const pr_tensor *W;
-    const float *x;
+    const float *x;     /* n × cols f32 */
+    const void *xq;     /* x prepared for the kernel: q8_0 blocks, bf16 hi/lo, or NULL */
+    size_t ldxq;        /* bytes between rows of xq */
     int n;
-    float *y;
-} matvec_job;
+    float *y;           /* n × rows */
+    long rows, cols;
+    size_t ldw;         /* bytes per weight row */
+} mm_job;
 
-static float dot_f32(const float *a, const float *b, long n) {
-    float s = 0;
-    for (long i = 0; i < n; i++) s += a[i] * b[i];
+/* this thread's slice of weight rows, on multiples of ROW_ALIGN */
+static void slice(const mm_job *j, int ith, int nth, long *r0, long *r1) {
+    long groups = (j->rows + ROW_ALIGN - 1) / ROW_ALIGN, g0, g1;
+    pr_split_range(groups, ith, nth, &g0, &g1);
+    *r0 = g0 * ROW_ALIGN;
+    *r1 = g1 * ROW_ALIGN < j->rows ? g1 * ROW_ALIGN : j->rows;
+}
+
+static inline const void *wrow(const mm_job *j, long r) { return (const char *)j->W->data + (size_t)r * j->ldw; }
+
+/* a q*_0 weight row against an f32 activation row, with no scratch memory (the fallback) */
+static float dot_dequant(const mm_job *j, long r, const float *x) {
+    float w[PR_QK], s = 0;
+    const char *row = wrow(j, r);
+    size_t bb = pr_dtype_block_bytes(j->W->type);
+    for (long b = 0; b < j->cols / PR_QK; b++) {
+        if (j->W->type == PR_Q8_0) pr_dequantize_row_q8_0((const block_q8_0 *)(row + b * bb), w, PR_QK);
+        else pr_dequantize_row_q4_0((const block_q4_0 *)(row + b * bb), w, PR_QK);
+        s += j->k->dot_f32(w, x + b * PR_QK, PR_QK);
+    }
     return s;
 }
 
 static void matvec_task(void *arg, int ith, int nth) {
-    matvec_job *j = arg;
-    long rows = (long)j->W->ne[1], cols = (long)j->W->ne[0], r0, r1;
-    pr_split_range(rows, ith, nth, &r0, &r1);
-    float *buf = j->W->type == PR_F32 ? NULL : pr_alloc((size_t)cols, sizeof(float), 1);
+    const mm_job *j = arg;
+    const pr_kernels *k = j->k;
+    long r0, r1, nb = j->cols / PR_QK;
+    slice(j, ith, nth, &r0, &r1);
     for (long r = r0; r < r1; r++) {
-        const float *w = (const float *)j->W->data + r * cols;
-        if (buf) {
-            pr_row_to_f32(j->W, r, buf);
-            w = buf;
+        const void *w = wrow(j, r);
+        for (int i = 0; i < j->n; i++) {
+            const float *x = j->x + (long)i * j->cols;
+            const void *xq = j->xq ? (const char *)j->xq + (size_t)i * j->ldxq : NULL;
+            float s;
+            switch (j->W->type) {
+            case PR_F32: s = k->dot_f32(w, x, j->cols); break;
+            case PR_F16: s = k->dot_f16(w, x, j->cols); break;
+            case PR_BF16: s = k->dot_bf16(w, x, j->cols); break;
+            case PR_Q8_0: s = xq ? k->dot_q8_0(w, xq, nb) : dot_dequant(j, r, x); break;
+            case PR_Q4_0: s = xq ? k->dot_q4_0(w, xq, nb) : dot_dequant(j, r, x); break;
+            default: s = 0; break;
+            }
+            j->y[(long)i * j->rows + r] = s;
         }
-        for (int i = 0; i < j->n; i++) j->y[(long)i * rows + r] = dot_f32(w, j->x + (long)i * cols, cols);
     }
-    pr_free(buf);
 }
 
-/* ---- many activation rows: widen chunks of weight rows, then sgemm */
-#define CHUNK_ROWS 256
-typedef struct {
-    const pr_tensor *W;
-    long r0, nr;
-    float *dst;
-} widen_job;
+static void sgemm_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    long r0, r1;
+    slice(j, ith, nth, &r0, &r1);
+    if (r1 <= r0) return;
+    if (j->W->type == PR_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), (int)j->cols, 1.0f, j->x,
+                    (int)j->cols, wrow(j, r0), (int)j->cols, 0.0f, j->y + r0, (int)j->rows);
+        return;
+    }
+    /* other dtypes: widen panel_rows weight rows at a time into this thread's scratch */
+    long panel_rows = PANEL_BYTES / (j->cols * (long)sizeof(float));
+    if (panel_rows < 16) panel_rows = 16;
+    float *panel = pr_scratch(PR_SCRATCH_PANEL, (size_t)panel_rows * (size_t)j->cols * sizeof(float));
+    if (!panel) { /* no memory for a panel: dot products need none */
+        matvec_task(arg, ith, nth);
+        return;
+    }
+    for (long p = r0; p < r1; p += panel_rows) {
+        long np = r1 - p < panel_rows ? r1 - p : panel_rows;
+        for (long r = 0; r < np; r++) {
+            float *dst = panel + r * j->cols;
+            switch (j->W->type) {
+            case PR_F16: j->k->f16_to_f32(wrow(j, p + r), dst, j->cols); break;
+            case PR_BF16: j->k->bf16_to_f32(wrow(j, p + r), dst, j->cols); break;
+            case PR_Q8_0: j->k->dequantize_q8_0(wrow(j, p + r), dst, j->cols); break;
+            default: j->k->dequantize_q4_0(wrow(j, p + r), dst, j->cols); break;
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)np, (int)j->cols, 1.0f, j->x, (int)j->cols,
+                    panel, (int)j->cols, 0.0f, j->y + p, (int)j->rows);
+    }
+}
 
-static void widen_task(void *arg, int ith, int nth) {
-    widen_job *j = arg;
-    long a, b;
-    pr_split_range(j->nr, ith, nth, &a, &b);
-    for (long r = a; r < b; r++) pr_row_to_f32(j->W, j->r0 + r, j->dst + r * j->W->ne[0]);
+static void tile_task(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    long r0, r1;
+    slice(j, ith, nth, &r0, &r1);
+    if (r1 <= r0) return;
+    pr_gemm_fn gemm = j->W->type == PR_Q8_0 ? j->k->gemm_q8_0 : j->W->type == PR_Q4_0 ? j->k->gemm_q4_0 : j->k->gemm_bf16;
+    long k = j->W->type == PR_BF16 ? j->cols : j->cols / PR_QK;
+    gemm(wrow(j, r0), (long)j->ldw, r1 - r0, j->xq, (long)j->ldxq, j->n, k, j->y + r0, j->rows);
+}
+
+/* x rows → q8_0 blocks */
+static void quantize_x(const mm_job *j, block_q8_0 *xq) {
+    for (int i = 0; i < j->n; i++)
+        j->k->quantize_q8_0(j->x + (long)i * j->cols, (block_q8_0 *)((char *)xq + (size_t)i * j->ldxq), j->cols);
+}
+
+/* x rows → bf16 hi then lo halves (see gemm_bf16 in kernels_avx512.c) */
+static void split_bf16_x(const mm_job *j, uint16_t *xs) {
+    for (int i = 0; i < j->n; i++) {
+        const float *x = j->x + (long)i * j->cols;
+        uint16_t *h = xs + (size_t)i * 2 * j->cols, *l = h + j->cols;
+        for (long e = 0; e < j->cols; e++) {
+            h[e] = pr_f32_to_bf16(x[e]);
+            l[e] = pr_f32_to_bf16(x[e] - pr_bf16_to_f32(h[e]));
+        }
+    }
+}
+
+void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
+                 int path) {
+    if (n <= 0) return;
+    mm_job j = {k, W, x, NULL, 0, n, y, (long)W->ne[1], (long)W->ne[0], 0};
+    j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
+    int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
+    int tiles = path == PR_MM_TILES || (path == PR_MM_AUTO && k->int8_tiles);
+    if (quant && (n <= FEW_ROWS || tiles)) {
+        /* the activation scratch belongs to the calling thread; workers only read it */
+        j.ldxq = (size_t)(j.cols / PR_QK) * sizeof(block_q8_0);
+        void *xq = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
+        if (xq) {
+            quantize_x(&j, xq);
+            j.xq = xq;
+        }
+    }
+    if (n <= FEW_ROWS) {
+        pr_pool_run(pool, matvec_task, &j);
+        return;
+    }
+    if (quant && j.xq) {
+        pr_pool_run(pool, tile_task, &j);
+        return;
+    }
+    if (W->type == PR_BF16 && k->gemm_bf16 && path != PR_MM_PANELS) {
+        j.ldxq = (size_t)j.cols * 2 * sizeof(uint16_t);
+        void *xs = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
+        if (xs) {
+            split_bf16_x(&j, xs);
+            j.xq = xs;
+            pr_pool_run(pool, tile_task, &j);
+            return;
+        }
+    }
+    pr_pool_run(pool, sgemm_task, &j);
 }
 
 void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y) {
-    long rows = (long)W->ne[1], cols = (long)W->ne[0];
-    if (n <= 0) return;
-    if (W->type == PR_F32 && n > 1) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)rows, (int)cols, 1.0f, x, (int)cols,
-                    W->data, (int)cols, 0.0f, y, (int)rows);
-        return;
-    }
-    if (n <= 4) {
-        matvec_job j = {W, x, n, y};
-        pr_pool_run(pool, matvec_task, &j);
-        return;
-    }
-    long chunk = rows < CHUNK_ROWS ? rows : CHUNK_ROWS;
-    float *wf = pr_alloc((size_t)chunk, (size_t)cols, sizeof(float));
-    if (!wf) { /* cannot widen: fall back to dot products */
-        matvec_job j = {W, x, n, y};
-        pr_pool_run(pool, matvec_task, &j);
-        return;
-    }
-    for (long r0 = 0; r0 < rows; r0 += chunk) {
-        long nr = rows - r0 < chunk ? rows - r0 : chunk;
-        widen_job wj = {W, r0, nr, wf};
-        pr_pool_run(pool, widen_task, &wj);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)nr, (int)cols, 1.0f, x, (int)cols, wf,
-                    (int)cols, 0.0f, y + r0, (int)rows);
-    }
-    pr_free(wf);
+    pr_matmul_k(pr_kern(), pool, W, x, n, y, PR_MM_AUTO);
 }

@@ -1,29 +1,36 @@
-/* Matrix products against weights stored in any supported dtype, computed in f32.
+/* Matrix products against weights stored in any supported dtype (f32, f16, bf16, q8_0, q4_0).
  *
  * A weight W has rows = W->ne[1] rows of cols = W->ne[0] elements (an HF [out, in] matrix). */
 #ifndef PR_KERNELS_MATMUL_H
 #define PR_KERNELS_MATMUL_H
 #include <stdint.h>
 
+#include "kernels/kernels.h"
 #include "kernels/pool.h"
+#include "kernels/quant.h"
 #include "parrot.h"
 
-/* y[n × rows] = x[n × cols] · Wᵀ (row-major, dense). */
+/* y[n × rows] = x[n × cols] · Wᵀ (row-major, dense), with the active kernel table. Never fails: if scratch
+ * memory cannot be had it takes a slower path that needs none. */
 void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y);
-/* y[n × rows] += bias[rows] (bias f32 or any float dtype; NULL does nothing) */
+/* The same with a given kernel table and, for many activation rows, a forced path (tests and benchmarks):
+ * PR_MM_AUTO the table's choice, PR_MM_TILES its tiled int8 kernels (q8_0/q4_0 weights), PR_MM_PANELS widening
+ * to f32 + sgemm. */
+enum { PR_MM_AUTO, PR_MM_TILES, PR_MM_PANELS };
+void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
+                 int path);
+/* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) */
 void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows);
 /* Row r of W as f32 (cols values). */
 void pr_row_to_f32(const pr_tensor *W, long r, float *out);
 /* Whole 1-D/2-D tensor as f32 into out (ne[0]*ne[1] values). */
 void pr_tensor_to_f32(const pr_tensor *W, float *out);
 
-float pr_f16_to_f32(uint16_t h);
-uint16_t pr_f32_to_f16(float f);
-static inline float pr_bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
-    return v.f;
-}
+/* The active kernel table (pr_kernels_active), or the scalar one if PARROT_ISA was refused (pr_model_load
+ * reports that refusal before any kernel runs). */
+const pr_kernels *pr_kern(void);
 
-/* Tells OpenBLAS how many threads it may use (called once per model load). */
-void pr_blas_set_threads(int n);
+/* OpenBLAS runs single-threaded inside our pool's threads: one set of threads, no oversubscription. Called
+ * at model load. */
+void pr_blas_single_thread(void);
 #endif

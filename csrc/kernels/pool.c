@@ -1,3 +1,4 @@
+/* The persistent thread pool and per-thread scratch memory (pool.h). */
 #include "kernels/pool.h"
 
 #include <pthread.h>
@@ -144,4 +145,45 @@ int pr_physical_cores(void) {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1 || (online > 0 && cores > online)) cores = online > 0 ? (int)online : 1;
     return cores;
+}
+
+/* ---- per-thread scratch: a pthread key whose destructor frees the thread's buffers */
+typedef struct {
+    void *p[PR_SCRATCH_SLOTS];
+    size_t size[PR_SCRATCH_SLOTS];
+} scratch_set;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *a) {
+    scratch_set *s = a;
+    for (int i = 0; i < PR_SCRATCH_SLOTS; i++) free(s->p[i]);
+    free(s);
+}
+
+static void scratch_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+void *pr_scratch(int slot, size_t bytes) {
+    pthread_once(&scratch_once, scratch_init);
+    if (!scratch_key_ok || slot < 0 || slot >= PR_SCRATCH_SLOTS) return NULL;
+    scratch_set *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(scratch_key, s)) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (bytes > s->size[slot]) {
+        size_t n = (bytes + 63) & ~(size_t)63;
+        if (n < bytes) return NULL;
+        void *p = aligned_alloc(64, n);
+        if (!p) return NULL;
+        free(s->p[slot]);
+        s->p[slot] = p;
+        s->size[slot] = n;
+    }
+    return s->p[slot];
 }

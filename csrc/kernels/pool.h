@@ -3,6 +3,7 @@
  * do not compete with OpenBLAS's own threads, which run only between pool jobs. */
 #ifndef PR_KERNELS_POOL_H
 #define PR_KERNELS_POOL_H
+#include <stddef.h>
 
 typedef struct pr_pool pr_pool;
 typedef void (*pr_task_fn)(void *arg, int ith, int nth);
@@ -13,6 +14,11 @@ int pr_pool_size(const pr_pool *p);
 void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg);
 /* Splits [0, n) into nth near-equal contiguous ranges; range of thread ith. */
 void pr_split_range(long n, int ith, int nth, long *begin, long *end);
+/* Per-thread scratch memory that grows and is kept for the thread's life (freed when it exits), so hot paths
+ * do not allocate per call. One buffer per slot; a slot's previous contents are not kept when it grows.
+ * NULL if the allocation fails. */
+enum { PR_SCRATCH_ACT, PR_SCRATCH_PANEL, PR_SCRATCH_ATTN, PR_SCRATCH_SLOTS };
+void *pr_scratch(int slot, size_t bytes);
 /* Physical cores of this machine (best effort, >= 1). */
 int pr_physical_cores(void);
 #endif

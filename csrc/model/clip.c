@@ -12,42 +12,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "model/model.h"
 #include "util/mem.h"
 
-typedef struct {
-    const float *q, *k, *v; /* n × d each */
-    float *out;
-    float *scores;          /* nth × n */
-    int n, n_head, hd;
-} vit_attn_job;
-
-static void vit_attn_task(void *arg, int ith, int nth) {
-    vit_attn_job *j = arg;
-    long a, b, d = (long)j->n_head * j->hd;
-    float scale = 1.0f / sqrtf((float)j->hd), *s = j->scores + (long)ith * j->n;
-    pr_split_range((long)j->n * j->n_head, ith, nth, &a, &b);
-    for (long t = a; t < b; t++) {
-        int i = (int)(t / j->n_head), h = (int)(t % j->n_head);
-        const float *q = j->q + i * d + (long)h * j->hd;
-        for (int p = 0; p < j->n; p++) {
-            const float *k = j->k + p * d + (long)h * j->hd;
-            float dot = 0;
-            for (int e = 0; e < j->hd; e++) dot += q[e] * k[e];
-            s[p] = dot * scale;
-        }
-        pr_softmax(s, j->n);
-        float *o = j->out + i * d + (long)h * j->hd;
-        memset(o, 0, (size_t)j->hd * sizeof(float));
-        for (int p = 0; p < j->n; p++) {
-            const float *v = j->v + p * d + (long)h * j->hd;
-            for (int e = 0; e < j->hd; e++) o[e] += s[p] * v[e];
-        }
-    }
-}
-
-static inline float quick_gelu(float x) { return x / (1.0f + expf(-1.702f * x)); }
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
 
 /* x: n × vd, updated in place through `n_run` encoder layers */
@@ -58,9 +27,9 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
     float *h = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *q = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
     float *k = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *v = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
     float *o = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *f = pr_alloc((size_t)n, (size_t)ff, sizeof(float));
-    float *sc = pr_alloc((size_t)pr_pool_size(m->pool), (size_t)n, sizeof(float));
+    const pr_kernels *K = pr_kern();
     int rc = 0;
-    if (!h || !q || !k || !v || !o || !f || !sc) {
+    if (!h || !q || !k || !v || !o || !f) {
         rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
         goto done;
     }
@@ -77,8 +46,9 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
         pr_add_bias(L->bk, k, n, vd);
         pr_matmul(m->pool, L->wv, h, n, v);
         pr_add_bias(L->bv, v, n, vd);
-        vit_attn_job aj = {q, k, v, o, sc, n, c->v_head, hd};
-        pr_pool_run(m->pool, vit_attn_task, &aj);
+        pr_attn at = {.q = q, .k = k, .v = v, .kv_type = PR_F32, .out = o, .ldq = vd, .ldkv = vd, .ldo = vd,
+                      .n_q = n, .n_kv = n, .n_head = c->v_head, .n_head_kv = c->v_head, .hd = hd, .causal = 0};
+        if ((rc = pr_attention(K, m->pool, &at, err))) goto done;
         pr_matmul(m->pool, L->wo, o, n, h);
         pr_add_bias(L->bo, h, n, vd);
         for (long i = 0; i < n * vd; i++) x[i] += h[i];
@@ -87,7 +57,7 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
         pr_matmul(m->pool, L->fc1_w, h, n, f);
         pr_add_bias(L->fc1_b, f, n, ff);
         if (c->v_act == PR_ACT_QUICK_GELU)
-            for (long i = 0; i < n * ff; i++) f[i] = quick_gelu(f[i]);
+            K->quick_gelu(f, n * ff); /* x·σ(1.702x) */
         else
             for (long i = 0; i < n * ff; i++) f[i] = gelu_erf(f[i]);
         pr_matmul(m->pool, L->fc2_w, f, n, h);
@@ -95,7 +65,7 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
         for (long i = 0; i < n * vd; i++) x[i] += h[i];
     }
 done:
-    pr_free(h); pr_free(q); pr_free(k); pr_free(v); pr_free(o); pr_free(f); pr_free(sc);
+    pr_free(h); pr_free(q); pr_free(k); pr_free(v); pr_free(o); pr_free(f);
     return rc;
 }
 

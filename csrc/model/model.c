@@ -12,6 +12,10 @@ int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err
     *out = NULL;
     pr_model *m = calloc(1, sizeof *m);
     if (!m) return pr_set_error(err, PR_ERR_NOMEM, "out of memory");
+    if (!pr_kernels_active(err)) { /* PARROT_ISA names an instruction set this CPU or build lacks */
+        free(m);
+        return err ? err->code : PR_ERR_ARG;
+    }
     int rc = gguf_open(path, &m->gguf, err);
     if (!rc) rc = pr_config_read(m->gguf, &m->cfg, err);
     if (!rc) rc = pr_weights_bind(m, err);
@@ -30,7 +34,7 @@ int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err
     if (!rc) {
         if (n_threads <= 0) n_threads = pr_physical_cores();
         if (pr_pool_new(n_threads, &m->pool)) rc = pr_set_error(err, PR_ERR_NOMEM, "cannot start threads");
-        else pr_blas_set_threads(pr_pool_size(m->pool));
+        else pr_blas_single_thread();
     }
     if (rc) {
         pr_model_free(m);

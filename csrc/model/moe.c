@@ -66,7 +66,7 @@ int pr_moe_experts(pr_model *m, const float *x, int n_tok, float *out, pr_error 
         const pr_expert *E = &m->w.experts[e];
         pr_matmul(m->pool, E->gate, x, n_tok, gt);
         pr_matmul(m->pool, E->up, x, n_tok, up);
-        for (long i = 0; i < n_tok * ff; i++) gt[i] = gt[i] / (1.0f + expf(-gt[i])) * up[i];
+        pr_kern()->silu_mul(gt, up, n_tok * ff); /* gt = silu(gt) ⊙ up */
         pr_matmul(m->pool, E->down, gt, n_tok, out + (long)e * n_tok * d);
     }
     pr_free(gt); pr_free(up);

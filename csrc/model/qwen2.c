@@ -11,11 +11,14 @@
  *   logits = RMSNorm(h)·g · W_lm_headᵀ
  *
  * Positions continue from the cache: new rows get n_past, n_past+1, ...; the KV cache grows on demand up to
- * the context size, so a short chat does not reserve the whole context. */
+ * the context size, so a short chat does not reserve the whole context. It holds f32, or f16 (half the memory
+ * and the reading time per decoded token) when the context is made with kv_type PR_F16.
+ * Attention is fused (kernels/attention.c): no n × n score matrix is ever stored. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "model/model.h"
 #include "util/mem.h"
@@ -25,22 +28,33 @@
 struct pr_context {
     pr_model *m;
     int n_ctx, n_past, cap;
-    float **k, **v;   /* per layer: cap × kv_dim */
+    int kv_type;      /* PR_F32 or PR_F16 */
+    size_t kv_elt;    /* bytes per cached value */
+    void **k, **v;    /* per layer: cap × kv_dim */
     float *inv_freq;  /* d_head/2 RoPE frequencies */
 };
 
 int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err) {
+    return pr_context_new_kv(m, n_ctx, PR_F32, out, err);
+}
+
+int pr_context_new_kv(pr_model *m, int n_ctx, int kv_type, pr_context **out, pr_error *err) {
     *out = NULL;
     if (n_ctx <= 0 || n_ctx > m->cfg.n_ctx_train)
         return pr_set_error(err, PR_ERR_ARG, "context size %d must be between 1 and the model's %d", n_ctx,
                             m->cfg.n_ctx_train);
+    if (kv_type != PR_F32 && kv_type != PR_F16)
+        return pr_set_error(err, PR_ERR_ARG, "KV cache type must be f32 or f16, got %s",
+                            pr_dtype_name(kv_type) ? pr_dtype_name(kv_type) : "an unknown type");
     pr_context *c = calloc(1, sizeof *c);
     if (!c) return pr_set_error(err, PR_ERR_NOMEM, "out of memory");
     c->m = m;
     c->n_ctx = n_ctx;
+    c->kv_type = kv_type;
+    c->kv_elt = kv_type == PR_F16 ? sizeof(uint16_t) : sizeof(float);
     int L = m->cfg.n_layer, hd = m->cfg.n_embd / m->cfg.n_head;
-    c->k = calloc((size_t)L, sizeof(float *));
-    c->v = calloc((size_t)L, sizeof(float *));
+    c->k = calloc((size_t)L, sizeof(void *));
+    c->v = calloc((size_t)L, sizeof(void *));
     c->inv_freq = malloc((size_t)hd / 2 * sizeof(float));
     if (!c->k || !c->v || !c->inv_freq) {
         pr_context_free(c);
@@ -82,15 +96,15 @@ static int reserve(pr_context *c, int need, pr_error *err) {
     const pr_config *cf = &c->m->cfg;
     size_t kv = (size_t)(cf->n_embd / cf->n_head) * cf->n_head_kv;
     for (int l = 0; l < cf->n_layer; l++) {
-        float *k = pr_alloc((size_t)cap, kv, sizeof(float)), *v = pr_alloc((size_t)cap, kv, sizeof(float));
+        void *k = pr_alloc((size_t)cap, kv, c->kv_elt), *v = pr_alloc((size_t)cap, kv, c->kv_elt);
         if (!k || !v) {
             pr_free(k);
             pr_free(v);
             return pr_set_error(err, PR_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         }
         if (c->k[l]) {
-            memcpy(k, c->k[l], (size_t)c->n_past * kv * sizeof(float));
-            memcpy(v, c->v[l], (size_t)c->n_past * kv * sizeof(float));
+            memcpy(k, c->k[l], (size_t)c->n_past * kv * c->kv_elt);
+            memcpy(v, c->v[l], (size_t)c->n_past * kv * c->kv_elt);
         }
         pr_free(c->k[l]);
         pr_free(c->v[l]);
@@ -122,44 +136,6 @@ static void rope(float *x, int n_heads, int hd, int pos, const float *inv_freq) 
     }
 }
 
-/* ---- causal attention over the cache, parallel over (row, head); one score buffer per thread */
-typedef struct {
-    const float *q;       /* n × d */
-    const float *K, *V;   /* cache of this layer: (n_past + n) × kv */
-    float *out;           /* n × d */
-    float *scores;        /* nth × n_ctx */
-    int n, n_past, n_head, n_head_kv, hd, n_ctx;
-} attn_job;
-
-static void attn_task(void *arg, int ith, int nth) {
-    attn_job *j = arg;
-    long a, b, d = (long)j->n_head * j->hd, kv = (long)j->n_head_kv * j->hd;
-    int group = j->n_head / j->n_head_kv;
-    float scale = 1.0f / sqrtf((float)j->hd), *s = j->scores + (long)ith * j->n_ctx;
-    pr_split_range((long)j->n * j->n_head, ith, nth, &a, &b);
-    for (long t = a; t < b; t++) {
-        int i = (int)(t / j->n_head), h = (int)(t % j->n_head), T = j->n_past + i + 1;
-        const float *q = j->q + i * d + (long)h * j->hd;
-        const float *K = j->K + (long)(h / group) * j->hd, *V = j->V + (long)(h / group) * j->hd;
-        for (int p = 0; p < T; p++) {
-            const float *k = K + p * kv;
-            float dot = 0;
-            for (int e = 0; e < j->hd; e++) dot += q[e] * k[e];
-            s[p] = dot * scale;
-        }
-        pr_softmax(s, T);
-        float *o = j->out + i * d + (long)h * j->hd;
-        memset(o, 0, (size_t)j->hd * sizeof(float));
-        for (int p = 0; p < T; p++) {
-            const float *v = V + p * kv;
-            float w = s[p];
-            for (int e = 0; e < j->hd; e++) o[e] += w * v[e];
-        }
-    }
-}
-
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-
 /* One pass of n ≤ PREFILL_CHUNK positions. x (n × d) is updated in place to the final hidden states. */
 static int forward_chunk(pr_context *c, float *x, int n, pr_error *err) {
     pr_model *m = c->m;
@@ -169,9 +145,9 @@ static int forward_chunk(pr_context *c, float *x, int n, pr_error *err) {
     float *kb = pr_alloc((size_t)n, (size_t)kv, sizeof(float)), *vb = pr_alloc((size_t)n, (size_t)kv, sizeof(float));
     float *o = pr_alloc((size_t)n, (size_t)d, sizeof(float));
     float *g = pr_alloc((size_t)n, (size_t)ff, sizeof(float)), *u = pr_alloc((size_t)n, (size_t)ff, sizeof(float));
-    float *sc = pr_alloc((size_t)pr_pool_size(m->pool), (size_t)c->n_ctx, sizeof(float));
+    const pr_kernels *K = pr_kern();
     int rc = 0;
-    if (!a || !q || !kb || !vb || !o || !g || !u || !sc) {
+    if (!a || !q || !kb || !vb || !o || !g || !u) {
         rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory for a pass of %d positions", n);
         goto done;
     }
@@ -192,22 +168,31 @@ static int forward_chunk(pr_context *c, float *x, int n, pr_error *err) {
             rope(q + i * d, cf->n_head, (int)hd, c->n_past + i, c->inv_freq);
             rope(kb + i * kv, cf->n_head_kv, (int)hd, c->n_past + i, c->inv_freq);
         }
-        memcpy(c->k[l] + (long)c->n_past * kv, kb, (size_t)n * kv * sizeof(float));
-        memcpy(c->v[l] + (long)c->n_past * kv, vb, (size_t)n * kv * sizeof(float));
-        attn_job aj = {q, c->k[l], c->v[l], o, sc, n, c->n_past, cf->n_head, cf->n_head_kv, (int)hd, c->n_ctx};
-        pr_pool_run(m->pool, attn_task, &aj);
+        char *kc = (char *)c->k[l] + (size_t)c->n_past * kv * c->kv_elt;
+        char *vc = (char *)c->v[l] + (size_t)c->n_past * kv * c->kv_elt;
+        if (c->kv_type == PR_F16) {
+            K->f32_to_f16(kb, (uint16_t *)kc, n * kv);
+            K->f32_to_f16(vb, (uint16_t *)vc, n * kv);
+        } else {
+            memcpy(kc, kb, (size_t)n * kv * sizeof(float));
+            memcpy(vc, vb, (size_t)n * kv * sizeof(float));
+        }
+        pr_attn at = {.q = q, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type, .out = o, .ldq = d, .ldkv = kv,
+                      .ldo = d, .n_q = n, .n_kv = c->n_past + n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv,
+                      .hd = (int)hd, .causal = 1};
+        if ((rc = pr_attention(K, m->pool, &at, err))) goto done;
         pr_matmul(m->pool, L->wo, o, n, a);
         for (long i = 0; i < n * d; i++) x[i] += a[i];
 
         for (int i = 0; i < n; i++) pr_rmsnorm(a + i * d, x + i * d, L->ffn_norm, d, cf->rms_eps);
         pr_matmul(m->pool, L->w_gate, a, n, g);
         pr_matmul(m->pool, L->w_up, a, n, u);
-        for (long i = 0; i < n * ff; i++) g[i] = silu(g[i]) * u[i];
+        K->silu_mul(g, u, n * ff); /* g = silu(g) ⊙ u */
         pr_matmul(m->pool, L->w_down, g, n, a);
         for (long i = 0; i < n * d; i++) x[i] += a[i];
     }
 done:
-    pr_free(a); pr_free(q); pr_free(kb); pr_free(vb); pr_free(o); pr_free(g); pr_free(u); pr_free(sc);
+    pr_free(a); pr_free(q); pr_free(kb); pr_free(vb); pr_free(o); pr_free(g); pr_free(u);
     return rc;
 }
 

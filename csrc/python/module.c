@@ -38,7 +38,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (!pr_py_ModelError || !pr_py_ImageError || !pr_py_TokenizerError) return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (!m) return NULL;
-    if (pr_py_model_init(m) < 0 || pr_py_text_init(m) < 0 || pr_py_image_init(m) < 0) {
+    if (pr_py_model_init(m) < 0 || pr_py_text_init(m) < 0 || pr_py_image_init(m) < 0 ||
+        pr_py_kernels_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -507,13 +507,17 @@ fail:
     return NULL;
 }
 
-static PyObject *Model_new_context(ModelObject *self, PyObject *args) {
+static PyObject *Model_new_context(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"n_ctx", "kv_type", NULL};
     int n_ctx;
-    if (!PyArg_ParseTuple(args, "i", &n_ctx)) return NULL;
+    const char *kv = "f32";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|s", kwlist, &n_ctx, &kv)) return NULL;
     if (check_model(self)) return NULL;
+    if (strcmp(kv, "f32") && strcmp(kv, "f16"))
+        return PyErr_Format(PyExc_ValueError, "kv_type must be 'f32' or 'f16', got '%s'", kv);
     pr_error e = {0};
     pr_context *c;
-    if (pr_context_new(self->m, n_ctx, &c, &e)) return pr_py_raise(&e);
+    if (pr_context_new_kv(self->m, n_ctx, kv[1] == '1' ? PR_F16 : PR_F32, &c, &e)) return pr_py_raise(&e);
     ContextObject *co = PyObject_New(ContextObject, &ContextType);
     if (!co) {
         pr_context_free(c);
@@ -554,7 +558,8 @@ static PyMethodDef Model_methods[] = {
      "moe_experts(x float32[n, hidden]) -> float32[num_experts, n, hidden]"},
     {"moe_combine", (PyCFunction)Model_moe_combine, METH_VARARGS,
      "moe_combine(x, expert_outputs, weights) -> float32[n, hidden]"},
-    {"new_context", (PyCFunction)Model_new_context, METH_VARARGS, "new_context(n_ctx) -> Context"},
+    {"new_context", (PyCFunction)(void (*)(void))Model_new_context, METH_VARARGS | METH_KEYWORDS,
+     "new_context(n_ctx, kv_type='f32') -> Context (kv_type 'f16' halves the KV cache)"},
     {"interrupt", (PyCFunction)Model_interrupt, METH_NOARGS, "ask running work on this model to stop"},
     {"clear_interrupt", (PyCFunction)Model_clear_interrupt, METH_NOARGS, "clear the interrupt flag"},
     {NULL},

@@ -20,4 +20,5 @@ PyObject *pr_py_raise(const pr_error *e);
 int pr_py_model_init(PyObject *m);
 int pr_py_text_init(PyObject *m);
 int pr_py_image_init(PyObject *m);
+int pr_py_kernels_init(PyObject *m); /* py_kernels.c */
 #endif

@@ -1,0 +1,77 @@
+/* The inner kernels, one table per instruction set, chosen once at start-up.
+ *
+ * kernels_scalar.c is the reference every SIMD table is tested against (tests/test_kernels.py);
+ * kernels_avx2.c (AVX2 + FMA + F16C), kernels_avx512.c (AVX-512 F/BW/VL/DQ, plus AVX512_BF16 dot products and
+ * VNNI int8 where the CPU has them) and kernels_neon.c fill the same table. The table is picked from CPUID
+ * (__builtin_cpu_supports) the first time it is asked for; PARROT_ISA=scalar|avx2|avx512|neon forces one, and
+ * asking for one this CPU or build lacks is an error naming what is available.
+ *
+ * Quantised weights (q8_0, q4_0) are multiplied in integers: the activation row is first quantised to q8_0
+ * blocks (per 32 values, as ggml), then each block product is an int32 sum scaled by d_w·d_x. */
+#ifndef PR_KERNELS_KERNELS_H
+#define PR_KERNELS_KERNELS_H
+#include <stdint.h>
+
+#include "kernels/quant.h"
+#include "parrot.h"
+
+/* Tiled products: Y[j·ldy + i] = W_i · X_j for weight rows i < nw and activation rows j < nx, every row
+ * nb blocks (q*_0) or k values long. W rows are ldw bytes apart, X rows ldx bytes apart. */
+typedef void (*pr_gemm_fn)(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long k, float *Y,
+                           long ldy);
+
+typedef struct pr_kernels {
+    const char *isa; /* "scalar", "avx2", "avx512", "neon" */
+    /* dot products of one weight row with one activation row (n values; nb blocks for q*_0) */
+    float (*dot_f32)(const float *w, const float *x, long n);
+    float (*dot_f16)(const uint16_t *w, const float *x, long n);
+    float (*dot_bf16)(const uint16_t *w, const float *x, long n);
+    float (*dot_q8_0)(const block_q8_0 *w, const block_q8_0 *x, long nb);
+    float (*dot_q4_0)(const block_q4_0 *w, const block_q8_0 *x, long nb);
+    /* y += a·x for one row (attention over a KV cache when decoding: o += p_t·v_t) */
+    void (*axpy_f32)(float a, const float *x, float *y, long n);
+    void (*axpy_f16)(float a, const uint16_t *x, float *y, long n);
+    /* activations to q8_0 blocks (n a multiple of 32): d = max|x|/127, q = round-half-even(x/d) */
+    void (*quantize_q8_0)(const float *x, block_q8_0 *y, long n);
+    /* widening and narrowing rows (KV cache, f16/bf16 weight panels for sgemm) */
+    void (*f16_to_f32)(const uint16_t *x, float *y, long n);
+    void (*bf16_to_f32)(const uint16_t *x, float *y, long n);
+    void (*f32_to_f16)(const float *x, uint16_t *y, long n);
+    /* q*_0 rows back to f32 (n a multiple of 32), exactly d·q as the reference: panels for sgemm */
+    void (*dequantize_q8_0)(const block_q8_0 *x, float *y, long n);
+    void (*dequantize_q4_0)(const block_q4_0 *x, float *y, long n);
+    /* tiled matrix-matrix kernels: k is in blocks for q*_0 (X is q8_0), values for bf16 (X is f32).
+     * gemm_bf16 is NULL where widening to f32 + sgemm is faster (no bf16 dot product instruction). */
+    pr_gemm_fn gemm_q8_0, gemm_q4_0, gemm_bf16;
+    /* 1 if gemm_q8_0/gemm_q4_0 beat widening to f32 + sgemm on many rows (int8 dot-product instructions) */
+    int int8_tiles;
+    /* element-wise: y = x·σ(x)·u (SwiGLU), x = x·σ(1.702x) (quick GELU), and
+     * x = exp(x − m) returning Σ x (softmax numerators) */
+    void (*silu_mul)(float *x, const float *u, long n);
+    void (*quick_gelu)(float *x, long n);
+    float (*exp_sum)(float *x, long n, float m);
+} pr_kernels;
+
+extern const pr_kernels pr_kernels_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+extern const pr_kernels pr_kernels_avx2;
+extern const pr_kernels pr_kernels_avx512;     /* AVX-512 F/BW/VL/DQ */
+extern const pr_kernels pr_kernels_avx512_bf16; /* ... + AVX512_BF16 and VNNI */
+#endif
+#if defined(__aarch64__)
+extern const pr_kernels pr_kernels_neon;
+#endif
+
+/* The table in use: PARROT_ISA if set, else the best this CPU has. NULL (and err filled) if PARROT_ISA names
+ * an unknown or unavailable instruction set. Chosen once; thread-safe. */
+const pr_kernels *pr_kernels_active(pr_error *err);
+/* The table for a named ISA ("scalar", "avx2", "avx512", "neon", or "best"), or NULL with err filled. */
+const pr_kernels *pr_kernels_get(const char *isa, pr_error *err);
+/* Space-separated names of the ISAs this CPU and build can run, best last, e.g. "scalar avx2". */
+const char *pr_kernels_available(void);
+
+/* Scalar pieces shared by every table (tails, reference element-wise functions). */
+float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb);
+float pr_scalar_dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb);
+void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
+#endif

@@ -1,0 +1,303 @@
+/* AVX2 + FMA + F16C kernels (x86-64 since Haswell / Zen). Same results as kernels_scalar.c up to the order of
+ * float additions; quantised blocks are summed exactly in integers.
+ *
+ * int8 products use the sign trick (no unsigned×signed pitfalls): |w| (unsigned) × (x·sign(w)) (signed) with
+ * vpmaddubsw gives the same pairwise sums as w×x; |w| ≤ 127 and |x| ≤ 127 keep each pair below 2^15. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256 load_bf16(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+static inline __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+static float dot_f32(const float *w, const float *x, long n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16(const uint16_t *w, const float *x, long n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_f16(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_f16(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += pr_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16(const uint16_t *w, const float *x, long n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_bf16(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_bf16(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_bf16(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_bf16(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += pr_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    __m256 av = _mm256_set1_ps(a);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    __m256 av = _mm256_set1_ps(a);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load_f16(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
+/* 8 int32 partial sums of w·x over one block of 32 int8, as floats */
+static inline __m256 block_dot(__m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+/* the 32 q4_0 values of a block as int8 −8..7, in value order (low nibbles are values 0..15) */
+static inline __m256i unpack_q4_0(const uint8_t *qs) {
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+}
+
+static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+static inline __m256i load32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    long b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(load32(w[b].qs), load32(x[b].qs)), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b + 1].d) * f16(x[b + 1].d)),
+                             block_dot(load32(w[b + 1].qs), load32(x[b + 1].qs)), a1);
+    }
+    for (; b < nb; b++)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(load32(w[b].qs), load32(x[b].qs)), a0);
+    return hsum(_mm256_add_ps(a0, a1));
+}
+
+static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    long b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(unpack_q4_0(w[b].qs), load32(x[b].qs)), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b + 1].d) * f16(x[b + 1].d)),
+                             block_dot(unpack_q4_0(w[b + 1].qs), load32(x[b + 1].qs)), a1);
+    }
+    for (; b < nb; b++)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(unpack_q4_0(w[b].qs), load32(x[b].qs)), a0);
+    return hsum(_mm256_add_ps(a0, a1));
+}
+
+static void quantize_q8_0(const float *x, block_q8_0 *y, long n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (long b = 0; b < n / PR_QK; b++, x += PR_QK) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+               v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h), d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        y[b].d = pr_f32_to_f16(d);
+        const __m256 s = _mm256_set1_ps(id);
+        const int r = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, s), r));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, s), r));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, s), r));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, s), r));
+        /* packs work within 128-bit lanes: restore value order with one dword permutation */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        p = _mm256_max_epi8(p, _mm256_set1_epi8(-127)); /* as the reference's clamp */
+        _mm256_storeu_si256((__m256i *)y[b].qs, p);
+    }
+}
+
+static void f16_to_f32(const uint16_t *x, float *y, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
+    for (; i < n; i++) y[i] = pr_f16_to_f32(x[i]);
+}
+
+static void bf16_to_f32(const uint16_t *x, float *y, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_bf16(x + i));
+    for (; i < n; i++) y[i] = pr_bf16_to_f32(x[i]);
+}
+
+static void f32_to_f16(const float *x, uint16_t *y, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = pr_f32_to_f16(x[i]);
+}
+
+static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m256 d = _mm256_set1_ps(f16(x[b].d));
+        for (int i = 0; i < PR_QK; i += 8) {
+            __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(x[b].qs + i)));
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m256 d = _mm256_set1_ps(f16(x[b].d));
+        __m256i v = unpack_q4_0(x[b].qs);
+        __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+        _mm256_storeu_ps(y, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+        _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+    }
+}
+
+/* ---- tiled int8 products: 4 weight rows × 2 activation rows per step, 8 accumulators in registers; each
+ * weight block is unpacked once for both activation rows, each activation block loaded once for 4 weight rows */
+#define RM 4
+#define RN 2
+
+#define GEMM_Q(NAME, WBLOCK, UNPACK, DOT)                                                                        \
+    static void NAME(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,     \
+                     long ldy) {                                                                                 \
+        const char *Wc = W, *Xc = X;                                                                             \
+        long nw4 = nw - nw % RM, nx2 = nx - nx % RN;                                                             \
+        for (long j0 = 0; j0 < nx2; j0 += 64)      /* 64 activation rows stay in L2 while W streams by */       \
+            for (long i = 0; i < nw4; i += RM) {                                                                 \
+                long j1 = j0 + 64 < nx2 ? j0 + 64 : nx2;                                                         \
+                const WBLOCK *w[RM];                                                                             \
+                for (int r = 0; r < RM; r++) w[r] = (const WBLOCK *)(Wc + (i + r) * ldw);                        \
+                for (long j = j0; j < j1; j += RN) {                                                             \
+                    const block_q8_0 *x0 = (const block_q8_0 *)(Xc + j * ldx), *x1 = (const block_q8_0 *)(Xc + (j + 1) * ldx); \
+                    __m256 acc[RM][RN];                                                                          \
+                    for (int r = 0; r < RM; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();                    \
+                    for (long b = 0; b < nb; b++) {                                                              \
+                        __m256i xv0 = load32(x0[b].qs), xv1 = load32(x1[b].qs);                                  \
+                        float dx0 = f16(x0[b].d), dx1 = f16(x1[b].d);                                            \
+                        for (int r = 0; r < RM; r++) {                                                           \
+                            __m256i wv = UNPACK;                                                                 \
+                            float dw = f16(w[r][b].d);                                                           \
+                            acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx0), block_dot(wv, xv0), acc[r][0]); \
+                            acc[r][1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx1), block_dot(wv, xv1), acc[r][1]); \
+                        }                                                                                        \
+                    }                                                                                            \
+                    for (int r = 0; r < RM; r++) {                                                               \
+                        Y[j * ldy + i + r] = hsum(acc[r][0]);                                                    \
+                        Y[(j + 1) * ldy + i + r] = hsum(acc[r][1]);                                              \
+                    }                                                                                            \
+                }                                                                                                \
+            }                                                                                                    \
+        /* the edges: leftover weight rows and activation rows, one dot product each */                         \
+        for (long j = 0; j < nx; j++)                                                                            \
+            for (long i = (j < nx2 ? nw4 : 0); i < nw; i++)                                                      \
+                Y[j * ldy + i] = DOT((const WBLOCK *)(Wc + i * ldw), (const block_q8_0 *)(Xc + j * ldx), nb);    \
+    }
+
+GEMM_Q(gemm_q8_0, block_q8_0, load32(w[r][b].qs), dot_q8_0)
+GEMM_Q(gemm_q4_0, block_q4_0, unpack_q4_0(w[r][b].qs), dot_q4_0)
+
+/* ---- exp: e^x = 2^n · e^r with n = round(x·log2 e), |r| ≤ ln2/2, e^r by Cephes' degree-6 polynomial
+ * (≤ 2 ulp on this range); below −87.3 the result is 0, above 88.7 it is clamped (callers only divide by it) */
+static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.7f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n: n in [-126, 128] after the clamps; scale in two halves so 2^128 does not overflow the exponent */
+    __m256i ni = _mm256_cvtps_epi32(n), h = _mm256_srai_epi32(ni, 1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    return _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), under);
+}
+
+static void silu_mul(float *x, const float *u, long n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 sig = _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_xor_ps(v, neg))));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(sig, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
+}
+
+static void quick_gelu(float *x, long n) {
+    const __m256 one = _mm256_set1_ps(1.0f), k = _mm256_set1_ps(-1.702f);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(k, v)))));
+    }
+    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+static float exp_sum(float *x, long n, float m) {
+    __m256 acc = _mm256_setzero_ps(), mv = _mm256_set1_ps(m);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float s = hsum(acc);
+    for (; i < n; i++) s += (x[i] = expf(x[i] - m));
+    return s;
+}
+
+const pr_kernels pr_kernels_avx2 = {
+    .isa = "avx2",
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .quantize_q8_0 = quantize_q8_0,
+    .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+};

@@ -1,0 +1,362 @@
+/* AVX-512 kernels: F/BW/VL/DQ for every table entry, plus AVX512_BF16 (vdpbf16ps) for bf16 weights and
+ * AVX512_VNNI (vpdpbusd) for int8 blocks in the table chosen when the CPU has both (Cooper Lake, Sapphire
+ * Rapids, Zen 4 and later).
+ *
+ * setup.py compiles this file with -mavx512bf16 -mavx512vnni; so that the compiler cannot slip those
+ * instructions into code meant for plain AVX-512 CPUs (Skylake-X), everything outside the marked bf16/VNNI
+ * section is compiled with them switched off. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("no-avx512bf16,no-avx512vnni")
+#endif
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+static inline __m512 load_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline __m512 load_bf16(const uint16_t *p) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline __mmask16 tail_mask(long r) { return (__mmask16)((1u << r) - 1); }
+
+static float dot_f32(const float *w, const float *x, long n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), a1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+static float dot_f16(const uint16_t *w, const float *x, long n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(load_f16(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(load_f16(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(load_f16(w + i), _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; i < n; i++) s += pr_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16(const uint16_t *w, const float *x, long n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(load_bf16(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(load_bf16(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(load_bf16(w + i), _mm512_loadu_ps(x + i), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; i < n; i++) s += pr_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    __m512 av = _mm512_set1_ps(a);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    __m512 av = _mm512_set1_ps(a);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, load_f16(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+static inline __m256i load32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+static inline __m256i unpack_q4_0(const uint8_t *qs) {
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+}
+/* sign trick as in kernels_avx2.c: |w| × (x·sign w) */
+static inline __m256 block_dot(__m256i w, __m256i x) {
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (long b = 0; b < nb; b++)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(load32(w[b].qs), load32(x[b].qs)), acc);
+    return hsum8(acc);
+}
+
+static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (long b = 0; b < nb; b++)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(unpack_q4_0(w[b].qs), load32(x[b].qs)), acc);
+    return hsum8(acc);
+}
+
+static void quantize_q8_0(const float *x, block_q8_0 *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, x += PR_QK) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        y[b].d = pr_f32_to_f16(d);
+        const __m512 s = _mm512_set1_ps(id);
+        const int r = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, s), r);
+        __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, s), r);
+        __m128i q0 = _mm512_cvtsepi32_epi8(i0), q1 = _mm512_cvtsepi32_epi8(i1);
+        __m256i q = _mm256_max_epi8(_mm256_set_m128i(q1, q0), _mm256_set1_epi8(-127));
+        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+    }
+}
+
+static void f16_to_f32(const uint16_t *x, float *y, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_f16(x + i));
+    for (; i < n; i++) y[i] = pr_f16_to_f32(x[i]);
+}
+
+static void bf16_to_f32(const uint16_t *x, float *y, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_bf16(x + i));
+    for (; i < n; i++) y[i] = pr_bf16_to_f32(x[i]);
+}
+
+static void f32_to_f16(const float *x, uint16_t *y, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = pr_f32_to_f16(x[i]);
+}
+
+static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m512 d = _mm512_set1_ps(f16(x[b].d));
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)x[b].qs)))));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                      _mm_loadu_si128((const __m128i *)(x[b].qs + 16))))));
+    }
+}
+
+static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
+        __m512 d = _mm512_set1_ps(f16(x[b].d));
+        __m256i v = unpack_q4_0(x[b].qs);
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)))));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)))));
+    }
+}
+
+/* tiled int8 products, 4 weight rows × 2 activation rows (see kernels_avx2.c); BLOCK_DOT picks maddubs or VNNI */
+#define GEMM_Q(NAME, WBLOCK, UNPACK, DOT, BLOCK_DOT)                                                             \
+    static void NAME(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,     \
+                     long ldy) {                                                                                 \
+        const char *Wc = W, *Xc = X;                                                                             \
+        long nw4 = nw - nw % 4, nx2 = nx - nx % 2;                                                               \
+        for (long j0 = 0; j0 < nx2; j0 += 64)                                                                    \
+            for (long i = 0; i < nw4; i += 4) {                                                                  \
+                long j1 = j0 + 64 < nx2 ? j0 + 64 : nx2;                                                         \
+                const WBLOCK *w[4];                                                                              \
+                for (int r = 0; r < 4; r++) w[r] = (const WBLOCK *)(Wc + (i + r) * ldw);                         \
+                for (long j = j0; j < j1; j += 2) {                                                              \
+                    const block_q8_0 *x0 = (const block_q8_0 *)(Xc + j * ldx), *x1 = (const block_q8_0 *)(Xc + (j + 1) * ldx); \
+                    __m256 acc[4][2];                                                                            \
+                    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();                     \
+                    for (long b = 0; b < nb; b++) {                                                              \
+                        __m256i xv0 = load32(x0[b].qs), xv1 = load32(x1[b].qs);                                  \
+                        float dx0 = f16(x0[b].d), dx1 = f16(x1[b].d);                                            \
+                        for (int r = 0; r < 4; r++) {                                                            \
+                            __m256i wv = UNPACK;                                                                 \
+                            float dw = f16(w[r][b].d);                                                           \
+                            acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx0), BLOCK_DOT(wv, xv0), acc[r][0]); \
+                            acc[r][1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx1), BLOCK_DOT(wv, xv1), acc[r][1]); \
+                        }                                                                                        \
+                    }                                                                                            \
+                    for (int r = 0; r < 4; r++) {                                                                \
+                        Y[j * ldy + i + r] = hsum8(acc[r][0]);                                                   \
+                        Y[(j + 1) * ldy + i + r] = hsum8(acc[r][1]);                                             \
+                    }                                                                                            \
+                }                                                                                                \
+            }                                                                                                    \
+        for (long j = 0; j < nx; j++)                                                                            \
+            for (long i = (j < nx2 ? nw4 : 0); i < nw; i++)                                                      \
+                Y[j * ldy + i] = DOT((const WBLOCK *)(Wc + i * ldw), (const block_q8_0 *)(Xc + j * ldx), nb);    \
+    }
+
+GEMM_Q(gemm_q8_0, block_q8_0, load32(w[r][b].qs), dot_q8_0, block_dot)
+GEMM_Q(gemm_q4_0, block_q4_0, unpack_q4_0(w[r][b].qs), dot_q4_0, block_dot)
+
+/* exp as in kernels_avx2.c, 16 lanes */
+static inline __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3f), hi = _mm512_set1_ps(88.7f);
+    __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    /* scalef computes p·2^n without exponent overflow for n = 128 */
+    return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
+}
+
+static void silu_mul(float *x, const float *u, long n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 sig = _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(sig, _mm512_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
+}
+
+static void quick_gelu(float *x, long n) {
+    const __m512 one = _mm512_set1_ps(1.0f), k = _mm512_set1_ps(-1.702f);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(k, v)))));
+    }
+    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+static float exp_sum(float *x, long n, float m) {
+    __m512 acc = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv));
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    float s = _mm512_reduce_add_ps(acc);
+    for (; i < n; i++) s += (x[i] = expf(x[i] - m));
+    return s;
+}
+
+const pr_kernels pr_kernels_avx512 = {
+    .isa = "avx512",
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .quantize_q8_0 = quantize_q8_0,
+    .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+};
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+/* ---------------------------------------------------------------- AVX512_BF16 + AVX512_VNNI section */
+
+/* VNNI: vpdpbusd sums 4 adjacent u8×s8 products into each int32 lane, without the int16 saturation step */
+static inline __m256 block_dot_vnni(__m256i w, __m256i x) {
+    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(s);
+}
+
+static float dot_q8_0_vnni(const block_q8_0 *w, const block_q8_0 *x, long nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (long b = 0; b < nb; b++)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot_vnni(load32(w[b].qs), load32(x[b].qs)), acc);
+    return hsum8(acc);
+}
+
+static float dot_q4_0_vnni(const block_q4_0 *w, const block_q8_0 *x, long nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (long b = 0; b < nb; b++)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)),
+                              block_dot_vnni(unpack_q4_0(w[b].qs), load32(x[b].qs)), acc);
+    return hsum8(acc);
+}
+
+GEMM_Q(gemm_q8_0_vnni, block_q8_0, load32(w[r][b].qs), dot_q8_0_vnni, block_dot_vnni)
+GEMM_Q(gemm_q4_0_vnni, block_q4_0, unpack_q4_0(w[r][b].qs), dot_q4_0_vnni, block_dot_vnni)
+
+/* bf16 weights × f32 activations with vdpbf16ps. An activation x is split as x = hi + lo, both bf16
+ * (lo = bf16(x − hi)), so W·x = W·hi + W·lo keeps ~16 significant bits of x instead of bf16's 8: results stay
+ * as close to the f32 path as the widening one. X rows hold hi[k] then lo[k] (bf16, 2k values, k a multiple
+ * of 32 for the vector part). Tiles of 4 weight rows × 2 activation rows. */
+static inline __m512bh ld_bh(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512((const void *)p); }
+
+static float dot_bf16_split(const uint16_t *w, const uint16_t *x, long k) {
+    __m512 acc = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + 32 <= k; i += 32) {
+        __m512bh wv = ld_bh(w + i);
+        acc = _mm512_dpbf16_ps(acc, wv, ld_bh(x + i));
+        acc = _mm512_dpbf16_ps(acc, wv, ld_bh(x + k + i));
+    }
+    float s = _mm512_reduce_add_ps(acc);
+    for (; i < k; i++) s += pr_bf16_to_f32(w[i]) * (pr_bf16_to_f32(x[i]) + pr_bf16_to_f32(x[k + i]));
+    return s;
+}
+
+static void gemm_bf16(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long k, float *Y, long ldy) {
+    const char *Wc = W, *Xc = X;
+    long nw4 = nw - nw % 4, nx2 = nx - nx % 2, kv = k - k % 32;
+    for (long j0 = 0; j0 < nx2; j0 += 32)
+        for (long i = 0; i < nw4; i += 4) {
+            long j1 = j0 + 32 < nx2 ? j0 + 32 : nx2;
+            for (long j = j0; j < j1; j += 2) {
+                const uint16_t *x0 = (const uint16_t *)(Xc + j * ldx), *x1 = (const uint16_t *)(Xc + (j + 1) * ldx);
+                __m512 acc[4][2];
+                for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+                for (long e = 0; e < kv; e += 32) {
+                    __m512bh h0 = ld_bh(x0 + e), l0 = ld_bh(x0 + k + e), h1 = ld_bh(x1 + e), l1 = ld_bh(x1 + k + e);
+                    for (int r = 0; r < 4; r++) {
+                        __m512bh wv = ld_bh((const uint16_t *)(Wc + (i + r) * ldw) + e);
+                        acc[r][0] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[r][0], wv, h0), wv, l0);
+                        acc[r][1] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[r][1], wv, h1), wv, l1);
+                    }
+                }
+                for (int r = 0; r < 4; r++) {
+                    const uint16_t *w = (const uint16_t *)(Wc + (i + r) * ldw);
+                    float s0 = _mm512_reduce_add_ps(acc[r][0]), s1 = _mm512_reduce_add_ps(acc[r][1]);
+                    for (long e = kv; e < k; e++) {
+                        float wf = pr_bf16_to_f32(w[e]);
+                        s0 += wf * (pr_bf16_to_f32(x0[e]) + pr_bf16_to_f32(x0[k + e]));
+                        s1 += wf * (pr_bf16_to_f32(x1[e]) + pr_bf16_to_f32(x1[k + e]));
+                    }
+                    Y[j * ldy + i + r] = s0;
+                    Y[(j + 1) * ldy + i + r] = s1;
+                }
+            }
+        }
+    for (long j = 0; j < nx; j++)
+        for (long i = (j < nx2 ? nw4 : 0); i < nw; i++)
+            Y[j * ldy + i] = dot_bf16_split((const uint16_t *)(Wc + i * ldw), (const uint16_t *)(Xc + j * ldx), k);
+}
+
+const pr_kernels pr_kernels_avx512_bf16 = {
+    .isa = "avx512",
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0_vnni,
+    .dot_q4_0 = dot_q4_0_vnni, .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
+    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+};

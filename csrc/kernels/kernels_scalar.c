@@ -1,0 +1,121 @@
+/* The scalar reference kernels: plain C, one accumulator, the order a reader would write. Every SIMD table
+ * is tested against these (tests/test_kernels.py). */
+#include <math.h>
+
+#include "kernels/kernels.h"
+
+static float dot_f32(const float *w, const float *x, long n) {
+    float s = 0;
+    for (long i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16(const uint16_t *w, const float *x, long n) {
+    float s = 0;
+    for (long i = 0; i < n; i++) s += pr_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16(const uint16_t *w, const float *x, long n) {
+    float s = 0;
+    for (long i = 0; i < n; i++) s += pr_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static void axpy_f32(float a, const float *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+}
+
+/* Σ_blocks d_w·d_x · Σ_i q_w[i]·q_x[i], the inner sum exact in int32 */
+float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
+    float s = 0;
+    for (long b = 0; b < nb; b++) {
+        int32_t acc = 0;
+        for (int i = 0; i < PR_QK; i++) acc += (int32_t)w[b].qs[i] * x[b].qs[i];
+        s += pr_f16_to_f32(w[b].d) * pr_f16_to_f32(x[b].d) * (float)acc;
+    }
+    return s;
+}
+
+float pr_scalar_dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
+    float s = 0;
+    for (long b = 0; b < nb; b++) {
+        int32_t acc = 0;
+        for (int i = 0; i < PR_QK / 2; i++) {
+            acc += ((w[b].qs[i] & 0x0f) - 8) * x[b].qs[i];
+            acc += ((w[b].qs[i] >> 4) - 8) * x[b].qs[i + PR_QK / 2];
+        }
+        s += pr_f16_to_f32(w[b].d) * pr_f16_to_f32(x[b].d) * (float)acc;
+    }
+    return s;
+}
+
+/* Activations: ties to even (nearbyintf in the default rounding mode), as the SIMD rounding instructions,
+ * so that every table quantises an activation row to the same bytes. */
+void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n) {
+    for (long b = 0; b < n / PR_QK; b++, x += PR_QK) {
+        float amax = 0;
+        for (int i = 0; i < PR_QK; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        y[b].d = pr_f32_to_f16(d);
+        for (int i = 0; i < PR_QK; i++) y[b].qs[i] = (int8_t)fmaxf(-127.0f, fminf(127.0f, nearbyintf(x[i] * id)));
+    }
+}
+
+static void f16_to_f32(const uint16_t *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] = pr_f16_to_f32(x[i]);
+}
+
+static void bf16_to_f32(const uint16_t *x, float *y, long n) {
+    for (long i = 0; i < n; i++) y[i] = pr_bf16_to_f32(x[i]);
+}
+
+static void f32_to_f16(const float *x, uint16_t *y, long n) {
+    for (long i = 0; i < n; i++) y[i] = pr_f32_to_f16(x[i]);
+}
+
+static void gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                      long ldy) {
+    for (long j = 0; j < nx; j++)
+        for (long i = 0; i < nw; i++)
+            Y[j * ldy + i] = pr_scalar_dot_q8_0((const block_q8_0 *)((const char *)W + i * ldw),
+                                                (const block_q8_0 *)((const char *)X + j * ldx), nb);
+}
+
+static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                      long ldy) {
+    for (long j = 0; j < nx; j++)
+        for (long i = 0; i < nw; i++)
+            Y[j * ldy + i] = pr_scalar_dot_q4_0((const block_q4_0 *)((const char *)W + i * ldw),
+                                                (const block_q8_0 *)((const char *)X + j * ldx), nb);
+}
+
+static void silu_mul(float *x, const float *u, long n) {
+    for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
+}
+
+static void quick_gelu(float *x, long n) {
+    for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+static float exp_sum(float *x, long n, float m) {
+    float s = 0;
+    for (long i = 0; i < n; i++) s += (x[i] = expf(x[i] - m));
+    return s;
+}
+
+const pr_kernels pr_kernels_scalar = {
+    .isa = "scalar",
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
+    .dot_q8_0 = pr_scalar_dot_q8_0, .dot_q4_0 = pr_scalar_dot_q4_0,
+    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .quantize_q8_0 = pr_scalar_quantize_q8_0,
+    .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
+    .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
+    .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+};

@@ -1,0 +1,347 @@
+/* parrot._core kernel functions: the instruction set in use, the reference quantisers (used by the
+ * converter), and each kernel run with a chosen instruction set so tests can compare every SIMD table with the
+ * scalar reference. Long work releases the GIL. */
+#include <string.h>
+
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "python/pynp.h"
+
+/* ---- helpers */
+static PyArrayObject *as_array(PyObject *o, int type, int ndim, const char *what) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, type, 0, 0, NPY_ARRAY_IN_ARRAY);
+    if (!a) return NULL;
+    if (PyArray_NDIM(a) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must be %d-D, got %d-D", what, ndim, PyArray_NDIM(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static const pr_kernels *table(const char *isa) {
+    pr_error e = {0};
+    const pr_kernels *k = pr_kernels_get(isa, &e);
+    if (!k) pr_py_raise(&e);
+    return k;
+}
+
+static int dtype_id(const char *name) {
+    static const int ids[] = {PR_F32, PR_F16, PR_BF16, PR_Q8_0, PR_Q4_0};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (!strcmp(name, pr_dtype_name(ids[i]))) return ids[i];
+    PyErr_Format(PyExc_ValueError, "unknown dtype '%s' (f32, f16, bf16, q8_0, q4_0)", name);
+    return -1;
+}
+
+/* bytes of one row of `cols` values, or -1 with ValueError if cols does not fit the dtype's blocks */
+static Py_ssize_t row_bytes(int type, Py_ssize_t cols) {
+    Py_ssize_t bs = (Py_ssize_t)pr_dtype_block_size(type);
+    if (cols <= 0 || cols % bs) {
+        PyErr_Format(PyExc_ValueError, "%zd columns cannot be stored as %s (rows must be a positive multiple of "
+                     "%zd values)", cols, pr_dtype_name(type), bs);
+        return -1;
+    }
+    return cols / bs * (Py_ssize_t)pr_dtype_block_bytes(type);
+}
+
+/* ---- kernel_isa(), kernel_isas() */
+static PyObject *py_kernel_isa(PyObject *self, PyObject *noargs) {
+    pr_error e = {0};
+    const pr_kernels *k = pr_kernels_active(&e);
+    if (!k) return pr_py_raise(&e);
+    return PyUnicode_FromString(k->isa);
+}
+
+static PyObject *py_kernel_isas(PyObject *self, PyObject *noargs) {
+    PyObject *s = PyUnicode_FromString(pr_kernels_available());
+    if (!s) return NULL;
+    PyObject *l = PyUnicode_Split(s, NULL, -1);
+    Py_DECREF(s);
+    return l;
+}
+
+/* ---- quantize(x: f32 rows × cols, dtype) -> uint8 rows × row_bytes, with the reference quantisers */
+static PyObject *py_quantize(PyObject *self, PyObject *args) {
+    PyObject *xo;
+    const char *dname;
+    if (!PyArg_ParseTuple(args, "Os", &xo, &dname)) return NULL;
+    int type = dtype_id(dname);
+    if (type < 0) return NULL;
+    if (type != PR_Q8_0 && type != PR_Q4_0)
+        return PyErr_Format(PyExc_ValueError, "quantize() makes q8_0 or q4_0, not %s", dname);
+    PyArrayObject *x = as_array(xo, NPY_FLOAT32, 2, "x");
+    if (!x) return NULL;
+    npy_intp rows = PyArray_DIM(x, 0), cols = PyArray_DIM(x, 1);
+    Py_ssize_t rb = row_bytes(type, cols);
+    if (rb < 0) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    npy_intp dims[2] = {rows, rb};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8);
+    if (!out) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    const float *src = PyArray_DATA(x);
+    char *dst = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (npy_intp r = 0; r < rows; r++) {
+        if (type == PR_Q8_0) pr_quantize_row_q8_0(src + r * cols, (block_q8_0 *)(dst + r * rb), cols);
+        else pr_quantize_row_q4_0(src + r * cols, (block_q4_0 *)(dst + r * rb), cols);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(x);
+    return (PyObject *)out;
+}
+
+/* A weight tensor viewed over a uint8 array of rows × row_bytes. */
+static int weight_view(PyArrayObject *raw, int type, Py_ssize_t cols, pr_tensor *t) {
+    Py_ssize_t rb = row_bytes(type, cols);
+    if (rb < 0) return -1;
+    if (PyArray_DIM(raw, 1) != rb) {
+        PyErr_Format(PyExc_ValueError, "a %s row of %zd values is %zd bytes, the array has %zd", pr_dtype_name(type),
+                     cols, rb, (Py_ssize_t)PyArray_DIM(raw, 1));
+        return -1;
+    }
+    memset(t, 0, sizeof *t);
+    t->name = "w";
+    t->type = type;
+    t->n_dims = 2;
+    t->ne[0] = cols;
+    t->ne[1] = PyArray_DIM(raw, 0);
+    t->ne[2] = t->ne[3] = 1;
+    t->nbytes = (size_t)PyArray_NBYTES(raw);
+    t->data = PyArray_DATA(raw);
+    return 0;
+}
+
+/* ---- dequantize(raw, dtype, cols) -> f32 rows × cols (any weight dtype) */
+static PyObject *py_dequantize(PyObject *self, PyObject *args) {
+    PyObject *ro;
+    const char *dname;
+    Py_ssize_t cols;
+    if (!PyArg_ParseTuple(args, "Osn", &ro, &dname, &cols)) return NULL;
+    int type = dtype_id(dname);
+    if (type < 0) return NULL;
+    PyArrayObject *raw = as_array(ro, NPY_UINT8, 2, "raw");
+    if (!raw) return NULL;
+    pr_tensor t;
+    if (weight_view(raw, type, cols, &t)) {
+        Py_DECREF(raw);
+        return NULL;
+    }
+    npy_intp dims[2] = {(npy_intp)t.ne[1], cols};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (out) pr_tensor_to_f32(&t, PyArray_DATA(out));
+    Py_DECREF(raw);
+    return (PyObject *)out;
+}
+
+/* ---- matmul(raw, dtype, cols, x, isa="best", threads=1, path="auto") -> y = x·Wᵀ (n × rows) */
+static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"raw", "dtype", "cols", "x", "isa", "threads", "path", NULL};
+    PyObject *ro, *xo;
+    const char *dname, *isa = "best", *pname = "auto";
+    Py_ssize_t cols;
+    int threads = 1, path;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OsnO|sis", kwlist, &ro, &dname, &cols, &xo, &isa, &threads, &pname))
+        return NULL;
+    if (!strcmp(pname, "auto")) path = PR_MM_AUTO;
+    else if (!strcmp(pname, "tiles")) path = PR_MM_TILES;
+    else if (!strcmp(pname, "panels")) path = PR_MM_PANELS;
+    else return PyErr_Format(PyExc_ValueError, "path must be 'auto', 'tiles' or 'panels', got '%s'", pname);
+    int type = dtype_id(dname);
+    const pr_kernels *k = type < 0 ? NULL : table(isa);
+    if (!k) return NULL;
+    if (threads < 1 || threads > 64) return PyErr_Format(PyExc_ValueError, "threads must be 1..64, got %d", threads);
+    PyArrayObject *raw = as_array(ro, NPY_UINT8, 2, "raw"), *x = raw ? as_array(xo, NPY_FLOAT32, 2, "x") : NULL;
+    PyArrayObject *y = NULL;
+    pr_tensor t;
+    pr_pool *pool = NULL;
+    if (!x || weight_view(raw, type, cols, &t)) goto done;
+    if (PyArray_DIM(x, 1) != cols) {
+        PyErr_Format(PyExc_ValueError, "x has %zd columns, the weight %zd", (Py_ssize_t)PyArray_DIM(x, 1), cols);
+        goto done;
+    }
+    npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)t.ne[1]};
+    y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!y) goto done;
+    if (pr_pool_new(threads, &pool)) {
+        Py_CLEAR(y);
+        PyErr_NoMemory();
+        goto done;
+    }
+    pr_blas_single_thread();
+    const float *xp = PyArray_DATA(x);
+    float *yp = PyArray_DATA(y);
+    int n = (int)PyArray_DIM(x, 0);
+    Py_BEGIN_ALLOW_THREADS
+    pr_matmul_k(k, pool, &t, xp, n, yp, path);
+    Py_END_ALLOW_THREADS
+done:
+    pr_pool_free(pool);
+    Py_XDECREF(raw);
+    Py_XDECREF(x);
+    return (PyObject *)y;
+}
+
+/* ---- quantize_act(x 1-D f32, isa) -> uint8 bytes of q8_0 blocks, with the table's activation quantiser */
+static PyObject *py_quantize_act(PyObject *self, PyObject *args) {
+    PyObject *xo;
+    const char *isa;
+    if (!PyArg_ParseTuple(args, "Os", &xo, &isa)) return NULL;
+    const pr_kernels *k = table(isa);
+    if (!k) return NULL;
+    PyArrayObject *x = as_array(xo, NPY_FLOAT32, 1, "x");
+    if (!x) return NULL;
+    npy_intp n = PyArray_DIM(x, 0);
+    Py_ssize_t rb = row_bytes(PR_Q8_0, n);
+    PyArrayObject *out = NULL;
+    if (rb >= 0) {
+        npy_intp dims[1] = {rb};
+        out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_UINT8);
+        if (out) k->quantize_q8_0(PyArray_DATA(x), PyArray_DATA(out), n);
+    }
+    Py_DECREF(x);
+    return (PyObject *)out;
+}
+
+/* ---- elementwise(name, x, isa, u=None, m=0) -> (y, sum): silu_mul, quick_gelu, exp_sum, f16 (round trip
+ * f32 → f16 → f32), bf16 (bf16 bit patterns in x's low 16 bits widened) */
+static PyObject *py_elementwise(PyObject *self, PyObject *args) {
+    const char *name, *isa;
+    PyObject *xo, *uo = Py_None;
+    float m = 0;
+    if (!PyArg_ParseTuple(args, "sOs|Of", &name, &xo, &isa, &uo, &m)) return NULL;
+    const pr_kernels *k = table(isa);
+    if (!k) return NULL;
+    PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 1, 1, NPY_ARRAY_ENSURECOPY | NPY_ARRAY_IN_ARRAY);
+    if (!x) return NULL;
+    npy_intp n = PyArray_DIM(x, 0);
+    float *xp = PyArray_DATA(x), sum = 0;
+    PyArrayObject *u = NULL;
+    if (!strcmp(name, "silu_mul")) {
+        u = as_array(uo, NPY_FLOAT32, 1, "u");
+        if (!u || PyArray_DIM(u, 0) != n) {
+            if (u) PyErr_SetString(PyExc_ValueError, "u must have x's length");
+            Py_XDECREF(u);
+            Py_DECREF(x);
+            return NULL;
+        }
+        k->silu_mul(xp, PyArray_DATA(u), n);
+        Py_DECREF(u);
+    } else if (!strcmp(name, "quick_gelu")) {
+        k->quick_gelu(xp, n);
+    } else if (!strcmp(name, "exp_sum")) {
+        sum = k->exp_sum(xp, n, m);
+    } else if (!strcmp(name, "f16") || !strcmp(name, "bf16")) {
+        uint16_t *h = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint16_t));
+        if (!h) {
+            Py_DECREF(x);
+            return PyErr_NoMemory();
+        }
+        if (name[0] == 'f') {
+            k->f32_to_f16(xp, h, n);
+            k->f16_to_f32(h, xp, n);
+        } else {
+            for (npy_intp i = 0; i < n; i++) h[i] = pr_f32_to_bf16(xp[i]);
+            k->bf16_to_f32(h, xp, n);
+        }
+        PyMem_Free(h);
+    } else {
+        Py_DECREF(x);
+        return PyErr_Format(PyExc_ValueError, "unknown element-wise kernel '%s'", name);
+    }
+    return Py_BuildValue("(Nf)", x, sum);
+}
+
+/* ---- attention(q, k, v, n_head, n_head_kv, causal, kv_f16=False, isa="best", threads=1)
+ * q: n_q × (n_head·hd), k, v: n_kv × (n_head_kv·hd) f32 -> n_q × (n_head·hd) */
+static PyObject *py_attention(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"q", "k", "v", "n_head", "n_head_kv", "causal", "kv_f16", "isa", "threads", NULL};
+    PyObject *qo, *ko, *vo;
+    int n_head, n_head_kv, causal, kv_f16 = 0, threads = 1;
+    const char *isa = "best";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOiip|psi", kwlist, &qo, &ko, &vo, &n_head, &n_head_kv, &causal,
+                                     &kv_f16, &isa, &threads))
+        return NULL;
+    const pr_kernels *kt = table(isa);
+    if (!kt) return NULL;
+    PyArrayObject *q = as_array(qo, NPY_FLOAT32, 2, "q"), *k = q ? as_array(ko, NPY_FLOAT32, 2, "k") : NULL;
+    PyArrayObject *v = k ? as_array(vo, NPY_FLOAT32, 2, "v") : NULL, *out = NULL;
+    uint16_t *kh = NULL, *vh = NULL;
+    pr_pool *pool = NULL;
+    if (!v) goto done;
+    long nq = (long)PyArray_DIM(q, 0), nkv = (long)PyArray_DIM(k, 0), d = (long)PyArray_DIM(q, 1);
+    if (n_head < 1 || n_head_kv < 1 || n_head % n_head_kv || d % n_head || nq < 1 || nkv < nq ||
+        PyArray_DIM(k, 1) != d / n_head * n_head_kv || PyArray_DIM(v, 0) != nkv || PyArray_DIM(v, 1) != PyArray_DIM(k, 1)) {
+        PyErr_SetString(PyExc_ValueError, "attention: inconsistent shapes or head counts");
+        goto done;
+    }
+    long kvd = (long)PyArray_DIM(k, 1);
+    npy_intp dims[2] = {nq, d};
+    out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) goto done;
+    pr_attn a = {.q = PyArray_DATA(q), .k = PyArray_DATA(k), .v = PyArray_DATA(v), .kv_type = PR_F32,
+                 .out = PyArray_DATA(out), .ldq = d, .ldkv = kvd, .ldo = d, .n_q = (int)nq, .n_kv = (int)nkv,
+                 .n_head = n_head, .n_head_kv = n_head_kv, .hd = (int)(d / n_head), .causal = causal};
+    if (kv_f16) {
+        kh = PyMem_Malloc((size_t)(nkv * kvd) * sizeof(uint16_t));
+        vh = PyMem_Malloc((size_t)(nkv * kvd) * sizeof(uint16_t));
+        if (!kh || !vh) {
+            Py_CLEAR(out);
+            PyErr_NoMemory();
+            goto done;
+        }
+        kt->f32_to_f16(PyArray_DATA(k), kh, nkv * kvd);
+        kt->f32_to_f16(PyArray_DATA(v), vh, nkv * kvd);
+        a.k = kh, a.v = vh, a.kv_type = PR_F16;
+    }
+    if (pr_pool_new(threads < 1 ? 1 : threads, &pool)) {
+        Py_CLEAR(out);
+        PyErr_NoMemory();
+        goto done;
+    }
+    pr_blas_single_thread();
+    pr_error e = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pr_attention(kt, pool, &a, &e);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        Py_CLEAR(out);
+        pr_py_raise(&e);
+    }
+done:
+    pr_pool_free(pool);
+    PyMem_Free(kh);
+    PyMem_Free(vh);
+    Py_XDECREF(q);
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    return (PyObject *)out;
+}
+
+static PyMethodDef kernel_methods[] = {
+    {"kernel_isa", py_kernel_isa, METH_NOARGS,
+     "kernel_isa() -> str: the instruction set in use (PARROT_ISA or the best of this CPU)"},
+    {"kernel_isas", py_kernel_isas, METH_NOARGS, "kernel_isas() -> list[str]: instruction sets available here"},
+    {"quantize", py_quantize, METH_VARARGS,
+     "quantize(x: float32 [rows, cols], dtype 'q8_0'|'q4_0') -> uint8 [rows, row_bytes] (ggml blocks)"},
+    {"dequantize", py_dequantize, METH_VARARGS,
+     "dequantize(raw: uint8 [rows, row_bytes], dtype, cols) -> float32 [rows, cols]"},
+    {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
+     "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels') -> x·Wᵀ, W given as "
+     "uint8 rows of its dtype"},
+    {"quantize_act", py_quantize_act, METH_VARARGS,
+     "quantize_act(x: float32 [n], isa) -> uint8 q8_0 blocks from the table's activation quantiser"},
+    {"elementwise", py_elementwise, METH_VARARGS,
+     "elementwise(name, x, isa, u=None, m=0.0) -> (y, sum) for silu_mul, quick_gelu, exp_sum, f16, bf16"},
+    {"attention", (PyCFunction)(void (*)(void))py_attention, METH_VARARGS | METH_KEYWORDS,
+     "attention(q, k, v, n_head, n_head_kv, causal, kv_f16=False, isa='best', threads=1) -> out"},
+    {NULL, NULL, 0, NULL},
+};
+
+int pr_py_kernels_init(PyObject *m) { return PyModule_AddFunctions(m, kernel_methods); }

@@ -1,0 +1,93 @@
+/* Compares one SIMD kernel table with the scalar reference on odd sizes, without Python: used to test the
+ * NEON table on an x86 machine (cross-compiled, run under qemu-aarch64; see tests/test_kernels.py).
+ *   cc -Icsrc tests/c/kernels_check.c csrc/kernels/{kernels_scalar,quant,kernels_neon}.c -DTABLE=pr_kernels_neon -lm
+ * Prints one line per failure and exits non-zero if any. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+extern const pr_kernels TABLE;
+static int failures;
+
+static float rnd(unsigned *s) { /* deterministic normal-ish values */
+    float t = 0;
+    for (int i = 0; i < 4; i++) {
+        *s = *s * 1664525u + 1013904223u;
+        t += (float)(*s >> 8) / 16777216.0f - 0.5f;
+    }
+    return t;
+}
+
+static void check(const char *what, long n, double got, double want, double scale) {
+    /* worst-case reordering error of an n-term f32 sum: n·2^-24·Σ|terms| (scale) */
+    if (fabs(got - want) > (n + 2) * 8 * 5.97e-8 * scale + 1e-30) {
+        printf("FAIL %s n=%ld: %.9g vs %.9g\n", what, n, got, want);
+        failures++;
+    }
+}
+
+int main(void) {
+    unsigned seed = 1;
+    const pr_kernels *S = &pr_kernels_scalar, *T = &TABLE;
+    static const long sizes[] = {1, 7, 31, 37, 100, 1031};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        long n = sizes[si];
+        float *w = malloc(n * sizeof(float)), *x = malloc(n * sizeof(float)), *y1 = malloc(n * sizeof(float)),
+              *y2 = malloc(n * sizeof(float));
+        uint16_t *h = malloc(n * sizeof(uint16_t)), *b = malloc(n * sizeof(uint16_t)), *h2 = malloc(n * sizeof(uint16_t));
+        double scale = 0;
+        for (long i = 0; i < n; i++) {
+            w[i] = rnd(&seed), x[i] = rnd(&seed);
+            h[i] = pr_f32_to_f16(w[i]), b[i] = pr_f32_to_bf16(w[i]);
+            scale += fabs(w[i] * x[i]);
+        }
+        check("dot_f32", n, T->dot_f32(w, x, n), S->dot_f32(w, x, n), scale);
+        check("dot_f16", n, T->dot_f16(h, x, n), S->dot_f16(h, x, n), scale * 1.01);
+        check("dot_bf16", n, T->dot_bf16(b, x, n), S->dot_bf16(b, x, n), scale * 1.01);
+        for (int f16 = 0; f16 < 2; f16++) { /* y += a·x: one fused or separate rounding per element */
+            for (long i = 0; i < n; i++) y1[i] = y2[i] = x[i];
+            if (f16) T->axpy_f16(0.37f, h, y1, n), S->axpy_f16(0.37f, h, y2, n);
+            else T->axpy_f32(0.37f, w, y1, n), S->axpy_f32(0.37f, w, y2, n);
+            for (long i = 0; i < n; i++) check(f16 ? "axpy_f16" : "axpy_f32", 1, y1[i], y2[i], fabs(x[i]) + fabs(w[i]));
+        }
+        T->f16_to_f32(h, y1, n), S->f16_to_f32(h, y2, n);
+        if (memcmp(y1, y2, n * sizeof(float))) printf("FAIL f16_to_f32 n=%ld\n", n), failures++;
+        T->bf16_to_f32(b, y1, n), S->bf16_to_f32(b, y2, n);
+        if (memcmp(y1, y2, n * sizeof(float))) printf("FAIL bf16_to_f32 n=%ld\n", n), failures++;
+        T->f32_to_f16(w, h2, n);
+        if (memcmp(h, h2, n * sizeof(uint16_t))) printf("FAIL f32_to_f16 n=%ld\n", n), failures++;
+        free(w), free(x), free(y1), free(y2), free(h), free(b), free(h2);
+    }
+    /* quantised: nb blocks, a tile of nw weight rows × nx activation rows */
+    static const long nbs[] = {1, 3, 37};
+    for (size_t bi = 0; bi < sizeof nbs / sizeof nbs[0]; bi++) {
+        long nb = nbs[bi], k = nb * PR_QK, nw = 7, nx = 5;
+        float *w = malloc(nw * k * sizeof(float)), *x = malloc(nx * k * sizeof(float));
+        block_q8_0 *w8 = malloc(nw * nb * sizeof(block_q8_0)), *xq = malloc(nx * nb * sizeof(block_q8_0)),
+                   *xq2 = malloc(nx * nb * sizeof(block_q8_0));
+        block_q4_0 *w4 = malloc(nw * nb * sizeof(block_q4_0));
+        float y1[35], y2[35];
+        for (long i = 0; i < nw * k; i++) w[i] = rnd(&seed);
+        for (long i = 0; i < nx * k; i++) x[i] = rnd(&seed);
+        for (long r = 0; r < nw; r++) pr_quantize_row_q8_0(w + r * k, w8 + r * nb, k), pr_quantize_row_q4_0(w + r * k, w4 + r * nb, k);
+        for (long r = 0; r < nx; r++) S->quantize_q8_0(x + r * k, xq + r * nb, k), T->quantize_q8_0(x + r * k, xq2 + r * nb, k);
+        if (memcmp(xq, xq2, nx * nb * sizeof(block_q8_0))) printf("FAIL quantize_q8_0 nb=%ld\n", nb), failures++;
+        double scale = 127.0 * 127.0 * 32 * nb * 0.01; /* |d_w d_x Σ q q| ≤ this for values of this size */
+        for (int q = 0; q < 2; q++) {
+            const void *W = q ? (const void *)w4 : (const void *)w8;
+            size_t ldw = nb * (q ? sizeof(block_q4_0) : sizeof(block_q8_0));
+            (q ? S->gemm_q4_0 : S->gemm_q8_0)(W, ldw, nw, xq, nb * sizeof(block_q8_0), nx, nb, y1, nw);
+            (q ? T->gemm_q4_0 : T->gemm_q8_0)(W, ldw, nw, xq, nb * sizeof(block_q8_0), nx, nb, y2, nw);
+            for (int i = 0; i < 35; i++) check(q ? "gemm_q4_0" : "gemm_q8_0", nb, y2[i], y1[i], scale);
+            float d1 = q ? S->dot_q4_0(w4, xq, nb) : S->dot_q8_0(w8, xq, nb);
+            float d2 = q ? T->dot_q4_0(w4, xq, nb) : T->dot_q8_0(w8, xq, nb);
+            check(q ? "dot_q4_0" : "dot_q8_0", nb, d2, d1, scale);
+        }
+        free(w), free(x), free(w8), free(xq), free(xq2), free(w4);
+    }
+    printf("%s: %d failures\n", T->isa, failures);
+    return failures != 0;
+}

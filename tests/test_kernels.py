@@ -1,0 +1,254 @@
+"""The kernels: every SIMD table against the scalar reference, and the reference against independent
+computations (numpy in float64, the gguf package's quantisers, numpy's float16).
+
+Sizes are deliberately odd: not multiples of the vector width (8/16 floats) nor of the tile kernels' 4 weight
+rows × 2 activation rows nor of the attention tiles (32 queries × up to 1024 keys)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from parrot import _core
+
+ISAS = _core.kernel_isas()
+SIMD = [i for i in ISAS if i != "scalar"]
+EPS = 2.0 ** -24  # f32 unit roundoff
+
+
+def weight_raw(w, dtype):
+    """uint8 rows of w stored as dtype, and w as the kernels see it (after rounding / quantising)."""
+    if dtype == "f32":
+        raw = w.astype(np.float32).view(np.uint8)
+    elif dtype == "f16":
+        raw = w.astype(np.float16).view(np.uint8)
+    elif dtype == "bf16":
+        b = w.astype(np.float32).view(np.uint32)
+        raw = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16).view(np.uint8)
+    else:
+        raw = _core.quantize(w.astype(np.float32), dtype)
+    return np.ascontiguousarray(raw.reshape(w.shape[0], -1)), _core.dequantize(raw.reshape(w.shape[0], -1), dtype, w.shape[1])
+
+
+def act_q8_0(x):
+    """x rows as the q8_0-quantised activations the int8 kernels multiply (scalar activation quantiser)."""
+    out = []
+    for row in x:
+        q = _core.quantize_act(row, "scalar").reshape(-1, 34)
+        d = q[:, :2].copy().view(np.float16).astype(np.float64)
+        out.append((q[:, 2:].view(np.int8).astype(np.float64) * d).reshape(-1))
+    return np.array(out)
+
+
+def bound(wf, x):
+    """Worst-case error of an f32 dot product of length k in any summation order: k·u·Σ|w||x| (γ_k)."""
+    k = wf.shape[1]
+    return (k + 2) * EPS * (np.abs(x).astype(np.float64) @ np.abs(wf).astype(np.float64).T) + 1e-30
+
+
+CASES = [  # (dtype, rows, cols, n): n = 1..4 runs the matrix-vector path, larger n the tiled/sgemm path
+    ("f32", 7, 37, 1), ("f32", 33, 1031, 3), ("f32", 13, 100, 67),
+    ("f16", 7, 37, 1), ("f16", 33, 1031, 4), ("f16", 13, 100, 67),
+    ("bf16", 7, 37, 2), ("bf16", 33, 1031, 1), ("bf16", 13, 100, 67),
+    ("q8_0", 7, 32, 1), ("q8_0", 33, 32 * 37, 3), ("q8_0", 13, 96, 67), ("q8_0", 70, 32 * 5, 9),
+    ("q4_0", 7, 32, 1), ("q4_0", 33, 32 * 37, 3), ("q4_0", 13, 96, 67), ("q4_0", 70, 32 * 5, 9),
+]
+
+
+def paths(dtype, n):
+    """Matrix-vector for n ≤ 4; for more rows of quantised weights both the int8 tiles (quantised activations)
+    and the widened panels + sgemm (f32 activations)."""
+    return ["tiles", "panels"] if dtype.startswith("q") and n > 4 else ["auto"]
+
+
+@pytest.mark.parametrize("dtype,rows,cols,n", CASES)
+def test_scalar_reference_matches_float64(dtype, rows, cols, n):
+    rng = np.random.default_rng(rows * 1000 + cols + n)
+    w = rng.normal(size=(rows, cols)).astype(np.float32)
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    raw, wf = weight_raw(w, dtype)
+    for path in paths(dtype, n):
+        got = _core.matmul(raw, dtype, cols, x, isa="scalar", path=path)
+        xs = act_q8_0(x) if dtype.startswith("q") and path != "panels" else x.astype(np.float64)
+        want = xs @ wf.astype(np.float64).T
+        # the q8_0 scales are f16 products evaluated in f32: add 2 roundings per block to the sum bound
+        assert (np.abs(got - want) <= 4 * bound(wf, xs)).all(), path
+
+
+@pytest.mark.skipif(not SIMD, reason="no SIMD instruction set on this CPU/build")
+@pytest.mark.parametrize("isa", SIMD)
+@pytest.mark.parametrize("dtype,rows,cols,n", CASES)
+def test_simd_matmul_matches_scalar(isa, dtype, rows, cols, n):
+    rng = np.random.default_rng(rows * 1000 + cols + n + 1)
+    w = rng.normal(size=(rows, cols)).astype(np.float32)
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    raw, wf = weight_raw(w, dtype)
+    for path in paths(dtype, n):
+        ref = _core.matmul(raw, dtype, cols, x, isa="scalar", path=path)
+        got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2, path=path)
+        # same products, different summation order (integer block sums are exact): both within γ_k of the truth
+        xs = act_q8_0(x) if dtype.startswith("q") and path != "panels" else x
+        assert (np.abs(got - ref) <= 8 * bound(wf, xs)).all(), path
+
+
+def test_matmul_deterministic_and_thread_count_independent():
+    rng = np.random.default_rng(5)
+    for dtype in ("f32", "bf16", "q8_0", "q4_0"):
+        w = rng.normal(size=(101, 320)).astype(np.float32)
+        raw, _ = weight_raw(w, dtype)
+        for n in (1, 40):
+            x = rng.normal(size=(n, 320)).astype(np.float32)
+            for path in paths(dtype, n):
+                a = _core.matmul(raw, dtype, 320, x, threads=2, path=path)
+                b = _core.matmul(raw, dtype, 320, x, threads=2, path=path)
+                assert np.array_equal(a, b), dtype
+                if path == "tiles" or n == 1:  # our kernels: each element summed in a fixed order
+                    assert np.array_equal(a, _core.matmul(raw, dtype, 320, x, threads=1, path=path)), dtype
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+def test_quantizer_is_ggml_format(dtype):
+    """Byte-exact with the gguf package's (ggml's) reference quantiser, including an all-zero block."""
+    from gguf import GGMLQuantizationType, quants
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_t(3, size=(9, 160)) * np.exp(rng.normal(size=(9, 1)))).astype(np.float32)
+    x[0, :32] = 0
+    x[1, 32:64] = 1e-8
+    want = quants.quantize(x, getattr(GGMLQuantizationType, dtype.upper()))
+    assert np.array_equal(_core.quantize(x, dtype), want)
+
+
+def test_quantize_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.quantize(np.zeros((2, 33), np.float32), "q8_0")
+    with pytest.raises(ValueError, match="q8_0 or q4_0"):
+        _core.quantize(np.zeros((2, 32), np.float32), "bf16")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        _core.matmul(np.zeros((1, 4), np.uint8), "q5_1", 32, np.zeros((1, 32), np.float32))
+    with pytest.raises(ValueError, match="is 34 bytes"):
+        _core.matmul(np.zeros((1, 4), np.uint8), "q8_0", 32, np.zeros((1, 32), np.float32))
+
+
+@pytest.mark.parametrize("isa", SIMD)
+def test_activation_quantizer_same_bytes(isa):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=32 * 41).astype(np.float32)
+    x[:32] = 0
+    x[32:64] = np.round(rng.normal(size=32) * 4) / 2  # exact halves: ties must round the same way
+    assert np.array_equal(_core.quantize_act(x, isa), _core.quantize_act(x, "scalar"))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_elementwise(isa):
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.normal(size=1001) * 6, [0.0, -100.0, 100.0, -88.0, 88.0]]).astype(np.float32)
+    u = rng.normal(size=x.size).astype(np.float32)
+    xd = x.astype(np.float64)
+    sig = lambda t: 1 / (1 + np.exp(-t))
+    # f32 evaluation of exp, one division and one product: a few ulp of the result (plus a tiny absolute
+    # slack where the result underflows)
+    y, _ = _core.elementwise("silu_mul", x, isa, u)
+    want = xd * sig(xd) * u
+    assert np.allclose(y, want, rtol=8 * EPS * 4, atol=1e-30)
+    y, _ = _core.elementwise("quick_gelu", x, isa)
+    # the exponent 1.702·x is an f32 product, as in the kernels' definition; exp amplifies its rounding
+    want = xd * sig((np.float32(1.702) * x).astype(np.float64))
+    assert np.allclose(y, want, rtol=8 * EPS * 4, atol=1e-30)
+    s = rng.normal(size=517).astype(np.float32) * 10
+    y, total = _core.elementwise("exp_sum", s, isa, None, float(s.max()))
+    want = np.exp((s - s.max()).astype(np.float64))  # x − m is an f32 difference, as in the kernels
+    assert np.allclose(y, want, rtol=16 * EPS, atol=1e-37)
+    assert abs(total - want.sum()) <= 517 * 2 * EPS * want.sum()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_half_conversions(isa):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(size=301) * 100, [0.0, -0.0, 1e-7, 6e-5, 65504.0, 70000.0, np.inf, -np.inf],
+                        rng.normal(size=9) * 1e-6]).astype(np.float32)
+    y, _ = _core.elementwise("f16", x, isa)
+    with np.errstate(over="ignore"):  # 70000 → inf is the point
+        assert np.array_equal(y, x.astype(np.float16).astype(np.float32))
+    y, _ = _core.elementwise("bf16", x, isa)
+    import torch
+    assert np.array_equal(y, torch.from_numpy(x).to(torch.bfloat16).float().numpy())
+
+
+def attention_ref(q, k, v, n_head, n_head_kv, causal):
+    nq, d = q.shape
+    hd, nkv = d // n_head, k.shape[0]
+    out = np.zeros((nq, d))
+    for h in range(n_head):
+        g = h // (n_head // n_head_kv)
+        Q, K, V = (q[:, h * hd:(h + 1) * hd].astype(np.float64), k[:, g * hd:(g + 1) * hd].astype(np.float64),
+                   v[:, g * hd:(g + 1) * hd].astype(np.float64))
+        s = Q @ K.T / np.sqrt(hd)
+        if causal:
+            s = np.where(np.arange(nkv)[None, :] <= (nkv - nq + np.arange(nq))[:, None], s, -np.inf)
+        p = np.exp(s - s.max(1, keepdims=True))
+        out[:, h * hd:(h + 1) * hd] = (p / p.sum(1, keepdims=True)) @ V
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nq,nkv,n_head,n_head_kv,hd,causal", [
+    (1, 1, 2, 1, 8, True),          # first decode step
+    (1, 300, 4, 2, 24, True),       # decode over more than one key tile, GQA
+    (67, 300, 3, 3, 20, True),      # prefill after a cached prefix, two query blocks
+    (150, 150, 2, 1, 64, True),     # prefill from empty
+    (91, 91, 3, 3, 16, False),      # vision tower: bidirectional
+    (70, 333, 2, 2, 8, False),
+    (3, 1100, 2, 1, 16, True),      # decode past one 1024-key tile: the running max and sum carry over
+    (40, 1200, 2, 2, 8, False),
+])
+@pytest.mark.parametrize("kv_f16", [False, True])
+def test_attention_matches_reference(isa, nq, nkv, n_head, n_head_kv, hd, causal, kv_f16):
+    rng = np.random.default_rng(nq + nkv)
+    q = (rng.normal(size=(nq, n_head * hd)) * 2).astype(np.float32)
+    k = (rng.normal(size=(nkv, n_head_kv * hd))).astype(np.float32)
+    v = rng.normal(size=(nkv, n_head_kv * hd)).astype(np.float32)
+    got = _core.attention(q, k, v, n_head, n_head_kv, causal, kv_f16=kv_f16, isa=isa, threads=2)
+    if kv_f16:  # the reference sees the same f16-rounded cache
+        k, v = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
+    want = attention_ref(q, k, v, n_head, n_head_kv, causal)
+    # f32 accumulation of ≤ 333 terms of size ≤ max|v| (softmax weights sum to 1), plus exp's few ulp
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(v).max()
+
+
+def run_with_isa(isa, code):
+    env = dict(os.environ, PARROT_ISA=isa)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_parrot_isa_override():
+    r = run_with_isa("scalar", "from parrot import _core; print(_core.kernel_isa())")
+    assert r.returncode == 0 and r.stdout.strip() == "scalar", r.stderr
+    missing = [i for i in ("avx512", "neon", "avx2") if i not in ISAS]
+    for isa in missing + ["sse9"]:
+        r = run_with_isa(isa, "from parrot import _core; _core.kernel_isa()")
+        assert r.returncode != 0 and "PARROT_ISA" in r.stderr and isa in r.stderr, r.stderr
+        assert re.search("available( here)?: scalar", r.stderr), r.stderr
+        r = run_with_isa(isa, "import parrot\ntry:\n parrot.load('nothing.gguf')\nexcept ValueError as e: print(e)")
+        assert "PARROT_ISA" in r.stdout and isa in r.stdout, r.stdout + r.stderr
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNEL_FILES = ["csrc/kernels/kernels_scalar.c", "csrc/kernels/quant.c"]
+
+
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")),
+                    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu "
+                           "libc6-dev-arm64-cross qemu-user)")
+def test_neon_table_under_qemu(tmp_path):
+    """The NEON table against the scalar one, cross-compiled and run under qemu (tests/c/kernels_check.c)."""
+    exe = str(tmp_path / "check")
+    subprocess.run(["aarch64-linux-gnu-gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror",
+                    "-static", "-Icsrc", "tests/c/kernels_check.c", *KERNEL_FILES, "csrc/kernels/kernels_neon.c",
+                    "-DTABLE=pr_kernels_neon", "-lm", "-o", exe], cwd=ROOT, check=True)
+    r = subprocess.run(["qemu-aarch64", exe], capture_output=True, text=True)
+    assert r.returncode == 0 and "neon: 0 failures" in r.stdout, r.stdout + r.stderr
