@@ -31,11 +31,11 @@ import numpy as np
 
 from parrot._safetensors import FLOAT_DTYPES, TensorInfo, bf16_to_f32, open_checkpoint
 from parrot.errors import ModelError
+from parrot.prompt import DEFAULT_SYSTEM
 
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 # general.file_type as llama.cpp numbers it (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0, MOSTLY_BF16)
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32}
-DEFAULT_SYSTEM = "You are a helpful assistant."
 KNOWN_CLIP = {
     # configuration of openai/clip-vit-large-patch14-336, used when only the name is known (SPEC)
     "openai/clip-vit-large-patch14-336": dict(
@@ -150,6 +150,9 @@ def _plan_llm(plan: _Plan, cfg: dict, where: str) -> dict:
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise ModelError(f"{where}: rope scaling {rope!r} is not supported (default RoPE only)")
     theta = float(rope.get("rope_theta", cfg.get("rope_theta", 1e6)))
+    if cfg.get("use_sliding_window") and cfg.get("sliding_window") and \
+            int(cfg["sliding_window"]) < int(cfg.get("max_position_embeddings", 32768)):
+        raise ModelError(f"{where}: sliding-window attention (sliding_window {cfg['sliding_window']}) is not supported")
     if d % H or H % Hkv:
         raise ModelError(f"{where}: hidden_size {d}, num_attention_heads {H}, num_key_value_heads {Hkv} are "
                          f"inconsistent")
@@ -468,4 +471,4 @@ def _add_tokenizer(writer, hf_dir: str, cfg: dict, log) -> None:
         return
     from parrot._tokenizer_data import add_tokenizer
 
-    add_tokenizer(writer, hf_dir)
+    add_tokenizer(writer, hf_dir, n_vocab=int(cfg["vocab_size"]))

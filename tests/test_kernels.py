@@ -225,7 +225,9 @@ def run_with_isa(isa, code):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_parrot_isa_override():
+def test_parrot_isa_override(tmp_path):
+    some_file = tmp_path / "some.gguf"  # exists, so the error can only be the ISA's
+    some_file.write_bytes(b"GGUF" + bytes(60))
     r = run_with_isa("scalar", "from parrot import _core; print(_core.kernel_isa())")
     assert r.returncode == 0 and r.stdout.strip() == "scalar", r.stderr
     missing = [i for i in ("avx512", "neon", "avx2") if i not in ISAS]
@@ -233,7 +235,7 @@ def test_parrot_isa_override():
         r = run_with_isa(isa, "from parrot import _core; _core.kernel_isa()")
         assert r.returncode != 0 and "PARROT_ISA" in r.stderr and isa in r.stderr, r.stderr
         assert re.search("available( here)?: scalar", r.stderr), r.stderr
-        r = run_with_isa(isa, "import parrot\ntry:\n parrot.load('nothing.gguf')\nexcept ValueError as e: print(e)")
+        r = run_with_isa(isa, f"import parrot\ntry:\n parrot.load({str(some_file)!r})\nexcept ValueError as e: print(e)")
         assert "PARROT_ISA" in r.stdout and isa in r.stdout, r.stdout + r.stderr
 
 

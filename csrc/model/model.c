@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/matmul.h"
+#include "text/tokenizer.h"
 
 int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err) {
     *out = NULL;
@@ -18,6 +19,18 @@ int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err
     int rc = gguf_open(path, &m->gguf, err);
     if (!rc) rc = pr_config_read(m->gguf, &m->cfg, err);
     if (!rc) rc = pr_weights_bind(m, err);
+    if (!rc && gguf_find(m->gguf, "tokenizer.ggml.tokens")) {
+        rc = pr_tokenizer_from_gguf(m->gguf, &m->tok, err);
+        if (!rc) {
+            pr_config *c = &m->cfg;
+            c->im_start_id = pr_tokenizer_token_id(m->tok, "<|im_start|>");
+            c->im_end_id = pr_tokenizer_token_id(m->tok, "<|im_end|>");
+            c->endoftext_id = pr_tokenizer_token_id(m->tok, "<|endoftext|>");
+            if (pr_tokenizer_n_tokens(m->tok) > c->n_vocab)
+                rc = pr_set_error(err, PR_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model's vocabulary "
+                                  "is %d", path, pr_tokenizer_n_tokens(m->tok), c->n_vocab);
+        }
+    }
     if (!rc) {
         if (n_threads <= 0) n_threads = pr_physical_cores();
         if (pr_pool_new(n_threads, &m->pool)) rc = pr_set_error(err, PR_ERR_NOMEM, "cannot start threads");
@@ -35,6 +48,7 @@ void pr_model_free(pr_model *m) {
     if (!m) return;
     pr_pool_free(m->pool);
     pr_weights_free(&m->w);
+    pr_tokenizer_free(m->tok);
     gguf_close(m->gguf);
     free(m);
 }

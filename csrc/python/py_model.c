@@ -6,6 +6,7 @@
 
 #include "io/gguf.h"
 #include "python/pynp.h"
+#include "python/py_text.h"
 
 typedef struct {
     PyObject_HEAD
@@ -155,6 +156,9 @@ static PyObject *Model_config(ModelObject *self, void *closure) {
     SET_ITEM(d, "rope_theta", PyFloat_FromDouble(c->rope_theta));
     SET_ITEM(d, "tie_word_embeddings", PyBool_FromLong(c->tied_embeddings));
     SET_ITEM(d, "eos_token_id", PyLong_FromLong(c->eos_id));
+    SET_ITEM(d, "im_start_id", PyLong_FromLong(c->im_start_id));
+    SET_ITEM(d, "im_end_id", PyLong_FromLong(c->im_end_id));
+    SET_ITEM(d, "endoftext_id", PyLong_FromLong(c->endoftext_id));
     SET_ITEM(d, "has_vision", PyBool_FromLong(c->has_vision));
     if (c->has_vision) {
         SET_ITEM(d, "image_size", PyLong_FromLong(c->v_image_size));
@@ -188,6 +192,13 @@ static PyObject *Model_get_path(ModelObject *self, void *closure) {
     if (check_model(self)) return NULL;
     Py_INCREF(self->path);
     return self->path;
+}
+
+static PyObject *Model_get_tokenizer(ModelObject *self, void *closure) {
+    if (check_model(self)) return NULL;
+    const struct pr_tokenizer *t = pr_model_tokenizer(self->m);
+    if (!t) Py_RETURN_NONE;
+    return pr_py_tokenizer_wrap(t, (PyObject *)self);
 }
 
 static PyObject *Model_get_threads(ModelObject *self, void *closure) {
@@ -558,6 +569,7 @@ static PyGetSetDef Model_getset[] = {
     {"config", (getter)Model_config, NULL, "hyperparameters (dict)", NULL},
     {"path", (getter)Model_get_path, NULL, "the model file", NULL},
     {"threads", (getter)Model_get_threads, NULL, "worker threads", NULL},
+    {"tokenizer", (getter)Model_get_tokenizer, NULL, "the file's tokenizer (_core.Tokenizer) or None", NULL},
     {NULL},
 };
 

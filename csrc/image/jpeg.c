@@ -1,0 +1,191 @@
+/* JPEG → packed RGB with libjpeg(-turbo), decoded as Pillow's JpegImagePlugin decodes it (see image.h).
+ * libjpeg's error_exit longjmps back to jpeg_run; the job lives on the heap and jpeg_run changes nothing
+ * but the job, so after a longjmp the caller still sees every buffer it has to free. */
+#include <setjmp.h>
+#include <stdio.h> /* jpeglib.h needs FILE */
+#include <string.h>
+
+#include <jerror.h>
+#include <jpeglib.h>
+
+#include "image/codec.h"
+#include "util/mem.h"
+
+/* Real progressive files have about ten scans; thousands of tiny scans make decoding take minutes. */
+#define MAX_SCANS 1000
+
+typedef struct jpeg_job {
+    struct jpeg_decompress_struct cinfo;
+    struct jpeg_error_mgr jerr;
+    struct jpeg_source_mgr src;
+    struct jpeg_progress_mgr progress;
+    jmp_buf jmp;
+    const uint8_t *data;
+    size_t len;
+    const char *name;
+    uint64_t max_pixels;
+    pr_error *err;
+    int truncated;   /* the decoder asked for bytes past the end */
+    int refused;     /* we refused the image; err is filled */
+    char msg[JMSG_LENGTH_MAX + 64];
+    uint32_t w, h;   /* output size, kept past jpeg_destroy_decompress */
+    uint8_t *pixels; /* the RGB result */
+    uint8_t *line;   /* one CMYK scanline */
+} jpeg_job;
+
+static jpeg_job *job_of(j_common_ptr cinfo) { return (jpeg_job *)cinfo->client_data; }
+
+static void on_error_exit(j_common_ptr cinfo) {
+    jpeg_job *j = job_of(cinfo);
+    char text[JMSG_LENGTH_MAX];
+    cinfo->err->format_message(cinfo, text);
+    if (!j->msg[0]) snprintf(j->msg, sizeof j->msg, "%s", text);
+    longjmp(j->jmp, 1);
+}
+
+/* Warnings (e.g. "Corrupt JPEG data: extraneous bytes") do not stop Pillow either; nothing is printed. */
+static void on_output_message(j_common_ptr cinfo) { (void)cinfo; }
+
+static void src_init(j_decompress_ptr cinfo) { (void)cinfo; }
+
+/* The whole file is in the buffer from the start, so a request for more means the data ended early. */
+static boolean src_fill(j_decompress_ptr cinfo) {
+    job_of((j_common_ptr)cinfo)->truncated = 1;
+    ERREXIT(cinfo, JERR_INPUT_EOF);
+    return FALSE;
+}
+
+static void src_skip(j_decompress_ptr cinfo, long n) {
+    struct jpeg_source_mgr *s = cinfo->src;
+    if (n <= 0) return;
+    if ((size_t)n > s->bytes_in_buffer) src_fill(cinfo);
+    s->next_input_byte += n;
+    s->bytes_in_buffer -= (size_t)n;
+}
+
+static void src_term(j_decompress_ptr cinfo) { (void)cinfo; }
+
+static void on_progress(j_common_ptr cinfo) {
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    if (d->input_scan_number > MAX_SCANS) {
+        snprintf(job_of(cinfo)->msg, sizeof job_of(cinfo)->msg,
+                 "progressive JPEG with more than %d scans refused", MAX_SCANS);
+        longjmp(job_of(cinfo)->jmp, 1);
+    }
+}
+
+/* Pillow reads 4-component JPEGs as "CMYK;I" (Adobe-inverted) and then applies cmyk2rgb:
+ * R = (255-K) - round((C·(255-K))/255) with its MULDIV255 rounding, on the un-inverted C and K. */
+static inline uint8_t cmyk_channel(uint8_t raw_c, uint8_t raw_k) {
+    int c = 255 - raw_c, nk = raw_k; /* C = 255 - stored, 255 - K = stored K */
+    int t = c * nk + 128;
+    return (uint8_t)(nk - (((t >> 8) + t) >> 8));
+}
+
+static int jpeg_run(jpeg_job *j) {
+    struct jpeg_decompress_struct *ci = &j->cinfo;
+    if (setjmp(j->jmp)) return -1;
+    jpeg_create_decompress(ci);
+    ci->client_data = j;
+    ci->src = &j->src;
+    j->src.next_input_byte = j->data;
+    j->src.bytes_in_buffer = j->len;
+    j->src.init_source = src_init;
+    j->src.fill_input_buffer = src_fill;
+    j->src.skip_input_data = src_skip;
+    j->src.resync_to_restart = jpeg_resync_to_restart;
+    j->src.term_source = src_term;
+    j->progress.progress_monitor = on_progress;
+    ci->progress = &j->progress;
+
+    jpeg_read_header(ci, TRUE);
+    if (pr_image_check_dims(ci->image_width, ci->image_height, j->name, j->max_pixels, j->err)) {
+        j->refused = 1;
+        return -1;
+    }
+    if (ci->data_precision != 8) {
+        snprintf(j->msg, sizeof j->msg, "%d-bit JPEG samples are not supported", ci->data_precision);
+        return -1;
+    }
+    int cmyk = 0;
+    switch (ci->num_components) {
+    case 1: /* greyscale: libjpeg replicates it into RGB, as Pillow's L → RGB does */
+    case 3: ci->out_color_space = JCS_RGB; break;
+    case 4: ci->out_color_space = JCS_CMYK; cmyk = 1; break; /* YCCK is turned into CMYK by libjpeg */
+    default:
+        snprintf(j->msg, sizeof j->msg, "JPEG with %d colour components is not supported", ci->num_components);
+        return -1;
+    }
+    jpeg_start_decompress(ci);
+    size_t w = ci->output_width, h = ci->output_height, stride = w * 3;
+    j->w = ci->output_width;
+    j->h = ci->output_height;
+    j->pixels = pr_alloc(w, h, 3);
+    if (cmyk) j->line = pr_alloc(w, 4, 1);
+    if (!j->pixels || (cmyk && !j->line)) {
+        snprintf(j->msg, sizeof j->msg, "out of memory for %zux%zu pixels", w, h);
+        return -1;
+    }
+    while (ci->output_scanline < h) {
+        size_t y = ci->output_scanline;
+        if (cmyk) {
+            JSAMPROW row = j->line;
+            if (jpeg_read_scanlines(ci, &row, 1) != 1) break;
+            uint8_t *o = j->pixels + y * stride;
+            for (size_t x = 0; x < w; x++) {
+                const uint8_t *p = j->line + 4 * x;
+                o[3 * x] = cmyk_channel(p[0], p[3]);
+                o[3 * x + 1] = cmyk_channel(p[1], p[3]);
+                o[3 * x + 2] = cmyk_channel(p[2], p[3]);
+            }
+        } else {
+            JSAMPROW rows[8];
+            size_t n = h - y < 8 ? h - y : 8;
+            for (size_t i = 0; i < n; i++) rows[i] = j->pixels + (y + i) * stride;
+            if (jpeg_read_scanlines(ci, rows, (JDIMENSION)n) == 0) break;
+        }
+    }
+    if (ci->output_scanline < h) {
+        snprintf(j->msg, sizeof j->msg, "decoder stopped at row %u of %zu", ci->output_scanline, h);
+        return -1;
+    }
+    /* No jpeg_finish_decompress: the pixels are complete, whatever follows them is not needed. */
+    return 0;
+}
+
+int pr_jpeg_decode(const uint8_t *data, size_t len, const char *name, uint64_t max_pixels, pr_image *out,
+                   pr_error *err) {
+    jpeg_job *j = pr_calloc(1, sizeof *j, 1);
+    if (!j) return pr_set_error(err, PR_ERR_NOMEM, "%s: out of memory", name);
+    j->data = data;
+    j->len = len;
+    j->name = name;
+    j->max_pixels = max_pixels;
+    j->err = err;
+    j->cinfo.err = jpeg_std_error(&j->jerr);
+    j->jerr.error_exit = on_error_exit;
+    j->jerr.output_message = on_output_message;
+    j->cinfo.client_data = j;
+
+    int rc = 0;
+    if (jpeg_run(j) != 0) {
+        if (j->refused)
+            rc = PR_ERR_IMAGE;
+        else if (j->truncated)
+            rc = pr_set_error(err, PR_ERR_IMAGE, "%s: truncated JPEG (data ends after %zu bytes)", name, len);
+        else
+            rc = pr_set_error(err, PR_ERR_IMAGE, "%s: corrupt or unsupported JPEG: %s", name,
+                              j->msg[0] ? j->msg : "unknown libjpeg error");
+    }
+    jpeg_destroy_decompress(&j->cinfo);
+    if (rc == 0) {
+        out->w = (int)j->w;
+        out->h = (int)j->h;
+        out->rgb = j->pixels;
+    } else {
+        pr_free(j->pixels);
+    }
+    pr_free(j->line);
+    pr_free(j);
+    return rc;
+}
