@@ -1,0 +1,193 @@
+"""Train the shipped tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
+
+    python -m training.train --threads 2            # writes training/checkpoint/
+
+Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
+instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
+here). Loss: cross-entropy on the answer tokens and the closing <|im_end|>, prompts in Parrot's chat format.
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import CLIPVisionConfig, Qwen2Config
+
+from training import data
+from training.modeling_parrot import IMAGE_TOKEN_INDEX, ParrotQwen2ForCausalLM
+from training.tokenizer import SPECIAL_TOKENS, encode_prompt, train_tokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+IMAGE_SIZE = 64
+VISION = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, patch_size=8,
+              image_size=IMAGE_SIZE, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=64, num_channels=3)
+LLM = dict(hidden_size=128, intermediate_size=320, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+           hidden_act="silu", max_position_embeddings=1024, rms_norm_eps=1e-6, rope_theta=1e6,
+           tie_word_embeddings=False, use_sliding_window=False, sliding_window=None, max_window_layers=4,
+           attention_dropout=0.0, initializer_range=0.02, use_cache=True)
+PARROT = dict(mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="cls_patch",
+              mm_patch_merge_type="flat", image_aspect_ratio="pad", num_experts=6, moe_intermediate_size=128,
+              use_moe=True, use_moe_residual=True, moe_weight=0.1, moe_top_k=6,
+              mm_vision_tower="parrot-tiny/clip-vit-tiny-patch8-64")
+
+
+def build_model(tok):
+    # Qwen checkpoints pad the embedding matrix past the tokenizer's size; do the same (multiple of 64).
+    vocab = int(math.ceil(tok.get_vocab_size() / 64) * 64)
+    config = Qwen2Config(vocab_size=vocab, bos_token_id=None, eos_token_id=tok.token_to_id("<|im_end|>"),
+                         mm_hidden_size=VISION["hidden_size"], moe_hidden_size=LLM["hidden_size"], **LLM, **PARROT)
+    config._attn_implementation = "sdpa"  # training speed; the saved checkpoint is implementation-independent
+    vision = CLIPVisionConfig(**VISION)
+    vision._attn_implementation = "sdpa"
+    model = ParrotQwen2ForCausalLM(config, vision)
+    # nn.Linear's default init for the modules Parrot adds; a larger gate init makes routing language-sensitive
+    # from the start (the gate sees only the attention-pooled text embeddings).
+    torch.nn.init.normal_(model.model.moe_model.gate.weight, std=2.0)
+    return model
+
+
+class Sampler:
+    """Deterministic stream of (pixels uint8, prompt ids, answer ids, meta) from a fixed pool of scenes."""
+
+    def __init__(self, tok, pool_size, seed):
+        rng = np.random.default_rng(seed)
+        self.tok = tok
+        self.scenes, images = [], []
+        for _ in range(pool_size):
+            scene = data.random_scene(rng)
+            images.append(data.preprocess(scene.pop("image"), IMAGE_SIZE))
+            self.scenes.append(scene)
+        self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
+        self.rng = np.random.default_rng(seed + 1)
+        self.cache = {}
+        self.im_end = tok.token_to_id("<|im_end|>")
+
+    def ids(self, text):
+        if text not in self.cache:
+            self.cache[text] = encode_prompt(self.tok, text)
+        return self.cache[text]
+
+    def batch(self, size, langs, mc_prob):
+        idx = self.rng.integers(len(self.scenes), size=size)
+        prompts, answers = [], []
+        for i in idx:
+            lang = langs[self.rng.integers(len(langs))]
+            q = data.sample_question(self.rng, self.scenes[i], lang=lang, mc=bool(self.rng.random() < mc_prob))
+            prompts.append(self.ids(data.chat_prompt(q["user"])))
+            answers.append(self.ids(q["answer"]) + [self.im_end])
+        return self.pixels[torch.from_numpy(idx)], prompts, answers
+
+
+def batch_loss(model, pixels, prompts, answers, pad_id):
+    """Batched Parrot forward (same math as prepare_inputs_embeds, with the MoE routed on the prompt tokens only,
+    as Parrot's training does) and the answer-token loss."""
+    p = prompts[0].index(IMAGE_TOKEN_INDEX)
+    assert all(pr.index(IMAGE_TOKEN_INDEX) == p for pr in prompts)  # the chat header before <image> is constant
+    texts = [pr[:p] + pr[p + 1:] + ans for pr, ans in zip(prompts, answers)]
+    n_prompt = [len(pr) - 1 for pr in prompts]
+    L = max(len(t) for t in texts)
+    ids = torch.full((len(texts), L), pad_id, dtype=torch.long)
+    for b, t in enumerate(texts):
+        ids[b, :len(t)] = torch.tensor(t)
+    T = model.model.embed_tokens(ids)
+    prompt_mask = torch.arange(L)[None, :] < torch.tensor(n_prompt)[:, None]
+    image = model.encode_images(pixels)
+    out, w = model.moe(image, T, prompt_mask)
+    N = out.shape[1]
+    # right padding + causal attention: the pad rows never influence real rows, so no attention mask is needed
+    embeds = torch.cat([T[:, :p], out, T[:, p:]], dim=1)
+    hidden = model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+    rows, cols, targets = [], [], []
+    for b, (n, ans) in enumerate(zip(n_prompt, answers)):
+        for j, tok in enumerate(ans):
+            rows.append(b)
+            cols.append(n + j + N - 1)  # spliced position of the token before answer token j
+            targets.append(tok)
+    logits = model.lm_head(hidden[torch.tensor(rows), torch.tensor(cols)])
+    return F.cross_entropy(logits, torch.tensor(targets)), w
+
+
+def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch_size=24, lr=2e-3, pool=12000,
+          log_every=50):
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0 = time.time()
+    # tokenizer corpus: every template string plus sampled full conversations
+    rng = np.random.default_rng(seed + 100)
+    corpus = data.all_texts() * 5
+    for _ in range(3000):
+        scene = data.random_scene(rng)
+        q = data.sample_question(rng, scene)
+        corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
+    tok = train_tokenizer(corpus, vocab_size=1024)
+    model = build_model(tok)
+    sampler = Sampler(tok, pool, seed + 200)
+    pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
+    print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
+
+    stages = [("align", stage1_steps, ["en"], 0.0, False), ("moe", stage2_steps, data.LANGS, 0.5, True)]
+    for name, steps, langs, mc_prob, use_moe in stages:
+        if steps == 0:
+            continue
+        model.config.use_moe = use_moe
+        if use_moe:
+            # experts start at zero output, so the MoE first passes moe_weight*x: the decoder's input RMSNorm is
+            # scale-invariant, so stage 2 starts from stage 1's alignment instead of from random image rows
+            for expert in model.model.moe_model.experts:
+                torch.nn.init.zeros_(expert.down_proj.weight)
+        # stage 1 leaves the MoE out of the graph (use_moe=False returns x); its parameters are not updated
+        params = [p for n, p in model.named_parameters() if use_moe or "moe_model" not in n]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        warm = min(100, steps // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) *
+                                                  (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+        model.train()
+        running = 0.0
+        for step in range(steps):
+            pixels, prompts, answers = sampler.batch(batch_size, langs, mc_prob)
+            loss, _ = batch_loss(model, pixels, prompts, answers, pad_id)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            running += loss.item()
+            if (step + 1) % log_every == 0:
+                print(f"{name} step {step + 1}/{steps} loss {running / log_every:.4f} "
+                      f"t {time.time() - t0:.0f}s", flush=True)
+                running = 0.0
+    model.config.use_moe = True
+    model.eval()
+    model.config._attn_implementation = "eager"
+    model.vision_config._attn_implementation = "eager"
+    model.save_pretrained(out_dir, vision_inside=True, tokenizer=tok, dtype=torch.float32)
+    elapsed = time.time() - t0
+    with open(os.path.join(out_dir, "training_info.json"), "w") as f:
+        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --stage1-steps "
+                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}",
+                   "seconds": round(elapsed), "torch": torch.__version__}, f, indent=2)
+    print(f"saved {out_dir} after {elapsed:.0f}s", flush=True)
+    return model, tok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(HERE, "checkpoint"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stage1-steps", type=int, default=900)
+    ap.add_argument("--stage2-steps", type=int, default=2700)
+    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--pool", type=int, default=12000)
+    args = ap.parse_args()
+    train(args.out, threads=args.threads, seed=args.seed, stage1_steps=args.stage1_steps,
+          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool)
+
+
+if __name__ == "__main__":
+    main()
