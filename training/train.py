@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import time
 
 import numpy as np
@@ -158,8 +159,9 @@ def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch
             sched.step()
             running += loss.item()
             if (step + 1) % log_every == 0:
+                usage = resource.getrusage(resource.RUSAGE_SELF)
                 print(f"{name} step {step + 1}/{steps} loss {running / log_every:.4f} "
-                      f"t {time.time() - t0:.0f}s", flush=True)
+                      f"t {time.time() - t0:.0f}s cpu {usage.ru_utime + usage.ru_stime:.0f}s", flush=True)
                 running = 0.0
     model.config.use_moe = True
     model.eval()
@@ -167,11 +169,13 @@ def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch
     model.vision_config._attn_implementation = "eager"
     model.save_pretrained(out_dir, vision_inside=True, tokenizer=tok, dtype=torch.float32)
     elapsed = time.time() - t0
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = cpu.ru_utime + cpu.ru_stime
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --stage1-steps "
                               f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}",
-                   "seconds": round(elapsed), "torch": torch.__version__}, f, indent=2)
-    print(f"saved {out_dir} after {elapsed:.0f}s", flush=True)
+                   "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
+    print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
 
 
