@@ -93,7 +93,9 @@ def _shape_polygon(shape, cx, cy, r, angle):
 
 def draw_scene(rng, shape, colour, count):
     """A PIL RGB image of `count` objects of one shape and colour on a random background and canvas."""
-    w, h = int(rng.integers(56, 129)), int(rng.integers(56, 129))
+    # moderate aspect ratios: after padding to a square and resizing to the model's size, objects stay >= ~5 px
+    w = int(rng.integers(72, 113))
+    h = int(np.clip(w * rng.uniform(0.8, 1.25), 72, 112))
     bg = np.array(BACKGROUNDS[rng.integers(len(BACKGROUNDS))], dtype=np.float32)
     canvas = np.empty((h, w, 3), np.float32)
     canvas[:] = bg + rng.normal(0, 6, 3)
@@ -109,7 +111,7 @@ def draw_scene(rng, shape, colour, count):
     placed = []
     for _ in range(count):
         for _attempt in range(200):
-            r = side * rng.uniform(0.09, 0.17 if count > 2 else 0.22)
+            r = side * rng.uniform(0.11, 0.16 if count > 2 else 0.22)
             cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
             if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
                 break

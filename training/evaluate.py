@@ -66,28 +66,37 @@ def evaluate(ckpt, heldout, limit=None, verbose=False):
         mc = read_tsv(os.path.join(heldout, f"mmmb_tiny_{code}.tsv"))[:limit]
         op = read_tsv(os.path.join(heldout, f"open_tiny_{code}.tsv"))[:limit]
         mc_right, open_right, weights = 0, 0, []
+        by_cat = {}  # (kind, category) -> [right, total]
         for r in mc:
             options = {k: r[k] for k in "ABCD"}
             text, w = answer(model, tok, decode_image(r["image"]), data.mmmb_prompt(r["question"], options, lang))
             weights.append(w)
-            mc_right += mc_letter(text, options) == r["answer"]
+            ok = mc_letter(text, options) == r["answer"]
+            mc_right += ok
+            cell = by_cat.setdefault(("mc", r["category"]), [0, 0])
+            cell[0], cell[1] = cell[0] + ok, cell[1] + 1
             if verbose and mc_letter(text, options) != r["answer"]:
                 print(lang, "MC", r["index"], r["category"], repr(text), "want", r["answer"])
         for r in op:
             text, w = answer(model, tok, decode_image(r["image"]), r["question"])
             weights.append(w)
-            open_right += text == r["answer"]
+            ok = text == r["answer"]
+            open_right += ok
+            cell = by_cat.setdefault(("open", r["category"]), [0, 0])
+            cell[0], cell[1] = cell[0] + ok, cell[1] + 1
             if verbose and text != r["answer"]:
                 print(lang, "open", r["index"], r["category"], repr(text), "want", r["answer"])
         results[lang] = {"mc": mc_right / len(mc), "open": open_right / len(op), "n_mc": len(mc), "n_open": len(op),
-                         "routing": np.mean(weights, axis=0)}
+                         "routing": np.mean(weights, axis=0),
+                         "by_category": {f"{k}/{c}": right / total for (k, c), (right, total) in sorted(by_cat.items())}}
     return results
 
 
 def report(results):
     print("lang  n_mc  mc_acc  n_open  open_acc")
     for lang, r in results.items():
-        print(f"{lang:4s} {r['n_mc']:5d}  {r['mc']:.3f}  {r['n_open']:6d}  {r['open']:.3f}")
+        cats = " ".join(f"{k} {v:.2f}" for k, v in r["by_category"].items())
+        print(f"{lang:4s} {r['n_mc']:5d}  {r['mc']:.3f}  {r['n_open']:6d}  {r['open']:.3f}   {cats}")
     print("mean routing weights (rows: language, columns: expert 0..5)")
     for lang, r in results.items():
         print(f"{lang:4s} " + " ".join(f"{v:.3f}" for v in r["routing"]))

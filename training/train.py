@@ -64,6 +64,7 @@ class Sampler:
             images.append(data.preprocess(scene.pop("image"), IMAGE_SIZE))
             self.scenes.append(scene)
         self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
+        self.seed = seed
         self.rng = np.random.default_rng(seed + 1)
         self.cache = {}
         self.im_end = tok.token_to_id("<|im_end|>")
@@ -81,10 +82,69 @@ class Sampler:
             q = data.sample_question(self.rng, self.scenes[i], lang=lang, mc=bool(self.rng.random() < mc_prob))
             prompts.append(self.ids(data.chat_prompt(q["user"])))
             answers.append(self.ids(q["answer"]) + [self.im_end])
-        return self.pixels[torch.from_numpy(idx)], prompts, answers
+        return torch.from_numpy(idx), prompts, answers
 
 
-def batch_loss(model, pixels, prompts, answers, pad_id):
+def tower_features(model, pixels, batch=256):
+    """hidden_states[select_layer] of the (frozen) CLIP tower for every pool image, before the projector."""
+    feats = []
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch):
+            out = model.model.vision_tower.vision_tower.vision_model(pixel_values=pixels[i:i + batch],
+                                                                     output_hidden_states=True)
+            feats.append(out.hidden_states[model.config.mm_vision_select_layer])
+    return torch.cat(feats)
+
+
+def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0):
+    """Stage 0, standing in for CLIP's own pretraining (Parrot starts from a pretrained, frozen CLIP; none exists
+    here): the tower learns colour, shape and count as classification from its selected layer (CLS row and mean
+    of the patch rows), with linear heads that are thrown away afterwards."""
+    tower = model.model.vision_tower.vision_tower.vision_model
+    d = model.vision_config.hidden_size
+    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(2 * d, len(data.COLOURS)),
+                                 "shape": torch.nn.Linear(2 * d, len(data.SHAPES)),
+                                 "count": torch.nn.Linear(2 * d, len(data.COUNTS))})
+    labels = {"colour": torch.tensor([data.COLOURS.index(s["colour"]) for s in sampler.scenes]),
+              "shape": torch.tensor([data.SHAPES.index(s["shape"]) for s in sampler.scenes]),
+              "count": torch.tensor([data.COUNTS.index(s["count"]) for s in sampler.scenes])}
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = _schedule(opt, steps)
+    rng = np.random.default_rng(sampler.seed + 2)
+    running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(len(sampler.scenes), size=batch_size))
+        hidden = tower(pixel_values=sampler.pixels[idx], output_hidden_states=True).hidden_states
+        h = hidden[model.config.mm_vision_select_layer]
+        pooled = torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
+        loss = 0.0
+        for k, head in heads.items():
+            logits = head(pooled)
+            loss = loss + F.cross_entropy(logits, labels[k][idx])
+            correct[k] += int((logits.argmax(-1) == labels[k][idx]).sum())
+        seen += batch_size
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if (step + 1) % log_every == 0:
+            acc = " ".join(f"{k} {correct[k] / seen:.3f}" for k in heads)
+            print(f"tower step {step + 1}/{steps} loss {running / log_every:.4f} train-acc {acc} "
+                  f"t {time.time() - t0:.0f}s", flush=True)
+            running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+
+
+def _schedule(opt, steps):
+    """Linear warm-up, then cosine down to 10 % of the peak."""
+    warm = max(1, min(100, steps // 10))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) *
+                                             (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+
+
+def batch_loss(model, pixels, prompts, answers, pad_id, tower_feats=None):
     """Batched Parrot forward (same math as prepare_inputs_embeds, with the MoE routed on the prompt tokens only,
     as Parrot's training does) and the answer-token loss."""
     p = prompts[0].index(IMAGE_TOKEN_INDEX)
@@ -97,7 +157,7 @@ def batch_loss(model, pixels, prompts, answers, pad_id):
         ids[b, :len(t)] = torch.tensor(t)
     T = model.model.embed_tokens(ids)
     prompt_mask = torch.arange(L)[None, :] < torch.tensor(n_prompt)[:, None]
-    image = model.encode_images(pixels)
+    image = model.encode_images(pixels) if tower_feats is None else model.model.mm_projector(tower_feats)
     out, w = model.moe(image, T, prompt_mask)
     N = out.shape[1]
     # right padding + causal attention: the pad rows never influence real rows, so no attention mask is needed
@@ -113,7 +173,7 @@ def batch_loss(model, pixels, prompts, answers, pad_id):
     return F.cross_entropy(logits, torch.tensor(targets)), w
 
 
-def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch_size=24, lr=2e-3, pool=12000,
+def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -131,27 +191,36 @@ def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
-    stages = [("align", stage1_steps, ["en"], 0.0, False), ("moe", stage2_steps, data.LANGS, 0.5, True)]
-    for name, steps, langs, mc_prob, use_moe in stages:
+    pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
+    # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
+    feats = None
+    stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
+              ("moe", stage2_steps, data.LANGS, 0.6, True, False, lr)]
+    for name, steps, langs, mc_prob, use_moe, train_tower, stage_lr in stages:
         if steps == 0:
             continue
         model.config.use_moe = use_moe
+        # the tower stays frozen in both stages, as in Parrot, so its features are computed once per pool image
+        model.model.vision_tower.requires_grad_(train_tower)
+        if not train_tower and feats is None:
+            feats = tower_features(model, sampler.pixels)
         if use_moe:
             # experts start at zero output, so the MoE first passes moe_weight*x: the decoder's input RMSNorm is
             # scale-invariant, so stage 2 starts from stage 1's alignment instead of from random image rows
             for expert in model.model.moe_model.experts:
                 torch.nn.init.zeros_(expert.down_proj.weight)
         # stage 1 leaves the MoE out of the graph (use_moe=False returns x); its parameters are not updated
-        params = [p for n, p in model.named_parameters() if use_moe or "moe_model" not in n]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-        warm = min(100, steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) *
-                                                  (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+        params = [p for n, p in model.named_parameters() if p.requires_grad and (use_moe or "moe_model" not in n)]
+        opt = torch.optim.AdamW(params, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
+        sched = _schedule(opt, steps)
         model.train()
         running = 0.0
         for step in range(steps):
-            pixels, prompts, answers = sampler.batch(batch_size, langs, mc_prob)
-            loss, _ = batch_loss(model, pixels, prompts, answers, pad_id)
+            idx, prompts, answers = sampler.batch(batch_size, langs, mc_prob)
+            if feats is None:
+                loss, _ = batch_loss(model, sampler.pixels[idx], prompts, answers, pad_id)
+            else:
+                loss, _ = batch_loss(model, None, prompts, answers, pad_id, tower_feats=feats[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -164,6 +233,7 @@ def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch
                       f"t {time.time() - t0:.0f}s cpu {usage.ru_utime + usage.ru_stime:.0f}s", flush=True)
                 running = 0.0
     model.config.use_moe = True
+    model.requires_grad_(True)
     model.eval()
     model.config._attn_implementation = "eager"
     model.vision_config._attn_implementation = "eager"
@@ -172,7 +242,7 @@ def train(out_dir, threads=2, seed=0, stage1_steps=900, stage2_steps=2700, batch
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = cpu.ru_utime + cpu.ru_stime
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
-        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --stage1-steps "
+        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
                               f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}",
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
@@ -184,12 +254,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "checkpoint"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--stage1-steps", type=int, default=900)
-    ap.add_argument("--stage2-steps", type=int, default=2700)
+    ap.add_argument("--tower-steps", type=int, default=5000)
+    ap.add_argument("--stage1-steps", type=int, default=600)
+    ap.add_argument("--stage2-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=24)
-    ap.add_argument("--pool", type=int, default=12000)
+    ap.add_argument("--pool", type=int, default=20000)
     args = ap.parse_args()
-    train(args.out, threads=args.threads, seed=args.seed, stage1_steps=args.stage1_steps,
+    train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
           stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool)
 
 
