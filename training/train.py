@@ -29,7 +29,7 @@ VISION = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_at
               image_size=IMAGE_SIZE, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=64, num_channels=3)
 LLM = dict(hidden_size=128, intermediate_size=320, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
            hidden_act="silu", max_position_embeddings=1024, rms_norm_eps=1e-6, rope_theta=1e6,
-           tie_word_embeddings=False, use_sliding_window=False, sliding_window=None, max_window_layers=4,
+           tie_word_embeddings=True, use_sliding_window=False, sliding_window=None, max_window_layers=4,
            attention_dropout=0.0, initializer_range=0.02, use_cache=True)
 PARROT = dict(mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="cls_patch",
               mm_patch_merge_type="flat", image_aspect_ratio="pad", num_experts=6, moe_intermediate_size=128,
@@ -53,7 +53,8 @@ def build_model(tok):
 
 
 class Sampler:
-    """Deterministic stream of (pixels uint8, prompt ids, answer ids, meta) from a fixed pool of scenes."""
+    """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
+    each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
     def __init__(self, tok, pool_size, seed):
         rng = np.random.default_rng(seed)
@@ -67,22 +68,37 @@ class Sampler:
         self.seed = seed
         self.rng = np.random.default_rng(seed + 1)
         self.cache = {}
-        self.im_end = tok.token_to_id("<|im_end|>")
 
     def ids(self, text):
         if text not in self.cache:
             self.cache[text] = encode_prompt(self.tok, text)
         return self.cache[text]
 
+    def conversation(self, scene, lang, mc_prob):
+        """-> (ids with one image placeholder, label mask). Parrot's formatter: turns joined by "\n"; labels on
+        each assistant message, its <|im_end|> and (for non-final turns) the "\n" after it."""
+        kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
+        ids, labels = [], []
+        for t, kind in enumerate(kinds):
+            q = data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=bool(self.rng.random() < mc_prob))
+            if t == 0:
+                head = self.ids(data.chat_prompt(q["user"]))
+            else:
+                head = self.ids(f"<|im_start|>user\n{q['user']}<|im_end|>\n<|im_start|>assistant\n")
+            # open answers are taught with a leading space: then the answer's tokens are exactly the tokens of
+            # the same word as a multiple-choice option ("\nA. red"), and with tied embeddings an option word's
+            # input embedding is the output direction the open questions train, which makes matching an option
+            # to what the image shows easy. The reference decoding strips surrounding white space (SPEC).
+            answer = q["answer"] if q["mc"] else " " + q["answer"]
+            tail = self.ids(answer + "<|im_end|>" + ("\n" if t < len(kinds) - 1 else ""))
+            ids += head + tail
+            labels += [False] * len(head) + [True] * len(tail)
+        return ids, labels
+
     def batch(self, size, langs, mc_prob):
         idx = self.rng.integers(len(self.scenes), size=size)
-        prompts, answers = [], []
-        for i in idx:
-            lang = langs[self.rng.integers(len(langs))]
-            q = data.sample_question(self.rng, self.scenes[i], lang=lang, mc=bool(self.rng.random() < mc_prob))
-            prompts.append(self.ids(data.chat_prompt(q["user"])))
-            answers.append(self.ids(q["answer"]) + [self.im_end])
-        return torch.from_numpy(idx), prompts, answers
+        convs = [self.conversation(self.scenes[i], langs[self.rng.integers(len(langs))], mc_prob) for i in idx]
+        return torch.from_numpy(idx), convs
 
 
 def tower_features(model, pixels, batch=256):
@@ -144,36 +160,39 @@ def _schedule(opt, steps):
                                              (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
 
 
-def batch_loss(model, pixels, prompts, answers, pad_id, tower_feats=None):
-    """Batched Parrot forward (same math as prepare_inputs_embeds, with the MoE routed on the prompt tokens only,
-    as Parrot's training does) and the answer-token loss."""
-    p = prompts[0].index(IMAGE_TOKEN_INDEX)
-    assert all(pr.index(IMAGE_TOKEN_INDEX) == p for pr in prompts)  # the chat header before <image> is constant
-    texts = [pr[:p] + pr[p + 1:] + ans for pr, ans in zip(prompts, answers)]
-    n_prompt = [len(pr) - 1 for pr in prompts]
+def batch_loss(model, pixels, convs, pad_id, tower_feats=None):
+    """Batched Parrot forward (same math as prepare_inputs_embeds; the MoE routes on the unlabelled tokens, as
+    Parrot's training does, which for one turn are exactly the prompt tokens inference sees) and the loss on the
+    labelled tokens."""
+    p = convs[0][0].index(IMAGE_TOKEN_INDEX)
+    assert all(ids.index(IMAGE_TOKEN_INDEX) == p for ids, _ in convs)  # the chat header before <image> is constant
+    texts = [ids[:p] + ids[p + 1:] for ids, _ in convs]
+    labels = [lab[:p] + lab[p + 1:] for _, lab in convs]
     L = max(len(t) for t in texts)
     ids = torch.full((len(texts), L), pad_id, dtype=torch.long)
-    for b, t in enumerate(texts):
+    question_mask = torch.zeros((len(texts), L), dtype=torch.bool)
+    for b, (t, lab) in enumerate(zip(texts, labels)):
         ids[b, :len(t)] = torch.tensor(t)
+        question_mask[b, :len(t)] = ~torch.tensor(lab)
     T = model.model.embed_tokens(ids)
-    prompt_mask = torch.arange(L)[None, :] < torch.tensor(n_prompt)[:, None]
     image = model.encode_images(pixels) if tower_feats is None else model.model.mm_projector(tower_feats)
-    out, w = model.moe(image, T, prompt_mask)
+    out, w = model.moe(image, T, question_mask)
     N = out.shape[1]
     # right padding + causal attention: the pad rows never influence real rows, so no attention mask is needed
     embeds = torch.cat([T[:, :p], out, T[:, p:]], dim=1)
     hidden = model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
     rows, cols, targets = [], [], []
-    for b, (n, ans) in enumerate(zip(n_prompt, answers)):
-        for j, tok in enumerate(ans):
-            rows.append(b)
-            cols.append(n + j + N - 1)  # spliced position of the token before answer token j
-            targets.append(tok)
+    for b, (t, lab) in enumerate(zip(texts, labels)):
+        for j, (tok, is_label) in enumerate(zip(t, lab)):
+            if is_label:  # text index j >= p sits at spliced position j + N; it is predicted from j + N - 1
+                rows.append(b)
+                cols.append(j + N - 1)
+                targets.append(tok)
     logits = model.lm_head(hidden[torch.tensor(rows), torch.tensor(cols)])
     return F.cross_entropy(logits, torch.tensor(targets)), w
 
 
-def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
+def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2_steps=2000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -216,11 +235,11 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2
         model.train()
         running = 0.0
         for step in range(steps):
-            idx, prompts, answers = sampler.batch(batch_size, langs, mc_prob)
+            idx, convs = sampler.batch(batch_size, langs, mc_prob)
             if feats is None:
-                loss, _ = batch_loss(model, sampler.pixels[idx], prompts, answers, pad_id)
+                loss, _ = batch_loss(model, sampler.pixels[idx], convs, pad_id)
             else:
-                loss, _ = batch_loss(model, None, prompts, answers, pad_id, tower_feats=feats[idx])
+                loss, _ = batch_loss(model, None, convs, pad_id, tower_feats=feats[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -256,7 +275,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tower-steps", type=int, default=5000)
     ap.add_argument("--stage1-steps", type=int, default=600)
-    ap.add_argument("--stage2-steps", type=int, default=3000)
+    ap.add_argument("--stage2-steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--pool", type=int, default=20000)
     args = ap.parse_args()
