@@ -237,3 +237,55 @@ def test_bf16_save_rounds_weights_only(tmp_path):
     loaded = ParrotQwen2ForCausalLM.from_pretrained(str(tmp_path))
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v.to(torch.bfloat16).float()), k
+
+
+def test_tokenizer_is_qwen2_format(tmp_path):
+    """The trained BPE, saved Qwen1.5-style, loads as transformers' Qwen2Tokenizer and encodes like `tokenizers`."""
+    from transformers import AutoTokenizer
+
+    from training import data
+    from training.tokenizer import QWEN2_SPLIT, SPECIAL_TOKENS, save_qwen2_tokenizer, train_tokenizer
+    tok = train_tokenizer(data.all_texts() * 3, vocab_size=600)
+    save_qwen2_tokenizer(tok, str(tmp_path))
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert spec["normalizer"]["type"] == "NFC"
+    assert spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] == QWEN2_SPLIT
+    assert spec["pre_tokenizer"]["pretokenizers"][1]["type"] == "ByteLevel"
+    # special tokens come after the BPE vocabulary, as in Qwen2
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [tok.get_vocab_size() - 3 + i for i in range(3)]
+    hf = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert type(hf).__name__ in ("Qwen2Tokenizer", "Qwen2TokenizerFast") and hf.eos_token == "<|im_end|>"
+    text = data.chat_prompt("Сколько фигур? 图中有几个图形？ kaç şekil 12 emoji🦜").replace("<image>", "")
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert hf(text, add_special_tokens=False).input_ids == ids
+    assert tok.decode(ids, skip_special_tokens=False) == text
+    assert ids.count(tok.token_to_id("<|im_start|>")) == 3
+
+
+def test_heldout_tsv_layout(tmp_path):
+    """Held-out files: SPEC's MMMB columns, decodable PNGs, shared-image indices, the same letters per language."""
+    import base64
+    import csv
+    import io
+
+    from PIL import Image
+
+    from training import data
+    from training.make_heldout import MC_COLUMNS, write_heldout
+    write_heldout(str(tmp_path), n_scenes=4, seed=7)
+    answers = {}
+    for lang in data.LANGS:
+        with open(tmp_path / f"mmmb_tiny_{data.MMMB_FILE_CODE[lang]}.tsv", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        assert list(rows[0].keys()) == MC_COLUMNS and len(rows) == 12
+        for r in rows:
+            assert r["answer"] in "ABCD" and r[r["answer"]] != ""
+            assert all(r[k] in data.WORDS[lang].values() for k in "ABCD" if r[k])
+            if len(r["image"]) <= 64:
+                assert rows[int(r["image"])]["image"] and len(rows[int(r["image"])]["image"]) > 64
+            else:
+                Image.open(io.BytesIO(base64.b64decode(r["image"]))).verify()
+        answers[lang] = [r["answer"] for r in rows]
+        prompt = data.mmmb_prompt(rows[0]["question"], {k: rows[0][k] for k in "ABCD"}, lang)
+        assert prompt.endswith("\n" + data.MC_INSTRUCTION[lang]) and "\nA. " in prompt
+    assert all(a == answers["en"] for a in answers.values())

@@ -407,7 +407,12 @@ def _load_tensors(load_dir):
 
 
 def save_tokenizer(tokenizer, save_dir):
-    """Write tokenizer.json, tokenizer_config.json, vocab.json and merges.txt (Qwen2TokenizerFast layout)."""
+    """Write tokenizer.json, tokenizer_config.json, vocab.json and merges.txt (Qwen2TokenizerFast layout).
+    `tokenizer`: a `tokenizers.Tokenizer` (written Qwen1.5-style by training.tokenizer) or a transformers one."""
+    if not hasattr(tokenizer, "save_pretrained"):
+        from training.tokenizer import save_qwen2_tokenizer
+        save_qwen2_tokenizer(tokenizer, save_dir)
+        return
     tokenizer.save_pretrained(save_dir)
     with open(os.path.join(save_dir, "tokenizer.json"), encoding="utf-8") as f:
         model = json.load(f)["model"]

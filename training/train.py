@@ -1,0 +1,287 @@
+"""Train the shipped tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
+
+    python -m training.train --threads 2            # writes training/checkpoint/
+
+Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
+instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
+here). Loss: cross-entropy on the answer tokens and the closing <|im_end|>, prompts in Parrot's chat format.
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import CLIPVisionConfig, Qwen2Config
+
+from training import data
+from training.modeling_parrot import IMAGE_TOKEN_INDEX, ParrotQwen2ForCausalLM
+from training.tokenizer import SPECIAL_TOKENS, encode_prompt, train_tokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+IMAGE_SIZE = 64
+VISION = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, patch_size=8,
+              image_size=IMAGE_SIZE, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=64, num_channels=3)
+LLM = dict(hidden_size=128, intermediate_size=320, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+           hidden_act="silu", max_position_embeddings=1024, rms_norm_eps=1e-6, rope_theta=1e6,
+           tie_word_embeddings=True, use_sliding_window=False, sliding_window=None, max_window_layers=4,
+           attention_dropout=0.0, initializer_range=0.02, use_cache=True)
+PARROT = dict(mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="cls_patch",
+              mm_patch_merge_type="flat", image_aspect_ratio="pad", num_experts=6, moe_intermediate_size=128,
+              use_moe=True, use_moe_residual=True, moe_weight=0.1, moe_top_k=6,
+              mm_vision_tower="parrot-tiny/clip-vit-tiny-patch8-64")
+
+
+def build_model(tok):
+    # Qwen checkpoints pad the embedding matrix past the tokenizer's size; do the same (multiple of 64).
+    vocab = int(math.ceil(tok.get_vocab_size() / 64) * 64)
+    config = Qwen2Config(vocab_size=vocab, bos_token_id=None, eos_token_id=tok.token_to_id("<|im_end|>"),
+                         mm_hidden_size=VISION["hidden_size"], moe_hidden_size=LLM["hidden_size"], **LLM, **PARROT)
+    config._attn_implementation = "sdpa"  # training speed; the saved checkpoint is implementation-independent
+    vision = CLIPVisionConfig(**VISION)
+    vision._attn_implementation = "sdpa"
+    model = ParrotQwen2ForCausalLM(config, vision)
+    # nn.Linear's default init for the modules Parrot adds; a larger gate init makes routing language-sensitive
+    # from the start (the gate sees only the attention-pooled text embeddings).
+    torch.nn.init.normal_(model.model.moe_model.gate.weight, std=2.0)
+    return model
+
+
+class Sampler:
+    """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
+    each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
+
+    def __init__(self, tok, pool_size, seed):
+        rng = np.random.default_rng(seed)
+        self.tok = tok
+        self.scenes, images = [], []
+        for _ in range(pool_size):
+            scene = data.random_scene(rng)
+            images.append(data.preprocess(scene.pop("image"), IMAGE_SIZE))
+            self.scenes.append(scene)
+        self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
+        self.seed = seed
+        self.rng = np.random.default_rng(seed + 1)
+        self.cache = {}
+
+    def ids(self, text):
+        if text not in self.cache:
+            self.cache[text] = encode_prompt(self.tok, text)
+        return self.cache[text]
+
+    def conversation(self, scene, lang, mc_prob):
+        """-> (ids with one image placeholder, label mask). Parrot's formatter: turns joined by "\n"; labels on
+        each assistant message, its <|im_end|> and (for non-final turns) the "\n" after it."""
+        kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
+        ids, labels = [], []
+        for t, kind in enumerate(kinds):
+            q = data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=bool(self.rng.random() < mc_prob))
+            if t == 0:
+                head = self.ids(data.chat_prompt(q["user"]))
+            else:
+                head = self.ids(f"<|im_start|>user\n{q['user']}<|im_end|>\n<|im_start|>assistant\n")
+            # open answers are taught with a leading space: then the answer's tokens are exactly the tokens of
+            # the same word as a multiple-choice option ("\nA. red"), and with tied embeddings an option word's
+            # input embedding is the output direction the open questions train, which makes matching an option
+            # to what the image shows easy. The reference decoding strips surrounding white space (SPEC).
+            answer = q["answer"] if q["mc"] else " " + q["answer"]
+            tail = self.ids(answer + "<|im_end|>" + ("\n" if t < len(kinds) - 1 else ""))
+            ids += head + tail
+            labels += [False] * len(head) + [True] * len(tail)
+        return ids, labels
+
+    def batch(self, size, langs, mc_prob):
+        idx = self.rng.integers(len(self.scenes), size=size)
+        convs = [self.conversation(self.scenes[i], langs[self.rng.integers(len(langs))], mc_prob) for i in idx]
+        return torch.from_numpy(idx), convs
+
+
+def tower_features(model, pixels, batch=256):
+    """hidden_states[select_layer] of the (frozen) CLIP tower for every pool image, before the projector."""
+    feats = []
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch):
+            out = model.model.vision_tower.vision_tower.vision_model(pixel_values=pixels[i:i + batch],
+                                                                     output_hidden_states=True)
+            feats.append(out.hidden_states[model.config.mm_vision_select_layer])
+    return torch.cat(feats)
+
+
+def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0):
+    """Stage 0, standing in for CLIP's own pretraining (Parrot starts from a pretrained, frozen CLIP; none exists
+    here): the tower learns colour, shape and count as classification from its selected layer (CLS row and mean
+    of the patch rows), with linear heads that are thrown away afterwards."""
+    tower = model.model.vision_tower.vision_tower.vision_model
+    d = model.vision_config.hidden_size
+    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(2 * d, len(data.COLOURS)),
+                                 "shape": torch.nn.Linear(2 * d, len(data.SHAPES)),
+                                 "count": torch.nn.Linear(2 * d, len(data.COUNTS))})
+    labels = {"colour": torch.tensor([data.COLOURS.index(s["colour"]) for s in sampler.scenes]),
+              "shape": torch.tensor([data.SHAPES.index(s["shape"]) for s in sampler.scenes]),
+              "count": torch.tensor([data.COUNTS.index(s["count"]) for s in sampler.scenes])}
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = _schedule(opt, steps)
+    rng = np.random.default_rng(sampler.seed + 2)
+    running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(len(sampler.scenes), size=batch_size))
+        hidden = tower(pixel_values=sampler.pixels[idx], output_hidden_states=True).hidden_states
+        h = hidden[model.config.mm_vision_select_layer]
+        pooled = torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
+        loss = 0.0
+        for k, head in heads.items():
+            logits = head(pooled)
+            loss = loss + F.cross_entropy(logits, labels[k][idx])
+            correct[k] += int((logits.argmax(-1) == labels[k][idx]).sum())
+        seen += batch_size
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if (step + 1) % log_every == 0:
+            acc = " ".join(f"{k} {correct[k] / seen:.3f}" for k in heads)
+            print(f"tower step {step + 1}/{steps} loss {running / log_every:.4f} train-acc {acc} "
+                  f"t {time.time() - t0:.0f}s", flush=True)
+            running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+
+
+def _schedule(opt, steps):
+    """Linear warm-up, then cosine down to 10 % of the peak."""
+    warm = max(1, min(100, steps // 10))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) *
+                                             (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+
+
+def batch_loss(model, pixels, convs, pad_id, tower_feats=None):
+    """Batched Parrot forward (same math as prepare_inputs_embeds; the MoE routes on the unlabelled tokens, as
+    Parrot's training does, which for one turn are exactly the prompt tokens inference sees) and the loss on the
+    labelled tokens."""
+    p = convs[0][0].index(IMAGE_TOKEN_INDEX)
+    assert all(ids.index(IMAGE_TOKEN_INDEX) == p for ids, _ in convs)  # the chat header before <image> is constant
+    texts = [ids[:p] + ids[p + 1:] for ids, _ in convs]
+    labels = [lab[:p] + lab[p + 1:] for _, lab in convs]
+    L = max(len(t) for t in texts)
+    ids = torch.full((len(texts), L), pad_id, dtype=torch.long)
+    question_mask = torch.zeros((len(texts), L), dtype=torch.bool)
+    for b, (t, lab) in enumerate(zip(texts, labels)):
+        ids[b, :len(t)] = torch.tensor(t)
+        question_mask[b, :len(t)] = ~torch.tensor(lab)
+    T = model.model.embed_tokens(ids)
+    image = model.encode_images(pixels) if tower_feats is None else model.model.mm_projector(tower_feats)
+    out, w = model.moe(image, T, question_mask)
+    N = out.shape[1]
+    # right padding + causal attention: the pad rows never influence real rows, so no attention mask is needed
+    embeds = torch.cat([T[:, :p], out, T[:, p:]], dim=1)
+    hidden = model.model(inputs_embeds=embeds, use_cache=False).last_hidden_state
+    rows, cols, targets = [], [], []
+    for b, (t, lab) in enumerate(zip(texts, labels)):
+        for j, (tok, is_label) in enumerate(zip(t, lab)):
+            if is_label:  # text index j >= p sits at spliced position j + N; it is predicted from j + N - 1
+                rows.append(b)
+                cols.append(j + N - 1)
+                targets.append(tok)
+    logits = model.lm_head(hidden[torch.tensor(rows), torch.tensor(cols)])
+    return F.cross_entropy(logits, torch.tensor(targets)), w
+
+
+def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2_steps=2000, batch_size=24, lr=2e-3, pool=20000,
+          log_every=50):
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0 = time.time()
+    # tokenizer corpus: every template string plus sampled full conversations
+    rng = np.random.default_rng(seed + 100)
+    corpus = data.all_texts() * 5
+    for _ in range(3000):
+        scene = data.random_scene(rng)
+        q = data.sample_question(rng, scene)
+        corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
+    tok = train_tokenizer(corpus, vocab_size=1024)
+    model = build_model(tok)
+    sampler = Sampler(tok, pool, seed + 200)
+    pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
+    print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
+
+    pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
+    # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
+    feats = None
+    stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
+              ("moe", stage2_steps, data.LANGS, 0.6, True, False, lr)]
+    for name, steps, langs, mc_prob, use_moe, train_tower, stage_lr in stages:
+        if steps == 0:
+            continue
+        model.config.use_moe = use_moe
+        # the tower stays frozen in both stages, as in Parrot, so its features are computed once per pool image
+        model.model.vision_tower.requires_grad_(train_tower)
+        if not train_tower and feats is None:
+            feats = tower_features(model, sampler.pixels)
+        if use_moe:
+            # experts start at zero output, so the MoE first passes moe_weight*x: the decoder's input RMSNorm is
+            # scale-invariant, so stage 2 starts from stage 1's alignment instead of from random image rows
+            for expert in model.model.moe_model.experts:
+                torch.nn.init.zeros_(expert.down_proj.weight)
+        # stage 1 leaves the MoE out of the graph (use_moe=False returns x); its parameters are not updated
+        params = [p for n, p in model.named_parameters() if p.requires_grad and (use_moe or "moe_model" not in n)]
+        opt = torch.optim.AdamW(params, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
+        sched = _schedule(opt, steps)
+        model.train()
+        running = 0.0
+        for step in range(steps):
+            idx, convs = sampler.batch(batch_size, langs, mc_prob)
+            if feats is None:
+                loss, _ = batch_loss(model, sampler.pixels[idx], convs, pad_id)
+            else:
+                loss, _ = batch_loss(model, None, convs, pad_id, tower_feats=feats[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            running += loss.item()
+            if (step + 1) % log_every == 0:
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                print(f"{name} step {step + 1}/{steps} loss {running / log_every:.4f} "
+                      f"t {time.time() - t0:.0f}s cpu {usage.ru_utime + usage.ru_stime:.0f}s", flush=True)
+                running = 0.0
+    model.config.use_moe = True
+    model.requires_grad_(True)
+    model.eval()
+    model.config._attn_implementation = "eager"
+    model.vision_config._attn_implementation = "eager"
+    model.save_pretrained(out_dir, vision_inside=True, tokenizer=tok, dtype=torch.float32)
+    elapsed = time.time() - t0
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = cpu.ru_utime + cpu.ru_stime
+    with open(os.path.join(out_dir, "training_info.json"), "w") as f:
+        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
+                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}",
+                   "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
+    print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
+    return model, tok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(HERE, "checkpoint"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tower-steps", type=int, default=5000)
+    ap.add_argument("--stage1-steps", type=int, default=600)
+    ap.add_argument("--stage2-steps", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--pool", type=int, default=20000)
+    args = ap.parse_args()
+    train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
+          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool)
+
+
+if __name__ == "__main__":
+    main()
