@@ -10,6 +10,9 @@ one build runs on any x86-64 (or aarch64) CPU. There is no ``-march=native``.
 Environment switches:
   PARROT_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer (see README, "Sanitizers")
   PARROT_DEBUG=1     -O0 -g
+  PARROT_EMULATE_AVX512=1  for developers on CPUs without AVX-512: compile kernels_avx512.c against SIMDe's
+                     portable AVX-512 (Debian libsimde-dev) and offer it as the "avx512" table, so the code
+                     that runs on AVX-512 + BF16 + VNNI machines can be tested anywhere (slow; never ship it)
 """
 import glob
 import os
@@ -58,6 +61,8 @@ def isa_flags(path):
     if base.endswith("_avx2.c"):
         return ["-mavx2", "-mfma", "-mf16c"] if x86 else None
     if base.endswith("_avx512.c"):
+        if os.environ.get("PARROT_EMULATE_AVX512"):
+            return ["-mavx2", "-mfma", "-mf16c", "-DPR_EMULATE_AVX512"] if x86 else None
         return (["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni",
                  "-mavx2", "-mfma", "-mf16c"] if x86 else None)
     if base.endswith("_neon.c"):
@@ -112,6 +117,8 @@ def make_extension():
         cflags += ["-O0", "-g"]
     else:
         cflags += ["-O3"]
+    if os.environ.get("PARROT_EMULATE_AVX512"):
+        macros.append(("PR_EMULATE_AVX512", "1"))
     # runtime search path so the OpenBLAS variant we compiled against is the one we load
     ldflags += [f"-Wl,-rpath,{d}" for d in library_dirs]
     depends = glob.glob(os.path.join("csrc", "**", "*.h"), recursive=True)

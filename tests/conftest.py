@@ -39,3 +39,12 @@ def make_qwen2(tmp_dir, *, seed=0, vocab=211, hidden=64, layers=2, heads=4, kv_h
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """With PARROT_TEST_TRACE=FILE (set by .ci/run), the test that is starting is written there first, so a
+    run that dies without a report (a signal, os._exit in a library) still says where it was."""
+    path = os.environ.get("PARROT_TEST_TRACE")
+    if path:
+        with open(path, "w") as f:
+            f.write(nodeid + "\n")

@@ -14,6 +14,9 @@ static const pr_kernels *table_for(const char *isa) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")
                    ? &pr_kernels_avx2 : NULL;
     if (!strcmp(isa, "avx512")) {
+#ifdef PR_EMULATE_AVX512
+        return &pr_kernels_avx512_bf16; /* SIMDe, developer builds only (setup.py) */
+#endif
         if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")))

@@ -5,11 +5,15 @@
  * setup.py compiles this file with -mavx512bf16 -mavx512vnni; so that the compiler cannot slip those
  * instructions into code meant for plain AVX-512 CPUs (Skylake-X), everything outside the marked bf16/VNNI
  * section is compiled with them switched off. */
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(PR_EMULATE_AVX512)
 #pragma GCC push_options
 #pragma GCC target("no-avx512bf16,no-avx512vnni")
 #endif
+#ifdef PR_EMULATE_AVX512
+#include "kernels/avx512_emulated.h"
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
 
 #include "kernels/kernels.h"
@@ -266,7 +270,7 @@ const pr_kernels pr_kernels_avx512 = {
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
 
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(PR_EMULATE_AVX512)
 #pragma GCC pop_options
 #endif
 

@@ -303,14 +303,28 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
         import ray
     except ImportError:
         raise ImportError("--ray needs Ray Data: pip install 'parrot[ray]' (ray[data], pandas)") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
+        # ray.init replaces the process's SIGTERM handler with one that exits with status 1; a Ray that parrot
+        # starts is parrot's to stop, and the caller's handlers come back afterwards
+        import signal
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         ray.init(address=ray_address)
-    ds = ray_dataset(groups, spec, max_new_tokens, reference_jpeg, workers)
-    for row in ds.iter_rows():
-        rec = json.loads(row["record"])
-        if "_worker_error" in rec:
-            raise WorkerError(f"a Ray worker could not start: {rec['_worker_error']}")
-        yield rec
+    try:
+        ds = ray_dataset(groups, spec, max_new_tokens, reference_jpeg, workers)
+        for row in ds.iter_rows():
+            rec = json.loads(row["record"])
+            if "_worker_error" in rec:
+                raise WorkerError(f"a Ray worker could not start: {rec['_worker_error']}")
+            yield rec
+    finally:
+        if started:
+            ray.shutdown()
+            import threading
+            if threading.current_thread() is threading.main_thread():  # signal.signal's own rule
+                for sig, h in handlers.items():
+                    if h is not None:
+                        signal.signal(sig, h)
 
 
 def run_tasks(groups: List[List[dict]], spec: ModelSpec, *, max_new_tokens: int, reference_jpeg: bool,
