@@ -63,6 +63,11 @@ static void long_call_end(int installed) {
     if (installed) {
         sigaction(SIGINT, &previous_sigint, NULL);
         sigint_installed = 0;
+        /* A SIGINT that lands after the work finished has already reached Python's handler (chained above),
+         * which raises KeyboardInterrupt once; the core's flag must not outlive the call, or the next call
+         * would stop at once with a second KeyboardInterrupt for the same Ctrl-C. raise_error() reads the
+         * call's own error code, not the flag. */
+        pr_interrupt_clear();
     }
 }
 
