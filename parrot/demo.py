@@ -1,14 +1,19 @@
-"""``parrot demo``: a few pictures of simple coloured shapes, each asked about in the six MMMB languages, with
-the answer, the MoE's routing weights per question and the time taken.
+"""``parrot demo``: pictures of simple coloured shapes, each asked about in the six MMMB languages (an open
+question and an MMMB-style multiple-choice question), with the answer, the MoE's routing weights per question
+and the time taken.
 
-It uses the default model. Without one (no ``$PARROT_MODEL`` and no model shipped in the package yet) it
-builds a small *random* Parrot on the spot — random weights and a byte-level tokenizer written as a Hugging
-Face checkpoint with numpy alone, then converted — so the whole pipeline runs, but its answers are
-meaningless noise.
+It uses the default model: the tiny Parrot that ships in the package (``parrot/models``, trained by
+``training/train.py`` on exactly this world of shapes, colours and counts), or ``$PARROT_MODEL``. Without any
+model it builds a small *random* Parrot on the spot (numpy only) so the pipeline still runs, and says that its
+answers are noise.
+
+The vocabulary below (colours, shapes, counts, their words and the questions in six languages) is the shipped
+model's world; ``training/data.py`` imports it from here, so the demo asks exactly what the model was taught.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -17,35 +22,126 @@ from typing import IO, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["QUESTIONS", "shape_images", "make_random_model", "write_random_checkpoint", "default_or_random_model", "run"]
+__all__ = ["LANGS", "SHAPES", "COLOURS", "COUNTS", "KINDS", "COLOUR_RGB", "WORDS", "QUESTIONS", "DemoScene",
+           "SCENES", "draw_scene", "mc_prompt", "make_random_model", "write_random_checkpoint",
+           "default_or_random_model", "run"]
 
-#: "What colour is the shape in the picture?" in the six MMMB languages
-QUESTIONS: Dict[str, str] = {
-    "en": "What colour is the shape in the picture?",
-    "zh": "图片中的形状是什么颜色？",
-    "pt": "Qual é a cor da forma na imagem?",
-    "ar": "ما لون الشكل في الصورة؟",
-    "tr": "Resimdeki şeklin rengi nedir?",
-    "ru": "Какого цвета фигура на картинке?",
+#: The six MMMB languages (MMMB's file suffix for Chinese is ``_cn``).
+LANGS = ["en", "zh", "pt", "ar", "tr", "ru"]
+SHAPES = ["circle", "square", "triangle", "star"]
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+COUNTS = [1, 2, 3, 4]
+#: What a question asks about.
+KINDS = ["colour", "shape", "count"]
+
+COLOUR_RGB = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220), "yellow": (240, 220, 30),
+              "purple": (140, 40, 180), "orange": (250, 140, 20)}
+
+#: The answer words, per language.
+WORDS: Dict[str, Dict[object, str]] = {
+    "en": {"red": "red", "green": "green", "blue": "blue", "yellow": "yellow", "purple": "purple", "orange": "orange",
+           "circle": "circle", "square": "square", "triangle": "triangle", "star": "star",
+           1: "one", 2: "two", 3: "three", 4: "four"},
+    "zh": {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
+           "circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形",
+           1: "一", 2: "二", 3: "三", 4: "四"},
+    "pt": {"red": "vermelho", "green": "verde", "blue": "azul", "yellow": "amarelo", "purple": "roxo",
+           "orange": "laranja", "circle": "círculo", "square": "quadrado", "triangle": "triângulo", "star": "estrela",
+           1: "um", 2: "dois", 3: "três", 4: "quatro"},
+    "ar": {"red": "أحمر", "green": "أخضر", "blue": "أزرق", "yellow": "أصفر", "purple": "بنفسجي", "orange": "برتقالي",
+           "circle": "دائرة", "square": "مربع", "triangle": "مثلث", "star": "نجمة",
+           1: "واحد", 2: "اثنان", 3: "ثلاثة", 4: "أربعة"},
+    "tr": {"red": "kırmızı", "green": "yeşil", "blue": "mavi", "yellow": "sarı", "purple": "mor", "orange": "turuncu",
+           "circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız",
+           1: "bir", 2: "iki", 3: "üç", 4: "dört"},
+    "ru": {"red": "красный", "green": "зелёный", "blue": "синий", "yellow": "жёлтый", "purple": "фиолетовый",
+           "orange": "оранжевый", "circle": "круг", "square": "квадрат", "triangle": "треугольник", "star": "звезда",
+           1: "один", 2: "два", 3: "три", 4: "четыре"},
+}
+
+#: The questions, per language and kind.
+QUESTIONS: Dict[str, Dict[str, str]] = {
+    "en": {"colour": "What color are the shapes in the image?", "shape": "What shape are the objects in the image?",
+           "count": "How many shapes are in the image?"},
+    "zh": {"colour": "图中的图形是什么颜色？", "shape": "图中的物体是什么形状？", "count": "图中有几个图形？"},
+    "pt": {"colour": "De que cor são as formas na imagem?", "shape": "Qual é a forma dos objetos na imagem?",
+           "count": "Quantas formas há na imagem?"},
+    "ar": {"colour": "ما لون الأشكال في الصورة؟", "shape": "ما شكل الأجسام في الصورة؟", "count": "كم عدد الأشكال في الصورة؟"},
+    "tr": {"colour": "Resimdeki şekiller ne renk?", "shape": "Resimdeki nesneler hangi şekilde?",
+           "count": "Resimde kaç şekil var?"},
+    "ru": {"colour": "Какого цвета фигуры на изображении?", "shape": "Какой формы объекты на изображении?",
+           "count": "Сколько фигур на изображении?"},
 }
 
 
-def shape_images(size: int = 96) -> List[Tuple[str, np.ndarray]]:
-    """(name, H×W×3 uint8) pictures: a red circle, a blue square and a green triangle on white."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    c, r = size / 2, size * 0.32
-    masks = {
-        "red circle": (x - c) ** 2 + (y - c) ** 2 <= r * r,
-        "blue square": (np.abs(x - c) <= r) & (np.abs(y - c) <= r),
-        "green triangle": (y >= size * 0.2) & (y <= size * 0.8) & (np.abs(x - c) <= (y - size * 0.2) * 0.6),
-    }
-    colours = {"red circle": (220, 30, 30), "blue square": (30, 60, 220), "green triangle": (30, 170, 60)}
-    out = []
-    for name, mask in masks.items():
-        img = np.full((size, size, 3), 255, np.uint8)
-        img[mask] = colours[name]
-        out.append((name, img))
-    return out
+class DemoScene:
+    """A picture of ``count`` objects of one shape and colour, plus which question kinds the demo asks."""
+
+    def __init__(self, shape: str, colour: str, count: int, background: Tuple[int, int, int], open_kind: str,
+                 mc_kind: str, options: List[object]):
+        self.shape, self.colour, self.count, self.background = shape, colour, count, background
+        self.open_kind, self.mc_kind, self.options = open_kind, mc_kind, options
+
+    @property
+    def name(self) -> str:
+        return f"{self.count} {self.colour} {self.shape}{'s' if self.count > 1 else ''}"
+
+    def truth(self, kind: str) -> object:
+        return {"colour": self.colour, "shape": self.shape, "count": self.count}[kind]
+
+
+SCENES = [
+    DemoScene("circle", "red", 2, (245, 245, 245), "colour", "count", [3, 2, 4, 1]),
+    DemoScene("square", "blue", 1, (215, 230, 245), "shape", "colour", ["green", "yellow", "blue", "red"]),
+    DemoScene("triangle", "green", 3, (60, 60, 60), "count", "shape", ["triangle", "star", "circle", "square"]),
+    DemoScene("star", "orange", 4, (235, 225, 200), "shape", "colour", ["purple", "orange", "red"]),
+]
+
+
+def _polygon_mask(xs: np.ndarray, ys: np.ndarray, pts: List[Tuple[float, float]]) -> np.ndarray:
+    """Pixels whose centres lie inside the polygon (even-odd rule)."""
+    inside = np.zeros(xs.shape, bool)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
+        crosses = (y0 > ys) != (y1 > ys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xint = x0 + (ys - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xs < xint)
+    return inside
+
+
+def draw_scene(scene: DemoScene, width: int = 96, height: int = 84) -> np.ndarray:
+    """H×W×3 uint8: the scene's objects at fixed, non-overlapping places (the sizes the model was trained on)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    img = np.empty((height, width, 3), np.uint8)
+    img[:] = scene.background
+    side = min(width, height)
+    r = side * (0.14 if scene.count > 2 else 0.18)
+    spots = {1: [(0.5, 0.5)], 2: [(0.28, 0.35), (0.7, 0.65)], 3: [(0.25, 0.3), (0.72, 0.3), (0.5, 0.72)],
+             4: [(0.27, 0.28), (0.73, 0.28), (0.27, 0.72), (0.73, 0.72)]}[scene.count]
+    for k, (fx, fy) in enumerate(spots):
+        cx, cy = fx * width, fy * height
+        if scene.shape == "circle":
+            mask = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+        elif scene.shape == "square":
+            mask = (np.abs(xs - cx) <= r * 0.85) & (np.abs(ys - cy) <= r * 0.85)
+        elif scene.shape == "triangle":
+            a = -math.pi / 2 + 0.3 * k
+            mask = _polygon_mask(xs, ys, [(cx + r * math.cos(a + j * 2 * math.pi / 3),
+                                           cy + r * math.sin(a + j * 2 * math.pi / 3)) for j in range(3)])
+        else:
+            a = -math.pi / 2 + 0.2 * k
+            mask = _polygon_mask(xs, ys, [(cx + (r if j % 2 == 0 else r * 0.45) * math.cos(a + j * math.pi / 5),
+                                           cy + (r if j % 2 == 0 else r * 0.45) * math.sin(a + j * math.pi / 5))
+                                          for j in range(10)])
+        img[mask] = COLOUR_RGB[scene.colour]
+    return img
+
+
+def mc_prompt(question: str, options: List[str], lang: str) -> str:
+    """The MMMB multiple-choice prompt (SPEC): question, ``\nA. option`` lines, ``\n`` + the instruction."""
+    from parrot.evaluate.prompts import EN_INSTRUCTION, INSTRUCTIONS
+    text = question + "".join(f"\n{letter}. {o}" for letter, o in zip("ABCD", options))
+    return text + "\n" + INSTRUCTIONS.get(lang, EN_INSTRUCTION)
 
 
 # ---- a random model without torch
@@ -203,24 +299,39 @@ def default_or_random_model(out: IO[str] = sys.stdout) -> "Tuple[object, bool]":
 def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.stdout) -> int:
     """Runs the demo on ``model`` (default: the default model, else a random one built on the spot)."""
     random_model = False
+    t_start = time.perf_counter()
     if model is None:
         model, random_model = default_or_random_model(out)
     print(f"model: {model}\n", file=out)
-    for name, img in shape_images():
-        print(f"== {name}", file=out)
-        for lang, q in QUESTIONS.items():
-            t0 = time.perf_counter()
-            r = model.run(img, q, max_new_tokens=max_new_tokens)  # type: ignore[attr-defined]
-            dt = time.perf_counter() - t0
-            answer = r.text.replace("\n", " ")
-            if random_model:
-                # noise bytes: show printable characters only
-                answer = "".join(c if c.isprintable() and c != "\ufffd" else "·" for c in answer)[:48]
-            cached = ", image cached" if r.image_cache_hit else ""
-            print(f"  [{lang}] {q}\n       → {answer}\n       routing {_bars(r.routing)}   "
-                  f"({dt * 1000:.0f} ms{cached})", file=out)
+    right = asked = 0
+    for scene in SCENES:
+        img = draw_scene(scene)
+        print(f"== {scene.name}", file=out)
+        for lang in LANGS:
+            words = WORDS[lang]
+            for kind, mc in ((scene.open_kind, False), (scene.mc_kind, True)):
+                question = QUESTIONS[lang][kind]
+                if mc:
+                    options = [words[o] for o in scene.options]
+                    prompt, want = mc_prompt(question, options, lang), "ABCD"[scene.options.index(scene.truth(kind))]
+                else:
+                    prompt, want = question, words[scene.truth(kind)]
+                t0 = time.perf_counter()
+                r = model.run(img, prompt, max_new_tokens=max_new_tokens)  # type: ignore[attr-defined]
+                dt = time.perf_counter() - t0
+                answer = r.text.replace("\n", " ")
+                if random_model:
+                    # noise bytes: show printable characters only
+                    answer = "".join(c if c.isprintable() and c != "\ufffd" else "·" for c in answer)[:48]
+                asked += 1
+                right += answer == want
+                shown = prompt.replace("\n", " | ")
+                print(f"  [{lang}] {shown}\n       → {answer}{'' if answer == want else f'   (expected {want})'}"
+                      f"\n       routing {_bars(r.routing)}   ({dt * 1000:.1f} ms"
+                      f"{', image cached' if r.image_cache_hit else ''})", file=out)
         print(file=out)
     info = model.image_cache_info()  # type: ignore[attr-defined]
+    print(f"{right}/{asked} answers as expected; {time.perf_counter() - t_start:.2f} s in all", file=out)
     print(f"image-feature cache: {info.hits} hits, {info.misses} misses, "
           f"{info.seconds_saved * 1000:.0f} ms of vision + expert work saved", file=out)
     if random_model:

@@ -12,53 +12,15 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-LANGS = ["en", "zh", "pt", "ar", "tr", "ru"]
+from parrot.demo import COLOUR_RGB, COLOURS, COUNTS, KINDS, LANGS, QUESTIONS, SHAPES, WORDS  # noqa: E402,F401
+# ^ the shipped model's world (colours, shapes, counts, their words and the questions in six languages) is
+#   defined once, in the package, where `parrot demo` asks about it
+
 MMMB_FILE_CODE = {"en": "en", "zh": "cn", "pt": "pt", "ar": "ar", "tr": "tr", "ru": "ru"}  # MMMB names zh "cn"
 
-SHAPES = ["circle", "square", "triangle", "star"]
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
-COUNTS = [1, 2, 3, 4]
-KINDS = ["colour", "shape", "count"]
-
-COLOUR_RGB = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220), "yellow": (240, 220, 30),
-              "purple": (140, 40, 180), "orange": (250, 140, 20)}
 # neutral or pastel backgrounds, far from every object colour
 BACKGROUNDS = [(245, 245, 245), (200, 200, 200), (235, 225, 200), (215, 230, 245), (60, 60, 60), (20, 20, 20),
                (225, 240, 225), (245, 225, 235)]
-
-WORDS = {
-    "en": {"red": "red", "green": "green", "blue": "blue", "yellow": "yellow", "purple": "purple", "orange": "orange",
-           "circle": "circle", "square": "square", "triangle": "triangle", "star": "star",
-           1: "one", 2: "two", 3: "three", 4: "four"},
-    "zh": {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
-           "circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形",
-           1: "一", 2: "二", 3: "三", 4: "四"},
-    "pt": {"red": "vermelho", "green": "verde", "blue": "azul", "yellow": "amarelo", "purple": "roxo",
-           "orange": "laranja", "circle": "círculo", "square": "quadrado", "triangle": "triângulo", "star": "estrela",
-           1: "um", 2: "dois", 3: "três", 4: "quatro"},
-    "ar": {"red": "أحمر", "green": "أخضر", "blue": "أزرق", "yellow": "أصفر", "purple": "بنفسجي", "orange": "برتقالي",
-           "circle": "دائرة", "square": "مربع", "triangle": "مثلث", "star": "نجمة",
-           1: "واحد", 2: "اثنان", 3: "ثلاثة", 4: "أربعة"},
-    "tr": {"red": "kırmızı", "green": "yeşil", "blue": "mavi", "yellow": "sarı", "purple": "mor", "orange": "turuncu",
-           "circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız",
-           1: "bir", 2: "iki", 3: "üç", 4: "dört"},
-    "ru": {"red": "красный", "green": "зелёный", "blue": "синий", "yellow": "жёлтый", "purple": "фиолетовый",
-           "orange": "оранжевый", "circle": "круг", "square": "квадрат", "triangle": "треугольник", "star": "звезда",
-           1: "один", 2: "два", 3: "три", 4: "четыре"},
-}
-
-QUESTIONS = {
-    "en": {"colour": "What color are the shapes in the image?", "shape": "What shape are the objects in the image?",
-           "count": "How many shapes are in the image?"},
-    "zh": {"colour": "图中的图形是什么颜色？", "shape": "图中的物体是什么形状？", "count": "图中有几个图形？"},
-    "pt": {"colour": "De que cor são as formas na imagem?", "shape": "Qual é a forma dos objetos na imagem?",
-           "count": "Quantas formas há na imagem?"},
-    "ar": {"colour": "ما لون الأشكال في الصورة؟", "shape": "ما شكل الأجسام في الصورة؟", "count": "كم عدد الأشكال في الصورة؟"},
-    "tr": {"colour": "Resimdeki şekiller ne renk?", "shape": "Resimdeki nesneler hangi şekilde?",
-           "count": "Resimde kaç şekil var?"},
-    "ru": {"colour": "Какого цвета фигуры на изображении?", "shape": "Какой формы объекты на изображении?",
-           "count": "Сколько фигур на изображении?"},
-}
 
 # SPEC: the MMMB instruction per language, appended after the options with a "\n"
 MC_INSTRUCTION = {
