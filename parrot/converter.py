@@ -445,6 +445,10 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
         w.close()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp creates the file private (0600); give it the mode any new file gets (0666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out_path)
     except BaseException:
         try:

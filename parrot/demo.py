@@ -303,7 +303,8 @@ def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.
     if model is None:
         model, random_model = default_or_random_model(out)
     print(f"model: {model}\n", file=out)
-    right = asked = 0
+    right = {False: 0, True: 0}
+    asked = {False: 0, True: 0}
     for scene in SCENES:
         img = draw_scene(scene)
         print(f"== {scene.name}", file=out)
@@ -323,15 +324,16 @@ def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.
                 if random_model:
                     # noise bytes: show printable characters only
                     answer = "".join(c if c.isprintable() and c != "\ufffd" else "·" for c in answer)[:48]
-                asked += 1
-                right += answer == want
+                asked[mc] += 1
+                right[mc] += answer == want
                 shown = prompt.replace("\n", " | ")
                 print(f"  [{lang}] {shown}\n       → {answer}{'' if answer == want else f'   (expected {want})'}"
                       f"\n       routing {_bars(r.routing)}   ({dt * 1000:.1f} ms"
                       f"{', image cached' if r.image_cache_hit else ''})", file=out)
         print(file=out)
     info = model.image_cache_info()  # type: ignore[attr-defined]
-    print(f"{right}/{asked} answers as expected; {time.perf_counter() - t_start:.2f} s in all", file=out)
+    print(f"answers as expected: {right[False]}/{asked[False]} open, {right[True]}/{asked[True]} multiple choice; "
+          f"{time.perf_counter() - t_start:.2f} s in all", file=out)
     print(f"image-feature cache: {info.hits} hits, {info.misses} misses, "
           f"{info.seconds_saved * 1000:.0f} ms of vision + expert work saved", file=out)
     if random_model:

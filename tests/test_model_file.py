@@ -99,6 +99,16 @@ def test_existing_output_kept_unless_force(qwen, tmp_path):
     assert parrot.load(out).config["hidden_size"] == 64
 
 
+def test_output_gets_the_usual_file_mode(qwen, tmp_path):
+    """Written through a private temporary file, the result still gets 0666 less the umask, as open() gives."""
+    old = os.umask(0o022)
+    try:
+        out = parrot.convert(qwen[0], tmp_path / "o.gguf", progress=False)
+    finally:
+        os.umask(old)
+    assert os.stat(out).st_mode & 0o777 == 0o644
+
+
 def test_interrupted_conversion_leaves_nothing(qwen, tmp_path, monkeypatch):
     import parrot.converter as conv
     calls = {"n": 0}
