@@ -21,3 +21,5 @@ PY=${PYTHON:-python3}
 # torch only for the tests (the reference); the CPU build of this exact version is available offline here
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[test]"
+# the `parrot` command: pyenv only sees new console scripts after a rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
