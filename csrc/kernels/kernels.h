@@ -74,4 +74,7 @@ const char *pr_kernels_available(void);
 float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb);
 float pr_scalar_dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb);
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
+void pr_scalar_silu_mul(float *x, const float *u, long n);
+void pr_scalar_quick_gelu(float *x, long n);
+float pr_scalar_exp_sum(float *x, long n, float m);
 #endif

@@ -145,20 +145,7 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
                                       (const block_q8_0 *)((const char *)X + j * ldx), nb);
 }
 
-static void silu_mul(float *x, const float *u, long n) {
-    for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
-}
-
-static void quick_gelu(float *x, long n) {
-    for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-}
-
-static float exp_sum(float *x, long n, float m) {
-    float s = 0;
-    for (long i = 0; i < n; i++) s += (x[i] = expf(x[i] - m));
-    return s;
-}
-
+/* element-wise functions: the scalar ones (expf per element; not on any hot path measured here) */
 const pr_kernels pr_kernels_neon = {
     .isa = "neon",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
@@ -167,5 +154,5 @@ const pr_kernels pr_kernels_neon = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .silu_mul = pr_scalar_silu_mul, .quick_gelu = pr_scalar_quick_gelu, .exp_sum = pr_scalar_exp_sum,
 };
