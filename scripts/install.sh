@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs="build-essential pkg-config libopenblas-dev libpng-dev libjpeg-dev libutf8proc-dev"
-# an AArch64 cross compiler and qemu: tests/test_kernels.py runs the NEON kernels under emulation on x86
-[ "$(uname -m)" = "x86_64" ] && pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+# an AArch64 cross compiler and qemu, and SIMDe: tests/test_kernels.py runs the NEON kernels under qemu and
+# the AVX-512 ones through SIMDe on any x86 CPU
+[ "$(uname -m)" = "x86_64" ] && pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -4,6 +4,7 @@ computations (numpy in float64, the gguf package's quantisers, numpy's float16).
 Sizes are deliberately odd: not multiples of the vector width (8/16 floats) nor of the tile kernels' 4 weight
 rows × 2 activation rows nor of the attention tiles (32 queries × up to 1024 keys)."""
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -254,3 +255,18 @@ def test_neon_table_under_qemu(tmp_path):
                     "-DTABLE=pr_kernels_neon", "-lm", "-o", exe], cwd=ROOT, check=True)
     r = subprocess.run(["qemu-aarch64", exe], capture_output=True, text=True)
     assert r.returncode == 0 and "neon: 0 failures" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/include/simde/x86/avx512.h"),
+                    reason="needs SIMDe (apt-get install libsimde-dev) to emulate AVX-512 on any x86 CPU")
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 only")
+def test_avx512_bf16_vnni_table_emulated(tmp_path):
+    """The AVX-512 + BF16 + VNNI table (what AVX-512 CI machines run) against the scalar one on every x86 CPU:
+    kernels_avx512.c compiled against SIMDe's portable intrinsics (PR_EMULATE_AVX512, see setup.py)."""
+    exe = str(tmp_path / "check")
+    subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-psabi", "-Werror",
+                    "-mavx2", "-mfma", "-mf16c", "-DPR_EMULATE_AVX512", "-Icsrc", "tests/c/kernels_check.c",
+                    *KERNEL_FILES, "csrc/kernels/kernels_avx512.c", "-DTABLE=pr_kernels_avx512_bf16", "-lm",
+                    "-o", exe], cwd=ROOT, check=True)
+    r = subprocess.run([exe], capture_output=True, text=True)
+    assert r.returncode == 0 and "avx512: 0 failures" in r.stdout, r.stdout + r.stderr

@@ -88,6 +88,35 @@ int main(void) {
         }
         free(w), free(x), free(w8), free(xq), free(xq2), free(w4);
     }
+    /* bf16 tiles (tables with bf16 dot-product instructions): X rows are the activation split into bf16 hi
+     * then lo halves (see matmul.c); against the bf16 weights widened to f32 times hi + lo, in double */
+    if (T->gemm_bf16) {
+        static const long ks[] = {1, 31, 64, 100};
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            long k = ks[ki], nw = 7, nx = 5;
+            uint16_t *W = malloc(nw * k * sizeof(uint16_t)), *X = malloc(nx * 2 * k * sizeof(uint16_t));
+            float y[35];
+            for (long i = 0; i < nw * k; i++) W[i] = pr_f32_to_bf16(rnd(&seed));
+            for (long r = 0; r < nx; r++)
+                for (long e = 0; e < k; e++) {
+                    float v = rnd(&seed);
+                    X[r * 2 * k + e] = pr_f32_to_bf16(v);
+                    X[r * 2 * k + k + e] = pr_f32_to_bf16(v - pr_bf16_to_f32(X[r * 2 * k + e]));
+                }
+            T->gemm_bf16(W, k * sizeof(uint16_t), nw, X, 2 * k * sizeof(uint16_t), nx, k, y, nw);
+            for (long j = 0; j < nx; j++)
+                for (long i = 0; i < nw; i++) {
+                    double want = 0, scale = 0;
+                    for (long e = 0; e < k; e++) {
+                        double t = (double)pr_bf16_to_f32(W[i * k + e]) *
+                                   ((double)pr_bf16_to_f32(X[j * 2 * k + e]) + pr_bf16_to_f32(X[j * 2 * k + k + e]));
+                        want += t, scale += fabs(t);
+                    }
+                    check("gemm_bf16", 2 * k, y[j * nw + i], want, scale);
+                }
+            free(W), free(X);
+        }
+    }
     printf("%s: %d failures\n", T->isa, failures);
     return failures != 0;
 }
