@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -307,7 +309,6 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
     if started:
         # ray.init replaces the process's SIGTERM handler with one that exits with status 1; a Ray that parrot
         # starts is parrot's to stop, and the caller's handlers come back afterwards
-        import signal
         handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         ray.init(address=ray_address)
     try:
@@ -320,7 +321,6 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
     finally:
         if started:
             ray.shutdown()
-            import threading
             if threading.current_thread() is threading.main_thread():  # signal.signal's own rule
                 for sig, h in handlers.items():
                     if h is not None:
