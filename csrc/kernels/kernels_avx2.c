@@ -265,7 +265,7 @@ static void silu_mul(float *x, const float *u, long n) {
         __m256 sig = _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_xor_ps(v, neg))));
         _mm256_storeu_ps(x + i, _mm256_mul_ps(sig, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
+    pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
 static void quick_gelu(float *x, long n) {
@@ -275,7 +275,7 @@ static void quick_gelu(float *x, long n) {
         __m256 v = _mm256_loadu_ps(x + i);
         _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(k, v)))));
     }
-    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    pr_scalar_quick_gelu(x + i, n - i);
 }
 
 static float exp_sum(float *x, long n, float m) {

@@ -233,7 +233,7 @@ static void silu_mul(float *x, const float *u, long n) {
         __m512 sig = _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), v))));
         _mm512_storeu_ps(x + i, _mm512_mul_ps(sig, _mm512_loadu_ps(u + i)));
     }
-    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
+    pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
 static void quick_gelu(float *x, long n) {
@@ -243,7 +243,7 @@ static void quick_gelu(float *x, long n) {
         __m512 v = _mm512_loadu_ps(x + i);
         _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(k, v)))));
     }
-    for (; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    pr_scalar_quick_gelu(x + i, n - i);
 }
 
 static float exp_sum(float *x, long n, float m) {
