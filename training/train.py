@@ -262,8 +262,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2
         if use_moe:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
-            # decoder's residual updates; in 3 of 4 runs colour, the attribute stage 1 had learnt least, fell to
-            # chance in stage 2.)
+            # decoder's residual updates; in 4 of the 5 runs made with 0.1, colour, which stage 1 had learnt
+            # least, fell to chance in stage 2; the run with 1 kept it. training/README.md has the numbers.)
             for expert in model.model.moe_model.experts:
                 torch.nn.init.zeros_(expert.down_proj.weight)
         # stage 1 leaves the MoE out of the graph (use_moe=False returns x); its parameters are not updated
