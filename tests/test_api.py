@@ -430,7 +430,17 @@ def test_threads_give_the_same_answers_as_serial(tiny):
     assert parallel == serial
 
 
-def test_interrupt_stops_within_a_token_and_model_stays_usable(model):
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C as in an interactive Python. A process started in the background by a non-interactive shell
+    (`cmd &`, as CI scripts may do) inherits SIGINT ignored, and Python then installs no handler: the
+    signal would be dropped and the loops below would never end."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupt_stops_within_a_token_and_model_stays_usable(model, sigint_raises):
     img = picture(14)
     prompt, _ = long_answer(model, img, n=40)
     want = model.run(img, prompt, max_new_tokens=40).token_ids
