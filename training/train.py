@@ -74,6 +74,10 @@ class Sampler:
         self.seed = seed
         self.rng = np.random.default_rng(seed + 1)
         self.cache = {}
+        vocab = tok.get_vocab()  # for option_tokens
+        self.letter_ids = {vocab[c]: c for c in "ABCD"}
+        self.dot_id = vocab["."]
+        self.line_end_ids = {i for t, i in vocab.items() if t.endswith("Ċ")}  # byte-level "\n"
 
     def ids(self, text):
         if text not in self.cache:
@@ -111,18 +115,13 @@ class Sampler:
         to the next token that ends a line). Only the last token has read the whole word: many words are split
         ("Ġ" + "red"), and a loss on the shared first piece would train the very position that has to produce
         the rest of the word in open answers."""
-        if not hasattr(self, "_letters"):
-            vocab = self.tok.get_vocab()
-            self._letters = {vocab[c]: c for c in "ABCD"}
-            self._dot = vocab["."]
-            self._line_end = {i for t, i in vocab.items() if t.endswith("Ċ")}  # byte-level "\n"
         out = []
         for j in range(1, len(ids) - 2):
-            if ids[j] in self._letters and ids[j + 1] == self._dot and ids[j - 1] in self._line_end:
+            if ids[j] in self.letter_ids and ids[j + 1] == self.dot_id and ids[j - 1] in self.line_end_ids:
                 k = j + 2
-                while k + 1 < len(ids) and ids[k + 1] not in self._line_end:
+                while k + 1 < len(ids) and ids[k + 1] not in self.line_end_ids:
                     k += 1
-                out.append((k, self._letters[ids[j]]))
+                out.append((k, self.letter_ids[ids[j]]))
         return out
 
     def batch(self, size, langs, mc_prob):
