@@ -138,9 +138,7 @@ def test_open_question_accuracy_at_least_90_percent_in_every_language(accuracy_t
     assert not low, low
 
 
-@pytest.mark.parametrize("lang", [pytest.param(lang, marks=pytest.mark.xfail(
-    strict=True, reason="issue 7: Chinese multiple choice is at 0.815 (shape questions 0.68); training/README.md"))
-    if lang == "zh" else lang for lang in LANGS])
+@pytest.mark.parametrize("lang", LANGS)
 def test_multiple_choice_accuracy_at_least_90_percent(accuracy_table, lang):
     assert accuracy_table[(lang, "mc")] >= 0.90, accuracy_table[(lang, "mc")]
 

@@ -41,6 +41,9 @@ PARROT = dict(mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_visi
 # state after decoder layer OPTION_LAYER at the last token of every option word predicts, through a linear head
 # that is thrown away afterwards, whether it is the right option.
 OPTION_LAYER = 2
+# A batch's conversations differ in length (1-3 turns, open or multiple choice): padded to the longest, 68 % of
+# the rows are real; in 3 length-sorted micro-batches about 88 %, and a step is ~1.25x faster. Same loss.
+MICRO_BATCHES = 3
 
 
 def build_model(tok):
@@ -191,8 +194,9 @@ def _schedule(opt, steps):
 
 def batch_loss(model, pixels, convs, pad_id, tower_feats=None, option_head=None):
     """Batched Parrot forward (same math as prepare_inputs_embeds; the MoE routes on the unlabelled tokens, as
-    Parrot's training does, which for one turn are exactly the prompt tokens inference sees) and the loss on the
-    labelled tokens. With `option_head`, plus the auxiliary option loss (see OPTION_LAYER)."""
+    Parrot's training does, which for one turn are exactly the prompt tokens inference sees).
+    -> (summed cross-entropy of the labelled tokens, summed auxiliary option loss (see OPTION_LAYER; 0 without
+    `option_head`)); sums, so that micro-batches add up to the batch (see step_gradients)."""
     p = convs[0][0].index(IMAGE_TOKEN_INDEX)
     assert all(ids.index(IMAGE_TOKEN_INDEX) == p for ids, _, _ in convs)  # the chat header before <image> is constant
     texts = [ids[:p] + ids[p + 1:] for ids, _, _ in convs]
@@ -218,16 +222,37 @@ def batch_loss(model, pixels, convs, pad_id, tower_feats=None, option_head=None)
                 cols.append(j + N - 1)
                 targets.append(tok)
     logits = model.lm_head(result.last_hidden_state[torch.tensor(rows), torch.tensor(cols)])
-    loss = F.cross_entropy(logits, torch.tensor(targets))
+    answer_loss = F.cross_entropy(logits, torch.tensor(targets), reduction="sum")
+    option_loss = torch.zeros(())
     flags = [(b, j - 1 + N, right) for b, (_, _, fl) in enumerate(convs) for j, right in fl]  # ids index j > p
     if option_head is not None and flags:
         b, pos, right = (torch.tensor(v) for v in zip(*flags))
         hidden = result.hidden_states[OPTION_LAYER][b, pos]
-        loss = loss + F.cross_entropy(option_head(hidden), right.long())
-    return loss, w
+        option_loss = F.cross_entropy(option_head(hidden), right.long(), reduction="sum")
+    return answer_loss, option_loss
 
 
-def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
+def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head):
+    """Gradient of the batch's loss — mean cross-entropy over all its answer tokens, plus the mean option loss over
+    all its option words — accumulated over MICRO_BATCHES groups of conversations of similar length, each padded
+    only to its own longest. Returns the loss."""
+    n_labels = sum(sum(lab) for _, lab, _ in convs)
+    n_flags = sum(len(fl) for _, _, fl in convs) if option_head is not None else 0
+    order = sorted(range(len(convs)), key=lambda b: len(convs[b][0]))
+    total = 0.0
+    for part in np.array_split(np.array(order), MICRO_BATCHES):
+        rows = torch.from_numpy(part)
+        pixels = sampler.pixels[idx[rows]] if feats is None else None
+        answer_loss, option_loss = batch_loss(model, pixels, [convs[b] for b in part], pad_id,
+                                              tower_feats=None if feats is None else feats[idx[rows]],
+                                              option_head=option_head)
+        loss = answer_loss / n_labels + (option_loss / n_flags if n_flags else 0.0)
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -276,16 +301,11 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=600, stage2
         running = 0.0
         for step in range(steps):
             idx, convs = sampler.batch(batch_size, langs, mc_prob)
-            if feats is None:
-                loss, _ = batch_loss(model, sampler.pixels[idx], convs, pad_id, option_head=option_head)
-            else:
-                loss, _ = batch_loss(model, None, convs, pad_id, tower_feats=feats[idx], option_head=option_head)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            running += step_gradients(model, sampler, idx, convs, pad_id, feats, option_head)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-            running += loss.item()
             if (step + 1) % log_every == 0:
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 print(f"{name} step {step + 1}/{steps} loss {running / log_every:.4f} "
@@ -314,7 +334,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tower-steps", type=int, default=5000)
-    ap.add_argument("--stage1-steps", type=int, default=600)
+    ap.add_argument("--stage1-steps", type=int, default=1200)
     ap.add_argument("--stage2-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--pool", type=int, default=20000)
