@@ -272,6 +272,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
 
     pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
     # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
+    # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
+    # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
     feats = None
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
               ("moe", stage2_steps, data.LANGS, 0.6, True, False, lr)]
@@ -286,8 +288,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         if use_moe:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
-            # decoder's residual updates; in 4 of the 5 runs made with 0.1, colour, which stage 1 had learnt
-            # least, fell to chance in stage 2; the run with 1 kept it. training/README.md has the numbers.)
+            # decoder's residual updates; in 4 of the 5 runs made with 0.1, colour fell to chance in stage 2.)
             for expert in model.model.moe_model.experts:
                 torch.nn.init.zeros_(expert.down_proj.weight)
         # stage 1 leaves the MoE out of the graph (use_moe=False returns x); its parameters are not updated
