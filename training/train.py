@@ -209,7 +209,7 @@ def batch_loss(model, pixels, convs, pad_id, tower_feats=None, option_head=None)
         question_mask[b, :len(t)] = ~torch.tensor(lab)
     T = model.model.embed_tokens(ids)
     image = model.encode_images(pixels) if tower_feats is None else model.model.mm_projector(tower_feats)
-    out, w = model.moe(image, T, question_mask)
+    out, _ = model.moe(image, T, question_mask)  # (rows, routing weights)
     N = out.shape[1]
     # right padding + causal attention: the pad rows never influence real rows, so no attention mask is needed
     embeds = torch.cat([T[:, :p], out, T[:, p:]], dim=1)
