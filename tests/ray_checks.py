@@ -59,6 +59,20 @@ def worker_that_cannot_load_the_model_is_a_clear_error(tmp):
         raise AssertionError("no WorkerError")
 
 
+def stopping_early_then_ray_shutdown_keeps_the_process(tmp):
+    """A caller that stops reading the records (an exception, Ctrl-C, a break) and then shuts Ray down at once:
+    Ray Data must have stopped its threads by then, or Ray ends this process with status 1."""
+    from parrot.evaluate.runner import ModelSpec, make_tasks, run_tasks
+    from parrot.evaluate.tsv import load_benchmark
+    groups = make_tasks([load_benchmark(f, check_md5=False) for f in make_multilingual(tmp)], {})
+    for _ in range(3):
+        records = run_tasks(groups, ModelSpec(scripted_model, 1), max_new_tokens=512, reference_jpeg=True,
+                            workers=2, ray=True)
+        assert "dataset" in next(records)
+        records.close()
+    ray.shutdown()  # main's own shutdown then finds nothing to do
+
+
 def starts_and_stops_its_own_ray(tmp):
     """Without ray.init by the caller, evaluate starts a local Ray, and leaves no Ray and no handler behind."""
     import signal

@@ -9,6 +9,16 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray Data is the optional 'ray' extra")
 
+# scripts/test-sanitized.sh preloads the ASan runtime into every process the tests start, Ray's own daemons
+# included, and Ray does not survive it: its setproctitle (in ray._raylet) reads freed or out-of-bounds heap
+# memory, ASan halts the dashboard or runtime-env agent, the raylet goes down with it and ray.init times out
+# ("The current node timed out during startup"). That failed CI once, and 2 of 16 sanitized runs of this file
+# here, each with such an ASan report in the session's agent log. The checks drive a scripted Python model (and
+# one model-load error, which the loader tests run under ASan in process), so the sanitized core adds nothing
+# to them; they run in the normal pass.
+pytestmark = pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                                reason="Ray's own processes fail under a preloaded ASan runtime (see module)")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -27,6 +37,10 @@ def test_ray_matches_serial_and_resumes(tmp_path):
 
 def test_ray_worker_that_cannot_load_the_model_is_a_clear_error(tmp_path):
     run_check("worker_that_cannot_load_the_model_is_a_clear_error", tmp_path)
+
+
+def test_ray_stopping_early_then_shutting_ray_down_keeps_the_process(tmp_path):
+    run_check("stopping_early_then_ray_shutdown_keeps_the_process", tmp_path)
 
 
 def test_ray_that_evaluate_starts_is_stopped_and_signal_handlers_restored(tmp_path):

@@ -38,7 +38,8 @@ class JournalError(RuntimeError):
 
 
 class WorkerError(RuntimeError):
-    """A Ray worker could not load the model (or start at all)."""
+    """A Ray worker could not load the model (or start at all). Raised once the dataset has run to its end:
+    rows that other workers answered are in the journal, so a resume runs only the rest."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,22 @@ def ray_dataset(groups: Sequence[List[dict]], spec: ModelSpec, max_new_tokens: i
                                                      reference_jpeg=reference_jpeg))
 
 
+def _close_ray_rows(rows, threads_before, timeout: float = 10.0) -> None:
+    """Stops a Ray Data row iteration that may have been left early (the caller stopped, Ctrl-C).
+
+    Ray Data hands batches to the consumer through daemon threads (named "iter_threaded" in Ray 2.x); closing
+    the iterator only asks them to stop, and one still fetching a block when ray.shutdown runs makes Ray end
+    the whole process with status 1 ("The core worker has already been shutdown"), whoever calls
+    ray.shutdown. So wait, boundedly, for the threads this iteration started."""
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+    deadline = time.monotonic() + timeout
+    for t in set(threading.enumerate()) - threads_before:
+        if t.name == "iter_threaded" and t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
 def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> Iterator[dict]:
     try:
         import ray
@@ -311,14 +328,25 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
         # starts is parrot's to stop, and the caller's handlers come back afterwards
         handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         ray.init(address=ray_address)
+    threads_before = set(threading.enumerate())
+    rows = None
     try:
         ds = ray_dataset(groups, spec, max_new_tokens, reference_jpeg, workers)
-        for row in ds.iter_rows():
+        rows = iter(ds.iter_rows())
+        worker_error = None
+        for row in rows:
             rec = json.loads(row["record"])
             if "_worker_error" in rec:
-                raise WorkerError(f"a Ray worker could not start: {rec['_worker_error']}")
+                # the dataset is drained, not abandoned (see below); a failed actor answers each batch with
+                # this record at once, and the rows healthy actors finish still reach the journal
+                worker_error = worker_error or rec["_worker_error"]
+                continue
             yield rec
+        if worker_error is not None:
+            raise WorkerError(f"a Ray worker could not start: {worker_error}")
     finally:
+        if rows is not None:
+            _close_ray_rows(rows, threads_before)
         if started:
             ray.shutdown()
             if threading.current_thread() is threading.main_thread():  # signal.signal's own rule
