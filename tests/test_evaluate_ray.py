@@ -1,6 +1,7 @@
 """parrot.evaluate on Ray Data: on a local Ray instance (2 CPUs, small object store) the evaluation gives the
-same table as a serial run, resumes from the same journal, and a worker that cannot load the model is a clear
-error. Each check runs in tests/ray_checks.py, in a process session of its own (see there why)."""
+same table as a serial run, resumes from the same journal, a worker that cannot load the model is a clear
+error, and a caller that stops reading early can shut Ray down at once. Each check runs in tests/ray_checks.py,
+in a process session of its own (see there why)."""
 import os
 import subprocess
 import sys
