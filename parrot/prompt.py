@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import List, Optional, Protocol, Sequence, Tuple
 
 __all__ = ["DEFAULT_SYSTEM", "IMAGE_PLACEHOLDER", "IMAGE_TOKEN", "IM_START", "IM_END", "user_query",
-           "format_conversation", "format_query", "tokenize_prompt"]
+           "format_conversation", "format_query", "tokenize_prompt", "format_messages"]
 
 #: The system message the reference inserts when the conversation has none.
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -89,3 +89,26 @@ def tokenize_prompt(tokenizer: _Encoder, text: str) -> List[int]:
             ids.append(IMAGE_TOKEN)
         ids.extend(tokenizer.encode(chunk))
     return ids
+
+
+def format_messages(messages: Sequence[Tuple[str, str]], system: str = DEFAULT_SYSTEM) -> str:
+    """The prompt text of a chat given as ``(role, text)`` messages, oldest first, ready for the assistant's
+    next message: every message is ``<|im_start|>{role}\\n{text}<|im_end|>``, joined by ``"\\n"``, then the
+    generation preface ``<|im_start|>assistant\\n``.
+
+    Roles are ``"user"`` and ``"assistant"`` in any order (the system message is ``system``); the last message
+    must be the user's. For alternating turns this equals :func:`format_conversation`. A message about the
+    image carries it as :func:`user_query` does (``"<image>\\n" + text``)."""
+    if not isinstance(system, str):
+        raise TypeError("system must be a str")
+    if len(messages) == 0:
+        raise ValueError("a chat needs at least one message")
+    for i, m in enumerate(messages):
+        if not isinstance(m, (tuple, list)) or len(m) != 2 or not isinstance(m[1], str):
+            raise TypeError(f"messages[{i}] must be a (role, text) pair of str")
+        if m[0] not in ("user", "assistant"):
+            raise ValueError(f"messages[{i}]: role must be 'user' or 'assistant', got {m[0]!r}")
+    if messages[-1][0] != "user":
+        raise ValueError("the last message must be the user's: the prompt asks for the assistant's reply")
+    body = "\n".join(_ROLE[role] + text + IM_END for role, text in [("system", system), *messages])
+    return body + "\n" + _ROLE["assistant"]

@@ -1,0 +1,367 @@
+"""OpenAI-style chat completions on a parrot Model: ``messages`` in, ``chat.completion`` dicts (or
+``chat.completion.chunk`` dicts when streaming) out — the shapes llama-cpp-python's
+``Llama.create_chat_completion`` and the OpenAI API use, so code written for them ports over.
+
+    model = parrot.load("parrot.gguf")
+    r = model.create_chat_completion([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}},
+            {"type": "text", "text": "What colour is the circle?"}]}], max_tokens=32)
+    r["choices"][0]["message"]["content"], r["usage"], r["routing"]
+
+The messages become one Parrot prompt (:func:`parrot.prompt.format_messages`): the system message (the model's
+default when none is given), then every user and assistant message in ChatML, then the assistant's preface. At
+most one image per conversation; its message reads ``"<image>\\n" + text`` as Parrot's query format has it.
+
+Routing. Parrot's MoE routes the image on the text of the prompt, and the reference re-runs a whole
+conversation at every turn, so the image rows depend on every text token of the conversation so far:
+``routing="exact"`` (the default) computes exactly that. ``routing="first_turn"`` routes on the conversation
+only up to the message that brought the image (plus the assistant preface), as a :class:`parrot.ChatSession`
+does when it keeps its KV cache between questions: the image rows then stay the same from turn to turn.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from parrot.errors import ImageError
+from parrot.prompt import IMAGE_PLACEHOLDER, IMAGE_TOKEN, format_messages, tokenize_prompt, user_query
+
+if TYPE_CHECKING:
+    from parrot.generation import Decoding
+    from parrot.model import Model
+
+__all__ = ["RequestError", "ChatRequest", "ChatCompletion", "parse_request", "create_chat_completion",
+           "ROUTING_MODES", "decode_data_uri"]
+
+ROUTING_MODES = ("exact", "first_turn")
+
+# request fields that change nothing here: accepted and ignored (OpenAI clients send some of them by default)
+_IGNORED = {"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls"}
+# fields accepted only with the value that means "off"
+_NEUTRAL = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,),
+            "logit_bias": ({},), "tools": ([],), "tool_choice": ("none",), "response_format": ({"type": "text"},)}
+_DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
+
+
+class RequestError(ValueError):
+    """A request the API refuses: ``param`` is the offending field (OpenAI's ``error.param``), ``code`` its
+    ``error.code`` (e.g. ``context_length_exceeded``, ``invalid_image``), ``status`` the HTTP status."""
+
+    def __init__(self, message: str, param: Optional[str] = None, code: Optional[str] = None, status: int = 400):
+        super().__init__(message)
+        self.param, self.code, self.status = param, code, status
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The OpenAI error body."""
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
+
+
+def decode_data_uri(url: str, max_bytes: int) -> bytes:
+    """The bytes of a ``data:image/...;base64,`` URI (RequestError if malformed or over max_bytes)."""
+    m = _DATA_URI.match(url)
+    if not m:
+        raise RequestError("image_url: only data:image/...;base64, URIs are accepted here", "image_url",
+                           "invalid_image_url")
+    payload = url[m.end():]
+    if len(payload) // 4 * 3 > max_bytes + 3:
+        raise RequestError(f"image_url: the image is larger than the limit of {max_bytes} bytes", "image_url",
+                           "image_too_large")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(f"image_url: the data URI is not valid base64 ({e})", "image_url",
+                           "invalid_image_url") from None
+
+
+def _local_image(url: str, max_bytes: int) -> bytes:
+    """A local file named by a path or a ``file://`` URL (the Python API's default loader allows these)."""
+    path = url[len("file://"):] if url.startswith("file://") else url
+    try:
+        size = os.stat(path).st_size
+        if size > max_bytes:
+            raise RequestError(f"image_url: {path} is {size} bytes, above the limit of {max_bytes}", "image_url",
+                               "image_too_large")
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)
+    except OSError as e:
+        raise RequestError(f"image_url: cannot read {path}: {e.strerror or e}", "image_url",
+                           "invalid_image_url") from None
+
+
+def default_image_loader(url: str) -> bytes:
+    """The Python API's image loader: data URIs and local files (no network), each up to 64 MiB."""
+    limit = 64 << 20
+    return decode_data_uri(url, limit) if url.startswith("data:") else _local_image(url, limit)
+
+
+@dataclass
+class ChatRequest:
+    """A validated chat-completion request."""
+
+    messages: List[Tuple[str, str]]     # (role, text) after the system message; the image's text has "<image>\n"
+    system: Optional[str]               # None: the model's default
+    image: Any                          # what the image loader returned (bytes, array, ...), or None
+    image_message: int                  # index in messages of the message that brought the image (-1: none)
+    options: Dict[str, Any]             # Model.run's generation options
+    stream: bool = False
+    include_usage: bool = False
+    routing: str = "exact"
+
+
+def _text_parts(i: int, content: Any, loader: Optional[Callable[[str], Any]]) -> Tuple[str, Any]:
+    """(text, image or None) of one message's content."""
+    where = f"messages[{i}].content"
+    if isinstance(content, str):
+        return content, None
+    if not isinstance(content, list):
+        raise RequestError(f"{where} must be a string or a list of content parts", where)
+    texts, image = [], None
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        if not isinstance(part, Mapping):
+            raise RequestError(f"{pw} must be an object with a 'type'", pw)
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise RequestError(f"{pw}.text must be a string", pw)
+            texts.append(part["text"])
+        elif kind == "image_url":
+            iu = part.get("image_url")
+            url = iu.get("url") if isinstance(iu, Mapping) else iu
+            if not isinstance(url, str):
+                raise RequestError(f"{pw}.image_url.url must be a string", pw)
+            if loader is None:
+                raise RequestError(f"{pw}: images are only accepted in user messages", pw)
+            if image is not None:
+                raise RequestError(f"{pw}: Parrot takes one image per conversation; this message has a second",
+                                   pw, "too_many_images")
+            image = loader(url)
+        else:
+            raise RequestError(f"{pw}.type must be 'text' or 'image_url', got {kind!r}", pw)
+    return "\n".join(texts), image
+
+
+def _number(body: Mapping[str, Any], name: str, lo: float, hi: float) -> Optional[float]:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+        raise RequestError(f"{name} must be a number from {lo} to {hi}, got {v!r}", name)
+    return float(v)
+
+
+def _int(body: Mapping[str, Any], name: str, lo: int) -> Optional[int]:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise RequestError(f"{name} must be an integer >= {lo}, got {v!r}", name)
+    return v
+
+
+def parse_request(body: Any, *, load_image: Callable[[str], Any] = default_image_loader,
+                  max_new_tokens: int = 512) -> ChatRequest:
+    """Checks an OpenAI chat-completion request body and turns it into a :class:`ChatRequest`.
+
+    ``load_image(url)`` turns an ``image_url`` into what :meth:`parrot.Model.preprocess` accepts (it decides
+    which URLs are allowed, raising :class:`RequestError`); ``max_new_tokens`` is the answer's length when the
+    request gives neither ``max_tokens`` nor ``max_completion_tokens``. Raises :class:`RequestError` naming the
+    field."""
+    if not isinstance(body, Mapping):
+        raise RequestError("the request body must be a JSON object")
+    known = {"messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+             "top_k", "seed", "stop", "n", "repetition_penalty", "routing"} | _IGNORED | set(_NEUTRAL)
+    for k, v in body.items():
+        if k not in known:
+            raise RequestError(f"unsupported parameter {k!r}", k, "unsupported_parameter")
+        if k in _NEUTRAL and v is not None and v not in _NEUTRAL[k]:
+            raise RequestError(f"{k}={v!r} is not supported (only {_NEUTRAL[k][0]!r})", k, "unsupported_value")
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise RequestError("messages must be a non-empty list", "messages")
+    system, out, image, image_at = None, [], None, -1
+    for i, m in enumerate(msgs):
+        if not isinstance(m, Mapping):
+            raise RequestError(f"messages[{i}] must be an object with 'role' and 'content'", f"messages[{i}]")
+        role = m.get("role")
+        if role in ("system", "developer"):
+            if i != 0:
+                raise RequestError(f"messages[{i}]: the system message must come first", f"messages[{i}].role")
+            system, _ = _text_parts(i, m.get("content"), None)
+            continue
+        if role not in ("user", "assistant"):
+            raise RequestError(f"messages[{i}].role must be 'system', 'user' or 'assistant', got {role!r}",
+                               f"messages[{i}].role")
+        text, img = _text_parts(i, m.get("content"), load_image if role == "user" else None)
+        if IMAGE_PLACEHOLDER in text:
+            raise RequestError(f"messages[{i}]: the text must not contain {IMAGE_PLACEHOLDER!r} (send the image "
+                               "as an image_url part)", f"messages[{i}].content")
+        if img is not None:
+            if image is not None:
+                raise RequestError(f"messages[{i}]: Parrot takes one image per conversation; messages[{image_at}] "
+                                   "already has one", f"messages[{i}].content", "too_many_images")
+            image, image_at, text = img, len(out), user_query(text, True)
+        out.append((role, text))
+    if not out or out[-1][0] != "user":
+        raise RequestError("the last message must be the user's", "messages")
+    if body.get("n") not in (None, 1):
+        raise RequestError(f"n must be 1, got {body['n']!r}", "n", "unsupported_value")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise RequestError(f"stream must be a boolean, got {stream!r}", "stream")
+    so = body.get("stream_options") or {}
+    if not isinstance(so, Mapping) or not isinstance(so.get("include_usage", False), bool):
+        raise RequestError("stream_options must be an object like {\"include_usage\": true}", "stream_options")
+    limit = _int(body, "max_completion_tokens", 1)
+    if limit is None:
+        limit = _int(body, "max_tokens", 1)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or len(stop) > 4
+                             or not all(isinstance(s, str) and s for s in stop)):
+        raise RequestError("stop must be a non-empty string or a list of up to 4 of them", "stop")
+    routing = body.get("routing") or "exact"
+    if routing not in ROUTING_MODES:
+        raise RequestError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {routing!r}", "routing")
+    options = dict(max_new_tokens=max_new_tokens if limit is None else limit,
+                   temperature=_number(body, "temperature", 0.0, 2.0) or 0.0,
+                   top_p=_number(body, "top_p", 1e-9, 1.0), top_k=_int(body, "top_k", 1), seed=_int(body, "seed", 0),
+                   repetition_penalty=_number(body, "repetition_penalty", 1e-9, 100.0), stop=stop or None)
+    return ChatRequest(out, system, image, image_at, options, stream, bool(so.get("include_usage", False)), routing)
+
+
+@dataclass
+class ChatCompletion:
+    """One completion being generated: iterate for the answer's text pieces; afterwards ``finish_reason``
+    (OpenAI's ``"stop"`` or ``"length"``), ``completion_tokens`` and ``text`` are set."""
+
+    model: "Model"
+    request: ChatRequest
+    prompt_tokens: int = 0
+    routing: Optional[np.ndarray] = None
+    id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+    decoding: Optional["Decoding"] = None
+
+    def __post_init__(self) -> None:
+        self.decoding = _start(self)
+
+    def __iter__(self) -> Iterator[str]:
+        assert self.decoding is not None
+        return iter(self.decoding)
+
+    @property
+    def text(self) -> str:
+        return self.decoding.text if self.decoding is not None else ""
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.decoding.token_ids) if self.decoding is not None else 0
+
+    @property
+    def finish_reason(self) -> str:
+        r = self.decoding.finish_reason if self.decoding is not None else "stop"
+        return "length" if r == "length" else "stop"
+
+    def usage(self) -> Dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+    def _routing(self) -> Optional[List[float]]:
+        return None if self.routing is None else [float(x) for x in self.routing]
+
+    def response(self, model_name: str) -> Dict[str, Any]:
+        """The ``chat.completion`` dict (after iterating)."""
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text},
+                             "logprobs": None, "finish_reason": self.finish_reason}],
+                "usage": self.usage(), "routing": self._routing()}
+
+    def chunk(self, model_name: str, delta: Dict[str, Any], finish_reason: Optional[str] = None,
+              **extra: Any) -> Dict[str, Any]:
+        """A ``chat.completion.chunk`` dict."""
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model_name,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+                **extra}
+
+    def chunks(self, model_name: str, pieces: Optional[Iterator[str]] = None) -> Iterator[Dict[str, Any]]:
+        """The stream of chunks: the role (with the routing weights), one per text piece, the finish reason,
+        and the usage when the request asked for it (``stream_options.include_usage``)."""
+        yield self.chunk(model_name, {"role": "assistant", "content": ""}, routing=self._routing())
+        for piece in (iter(self) if pieces is None else pieces):
+            yield self.chunk(model_name, {"content": piece})
+        yield self.chunk(model_name, {}, self.finish_reason)
+        if self.request.include_usage:
+            last = self.chunk(model_name, {}, usage=self.usage())
+            last["choices"] = []
+            yield last
+
+
+def _prompt_ids(model: "Model", req: ChatRequest, upto: Optional[int] = None) -> List[int]:
+    msgs = req.messages if upto is None else req.messages[:upto + 1]
+    system = model.default_system if req.system is None else req.system
+    return tokenize_prompt(model.tokenizer, format_messages(msgs, system))
+
+
+def _start(c: ChatCompletion) -> "Decoding":
+    """Tokenises the conversation, routes and splices the image, and opens the decoding.
+
+    The one place that uses the Model's internal pipeline (image-feature cache, MoE combine, splice, decoding
+    loop), so that the routing can be computed on a chosen text and the prompt be a whole conversation."""
+    from parrot.model import _Prepared
+    model, req = c.model, c.request
+    ids = np.asarray(_prompt_ids(model, req), dtype=np.int64)
+    text_ids = [int(i) for i in ids if i != IMAGE_TOKEN]
+    timings: Dict[str, float] = {}
+    if req.image is None:
+        inputs = ids.astype(np.int32)
+        positions = len(ids)
+    else:
+        if not model.config["has_vision"]:
+            raise RequestError(f"{os.path.basename(model.path)} has no vision tower: it takes no image", "messages")
+        positions = len(ids) - 1 + int(model.config["image_tokens"])
+    if positions >= model.context_size:
+        raise RequestError(f"the prompt is {positions} positions long, but the model's context is "
+                           f"{model.context_size}: no room for an answer", "messages", "context_length_exceeded")
+    if req.image is not None:
+        route = text_ids if req.routing == "exact" else \
+            [i for i in _prompt_ids(model, req, req.image_message) if i != IMAGE_TOKEN]
+        try:
+            pixels = model.preprocess(req.image)
+        except ImageError as e:
+            raise RequestError(f"image_url: {e}", "image_url", "invalid_image") from None
+        item, _ = model.image_features(pixels)
+        rows, c.routing = model._moe_combine(item.features, item.experts, route)
+        inputs = model._splice(ids, rows)
+    c.prompt_tokens = positions
+    room = model.context_size - positions
+    prep = _Prepared(inputs, positions, text_ids, c.routing, False, timings, room, None)
+    ctx = model._core.new_context(min(model.context_size, positions + room))
+    return model._decoding(ctx, prep, req.options)
+
+
+def create_chat_completion(model: "Model", messages: Any, stream: bool = False, *, routing: str = "exact",
+                           load_image: Callable[[str], Any] = default_image_loader,
+                           **params: Any) -> "Dict[str, Any] | Iterator[Dict[str, Any]]":
+    """:meth:`parrot.Model.create_chat_completion`: see the module docstring."""
+    body = dict(params, messages=messages, stream=stream, routing=routing)
+    req = parse_request(body, load_image=load_image)
+    name = os.path.splitext(os.path.basename(model.path))[0]
+    c = ChatCompletion(model, req)
+    if stream:
+        return c.chunks(name)
+    for _ in c:
+        pass
+    return c.response(name)
