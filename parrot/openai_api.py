@@ -296,17 +296,24 @@ class ChatCompletion:
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
                 **extra}
 
-    def chunks(self, model_name: str, pieces: Optional[Iterator[str]] = None) -> Iterator[Dict[str, Any]]:
-        """The stream of chunks: the role (with the routing weights), one per text piece, the finish reason,
-        and the usage when the request asked for it (``stream_options.include_usage``)."""
-        yield self.chunk(model_name, {"role": "assistant", "content": ""}, routing=self._routing())
-        for piece in (iter(self) if pieces is None else pieces):
-            yield self.chunk(model_name, {"content": piece})
-        yield self.chunk(model_name, {}, self.finish_reason)
+    def first_chunk(self, model_name: str) -> Dict[str, Any]:
+        """The stream's first chunk: the role, with the routing weights."""
+        return self.chunk(model_name, {"role": "assistant", "content": ""}, routing=self._routing())
+
+    def last_chunks(self, model_name: str) -> List[Dict[str, Any]]:
+        """The stream's end (after iterating): the finish reason, then the usage when the request asked for
+        it (``stream_options.include_usage``)."""
+        out = [self.chunk(model_name, {}, self.finish_reason)]
         if self.request.include_usage:
-            last = self.chunk(model_name, {}, usage=self.usage())
-            last["choices"] = []
-            yield last
+            out.append(dict(self.chunk(model_name, {}, usage=self.usage()), choices=[]))
+        return out
+
+    def chunks(self, model_name: str) -> Iterator[Dict[str, Any]]:
+        """The whole stream of chunks: the first, one per text piece, the last ones."""
+        yield self.first_chunk(model_name)
+        for piece in self:
+            yield self.chunk(model_name, {"content": piece})
+        yield from self.last_chunks(model_name)
 
 
 def _prompt_ids(model: "Model", req: ChatRequest, upto: Optional[int] = None) -> List[int]:
