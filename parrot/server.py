@@ -92,6 +92,8 @@ class Scheduler:
         self.active: List[Tuple[Job, ChatCompletion, Iterator[str]]] = []
         self.cond = threading.Condition()
         self.stopping = False
+        #: requests answered in full, dropped because their client went away, failed
+        self.stats = {"finished": 0, "cancelled": 0, "failed": 0}
         self.thread = threading.Thread(target=self._run, name="parrot-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -124,11 +126,12 @@ class Scheduler:
                     return
                 job = self.waiting.popleft()
             if job.cancelled:
+                self._drop(job)
                 continue
             try:
                 c = ChatCompletion(self.model, job.request)
             except Exception as e:  # noqa: BLE001 - bad input (or a bug) answers its request, never the thread
-                job.post("error", e)
+                self._fail(job, e)
                 continue
             job.post("start", c)
             self.active.append((job, c, iter(c)))
@@ -139,15 +142,25 @@ class Scheduler:
         for job, c, it in self.active:
             if job.cancelled:
                 getattr(it, "close", lambda: None)()
+                self._drop(job)
                 continue
             try:
                 job.post("piece", next(it))
                 still.append((job, c, it))
             except StopIteration:
+                self.stats["finished"] += 1
                 job.post("done", c)
             except Exception as e:  # noqa: BLE001 - report it on that request's stream
-                job.post("error", e)
+                self._fail(job, e)
         self.active = still
+
+    def _drop(self, job: Job) -> None:
+        self.stats["cancelled"] += 1
+        job.post("cancelled")
+
+    def _fail(self, job: Job, e: BaseException) -> None:
+        self.stats["failed"] += 1
+        job.post("error", e)
 
     def _run(self) -> None:
         while True:
@@ -261,7 +274,7 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
             raw = await read_body(request)
             try:
                 body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as e:
+            except (ValueError, RecursionError) as e:
                 raise RequestError(f"the request body is not valid JSON: {e}", None, "invalid_json") from None
             req = await anyio.to_thread.run_sync(
                 lambda: parse_request(body, load_image=load_image, max_new_tokens=cfg.max_tokens))
@@ -278,9 +291,9 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
             job.cancelled = True
             watcher.cancel()
             raise
-        if kind == "error":
+        if kind != "start":
             watcher.cancel()
-            return _failure(value)
+            return _failure(value if kind == "error" else RequestError("cancelled: the client went away"))
         completion: ChatCompletion = value
         if req.stream:
             watcher.cancel()  # Starlette's streaming response watches for the disconnect itself
@@ -291,8 +304,8 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
                 kind, value = await job.events.get()
                 if kind == "done":
                     return JSONResponse(completion.response(cfg.model_name))
-                if kind == "error":
-                    return _failure(value)
+                if kind in ("error", "cancelled"):
+                    return _failure(value if kind == "error" else RequestError("cancelled: the client went away"))
         finally:
             job.cancelled = True  # harmless when done; stops the generation when the client went away
             watcher.cancel()
@@ -309,6 +322,8 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
                     yield event(completion.chunk(cfg.model_name, {"content": value}))
                 elif kind == "error":
                     yield event(_error_body(value))
+                    return
+                elif kind == "cancelled":
                     return
                 else:
                     for c in completion.last_chunks(cfg.model_name):
@@ -334,7 +349,8 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
 
     async def health(request: Request) -> Any:
         active, queued = scheduler.counts()
-        return JSONResponse({"status": "ok", "model": cfg.model_name, "active": active, "queued": queued})
+        return JSONResponse({"status": "ok", "model": cfg.model_name, "active": active, "queued": queued,
+                             **scheduler.stats})
 
     async def http_error(request: Request, exc: Exception) -> Any:
         status = getattr(exc, "status_code", 500)
