@@ -16,6 +16,7 @@ from parrot.openai_api import RequestError
 from parrot.prompt import format_conversation, format_messages, user_query
 
 import tiny_parrot
+from test_api import ref_greedy, stop_ids
 from training.modeling_parrot import IMAGE_TOKEN_INDEX
 
 torch.set_num_threads(1)
@@ -60,15 +61,8 @@ def ref_text(turns, system=SYSTEM):
 
 
 def ref_answer(ref, tok, embeds):
-    eos = {tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")}
-    out = []
-    with torch.no_grad():
-        for _ in range(N):
-            nxt = int(ref.logits_from_embeds(embeds)[-1].argmax())
-            if nxt in eos:
-                break
-            out.append(nxt)
-            embeds = torch.cat([embeds, ref.model.embed_tokens(torch.tensor([nxt]))])
+    """The reference's greedy answer (test_api's loop, re-running the sequence each step): ids and text."""
+    out, _ = ref_greedy(ref, embeds, N, stop_ids(tok))
     return out, tok.decode(out, skip_special_tokens=True).strip()
 
 
