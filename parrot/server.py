@@ -92,6 +92,7 @@ class Scheduler:
         self.active: List[Tuple[Job, ChatCompletion, Iterator[str]]] = []
         self.cond = threading.Condition()
         self.stopping = False
+        self.inflight = 0   # reserved places: requests being read, waiting or active
         #: requests answered in full, dropped because their client went away, failed
         self.stats = {"finished": 0, "cancelled": 0, "failed": 0}
         self.thread = threading.Thread(target=self._run, name="parrot-scheduler", daemon=True)
@@ -110,14 +111,25 @@ class Scheduler:
         with self.cond:
             return len(self.active), len(self.waiting)
 
-    def submit(self, job: Job) -> bool:
-        """Queues a job; False when the queue is full."""
+    def reserve(self) -> bool:
+        """Holds a place for a request about to be read (so that reading and decoding request bodies is bounded
+        too); False when max_active + max_queue requests are already in. Then submit() or release()."""
         with self.cond:
-            if len(self.active) + len(self.waiting) >= self.max_active + self.max_queue:
+            if self.inflight >= self.max_active + self.max_queue:
                 return False
+            self.inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self.cond:
+            self.inflight -= 1
+
+    def submit(self, job: Job) -> None:
+        """Queues a job on a reserved place; the place is released when the job ends (answered, failed or
+        dropped), whatever its client does."""
+        with self.cond:
             self.waiting.append(job)
             self.cond.notify()
-            return True
 
     def _admit(self) -> None:
         while len(self.active) < self.max_active:
@@ -148,19 +160,21 @@ class Scheduler:
                 job.post("piece", next(it))
                 still.append((job, c, it))
             except StopIteration:
-                self.stats["finished"] += 1
-                job.post("done", c)
+                self._end(job, "finished", "done", c)
             except Exception as e:  # noqa: BLE001 - report it on that request's stream
                 self._fail(job, e)
         self.active = still
 
     def _drop(self, job: Job) -> None:
-        self.stats["cancelled"] += 1
-        job.post("cancelled")
+        self._end(job, "cancelled", "cancelled")
 
     def _fail(self, job: Job, e: BaseException) -> None:
-        self.stats["failed"] += 1
-        job.post("error", e)
+        self._end(job, "failed", "error", e)
+
+    def _end(self, job: Job, stat: str, kind: str, value: Any = None) -> None:
+        self.stats[stat] += 1
+        self.release()
+        job.post(kind, value)
 
     def _run(self) -> None:
         while True:
@@ -270,6 +284,9 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
     async def chat_completions(request: Request) -> Any:
         if not authorized(request):
             return unauthorized()
+        if not scheduler.reserve():
+            return _error(503, f"the server is busy ({cfg.max_active} running, {cfg.max_queue} waiting); retry later",
+                          None, "server_busy", {"Retry-After": str(cfg.retry_after_s)})
         try:
             raw = await read_body(request)
             try:
@@ -279,11 +296,13 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
             req = await anyio.to_thread.run_sync(
                 lambda: parse_request(body, load_image=load_image, max_new_tokens=cfg.max_tokens))
         except RequestError as e:
+            scheduler.release()
             return JSONResponse(e.to_dict(), status_code=e.status)
+        except BaseException:
+            scheduler.release()
+            raise
         job = Job(req, asyncio.get_running_loop())
-        if not scheduler.submit(job):
-            return _error(503, f"the server is busy ({cfg.max_active} running, {cfg.max_queue} waiting); retry later",
-                          None, "server_busy", {"Retry-After": str(cfg.retry_after_s)})
+        scheduler.submit(job)
         watcher = asyncio.ensure_future(watch_disconnect(request, job))
         try:
             kind, value = await job.events.get()
