@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from parrot.generation import Decoding
     from parrot.model import Model
 
-__all__ = ["RequestError", "ChatRequest", "ChatCompletion", "parse_request", "create_chat_completion",
+__all__ = ["RequestError", "ChatRequest", "Pixels", "ChatCompletion", "parse_request", "create_chat_completion",
            "ROUTING_MODES", "decode_data_uri"]
 
 ROUTING_MODES = ("exact", "first_turn")
@@ -103,13 +103,21 @@ def default_image_loader(url: str) -> bytes:
     return decode_data_uri(url, limit) if url.startswith("data:") else _local_image(url, limit)
 
 
+@dataclass(frozen=True)
+class Pixels:
+    """An image already preprocessed for the model (:meth:`parrot.Model.preprocess`'s output), as an image
+    loader may return it so that the decoded image need not be kept until the request runs."""
+
+    array: np.ndarray
+
+
 @dataclass
 class ChatRequest:
     """A validated chat-completion request."""
 
     messages: List[Tuple[str, str]]     # (role, text) after the system message; the image's text has "<image>\n"
     system: Optional[str]               # None: the model's default
-    image: Any                          # what the image loader returned (bytes, array, ...), or None
+    image: Any                          # what the image loader returned (bytes, array, Pixels...), or None
     image_message: int                  # index in messages of the message that brought the image (-1: none)
     options: Dict[str, Any]             # Model.run's generation options
     stream: bool = False
@@ -346,7 +354,7 @@ def _start(c: ChatCompletion) -> "Decoding":
         route = text_ids if req.routing == "exact" else \
             [i for i in _prompt_ids(model, req, req.image_message) if i != IMAGE_TOKEN]
         try:
-            pixels = model.preprocess(req.image)
+            pixels = req.image.array if isinstance(req.image, Pixels) else model.preprocess(req.image)
         except ImageError as e:
             raise RequestError(f"image_url: {e}", "image_url", "invalid_image") from None
         item, _ = model.image_features(pixels)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Iterator, List, Optional, Tuple
 
 from parrot.errors import ImageError
-from parrot.openai_api import ChatCompletion, ChatRequest, RequestError, decode_data_uri, parse_request
+from parrot.openai_api import ChatCompletion, ChatRequest, Pixels, RequestError, decode_data_uri, parse_request
 
 if TYPE_CHECKING:
     from parrot.model import Model
@@ -188,10 +188,12 @@ class Scheduler:
 
 
 # ---- images
-def _image_loader(cfg: ServerConfig):  # type: ignore[no-untyped-def]
+def _image_loader(model: "Model", cfg: ServerConfig):  # type: ignore[no-untyped-def]
     from parrot.image import load_image
 
     def load(url: str) -> Any:
+        if not model.config["has_vision"]:
+            raise RequestError(f"{os.path.basename(model.path)} has no vision tower: it takes no image", "image_url")
         if url.startswith("data:"):
             data = decode_data_uri(url, cfg.max_image_bytes)
         elif url.startswith(("http://", "https://")):
@@ -207,8 +209,8 @@ def _image_loader(cfg: ServerConfig):  # type: ignore[no-untyped-def]
                                    "invalid_image_url")
             from parrot.openai_api import _local_image
             data = _local_image(url, cfg.max_image_bytes)
-        try:
-            return load_image(data, max_pixels=cfg.max_image_pixels)
+        try:  # preprocessed here, in the request's thread: a waiting request holds 3·S² floats, not the image
+            return Pixels(model.preprocess(load_image(data, max_pixels=cfg.max_image_pixels)))
         except ImageError as e:
             raise RequestError(f"image_url: {e}", "image_url", "invalid_image") from None
 
@@ -248,7 +250,7 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
     from starlette.routing import Route
 
     cfg = config or ServerConfig()
-    load_image = _image_loader(cfg)
+    load_image = _image_loader(model, cfg)
     scheduler = Scheduler(model, cfg.max_active, cfg.max_queue)
 
     def authorized(request: Request) -> bool:
@@ -295,9 +297,9 @@ def create_app(model: "Model", config: Optional[ServerConfig] = None) -> Any:
                 raise RequestError(f"the request body is not valid JSON: {e}", None, "invalid_json") from None
             req = await anyio.to_thread.run_sync(
                 lambda: parse_request(body, load_image=load_image, max_new_tokens=cfg.max_tokens))
-        except RequestError as e:
+        except (RequestError, ValueError, TypeError) as e:
             scheduler.release()
-            return JSONResponse(e.to_dict(), status_code=e.status)
+            return _failure(e)
         except BaseException:
             scheduler.release()
             raise

@@ -401,3 +401,21 @@ def test_sigterm_finishes_running_requests_then_exits(tmp_path, uris, expected):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_text_only_model_without_tokenizer_gives_400s(tmp_path, uris):
+    """A plain Qwen2 file (no vision tower, converted without tokenizer files): an image, or any text, is a
+    clear 400, never a 500."""
+    from conftest import make_qwen2
+    _, d = make_qwen2(tmp_path)
+    m = parrot.load(parrot.convert(d, str(tmp_path / "q.gguf"), dtype="f32", progress=False, log=lambda s: None),
+                    threads=1)
+    s = LiveServer(m)
+    try:
+        url = s.url + "/v1/chat/completions"
+        r = httpx.post(url, json={"messages": image_message(uris[0], "a")})
+        assert r.status_code == 400 and "no vision tower" in error_of(r)["message"]
+        r = httpx.post(url, json={"messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 400 and "tokenizer" in error_of(r)["message"]
+    finally:
+        s.stop()
