@@ -129,7 +129,7 @@ def _text_parts(i: int, content: Any, loader: Optional[Callable[[str], Any]]) ->
     """(text, image or None) of one message's content."""
     where = f"messages[{i}].content"
     if isinstance(content, str):
-        return content, None
+        content = [{"type": "text", "text": content}]
     if not isinstance(content, list):
         raise RequestError(f"{where} must be a string or a list of content parts", where)
     texts, image = [], None
@@ -155,7 +155,13 @@ def _text_parts(i: int, content: Any, loader: Optional[Callable[[str], Any]]) ->
             image = loader(url)
         else:
             raise RequestError(f"{pw}.type must be 'text' or 'image_url', got {kind!r}", pw)
-    return "\n".join(texts), image
+    text = "\n".join(texts)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{where}: the text is not valid Unicode ({e.reason} at character {e.start})",
+                           where) from None
+    return text, image
 
 
 def _number(body: Mapping[str, Any], name: str, lo: float, hi: float) -> Optional[float]:

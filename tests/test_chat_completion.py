@@ -213,6 +213,7 @@ def test_bad_messages(tiny):
         (two, "one image per conversation"),
         ([{"role": "user", "content": [image_part(rgb), image_part(rgb)]}], "one image per conversation"),
         ([{"role": "assistant", "content": "x"}], "last message"),
+        ([{"role": "user", "content": "a \ud800"}], "not valid Unicode"),
         ([{"role": "user", "content": "x"}, {"role": "system", "content": "s"}, {"role": "user", "content": "y"}],
          "system message must come first"),
         ([{"role": "tool", "content": "x"}], "role"),

@@ -219,7 +219,7 @@ def test_malformed_requests_are_4xx_json(live, uris, tmp_path):
          "--allow-remote-images"),
         ({"messages": image_message(str(tmp_path / "x.png"), "a")}, 400, "invalid_image_url", "--allow-local-images"),
         ({"messages": image_message(uris[0], "7" * 5000)}, 400, "context_length_exceeded", "context"),
-        ({"messages": [{"role": "user", "content": "\ud800"}]}, 400, None, None),
+        ({"messages": [{"role": "user", "content": "\ud800"}]}, 400, None, "not valid Unicode"),
     ]
     for body, status, code, words in cases:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
