@@ -46,7 +46,7 @@ ROUTING_MODES = ("exact", "first_turn")
 # request fields that change nothing here: accepted and ignored (OpenAI clients send some of them by default)
 _IGNORED = {"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls"}
 # fields accepted only with the value that means "off"
-_NEUTRAL = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,),
+_NEUTRAL: Dict[str, Tuple[Any, ...]] = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,),
             "logit_bias": ({},), "tools": ([],), "tool_choice": ("none",), "response_format": ({"type": "text"},)}
 _DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
 
@@ -202,7 +202,9 @@ def parse_request(body: Any, *, load_image: Callable[[str], Any] = default_image
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise RequestError("messages must be a non-empty list", "messages")
-    system, out, image, image_at = None, [], None, -1
+    system: Optional[str] = None
+    out: List[Tuple[str, str]] = []
+    image, image_at = None, -1
     for i, m in enumerate(msgs):
         if not isinstance(m, Mapping):
             raise RequestError(f"messages[{i}] must be an object with 'role' and 'content'", f"messages[{i}]")

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from parrot.errors import ImageError
 from parrot.openai_api import ChatCompletion, ChatRequest, Pixels, RequestError, decode_data_uri, parse_request
@@ -188,7 +188,7 @@ class Scheduler:
 
 
 # ---- images
-def _image_loader(model: "Model", cfg: ServerConfig):  # type: ignore[no-untyped-def]
+def _image_loader(model: "Model", cfg: ServerConfig) -> Callable[[str], Any]:
     from parrot.image import load_image
 
     def load(url: str) -> Any:
@@ -423,7 +423,7 @@ def _model_card(model: "Model", cfg: ServerConfig) -> Dict[str, Any]:
 
 
 def serve(model: "Model", host: str = "127.0.0.1", port: int = 8000, config: Optional[ServerConfig] = None,
-          shutdown_timeout_s: Optional[float] = 60.0, log_level: str = "info") -> None:
+          shutdown_timeout_s: Optional[int] = 60, log_level: str = "info") -> None:
     """Runs the server until SIGTERM / Ctrl-C (running requests are finished first, for up to
     ``shutdown_timeout_s``)."""
     import uvicorn
