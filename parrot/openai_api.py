@@ -46,8 +46,10 @@ ROUTING_MODES = ("exact", "first_turn")
 # request fields that change nothing here: accepted and ignored (OpenAI clients send some of them by default)
 _IGNORED = {"model", "user", "metadata", "store", "service_tier", "parallel_tool_calls"}
 # fields accepted only with the value that means "off"
-_NEUTRAL: Dict[str, Tuple[Any, ...]] = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,),
-            "logit_bias": ({},), "tools": ([],), "tool_choice": ("none",), "response_format": ({"type": "text"},)}
+_NEUTRAL: Dict[str, Tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logprobs": (False,), "logit_bias": ({},),
+    "min_p": (0, 0.0), "typical_p": (1, 1.0), "tools": ([],), "tool_choice": ("none",),
+    "response_format": ({"type": "text"},)}
 _DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
 
 
@@ -193,7 +195,7 @@ def parse_request(body: Any, *, load_image: Callable[[str], Any] = default_image
     if not isinstance(body, Mapping):
         raise RequestError("the request body must be a JSON object")
     known = {"messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p",
-             "top_k", "seed", "stop", "n", "repetition_penalty", "routing"} | _IGNORED | set(_NEUTRAL)
+             "top_k", "seed", "stop", "n", "repetition_penalty", "repeat_penalty", "routing"} | _IGNORED | set(_NEUTRAL)
     for k, v in body.items():
         if k not in known:
             raise RequestError(f"unsupported parameter {k!r}", k, "unsupported_parameter")
@@ -254,7 +256,9 @@ def parse_request(body: Any, *, load_image: Callable[[str], Any] = default_image
     options = dict(max_new_tokens=max_new_tokens if limit is None else limit,
                    temperature=_number(body, "temperature", 0.0, 2.0) or 0.0,
                    top_p=_number(body, "top_p", 1e-9, 1.0), top_k=_int(body, "top_k", 1), seed=_int(body, "seed", 0),
-                   repetition_penalty=_number(body, "repetition_penalty", 1e-9, 100.0), stop=stop or None)
+                   repetition_penalty=_number(body, "repetition_penalty", 1e-9, 100.0)
+                   or _number(body, "repeat_penalty", 1e-9, 100.0),  # llama-cpp-python's name for it
+                   stop=stop or None)
     return ChatRequest(out, system, image, image_at, options, stream, bool(so.get("include_usage", False)), routing)
 
 

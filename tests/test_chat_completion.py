@@ -238,3 +238,17 @@ def test_prompt_too_long(tiny):
         model.create_chat_completion([{"role": "user", "content": [image_part(picture(6)),
                                                                    {"type": "text", "text": "7" * C}]}])
     assert e.value.code == "context_length_exceeded"
+
+
+def test_llama_cpp_python_style_call(tiny):
+    """The keywords llama-cpp-python code passes (repeat_penalty, top_k, neutral min_p / typical_p /
+    penalties) mean what they mean there: the answer equals Model.generate's with the same options."""
+    _, _, model = tiny
+    rgb = picture(7)
+    r = model.create_chat_completion(
+        [{"role": "user", "content": [image_part(rgb), {"type": "text", "text": "Describe."}]}], max_tokens=N,
+        temperature=0, top_k=40, repeat_penalty=1.3, min_p=0.0, typical_p=1.0, presence_penalty=0.0,
+        frequency_penalty=0.0)
+    want = model.generate(rgb, "Describe.", max_new_tokens=N, top_k=40, repetition_penalty=1.3)
+    assert r["choices"][0]["message"]["content"] == want
+    assert want != model.generate(rgb, "Describe.", max_new_tokens=N)  # the penalty changed the answer
