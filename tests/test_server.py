@@ -419,3 +419,11 @@ def test_text_only_model_without_tokenizer_gives_400s(tmp_path, uris):
         assert r.status_code == 400 and "tokenizer" in error_of(r)["message"]
     finally:
         s.stop()
+
+
+def test_cli_refuses_bad_limits(capsys):
+    from parrot.cli import main
+    assert main(["serve", "--parallel", "0"]) == 1
+    assert "--parallel must be a positive number" in capsys.readouterr().err
+    assert main(["serve", "--max-queue", "-1"]) == 1
+    assert "--max-queue" in capsys.readouterr().err
