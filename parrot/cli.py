@@ -259,8 +259,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise UserError(f"parrot serve needs Starlette and uvicorn ({e}); install the [serve] extra, e.g. "
                         f"pip install -e '.[serve]'") from None
     for name in ("port", "max_queue", "parallel", "max_tokens", "max_body_bytes", "max_image_pixels"):
-        if getattr(a, name) < (0 if name == "max_queue" else 1):
-            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(a, name)}")
+        least = 0 if name == "max_queue" else 1
+        if getattr(a, name) < least:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(a, name)}")
     model = _load(a)
     name = a.name or os.path.splitext(os.path.basename(model.path))[0]
     key = a.api_key if a.api_key is not None else os.environ.get("PARROT_API_KEY")

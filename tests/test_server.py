@@ -424,6 +424,6 @@ def test_text_only_model_without_tokenizer_gives_400s(tmp_path, uris):
 def test_cli_refuses_bad_limits(capsys):
     from parrot.cli import main
     assert main(["serve", "--parallel", "0"]) == 1
-    assert "--parallel must be a positive number" in capsys.readouterr().err
+    assert "--parallel must be at least 1" in capsys.readouterr().err
     assert main(["serve", "--max-queue", "-1"]) == 1
-    assert "--max-queue" in capsys.readouterr().err
+    assert "--max-queue must be at least 0" in capsys.readouterr().err
