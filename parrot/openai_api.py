@@ -127,8 +127,9 @@ class ChatRequest:
     routing: str = "exact"
 
 
-def _text_parts(i: int, content: Any, loader: Optional[Callable[[str], Any]]) -> Tuple[str, Any]:
-    """(text, image or None) of one message's content."""
+def _text_parts(i: int, content: Any, loader: Optional[Callable[[str], Any]],
+                image_from: int = -1) -> Tuple[str, Any]:
+    """(text, image or None) of messages[i]'s content; image_from: the message that already brought an image."""
     where = f"messages[{i}].content"
     if isinstance(content, str):
         content = [{"type": "text", "text": content}]
@@ -151,8 +152,9 @@ def _text_parts(i: int, content: Any, loader: Optional[Callable[[str], Any]]) ->
                 raise RequestError(f"{pw}.image_url.url must be a string", pw)
             if loader is None:
                 raise RequestError(f"{pw}: images are only accepted in user messages", pw)
-            if image is not None:
-                raise RequestError(f"{pw}: Parrot takes one image per conversation; this message has a second",
+            if image is not None or image_from >= 0:  # refused before a second image is read
+                first = f"messages[{image_from}]" if image_from >= 0 else "this message"
+                raise RequestError(f"{pw}: Parrot takes one image per conversation; {first} already has one",
                                    pw, "too_many_images")
             image = loader(url)
         else:
@@ -206,7 +208,7 @@ def parse_request(body: Any, *, load_image: Callable[[str], Any] = default_image
         raise RequestError("messages must be a non-empty list", "messages")
     system: Optional[str] = None
     out: List[Tuple[str, str]] = []
-    image, image_at = None, -1
+    image, image_at, image_from = None, -1, -1   # the image, its index in out and in msgs
     for i, m in enumerate(msgs):
         if not isinstance(m, Mapping):
             raise RequestError(f"messages[{i}] must be an object with 'role' and 'content'", f"messages[{i}]")
@@ -219,15 +221,12 @@ def parse_request(body: Any, *, load_image: Callable[[str], Any] = default_image
         if role not in ("user", "assistant"):
             raise RequestError(f"messages[{i}].role must be 'system', 'user' or 'assistant', got {role!r}",
                                f"messages[{i}].role")
-        text, img = _text_parts(i, m.get("content"), load_image if role == "user" else None)
+        text, img = _text_parts(i, m.get("content"), load_image if role == "user" else None, image_from)
         if IMAGE_PLACEHOLDER in text:
             raise RequestError(f"messages[{i}]: the text must not contain {IMAGE_PLACEHOLDER!r} (send the image "
                                "as an image_url part)", f"messages[{i}].content")
         if img is not None:
-            if image is not None:
-                raise RequestError(f"messages[{i}]: Parrot takes one image per conversation; messages[{image_at}] "
-                                   "already has one", f"messages[{i}].content", "too_many_images")
-            image, image_at, text = img, len(out), user_query(text, True)
+            image, image_at, image_from, text = img, len(out), i, user_query(text, True)
         out.append((role, text))
     if not out or out[-1][0] != "user":
         raise RequestError("the last message must be the user's", "messages")

@@ -229,6 +229,12 @@ def test_bad_messages(tiny):
     for msgs, match in cases:
         with pytest.raises(RequestError, match=match):
             model.create_chat_completion(msgs, max_tokens=2)
+    # the second image is refused before it is read, naming the message that brought the first
+    read = []
+    with pytest.raises(RequestError, match=r"messages\[3\].*messages\[1\] already has one"):
+        model.create_chat_completion([{"role": "system", "content": "s"}] + two, max_tokens=2,
+                                     load_image=lambda url: read.append(url) or rgb)
+    assert len(read) == 1
 
 
 def test_prompt_too_long(tiny):
