@@ -57,7 +57,11 @@ EOF
 )
 # the wheel's extension before auditwheel repair, for the second negative control
 raw=$(ls "$ROOT"/build/wheel-work/raw/parrot_vlm-*.whl 2>/dev/null || true)
-[ -n "$raw" ] && (cd "$WORK" && unzip -q -j "$raw" 'parrot/_core*.so' -d raw)
+[ -n "$raw" ] && "$PY" - "$raw" "$WORK/raw" <<'EOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("parrot/_core")])
+EOF
 
 read -r -d '' INSIDE <<'EOF' || true
 set -euo pipefail
@@ -73,7 +77,7 @@ echo "== $n system copies of OpenBLAS/libpng16/libjpeg/utf8proc/libgfortran hidd
 [ "$n" -ge 4 ] || { echo "FAIL: hid only $n files: this check would prove nothing"; exit 1; }
 
 echo "== negative controls (must fail to load now)"
-controls=("$ROOT"/parrot/_core*.so "$WORK"/raw/_core*.so)
+controls=("$ROOT"/parrot/_core*.so "$WORK"/raw/parrot/_core*.so)
 checked=0
 for so in "${controls[@]}"; do
     [ -f "$so" ] || continue
@@ -89,6 +93,7 @@ echo "== every library the installed wheel needs is inside it, or glibc"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
 bad=0
 while IFS= read -r -d '' elf; do
+    deps=$(ldd "$elf" 2>&1) || { echo "FAIL: $deps"; bad=1; }
     while read -r line; do
         case "$line" in
             *"not found"*) echo "FAIL: $elf: $line"; bad=1 ;;
@@ -96,8 +101,8 @@ while IFS= read -r -d '' elf; do
             lib[cm].so.6\ =\>*|libpthread.so.0\ =\>*|libdl.so.2\ =\>*|librt.so.1\ =\>*|libmvec.so.1\ =\>*) ;;
             *"=> /"*) echo "FAIL: $(basename "$elf") takes from the system: $line"; bad=1 ;;
         esac
-    done < <(ldd "$elf" 2>&1)
-done < <(find "$site/parrot" "$site/parrot_vlm.libs" -type f -name '*.so*' -print0)
+    done <<<"$deps"
+done < <(find "$site/parrot" "$site/parrot_vlm.libs" -type f -name '*.so*' -print0 2>/dev/null)
 [ "$bad" = 0 ] || exit 1
 ls -l "$site/parrot_vlm.libs" | tail -n +2
 
