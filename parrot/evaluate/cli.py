@@ -29,7 +29,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=512, help="as the reference evaluation (512)")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads per model")
     p.add_argument("-j", "--workers", type=int, default=1, help="model processes on this machine")
-    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot[ray]')")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot-vlm[ray]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for ray.init (default: local/auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in OUTDIR")
