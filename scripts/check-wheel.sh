@@ -37,7 +37,7 @@ echo "== fresh venv in $WORK: pip install $(basename "$wheel")"
 
 echo "== images and expected answers from the checkout's own build"
 # the checkout's build (scripts/install.sh) is independent of the wheel: system OpenBLAS, not scipy-openblas32
-( cd "$WORK/run" && PYTHONPATH=$ROOT "$PY" - <<'EOF'
+( cd "$WORK/run" && PYTHONPATH=$ROOT env -u PARROT_MODEL "$PY" - <<'EOF'
 import json, numpy as np, parrot
 from PIL import Image
 from parrot.demo import QUESTIONS, SCENES, draw_scene
