@@ -58,6 +58,9 @@ class MissingLibraries(SystemExit):
 
     def __init__(self, missing):
         names = ", ".join(lib.what for lib in missing)
+        if PKG_CONFIG in missing:  # then no library could be looked for: name them all, apt skips what is there
+            names = ", ".join(lib.what for lib in missing if lib not in LIBS) + " (so " + \
+                ", ".join(lib.what for lib in LIBS) + " could not be looked for)"
         line = lambda tool, attr: " ".join([tool] + [getattr(l, attr) for l in missing if getattr(l, attr)])
         super().__init__(
             f"parrot-vlm build: missing {names}. Install everything at once with:\n"
