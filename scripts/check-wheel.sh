@@ -42,15 +42,16 @@ import json, numpy as np, parrot
 from PIL import Image
 from parrot.demo import QUESTIONS, SCENES, draw_scene
 assert parrot.__file__.startswith(__import__("os").environ["PYTHONPATH"]), parrot.__file__
-images = {}
+names = []
 for i, scene in enumerate(SCENES[:3]):
     rgb = draw_scene(scene)
-    np.save(f"scene{i}.npy", rgb)
+    np.save(f"scene{i}.npy", rgb)                              # passed as an array
     Image.fromarray(rgb).save(f"scene{i}.png")                 # decoded by the bundled libpng
     Image.fromarray(rgb).save(f"scene{i}.jpg", quality=95)     # decoded by the bundled libjpeg
-    images.update({f"scene{i}.png": rgb, f"scene{i}.jpg": f"scene{i}.jpg", f"scene{i}.npy": rgb})
-cases = [(img, QUESTIONS[lang][kind]) for img in images for lang in QUESTIONS for kind in ("colour", "shape")]
-answers = [parrot.generate(images[img] if img.endswith(".npy") else img, q, max_new_tokens=16) for img, q in cases]
+    names += [f"scene{i}.png", f"scene{i}.jpg", f"scene{i}.npy"]
+cases = [(name, QUESTIONS[lang][kind]) for name in names for lang in QUESTIONS for kind in ("colour", "shape")]
+load = lambda name: np.load(name) if name.endswith(".npy") else name
+answers = [parrot.generate(load(name), q, max_new_tokens=16) for name, q in cases]
 json.dump({"cases": cases, "answers": answers}, open("expected.json", "w"), ensure_ascii=False)
 print(f"{len(cases)} questions; e.g. {cases[0][1]!r} on {cases[0][0]} -> {answers[0]!r}")
 EOF
