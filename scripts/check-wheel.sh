@@ -10,6 +10,7 @@
 #      - every ELF file the wheel installed resolves each library it needs inside the venv or to glibc (ldd);
 #      - `parrot demo` runs on the model inside the wheel, and `parrot.generate` on PNG, JPEG and array images
 #        in six languages gives the answers the checkout's own build gives (computed before the hiding);
+#      - notebooks/quickstart.ipynb runs on the wheel with its [notebook] extra (nbclient) and draws its plots;
 #   4. the sdist, built where pkg-config finds none of the libraries, fails with one error naming all four.
 #
 #   bash scripts/check-wheel.sh                 # build, then check
@@ -31,9 +32,10 @@ trap 'rm -rf "$WORK"' EXIT
 case "$WORK/" in "$ROOT"/*) echo "check-wheel: $WORK is inside the checkout"; exit 1 ;; esac
 mkdir "$WORK/run"
 
-echo "== fresh venv in $WORK: pip install $(basename "$wheel")"
+echo "== fresh venv in $WORK: pip install '$(basename "$wheel")[notebook]' nbclient nbformat"
 "$PY" -m venv "$WORK/venv"
-"$WORK/venv/bin/python" -m pip install -q "$wheel" >"$WORK/pip.log" 2>&1 || { cat "$WORK/pip.log"; exit 1; }
+"$WORK/venv/bin/python" -m pip install -q "$wheel[notebook]" nbclient nbformat >"$WORK/pip.log" 2>&1 \
+    || { cat "$WORK/pip.log"; exit 1; }
 
 echo "== images and expected answers from the checkout's own build"
 # the checkout's build (scripts/install.sh) is independent of the wheel: system OpenBLAS, not scipy-openblas32
@@ -133,6 +135,22 @@ for c, e, g in diff:
 assert not diff, f"{len(diff)} of {len(got)} answers differ"
 print(f"ok: {len(got)} answers equal the checkout build's (kernels: {parrot._core.kernel_isa()}); "
       f"e.g. {exp['cases'][1][1]!r} on {exp['cases'][1][0]} -> {got[1]!r}")
+PY
+
+echo "== notebooks/quickstart.ipynb on the wheel's [notebook] extra"
+cp "$ROOT/notebooks/quickstart.ipynb" .
+unset MPLBACKEND   # the kernel's inline backend draws the plots
+"$venv/bin/python" - <<'PY'
+import nbclient, nbformat
+nb = nbformat.read("quickstart.ipynb", as_version=4)
+nbclient.NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+errors = [f"{o.ename}: {o.evalue}" for o in outs if o.output_type == "error"]
+assert not errors, errors
+assert any("parrot-tiny-shapes.gguf" in o.get("data", {}).get("text/plain", "") for o in outs), "not the shipped model"
+plots = sum("image/png" in o.get("data", {}) for o in outs)
+assert plots >= 2, f"only {plots} plots drawn"
+print(f"ok: every cell ran on the shipped model; {plots} plots drawn")
 PY
 EOF
 echo "== in a private mount namespace with the system libraries hidden"
