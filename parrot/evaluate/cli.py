@@ -19,11 +19,12 @@ routing.png to OUTDIR."""
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("files", nargs="+", metavar="FILE.tsv", help="benchmark TSVs (language from the _xx suffix)")
+    p.add_argument("files", nargs="+", metavar="FILE.tsv", help="benchmark TSVs (the _xx suffix of each name picks its instruction and language)")
     p.add_argument("-m", "--model", required=True, help="model file (.gguf)")
     p.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="OUTDIR",
                    help="output directory")
-    p.add_argument("--lang", help="language of all files (en, zh/cn, pt, ar, tr, ru) instead of the suffix")
+    p.add_argument("--lang", help="report every file under this language (en, zh/cn, pt, ar, tr, ru) instead of "
+                                  "its name's suffix; the prompts still follow the file names, as in VLMEvalKit")
     p.add_argument("--scoring", choices=["auto", "vanilla", "circular"], default="auto",
                    help="auto: circular for names containing 'mmbench', else vanilla (default)")
     p.add_argument("--max-new-tokens", type=int, default=512, help="as the reference evaluation (512)")
