@@ -10,8 +10,8 @@
 
 Every command that uses a model takes ``-m/--model`` (default ``$PARROT_MODEL``, else the shipped model).
 
-Wrong usage (including an out-of-range number) exits with status 2 and a one-line reason; a user error (missing file, bad model, bad image)
-prints one line, without a traceback, and exits with status 1; Ctrl-C exits with 130.
+Wrong usage (an out-of-range number too) exits with status 2 and a one-line reason; a user error (missing
+file, bad model, bad image) prints one line, without a traceback, and exits with status 1; Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
@@ -89,10 +89,11 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float_in(0.0, low_open=True, high=1.0), metavar="P",
                    help="sample from the smallest set of tokens holding probability P, 0 < P <= 1")
     p.add_argument("--repetition-penalty", type=float_in(0.0, low_open=True), metavar="R",
-                   help="divide the scores of tokens already in the text by R > 0 (1 = none; applies to "
-                        "greedy decoding too)")
+                   help="R > 0 penalises tokens already in the prompt or answer, as Hugging Face does (1 = "
+                        "none, above 1 discourages repeats; applies to greedy decoding too)")
     p.add_argument("--seed", type=int_at_least(0), metavar="N", help="seed of the sampler (reproducible answers)")
-    p.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
+    p.add_argument("--stop", action="append", metavar="TEXT",
+                   help="end the answer before this text, which is not printed (repeatable)")
     p.add_argument("--system", metavar="TEXT", help="system prompt (default: the model's)")
 
 
@@ -360,7 +361,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from parrot import demo
-    model = _load(a) if a.model else None
+    model = _load(a) if a.model or a.threads is not None else None  # None: the demo finds one (or builds one)
     return demo.run(model, max_new_tokens=a.max_new_tokens)
 
 
@@ -426,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "without a model builds a random one (meaningless answers).")
     _model_args(d)
     d.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
-                   help="longest answer in tokens (default 24)")
+                   help="longest answer in tokens, at least 1 (default 24)")
     d.set_defaults(func=cmd_demo)
 
     try:  # the evaluation engineer's command, when present

@@ -54,8 +54,8 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
 
     files: one or more TSVs; each file's name picks the instruction as the reference does (``_cn``, ``_pt``,
         ``_ar``, ``_ru``, ``_tr``, case-sensitive; see docs/evaluation.md) and the language it is reported
-        under (``_en``, ``_cn``/``_zh``, ``_pt``, ``_ar``, ``_tr``, ``_ru``); ``lang`` sets the latter only. Names containing "mmbench" are scored circularly,
-        others (MMMB) vanilla; ``scoring`` forces one.
+        under (``_en``, ``_cn``/``_zh``, ``_pt``, ``_ar``, ``_tr``, ``_ru``); ``lang`` sets the latter only.
+        Names containing "mmbench" are scored circularly, others (MMMB) vanilla; ``scoring`` forces one.
     model: a model file path (each process calls ``parrot.load(path, threads=threads)``), a zero-argument
         factory returning a model (picklable for ``workers``/``ray``), or a loaded model (serial runs only).
     out_dir: gets ``predictions.jsonl`` (the resumable journal), ``predictions.csv``, ``accuracy.csv``,

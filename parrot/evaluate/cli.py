@@ -21,7 +21,8 @@ routing.png to OUTDIR."""
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("files", nargs="+", metavar="FILE.tsv", help="benchmark TSVs (the _xx suffix of each name picks its instruction and language)")
+    p.add_argument("files", nargs="+", metavar="FILE.tsv",
+                   help="benchmark TSVs (the _xx suffix of each name picks its instruction and language)")
     p.add_argument("-m", "--model", metavar="PATH", help=MODEL_HELP)
     p.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="OUTDIR",
                    help="output directory")

@@ -197,8 +197,9 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
     """Reads a VLMEvalKit multiple-choice TSV into a :class:`Benchmark`.
 
     ``lang`` overrides the file-name suffix as the language the file is reported under (``Benchmark.lang``);
-    the prompt's instruction depends on the name only (:func:`parrot.evaluate.prompts.instruction_language`). ``scoring`` "auto" follows ImageMCQDataset.evaluate: circular
-    when the dataset name contains "mmbench" or "ccbench", else vanilla. Known MMMB / multilingual MMBench
+    the prompt's instruction depends on the name only (:func:`parrot.evaluate.prompts.instruction_language`).
+    ``scoring`` "auto" follows ImageMCQDataset.evaluate: circular when the dataset name contains "mmbench" or
+    "ccbench", else vanilla. Known MMMB / multilingual MMBench
     files are checked against their published MD5 (a mismatch warns, naming the file).
     """
     path = os.fspath(path)
