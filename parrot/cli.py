@@ -308,53 +308,50 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
-def _timed_steps(model: Any, ids: List[int], pixels: Any, steps: int) -> Tuple[float, int]:
-    """Seconds for a greedy generation of ``steps`` tokens that ignores end-of-text, and the tokens made
-    (fewer only when the context runs out)."""
+def _decode_seconds(model: Any, positions: int, steps: int) -> Tuple[float, int]:
+    """Seconds for ``steps`` greedy decoding steps after a prompt of ``positions`` positions, timed alone and
+    not stopped by end-of-text (a model may answer in a token or two), and the steps run (fewer only when
+    the context runs out). What a step costs depends on the model and the KV cache's length, not on which
+    tokens are in it, so the prompt is filler ids."""
+    import numpy as np
+    steps = max(0, min(steps, model.context_size - positions))
+    ctx = model._core.new_context(positions + steps)
+    logits = ctx.decode((np.arange(positions) % model.config["vocab_size"]).astype(np.int32))
+    token = np.zeros(1, dtype=np.int32)
     t0 = time.perf_counter()
-    out = model.generate_ids(ids, steps, pixels=pixels, stop_ids=())
-    return time.perf_counter() - t0, len(out)
+    for _ in range(steps):
+        token[0] = int(np.argmax(logits))
+        logits = ctx.decode(token)
+    return time.perf_counter() - t0, steps
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
     """A small built-in timing of the stages on one model."""
     import numpy as np
-    from parrot.prompt import format_query, tokenize_prompt
     model = _load(a)
     print(f"parrot bench (built-in quick timing; the full benchmark suite lives in benchmarks/)\n{model}")
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) if model.config["has_vision"] else None
     prompt = "Describe the picture in detail."
-    # stages: the ordinary path (a fresh image each run, so the vision tower runs)
     rows = []
     for i in range(a.runs):
         model.image_cache.clear()
         r = model.run(img, prompt, max_new_tokens=1, temperature=0.0)
         rows.append(r.timings)
     best = {k: min(t[k] for t in rows) for k in ("preprocess_s", "vision_s", "moe_s", "prefill_s")}
-    n = rows[-1]
-    # decoding: a model may end its answer after a token or two, so time a generation that ignores
-    # end-of-text; the same prompt run for 1 token and for 1 + N tokens differ by exactly N decoding steps
-    pixels = None if img is None else model.preprocess(img)
-    ids = tokenize_prompt(model.tokenizer, format_query(prompt, image=img is not None, system=model.default_system))
-    _timed_steps(model, ids, pixels, 1)  # warm-up: first-call costs would land in the difference
-    one, more, made = math.inf, math.inf, 0
-    for i in range(a.runs):
-        one = min(one, _timed_steps(model, ids, pixels, 1)[0])
-        t, made = _timed_steps(model, ids, pixels, 1 + a.max_new_tokens)
-        more = min(more, t)
-    steps = made - 1
+    positions = int(rows[-1]["prompt_tokens"])
+    decode = [_decode_seconds(model, positions, a.max_new_tokens) for _ in range(a.runs)]
+    steps, decode_s = decode[0][1], min(t for t, _ in decode)
     print(f"  preprocess   {best['preprocess_s'] * 1000:9.1f} ms")
     print(f"  vision       {best['vision_s'] * 1000:9.1f} ms")
     print(f"  moe          {best['moe_s'] * 1000:9.1f} ms")
-    print(f"  prefill      {best['prefill_s'] * 1000:9.1f} ms  ({n['prompt_tokens']:.0f} positions, "
-          f"{n['prompt_tokens'] / max(best['prefill_s'], 1e-9):.0f} positions/s)")
-    if steps > 0 and more > one:
-        print(f"  decode       {steps / (more - one):9.1f} tokens/s  ({steps} tokens after the prompt, "
-              f"end-of-text ignored)")
-    else:  # the context was full, or the machine too noisy for the difference of two timings
-        print(f"  decode       not measured ({steps} tokens decoded, timing difference {more - one:.6f} s); "
-              f"try more --runs or --max-new-tokens")
+    print(f"  prefill      {best['prefill_s'] * 1000:9.1f} ms  ({positions} positions, "
+          f"{positions / max(best['prefill_s'], 1e-9):.0f} positions/s)")
+    if steps > 0:
+        print(f"  decode       {steps / max(decode_s, 1e-9):9.1f} tokens/s  ({steps} tokens after the "
+              f"{positions}-position prompt, end-of-text ignored)")
+    else:
+        print(f"  decode       not measured: the {positions}-position prompt fills the context")
     print(f"  best of {a.runs} run(s), {model.threads} threads")
     return 0
 
