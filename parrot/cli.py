@@ -427,11 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest answer in tokens, at least 1 (default 24)")
     d.set_defaults(func=cmd_demo)
 
-    try:  # the evaluation engineer's command, when present
+    try:  # the evaluation command, when its package imports
         from parrot.evaluate import cli as eval_cli
     except ImportError:
-        eval_cli = None
-    if eval_cli is not None:
+        pass
+    else:
         eval_cli.add_parser(sub)
     return p
 

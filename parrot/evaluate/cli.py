@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from parrot.cli import MODEL_HELP, positive_int
 
@@ -49,7 +49,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> argparse.ArgumentParser:
     """Adds the ``eval`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser("eval", help="evaluate on MMMB / multilingual MMBench TSVs",
                               description=DESCRIPTION)
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     return _configure(argparse.ArgumentParser(prog="parrot eval", description=DESCRIPTION))
 
 
-def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+def _warn(message: "Warning | str", category: type, filename: str, lineno: int, file: Any = None,
+          line: Optional[str] = None) -> None:
     # a warning (an MD5 mismatch, a file without a language suffix) is one line for the user, not a source line
     print(f"parrot eval: warning: {message}", file=sys.stderr)
 
