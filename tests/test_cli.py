@@ -16,7 +16,7 @@ pytest.importorskip("parrot.image", reason="needs parrot.image (issue 4)")
 from parrot.demo import make_random_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["generate", "chat", "convert", "info", "bench", "demo"]
+COMMANDS = ["generate", "chat", "convert", "info", "bench", "demo", "eval"]
 
 
 def run(*args, stdin=None, env=None, timeout=120):
@@ -46,6 +46,9 @@ def one_line(s):
 def test_every_command_has_help(cmd):
     r = run(cmd, "--help")
     assert r.returncode == 0 and "usage: parrot " + cmd in r.stdout
+    if cmd != "convert":   # every command that uses a model names its default (test_info_and_eval_default_...)
+        assert "-m PATH, --model PATH" in r.stdout and "(default: $PARROT_MODEL, else the model shipped with the " \
+            "package)" in " ".join(r.stdout.split()), r.stdout
 
 
 def test_wrong_usage_exits_2_with_one_line():
