@@ -423,7 +423,8 @@ def test_text_only_model_without_tokenizer_gives_400s(tmp_path, uris):
 
 def test_cli_refuses_bad_limits(capsys):
     from parrot.cli import main
-    assert main(["serve", "--parallel", "0"]) == 1
-    assert "--parallel must be at least 1" in capsys.readouterr().err
-    assert main(["serve", "--max-queue", "-1"]) == 1
-    assert "--max-queue must be at least 0" in capsys.readouterr().err
+    for args, words in ((["--parallel", "0"], "--parallel: must be at least 1"),
+                        (["--max-queue", "-1"], "--max-queue: must be at least 0")):
+        with pytest.raises(SystemExit) as e:   # a usage error, as every out-of-range option of the CLI
+            main(["serve", *args])
+        assert e.value.code == 2 and words in capsys.readouterr().err
