@@ -117,8 +117,9 @@ class Model:
 
     # ---- lifetime
     def close(self) -> None:
-        """Releases the model file and every cache. Generations and chat sessions still running keep what
-        they use until they end; any new call on this Model raises ``ValueError``. Closing twice is fine."""
+        """Releases the model file (once nothing else holds it) and every cache. A generation already
+        decoding finishes; anything else on this Model — including a generation or chat question not started
+        yet — raises ``ValueError``. Closing twice is fine."""
         with self._lock:
             self._core = _Closed(self.path)
             self._tokenizer = None
@@ -519,6 +520,8 @@ class Model:
              allow_special: bool = False) -> ChatSession:
         """A conversation about ``image`` (or none) that keeps its KV cache: follow-up questions neither
         re-encode the image nor re-run the history. See :class:`parrot.chat.ChatSession`."""
+        if self.closed:
+            self._core.config  # raises the closed model's error
         return ChatSession(self, image, system, allow_special=allow_special)
 
     def generate_many(self, items: Iterable[Any], *, progress: bool = True, **options: Any) -> Iterator[Result]:
