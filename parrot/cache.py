@@ -34,7 +34,7 @@ def pixel_key(pixels: np.ndarray) -> bytes:
     a = np.ascontiguousarray(pixels, dtype=np.float32)
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(a.shape).encode())
-    h.update(memoryview(a).cast("B"))
+    h.update(a.data.cast("B"))
     return h.digest()
 
 

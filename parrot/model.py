@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sized
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence,
                     Tuple, Union, overload)
 
@@ -535,7 +536,7 @@ class Model:
         bad = set(options) - set(_GENERATION_OPTIONS) - {"system", "allow_special"}
         if bad:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(bad))}")
-        total = len(items) if hasattr(items, "__len__") else None
+        total = len(items) if isinstance(items, Sized) else None
         bar = None
         if progress:
             from tqdm.auto import tqdm
