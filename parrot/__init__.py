@@ -19,7 +19,7 @@ from parrot.generation import Generation, Result
 from parrot.model import DEFAULT_SYSTEM, IMAGE_TOKEN, Model, default_model, generate, load
 from parrot.sampling import SamplingOptions
 from parrot.converter import convert
-from parrot import evaluate  # the package is callable: parrot.evaluate(files, model, out_dir, ...)
+from parrot.evaluation import evaluate
 
 _logging.getLogger("parrot").addHandler(_logging.NullHandler())
 

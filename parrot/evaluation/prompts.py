@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from parrot.evaluate.tsv import Row
+from parrot.evaluation.tsv import Row
 
 __all__ = ["INSTRUCTIONS", "EN_INSTRUCTION", "OPEN_INSTRUCTION", "cn_string", "build_prompt"]
 

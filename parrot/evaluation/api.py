@@ -1,19 +1,22 @@
 """``parrot.evaluate``: score a model on VLMEvalKit TSVs (MMMB, multilingual MMBench, or your own)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from parrot.evaluate.report import format_table, summarize, write_outputs
-from parrot.evaluate.runner import JOURNAL_VERSION, Journal, ModelSpec, make_tasks, run_tasks
-from parrot.evaluate.score import score_rows
-from parrot.evaluate.tsv import Benchmark, TSVError, load_benchmark
+from parrot.evaluation.report import format_table, summarize, write_outputs
+from parrot.evaluation.runner import JOURNAL_VERSION, Journal, ModelSpec, make_tasks, run_tasks
+from parrot.evaluation.score import score_rows
+from parrot.evaluation.tsv import Benchmark, TSVError, load_benchmark
 
 __all__ = ["evaluate", "EvalResult"]
+
+log = logging.getLogger("parrot.evaluation")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,6 +69,9 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
         starts is shut down at its end, and the process's SIGTERM/SIGINT handlers are put back.
     resume: continue the journal in ``out_dir`` (rows already there are not run again).
     reference_jpeg: re-encode each image as JPEG first, as VLMEvalKit does before Parrot sees it (Pillow).
+    progress: a tqdm bar on stderr. verbose: log the table (and a resumed run's counts) at INFO level on the
+        ``parrot.evaluation`` logger; nothing is printed (``parrot eval`` prints the table). Rows that could
+        not be evaluated are reported with :func:`warnings.warn`.
     """
     if isinstance(files, (str, os.PathLike)):
         files = [files]
@@ -118,7 +124,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
         groups = make_tasks(benches, journal.records)
         total = sum(len(g) for g in groups)
         if verbose and journal.records and total:
-            print(f"resuming: {len(journal.records)} rows already done, {total} to run", file=sys.stderr)
+            log.info("resuming: %d rows already done, %d to run", len(journal.records), total)
         bar = None
         if progress and total:
             from tqdm import tqdm
@@ -156,8 +162,8 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     paths = write_outputs(summary, benches, scored, records, out_dir, plots=plots)
     paths["journal"] = journal.path
     if verbose:
-        print(table)
-        if summary["errors"]:
-            print(f"{len(summary['errors'])} rows could not be evaluated (counted wrong); first: "
-                  f"{summary['errors'][0]['error']}", file=sys.stderr)
+        log.info("%s", table)
+    if summary["errors"]:
+        warnings.warn(f"{len(summary['errors'])} rows could not be evaluated (counted wrong); first: "
+                      f"{summary['errors'][0]['error']}", stacklevel=2)
     return EvalResult(summary=summary, table=table, scored=scored, paths=paths)

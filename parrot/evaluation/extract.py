@@ -22,7 +22,7 @@ from __future__ import annotations
 import string
 from typing import Dict, Optional, Union
 
-from parrot.evaluate.prompts import EN_INSTRUCTION
+from parrot.evaluation.prompts import EN_INSTRUCTION
 
 __all__ = ["postprocess", "can_infer", "can_infer_option", "can_infer_text", "REFUSALS"]
 

@@ -11,9 +11,9 @@ import os
 import warnings
 from typing import Dict, List, Optional, Sequence
 
-from parrot.evaluate.extract import extract_letter
-from parrot.evaluate.score import category_names, report_acc, scored_prediction
-from parrot.evaluate.tsv import LANGUAGES, Benchmark
+from parrot.evaluation.extract import extract_letter
+from parrot.evaluation.score import category_names, report_acc, scored_prediction
+from parrot.evaluation.tsv import LANGUAGES, Benchmark
 
 __all__ = ["summarize", "format_table", "write_outputs"]
 

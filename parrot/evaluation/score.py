@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional
 
-from parrot.evaluate.extract import extract_letter
-from parrot.evaluate.tsv import Benchmark, Row
+from parrot.evaluation.extract import extract_letter
+from parrot.evaluation.tsv import Benchmark, Row
 
 __all__ = ["CIRCULAR_BASE", "MMB_ABBRS", "scored_prediction", "score_rows", "report_acc"]
 
