@@ -69,7 +69,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
         starts is shut down at its end, and the process's SIGTERM/SIGINT handlers are put back.
     resume: continue the journal in ``out_dir`` (rows already there are not run again).
     reference_jpeg: re-encode each image as JPEG first, as VLMEvalKit does before Parrot sees it (Pillow).
-    progress: a tqdm bar on stderr. verbose: log the table (and a resumed run's counts) at INFO level on the
+    progress: a tqdm bar on stderr. verbose: log a resumed run's counts (INFO) and the table (DEBUG) on the
         ``parrot.evaluation`` logger; nothing is printed (``parrot eval`` prints the table). Rows that could
         not be evaluated are reported with :func:`warnings.warn`.
     """
@@ -162,7 +162,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     paths = write_outputs(summary, benches, scored, records, out_dir, plots=plots)
     paths["journal"] = journal.path
     if verbose:
-        log.info("%s", table)
+        log.debug("%s", table)
     if summary["errors"]:
         warnings.warn(f"{len(summary['errors'])} rows could not be evaluated (counted wrong); first: "
                       f"{summary['errors'][0]['error']}", stacklevel=2)

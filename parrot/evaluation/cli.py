@@ -5,6 +5,7 @@ The CLI owner mounts it with ``add_parser(subparsers)``; ``python -m parrot.eval
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from typing import List, Optional
@@ -66,18 +67,25 @@ def main(args: argparse.Namespace) -> int:
     from parrot.evaluation.tsv import TSVError
     import parrot
 
+    log = logging.getLogger("parrot.evaluation")   # the library logs the resume line: show it on stderr
+    handler = logging.StreamHandler(sys.stderr)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warn
             r = evaluate(args.files, args.model, args.out, lang=args.lang, scoring=args.scoring,
-                     max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
-                     ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
-                     reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet,
-                         verbose=False)
+                         max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
+                         ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
+                         reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)
     except (TSVError, JournalError, WorkerError, parrot.ParrotError, ImportError, ValueError, OSError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"parrot eval: error: {first}", file=sys.stderr)
         return 1
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     print(r.table)
     return 0
 
