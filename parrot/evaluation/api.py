@@ -26,18 +26,18 @@ class EvalResult:
     """What :func:`evaluate` found: the summary (as written to accuracy.json), the printed table, the
     per-question scores of each benchmark, and the paths of the files written."""
 
-    summary: dict
+    summary: Dict[str, Any]
     table: str
-    scored: Dict[str, List[dict]]
+    scored: Dict[str, List[Dict[str, Any]]]
     paths: Dict[str, str]
 
     @property
     def accuracy(self) -> float:
         """Overall accuracy over all questions of all files (a fraction)."""
-        return self.summary["overall"]["accuracy"]
+        return float(self.summary["overall"]["accuracy"])
 
 
-def _nan_to_none(x):
+def _nan_to_none(x: Any) -> Any:
     if isinstance(x, float) and math.isnan(x):
         return None
     if isinstance(x, dict):
@@ -145,7 +145,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
 
     records = journal.records
     scored = {b.name: score_rows(b, {k[1]: v for k, v in records.items() if k[0] == b.name}) for b in benches}
-    summary = summarize(benches, scored, records, meta["model"])
+    summary = summarize(benches, scored, records, described)
     mine = [records[(b.name, str(r.index))] for b in benches for r in b.rows if (b.name, str(r.index)) in records]
     looked = [r for r in mine if r.get("cache_hit") is not None]
     hits = sum(1 for r in looked if r["cache_hit"])

@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 import warnings
-from typing import List, Optional
+from typing import List, Optional, TextIO, Union
 
 __all__ = ["add_parser", "main", "build_parser"]
 
@@ -43,7 +43,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Adds the ``eval`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser("eval", help="evaluate on MMMB / multilingual MMBench TSVs",
                               description=DESCRIPTION)
@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     return _configure(argparse.ArgumentParser(prog="parrot eval", description=DESCRIPTION))
 
 
-def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+def _warn(message: Union[Warning, str], category: type, filename: str, lineno: int, file: Optional[TextIO] = None,
+          line: Optional[str] = None) -> None:
     # a warning (an MD5 mismatch, a file without a language suffix) is one line for the user, not a source line
     print(f"parrot eval: warning: {message}", file=sys.stderr)
 
