@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 import warnings
-from typing import List, Optional, TextIO, Union
+from typing import Any, List, Optional, TextIO, Union
 
 __all__ = ["add_parser", "main", "build_parser"]
 
@@ -43,7 +43,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``eval`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser("eval", help="evaluate on MMMB / multilingual MMBench TSVs",
                               description=DESCRIPTION)
