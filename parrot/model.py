@@ -360,8 +360,8 @@ class Model:
         max_new = options.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new!r}")
-        sampler = Sampler(SamplingOptions(**{k: options[k] for k in _SAMPLING_OPTIONS if options.get(k) is not None}),
-                          int(self.config["vocab_size"]))
+        sampling = SamplingOptions(**{k: options[k] for k in _SAMPLING_OPTIONS if options.get(k) is not None})
+        sampler = Sampler(sampling, int(self.config["vocab_size"]))
         stops = normalize_stop(options.get("stop"))
         stop_set = self.stop_ids if stop_ids is None else tuple(int(i) for i in stop_ids)
         ids = self._check_ids(input_ids)
@@ -393,11 +393,15 @@ class Model:
                     self.prefix_cache.put(prefix, ctx)
 
         def prefill() -> Tuple[np.ndarray, Optional[np.ndarray]]:
+            t0 = time.perf_counter()
             if prefix and ctx.n_past == 0:
                 # the shared prefix runs on its own, hit or miss, so answers never depend on the cache's state
                 with self._lock:
                     ctx.decode(ids[:len(prefix)].astype(np.int32), logits=False)
-            return self._prefill(ctx, ids, image, start=len(prefix), timings=timings)
+            t_prefix = time.perf_counter() - t0
+            out = self._prefill(ctx, ids, image, start=len(prefix), timings=timings)
+            timings["prefill_s"] += t_prefix
+            return out
 
         one = np.zeros(1, dtype=np.int32)
 
@@ -408,9 +412,10 @@ class Model:
                 return out
 
         detok = self._tokenizer.stream(skip_special=True) if self._tokenizer is not None else None
-        return Generation(prefill=prefill, step=step, max_new_tokens=min(max_new, self.context_size - n_past - positions),
-                          sampler=sampler, stop_ids=stop_set, stops=stops, detok=detok, timings=timings,
-                          prompt=prompt, image_cache_hit=hit, thumbnail=thumb, release=release)
+        room = self.context_size - n_past - positions
+        return Generation(prefill=prefill, step=step, max_new_tokens=min(max_new, room), sampler=sampler,
+                          stop_ids=stop_set, stops=stops, detok=detok, timings=timings, prompt=prompt,
+                          image_cache_hit=hit, thumbnail=thumb, release=release)
 
     # ---- low level: ids and pixels in, logits or ids out
     def logits(self, input_ids: IdsLike, pixels: Optional[np.ndarray] = None) -> np.ndarray:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
-__all__ = ["DEFAULT_SYSTEM", "IMAGE_PLACEHOLDER", "IMAGE_TOKEN", "IM_START", "IM_END", "Prompt", "check_text", "user_query",
-           "system_turn", "user_turn", "assistant_preface", "format_conversation", "format_query", "follow_up"]
+__all__ = ["DEFAULT_SYSTEM", "IMAGE_PLACEHOLDER", "IMAGE_TOKEN", "IM_START", "IM_END", "Prompt", "check_text",
+           "user_query", "system_turn", "user_turn", "assistant_preface", "format_conversation", "format_query",
+           "follow_up"]
 
 #: The system message the reference inserts when the conversation has none.
 DEFAULT_SYSTEM = "You are a helpful assistant."
