@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 import numpy as np
 
 from parrot.errors import ImageError
-from parrot.prompt import IMAGE_PLACEHOLDER, IMAGE_TOKEN, format_messages, tokenize_prompt, user_query
+from parrot.prompt import IMAGE_PLACEHOLDER, IMAGE_TOKEN, format_messages, user_query
 
 if TYPE_CHECKING:
-    from parrot.generation import Decoding
+    from parrot.generation import Generation
     from parrot.model import Model
 
 __all__ = ["RequestError", "ChatRequest", "Pixels", "ChatCompletion", "parse_request", "create_chat_completion",
@@ -269,30 +269,37 @@ class ChatCompletion:
     model: "Model"
     request: ChatRequest
     prompt_tokens: int = 0
-    routing: Optional[np.ndarray] = None
     id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
-    decoding: Optional["Decoding"] = None
+    generation: Optional["Generation"] = None
+    first_turn_routing: Optional[np.ndarray] = None   # routing="first_turn": the image's routing weights
 
     def __post_init__(self) -> None:
-        self.decoding = _start(self)
+        self.generation = _start(self)
 
     def __iter__(self) -> Iterator[str]:
-        assert self.decoding is not None
-        return iter(self.decoding)
+        assert self.generation is not None
+        return iter(self.generation)
 
     @property
     def text(self) -> str:
-        return self.decoding.text if self.decoding is not None else ""
+        return self.generation.text if self.generation is not None else ""
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.decoding.token_ids) if self.decoding is not None else 0
+        return len(self.generation.token_ids) if self.generation is not None else 0
 
     @property
     def finish_reason(self) -> str:
-        r = self.decoding.finish_reason if self.decoding is not None else "stop"
+        r = self.generation.finish_reason if self.generation is not None else "stop"
         return "length" if r == "length" else "stop"
+
+    @property
+    def routing(self) -> Optional[np.ndarray]:
+        """The MoE's routing weights (known once the prompt has run), None without an image."""
+        if self.first_turn_routing is not None:
+            return self.first_turn_routing
+        return self.generation.routing if self.generation is not None else None
 
     def usage(self) -> Dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
@@ -316,13 +323,13 @@ class ChatCompletion:
                 **extra}
 
     def first_chunk(self, model_name: str) -> Dict[str, Any]:
-        """The stream's first chunk: the role, with the routing weights."""
-        return self.chunk(model_name, {"role": "assistant", "content": ""}, routing=self._routing())
+        """The stream's first chunk: the role."""
+        return self.chunk(model_name, {"role": "assistant", "content": ""})
 
     def last_chunks(self, model_name: str) -> List[Dict[str, Any]]:
-        """The stream's end (after iterating): the finish reason, then the usage when the request asked for
-        it (``stream_options.include_usage``)."""
-        out = [self.chunk(model_name, {}, self.finish_reason)]
+        """The stream's end (after iterating): the finish reason with the routing weights, then the usage when
+        the request asked for it (``stream_options.include_usage``)."""
+        out = [self.chunk(model_name, {}, self.finish_reason, routing=self._routing())]
         if self.request.include_usage:
             out.append(dict(self.chunk(model_name, {}, usage=self.usage()), choices=[]))
         return out
@@ -335,47 +342,43 @@ class ChatCompletion:
         yield from self.last_chunks(model_name)
 
 
-def _prompt_ids(model: "Model", req: ChatRequest, upto: Optional[int] = None) -> List[int]:
-    msgs = req.messages if upto is None else req.messages[:upto + 1]
-    system = model.default_system if req.system is None else req.system
-    return tokenize_prompt(model.tokenizer, format_messages(msgs, system))
-
-
-def _start(c: ChatCompletion) -> "Decoding":
-    """Tokenises the conversation, routes and splices the image, and opens the decoding.
-
-    The one place that uses the Model's internal pipeline (image-feature cache, MoE combine, splice, decoding
-    loop), so that the routing can be computed on a chosen text and the prompt be a whole conversation."""
-    from parrot.model import _Prepared
+def _start(c: ChatCompletion) -> "Generation":
+    """The conversation's prompt, checked, and the generation that answers it (nothing runs yet, except the
+    first turn's prefill with ``routing="first_turn"``)."""
+    from parrot.prompt import assistant_preface
     model, req = c.model, c.request
-    ids = np.asarray(_prompt_ids(model, req), dtype=np.int64)
-    text_ids = [int(i) for i in ids if i != IMAGE_TOKEN]
-    timings: Dict[str, float] = {}
-    if req.image is None:
-        inputs = ids.astype(np.int32)
-        positions = len(ids)
-    else:
+    system = model.default_system if req.system is None else req.system
+    ids = model.encode_prompt(format_messages(req.messages, system))
+    positions, pixels = len(ids), None
+    if req.image is not None:
         if not model.config["has_vision"]:
             raise RequestError(f"{os.path.basename(model.path)} has no vision tower: it takes no image", "messages")
-        positions = len(ids) - 1 + int(model.config["image_tokens"])
+        positions += int(model.config["image_tokens"]) - 1
     if positions >= model.context_size:
         raise RequestError(f"the prompt is {positions} positions long, but the model's context is "
                            f"{model.context_size}: no room for an answer", "messages", "context_length_exceeded")
+    c.prompt_tokens = positions
     if req.image is not None:
-        route = text_ids if req.routing == "exact" else \
-            [i for i in _prompt_ids(model, req, req.image_message) if i != IMAGE_TOKEN]
         try:
             pixels = req.image.array if isinstance(req.image, Pixels) else model.preprocess(req.image)
         except ImageError as e:
             raise RequestError(f"image_url: {e}", "image_url", "invalid_image") from None
-        item, _ = model.image_features(pixels)
-        rows, c.routing = model._moe_combine(item.features, item.experts, route)
-        inputs = model._splice(ids, rows)
-    c.prompt_tokens = positions
-    room = model.context_size - positions
-    prep = _Prepared(inputs, positions, text_ids, c.routing, False, timings, room, None)
-    ctx = model._core.new_context(min(model.context_size, positions + room))
-    return model._decoding(ctx, prep, req.options)
+    if pixels is None or req.routing == "exact":   # the MoE routes on every text token of ids
+        return model.generation(ids, pixels=pixels, **req.options)
+    # first_turn: run the conversation up to the image's message (+ the assistant preface) so the MoE routes on
+    # that text, keep its KV cache without the preface (the conversation goes on from there: the ids are cut at
+    # ChatML markers, so they are a prefix of the whole conversation's), then append the rest.
+    first = model.encode_prompt(format_messages(req.messages[:req.image_message + 1], system))
+    head = len(first) - len(model.encode_prompt(assistant_preface()))
+    assert first[:head] == ids[:head]
+    ctx = model.new_context()
+    opening = model.generation(first, pixels=pixels, context=ctx, max_new_tokens=1)
+    opening.run()
+    c.first_turn_routing = opening.routing
+    ctx.truncate(head - 1 + int(model.config["image_tokens"]))
+    gen = model.generation(ids[head:], context=ctx, **req.options)
+    gen.sampler.observe(i for i in ids[:head] if i != IMAGE_TOKEN)  # the repetition penalty sees the whole prompt
+    return gen
 
 
 def create_chat_completion(model: "Model", messages: Any, stream: bool = False, *, routing: str = "exact",

@@ -93,6 +93,7 @@ class Scheduler:
         self.cond = threading.Condition()
         self.stopping = False
         self.inflight = 0   # reserved places: requests being read, waiting or active
+        self.admitting: Optional[Job] = None   # the job whose prompt is being prepared
         #: requests answered in full, dropped because their client went away, failed
         self.stats = {"finished": 0, "cancelled": 0, "failed": 0}
         self.thread = threading.Thread(target=self._run, name="parrot-scheduler", daemon=True)
@@ -140,11 +141,14 @@ class Scheduler:
             if job.cancelled:
                 self._drop(job)
                 continue
+            self.admitting = job
             try:
                 c = ChatCompletion(self.model, job.request)
             except Exception as e:  # noqa: BLE001 - bad input (or a bug) answers its request, never the thread
                 self._fail(job, e)
                 continue
+            finally:
+                self.admitting = None
             job.post("start", c)
             self.active.append((job, c, iter(c)))
 
