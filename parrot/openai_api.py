@@ -345,7 +345,7 @@ class ChatCompletion:
 def _start(c: ChatCompletion) -> "Generation":
     """The conversation's prompt, checked, and the generation that answers it (nothing runs yet, except the
     first turn's prefill with ``routing="first_turn"``)."""
-    from parrot.prompt import assistant_preface
+    from parrot.prompt import IM_START, Prompt, assistant_preface, system_turn
     model, req = c.model, c.request
     system = model.default_system if req.system is None else req.system
     ids = model.encode_prompt(format_messages(req.messages, system))
@@ -364,7 +364,10 @@ def _start(c: ChatCompletion) -> "Generation":
         except ImageError as e:
             raise RequestError(f"image_url: {e}", "image_url", "invalid_image") from None
     if pixels is None or req.routing == "exact":   # the MoE routes on every text token of ids
-        return model.generation(ids, pixels=pixels, **req.options)
+        # the system turn (and the next <|im_start|>) is the same for every request with this system message:
+        # its KV cache comes from the model's prefix cache, as for Model.run
+        shared = len(model.encode_prompt(system_turn(system) + Prompt([(True, IM_START)])))
+        return model.generation(ids, pixels=pixels, shared_prefix=shared, **req.options)
     # first_turn: run the conversation up to the image's message (+ the assistant preface) so the MoE routes on
     # that text, keep its KV cache without the preface (the conversation goes on from there: the ids are cut at
     # ChatML markers, so they are a prefix of the whole conversation's), then append the rest.

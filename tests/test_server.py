@@ -253,8 +253,8 @@ def test_body_limit_api_key_and_queue_bound(model):
         r = httpx.post(url, json={"messages": [{"role": "user", "content": "x" * 20_000}]}, headers=auth)
         assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
 
-        # hold the model's lock: the first request is taken from the queue and stops while it is admitted, the
-        # second waits, the third finds the server full
+        # hold the model's lock: the first request is taken from the queue and stops at its first call into the
+        # core (admitted or not yet), the second waits, the third finds the server full
         results = {}
 
         def call(k):
@@ -264,7 +264,7 @@ def test_body_limit_api_key_and_queue_bound(model):
         with model._lock:
             t1 = threading.Thread(target=call, args=(1,))
             t1.start()
-            wait_for(lambda: s.scheduler.admitting is not None)
+            wait_for(lambda: held_job(s.scheduler) is not None)
             t2 = threading.Thread(target=call, args=(2,))
             t2.start()
             wait_for(lambda: s.health_auth(auth)["queued"] == 1)
@@ -279,6 +279,13 @@ def test_body_limit_api_key_and_queue_bound(model):
         assert results[1].choices[0].message.content == results[2].choices[0].message.content == want
     finally:
         s.stop()
+
+
+def held_job(scheduler):
+    """The job the scheduler thread is working on while the test holds the model's lock: the one being
+    admitted, or the (only) active one."""
+    active = list(scheduler.active)
+    return scheduler.admitting or (active[0][0] if active else None)
 
 
 def wait_for(cond, timeout=20.0):
@@ -301,7 +308,7 @@ def test_disconnect_cancels_generation(live, model, stream):
         with pytest.raises(httpx.ReadTimeout):
             with httpx.stream("POST", live.url + "/v1/chat/completions", json=body, timeout=1.0) as r:
                 r.read()
-        wait_for(lambda: live.scheduler.admitting is not None and live.scheduler.admitting.cancelled)
+        wait_for(lambda: held_job(live.scheduler) is not None and held_job(live.scheduler).cancelled)
     wait_for(lambda: live.health()["cancelled"] == before["cancelled"] + 1)
     after = live.health()
     assert after["active"] == 0 and after["finished"] == before["finished"]
