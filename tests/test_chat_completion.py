@@ -16,7 +16,7 @@ from parrot.openai_api import RequestError
 from parrot.prompt import format_conversation, format_messages, user_query
 
 import tiny_parrot
-from test_api import ref_greedy, stop_ids
+from test_api import picture, ref_greedy, stop_ids
 from training.modeling_parrot import IMAGE_TOKEN_INDEX
 
 torch.set_num_threads(1)
@@ -28,10 +28,6 @@ N = 10  # answer length: long enough to show divergence, short enough to stay fa
 def tiny(tmp_path_factory):
     ref, tok, path = tiny_parrot.build(tmp_path_factory.mktemp("tiny-chat"), seed=3)
     return ref, tok, parrot.load(path, threads=1)
-
-
-def picture(seed=0, h=30, w=50):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def data_uri(rgb):
