@@ -46,17 +46,13 @@ void pr_image_free(pr_image *im);
 /* The pad colour of SPEC §1: tuple(int(m*255) for m in mean). */
 void pr_image_pad_color(const float mean[3], uint8_t bg[3]);
 
-/* Pads to a max(w,h) square filled with bg, the image pasted at ((S-w)//2, (S-h)//2) (LLaVA's
- * expand2square). A square image is copied unchanged. */
-int pr_image_pad_square(const pr_image *in, const uint8_t bg[3], pr_image *out, pr_error *err);
-
 /* Pillow's im.resize((out_w, out_h), Image.BICUBIC, reducing_gap=None) on an RGB image, bit for bit. */
 int pr_image_resize_bicubic(const pr_image *in, int out_w, int out_h, pr_image *out, pr_error *err);
 
 /* The uint8 pixels CLIP sees: if pad, pad to square with bg (pr_image_pad_color(mean)); resize so the
  * shortest edge is `size` (the long edge to int(size*long/short), as transformers computes it); centre-crop
  * size×size (top = (H-size)//2, left = (W-size)//2). out: size×size×3. The padded canvas is never built:
- * pad rows and columns are generated on the fly. */
+ * time and memory are linear in the image and output sizes (resample.c), whatever the aspect ratio. */
 int pr_clip_resize(const uint8_t *rgb, int w, int h, int size, int pad, const uint8_t bg[3], uint8_t *out,
                    pr_error *err);
 /* size×size×3 uint8 → 3×size×size float32 CHW: x = (float)(v * (1/255.0)); (x - mean[c]) / std[c] in
