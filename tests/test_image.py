@@ -431,7 +431,7 @@ def test_empty_and_non_image(tmp_path):
     assert_image_error(b"", "<bytes>", "empty")
     assert_image_error(b"hello world, not an image", "<bytes>", "not a PNG or JPEG", "68 65 6c")
     gif = encode(Image.new("RGB", (4, 4)), "GIF")
-    assert_image_error(gif, "not a PNG or JPEG")
+    assert_image_error(gif[:20], "<bytes>", "cannot decode this GIF image with Pillow")  # a broken GIF
     p = tmp_path / "notes.txt"
     p.write_text("just text")
     assert_image_error(p, str(p), "not a PNG or JPEG")
@@ -443,8 +443,8 @@ def test_empty_and_non_image(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         pimg.load_image(tmp_path / "nope.png")
-    with pytest.raises(IsADirectoryError):
-        pimg.load_image(tmp_path)
+    # a directory is not an image file: ImageError naming it, not a raw IsADirectoryError (issue 19)
+    assert_image_error(tmp_path, str(tmp_path), "a directory")
 
 
 @pytest.mark.parametrize("fmt,kw", [("PNG", {}), ("PNG", {"interlace": True}), ("JPEG", {}),
