@@ -2,7 +2,8 @@
 
 Every finished row becomes one JSON line appended to a journal (``predictions.jsonl``) and flushed, so a run
 that is killed loses at most the row in flight; ``resume`` reads the journal, drops a torn last line, and runs
-only the rows it does not hold. Rows are keyed by (dataset name, index), so a row is never counted twice.
+only the rows it does not hold. A file that is not a journal (junk, a line that is not a record) is an error
+naming the line unless ``overwrite``. Rows are keyed by (dataset name, index), so a row is never counted twice.
 
 Rows are ordered so that rows sharing an image (MMMB's language splits of one picture) are adjacent and go to
 the same worker: the model's image-feature cache then encodes the picture once.
@@ -27,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from parrot.evaluate.extract import postprocess
 from parrot.evaluate.prompts import build_prompt
 from parrot.evaluate.tsv import Benchmark, decode_image
+from parrot.image import load_image
 
 __all__ = ["ModelSpec", "Journal", "make_tasks", "run_tasks", "JournalError", "WorkerError"]
 
@@ -134,7 +136,9 @@ class Worker:
         t0 = time.perf_counter()
         saved0 = self._cache_saved()
         try:
-            image = self._image_bytes(task)
+            # decoded here without EXIF orientation: VLMEvalKit opens benchmark images as stored (the model's
+            # own image loading would turn them upright)
+            image = load_image(self._image_bytes(task), exif=False)
             result = None
         except ValueError as e:
             result = e  # bad base64, or Pillow could not re-encode it (parrot.ImageError is a ValueError)
@@ -161,11 +165,36 @@ class Worker:
         return rec
 
 
-def _holds_rows(path: str) -> bool:
-    """Whether a journal has a complete line after its header line."""
+def _read_journal(path: str) -> Tuple[Optional[dict], List[dict], int]:
+    """The header, the row records and the length of the complete lines of a journal file.
+
+    Anything that is not a journal — binary junk, a line that is not JSON, a first line that is not a header,
+    a later one that is not a row record — is a JournalError naming the line, so a resume never silently
+    drops someone's file. A last line without its newline is a row torn by a kill: not counted (the caller
+    cuts it off before appending)."""
     with open(path, "rb") as f:
-        f.readline()
-        return any(line.endswith(b"\n") and line.strip() for line in f)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]
+    if not lines and data.strip():
+        raise JournalError(f"{path}: line 1 is not a parrot eval journal header (not a journal?); pass "
+                           "--overwrite to replace it")
+    head: Optional[dict] = None
+    records: List[dict] = []
+    for n, raw in enumerate(lines, start=1):
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            if n == 1:
+                head = obj["_meta"]
+                if not isinstance(head, dict):
+                    raise TypeError
+            else:
+                obj["dataset"], obj["index"]  # noqa: B018 - a row record has both
+                records.append(obj)
+        except (ValueError, KeyError, TypeError, IndexError):
+            what = "a parrot eval journal header" if n == 1 else "a row record"
+            raise JournalError(f"{path}: line {n} is not {what}; pass --overwrite to start again") from None
+    return head, records, end
 
 
 class Journal:
@@ -174,45 +203,31 @@ class Journal:
     def __init__(self, path: str, meta: dict, *, resume: bool, overwrite: bool):
         self.path = path
         self.records: Dict[Tuple[str, str], dict] = {}
-        if os.path.exists(path) and resume and _holds_rows(path):
-            self._load(meta)
-            self.f = open(path, "a", encoding="utf-8")
-        else:
+        if os.path.exists(path) and (resume or not overwrite):
+            head, records, end = _read_journal(path)
             # a journal without a finished row (a run that failed before its first row, e.g. on a missing
             # model) holds nothing to keep, so it does not stand in the way of the next run
-            if os.path.exists(path) and not overwrite and _holds_rows(path):
+            if records and not resume:
                 raise JournalError(f"{path} exists: pass resume=True (--resume) to continue that run, or "
                                    "overwrite=True (--overwrite) to start again")
-            self.f = open(path, "w", encoding="utf-8")
-            self._write({"_meta": meta})
+            if records:
+                self._load(meta, head or {}, records, end)
+                self.f = open(path, "a", encoding="utf-8")
+                return
+        self.f = open(path, "w", encoding="utf-8")
+        self._write({"_meta": meta})
 
-    def _load(self, meta: dict) -> None:
-        with open(self.path, "rb") as f:
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # the run was killed while writing its last line: drop the torn part
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-            data = data[:end]
-        lines = data.decode("utf-8").splitlines()
-        if not lines:
-            raise JournalError(f"{self.path}: empty journal; start again with --overwrite")
-        try:
-            head = json.loads(lines[0])["_meta"]
-        except (ValueError, KeyError, TypeError):
-            raise JournalError(f"{self.path}: line 1 is not a parrot eval journal header") from None
+    def _load(self, meta: dict, head: dict, records: List[dict], end: int) -> None:
         for k in ("version", "model", "max_new_tokens", "reference_jpeg"):
             if head.get(k) != meta.get(k):
                 raise JournalError(f"{self.path}: was written with {k}={head.get(k)!r}, this run has "
                                    f"{meta.get(k)!r}; use another output directory or --overwrite")
-        for n, line in enumerate(lines[1:], start=2):
-            try:
-                rec = json.loads(line)
-                key = (rec["dataset"], str(rec["index"]))
-            except (ValueError, KeyError, TypeError):
-                raise JournalError(f"{self.path}: line {n} is not a row record") from None
-            self.records.setdefault(key, rec)
+        if os.path.getsize(self.path) > end:
+            # the run was killed while writing its last line: drop the torn part
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        for rec in records:
+            self.records.setdefault((rec["dataset"], str(rec["index"])), rec)
 
     def _write(self, obj: dict) -> None:
         self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
