@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes parrot's input parsers with libFuzzer under AddressSanitizer + UndefinedBehaviorSanitizer.
-#   bash scripts/fuzz.sh                  # CI smoke run: 30 s per target (4 targets, ~2.5 min with builds)
+#   bash scripts/fuzz.sh                  # CI smoke run: 60 s per target (3 targets, ~3.5 min with builds)
 #   bash scripts/fuzz.sh 3600             # the longer run: an hour per target
 #   bash scripts/fuzz.sh 600 image gguf   # some targets only
 # Targets (tests/fuzz/fuzz_*.c): image (PNG/JPEG decoding + CLIP preprocessing, raw pixels of any geometry
@@ -12,7 +12,7 @@
 # Needs clang and its runtime (Debian: clang libclang-rt-dev; scripts/install.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-30}
+secs=${1:-60}
 shift || true
 targets=${*:-image gguf tokenizer}
 CC=${CLANG:-clang}

@@ -546,6 +546,7 @@ typedef struct {
 } id_vec;
 
 static int push_ids(id_vec *o, const int32_t *ids, size_t k) {
+    if (k == 0) return 0; /* o->v may still be NULL (found by tests/fuzz/fuzz_gguf.c) */
     if (o->cap - o->n < k) {
         size_t cap = o->cap ? o->cap : 64;
         while (cap - o->n < k) {

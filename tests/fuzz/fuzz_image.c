@@ -26,8 +26,8 @@ static void preprocess(const uint8_t *rgb, int w, int h, int size) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len) {
     pr_error err;
     if (len >= 6 && data[0] == 'R') {
-        /* raw: w = 1..4096, h = 1..4096 (capped by the bytes given), output size 1..512 */
-        int w = 1 + ((data[1] << 8 | data[2]) & 4095), size = 1 + ((data[5] << 8 | data[4]) & 511);
+        /* raw: w = 1..4096, h = 1..4096 (capped by the bytes given), output size 1..128 */
+        int w = 1 + ((data[1] << 8 | data[2]) & 4095), size = 1 + ((data[5] << 8 | data[4]) & 127);
         size_t npix = (len - 6) / 3;
         if (npix == 0) return 0;
         if ((size_t)w > npix) w = (int)npix;
@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len) {
         const uint8_t *rgb = data + 6;
         preprocess(rgb, w, h, size);
         pr_image in = {w, h, (uint8_t *)rgb, 1}, out = {0};
-        if (pr_image_resize_bicubic(&in, size, 1 + data[4] % 300, &out, &err) == 0) pr_image_free(&out);
+        if (pr_image_resize_bicubic(&in, size, 1 + data[4] % 128, &out, &err) == 0) pr_image_free(&out);
         return 0;
     }
     pr_image im = {0};
