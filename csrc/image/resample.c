@@ -31,14 +31,6 @@
  * recomputing costs about what the row's dot products cost. */
 #define HPLAN_MAX_TAPS ((size_t)1 << 24)
 
-static double bicubic(double x) {
-    const double a = -0.5;
-    if (x < 0.0) x = -x;
-    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
-    return 0.0;
-}
-
 static inline uint8_t clip8(int64_t s) {
     s >>= PRECISION_BITS;
     return (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
@@ -95,22 +87,36 @@ static void filter_bounds(const filter *f, int xx, int *xmin, int *n) {
 
 /* The window of output xx and its weights in f->k[0..n): normalised to sum 1 in double, then 22-bit fixed
  * point rounded half away from zero. Returns the sum of the fixed-point weights. */
+#if defined(__GNUC__) && !defined(__clang__)
+/* lets GCC if-convert the kernel's comparisons (FP exceptions are never looked at; the values are the same) */
+__attribute__((optimize("no-trapping-math")))
+#endif
 static int64_t filter_taps(filter *f, int xx, int *xmin, int *n) {
     filter_bounds(f, xx, xmin, n);
     if (f->identity) {
         f->k[0] = 1 << PRECISION_BITS;
         return f->k[0];
     }
-    double center = (xx + 0.5) * f->scale, ww = 0.0;
-    for (int x = 0; x < *n; x++) {
-        f->w[x] = bicubic((x + *xmin - center + 0.5) * f->ss);
-        ww += f->w[x];
+    /* three loops, the first and last branch-free so that compilers vectorise them; the sum in between stays
+     * in Pillow's order (double addition is not associative). The cubic kernel (a = -0.5) is Pillow's
+     * expression as written, both pieces computed and one selected. */
+    const double a = -0.5, center = (xx + 0.5) * f->scale, ss = f->ss;
+    const int x0 = *xmin, n_taps = *n;
+    double *restrict w = f->w;
+    int32_t *restrict k = f->k;
+    for (int x = 0; x < n_taps; x++) {
+        double t = fabs((x + x0 - center + 0.5) * ss);
+        double near = ((a + 2.0) * t - (a + 3.0)) * t * t + 1, far = (((t - 5) * t + 8) * t - 4) * a;
+        w[x] = t < 1.0 ? near : t < 2.0 ? far : 0.0;
     }
-    int64_t sum = 0;
-    for (int x = 0; x < *n; x++) {
-        double v = ww != 0.0 ? f->w[x] / ww : f->w[x];
-        f->k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PRECISION_BITS)) : (int32_t)(0.5 + v * (1 << PRECISION_BITS));
-        sum += f->k[x];
+    double ww = 0.0;
+    for (int x = 0; x < n_taps; x++) ww += w[x];
+    const double norm = ww != 0.0 ? ww : 1.0; /* Pillow divides only by a non-zero sum; w / 1.0 == w */
+    int32_t sum = 0; /* |Σ k| <= Σ |k|, a little over 2^22 */
+    for (int x = 0; x < n_taps; x++) {
+        double v = w[x] / norm;
+        k[x] = (int32_t)(v * (1 << PRECISION_BITS) + copysign(0.5, v)); /* rounded half away from zero */
+        sum += k[x];
     }
     return sum;
 }
