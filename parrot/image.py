@@ -116,6 +116,8 @@ def _file_head(path: str) -> bytes:
 
 def _decoded(src: Any, what: str, max_pixels: int | None, max_bytes: int, exif: bool) -> np.ndarray:
     try:
+        rgb: np.ndarray
+        orientation: int
         rgb, orientation = _core.decode_image(src, max_pixels, max_bytes=max_bytes, orientation=True)
     except ImageError:
         # not PNG/JPEG (or broken): a format Pillow reads? (the C reader has already checked that a path is a
@@ -181,7 +183,7 @@ def _triple(v: Sequence[float], name: str) -> tuple[float, float, float]:
     t = tuple(float(x) for x in v)
     if len(t) != 3:
         raise ValueError(f"{name} must have 3 values (one per RGB channel), got {len(t)}")
-    return t  # type: ignore[return-value]
+    return t[0], t[1], t[2]
 
 
 def _check_size(size: int) -> None:
@@ -202,7 +204,8 @@ def clip_pixels(image: ImageInput, *, size: int = 336, mean: Sequence[float] = C
     """
     _check_size(size)
     rgb = _rgb(image, max_pixels, copy=False, exif=exif, max_bytes=max_bytes)
-    return _core.clip_resize(rgb, size, bool(pad), _triple(mean, "mean"))
+    out: np.ndarray = _core.clip_resize(rgb, size, bool(pad), _triple(mean, "mean"))
+    return out
 
 
 def preprocess(image: ImageInput, *, size: int = 336, mean: Sequence[float] = CLIP_MEAN,
@@ -220,11 +223,13 @@ def preprocess(image: ImageInput, *, size: int = 336, mean: Sequence[float] = CL
     if any(v == 0.0 for v in s):
         raise ValueError(f"std must not contain 0, got {s}")
     rgb = _rgb(image, max_pixels, copy=False, exif=exif, max_bytes=max_bytes)
-    return _core.clip_preprocess(rgb, size, bool(pad), m, s)
+    out: np.ndarray = _core.clip_preprocess(rgb, size, bool(pad), m, s)
+    return out
 
 
 def resize_bicubic(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pillow's ``Image.resize((width, height), Image.BICUBIC, reducing_gap=None)`` on an H×W×3 uint8 array."""
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise ValueError(f"bad output size {width!r}x{height!r}")
-    return _core.resize_bicubic(_from_array(np.asarray(rgb), None, copy=False), width, height)
+    out: np.ndarray = _core.resize_bicubic(_from_array(np.asarray(rgb), None, copy=False), width, height)
+    return out
