@@ -1,11 +1,12 @@
 """Images in: decoding to RGB and Parrot's CLIP preprocessing, exact to Pillow.
 
-``load_image`` turns a path, encoded bytes, a NumPy array or a PIL image into an H×W×3 uint8 RGB array —
-for files, the pixels Pillow's ``Image.open(f).convert('RGB')`` gives (PNG and JPEG are decoded in C with
-libpng and libjpeg; GIF, TIFF, WebP and BMP through Pillow when it is installed), turned upright by their EXIF
-orientation as ``PIL.ImageOps.exif_transpose`` (and transformers' ``load_image``) do, unless ``exif=False``. ``preprocess`` then does what Parrot's reference does before the vision tower: pad to a
-square with the mean colour, Pillow's antialiased BICUBIC resize to ``size``, centre crop, scale by 1/255,
-normalise — the same numbers as Pillow + transformers' PIL ``CLIPImageProcessor``, bit for bit.
+``load_image`` turns a path, encoded bytes, a NumPy array or a PIL image into an H×W×3 uint8 RGB array — for
+files, the pixels Pillow's ``Image.open(f).convert('RGB')`` gives (PNG and JPEG are decoded in C with libpng and
+libjpeg; GIF, TIFF, WebP and BMP through Pillow when it is installed), turned upright by their EXIF orientation
+as ``PIL.ImageOps.exif_transpose`` (and transformers' ``load_image``) do, unless ``exif=False``. ``preprocess``
+then does what Parrot's reference does before the vision tower: pad to a square with the mean colour, Pillow's
+antialiased BICUBIC resize to ``size``, centre crop, scale by 1/255, normalise — the same numbers as Pillow +
+transformers' PIL ``CLIPImageProcessor``, bit for bit.
 
 Pillow is imported only for the formats the C decoders do not read: a PIL image is recognised by its type's
 module name and converted with its own ``convert('RGB')``. Limits for untrusted input (docs/security.md):
@@ -22,8 +23,8 @@ import numpy as np
 from parrot import _core
 from parrot.errors import ImageError
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "MAX_PIXELS", "MAX_FILE_BYTES", "ImageInput", "load_image", "clip_pixels", "preprocess",
-           "resize_bicubic"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "MAX_PIXELS", "MAX_FILE_BYTES", "ImageInput", "load_image", "clip_pixels",
+           "preprocess", "resize_bicubic"]
 
 #: OpenAI CLIP's normalisation (``image_mean`` / ``image_std`` of clip-vit-large-patch14-336).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)

@@ -214,9 +214,9 @@ static inline int32_t dot_split(const int16_t *restrict p, const int16_t *restri
 }
 
 /* One canvas row through the horizontal pass, outputs [a, b) only: `row` holds the packed RGB pixels of
- * image columns [ca, cb). planes (used when the weights are kept): 3 × plane_len int16 scratch, plane_len >= cb - ca + 8 and zero past
- * cb - ca, so that 8-rounded tap runs reading past the image meet zero pixels (and past an output's own
- * taps, zero weights). */
+ * image columns [ca, cb). planes (used when the weights are kept): 3 × plane_len int16 scratch,
+ * plane_len >= cb - ca + 8 and zero past cb - ca, so that 8-rounded tap runs reading past the image meet
+ * zero pixels (and past an output's own taps, zero weights). */
 static void hrow(const hplan *h, const uint8_t *restrict row, const uint8_t bg[3], int16_t *restrict planes,
                  size_t plane_len, uint8_t *restrict out) {
     int16_t *p[3] = {planes, planes + plane_len, planes + 2 * plane_len};
@@ -346,8 +346,8 @@ int pr_canvas_resample(const pr_canvas *cv, int out_w, int out_h, int x0, int y0
             kimg += fv.k[y - ymin];
         }
         /* the image rows' taps, plus background rows (bgh) for the rest of the window */
-        vrow(rows, e > s ? fv.k + (s - ymin) : fv.k, e > s ? e - s : 0, bgh + (size_t)hp.a * 3, ksum - kimg, width, acc,
-             o + (size_t)hp.a * 3);
+        vrow(rows, e > s ? fv.k + (s - ymin) : fv.k, e > s ? e - s : 0, bgh + (size_t)hp.a * 3, ksum - kimg,
+             width, acc, o + (size_t)hp.a * 3);
     }
     goto done;
 nomem:
