@@ -63,7 +63,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     max_new_tokens: 512 as the reference; decoding is greedy.
     workers: processes on this machine, each with its own model (``threads`` each; default cores/workers).
     ray: run as a Ray Data job (actor pool of ``workers`` actors) on the cluster ``ray.init(ray_address)``
-        reaches, or on the one already initialised. Needs ``pip install parrot[ray]``. A Ray that this call
+        reaches, or on the one already initialised. Needs ``pip install 'parrot-vlm[ray]'``. A Ray that this call
         starts is shut down at its end, and the process's SIGTERM/SIGINT handlers are put back.
     resume: continue the journal in ``out_dir`` (rows already there are not run again).
     reference_jpeg: re-encode each image as JPEG first, as VLMEvalKit does before Parrot sees it (Pillow).

@@ -36,7 +36,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="threads per model (default: physical cores; with -j N or --ray: cores / N)")
     p.add_argument("-j", "--workers", type=positive_int, default=1, metavar="N",
                    help="model processes on this machine (default 1)")
-    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot[ray]')")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot-vlm[ray]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for ray.init (default: local/auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in OUTDIR")

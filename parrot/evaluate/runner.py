@@ -341,7 +341,7 @@ def _ray(groups: Sequence[List[JSONDict]], spec: ModelSpec, max_new_tokens: int,
     try:
         import ray
     except ImportError:
-        raise ImportError("--ray needs Ray Data: pip install 'parrot[ray]' (ray[data], pandas)") from None
+        raise ImportError("--ray needs Ray Data: pip install 'parrot-vlm[ray]' (ray[data], pandas)") from None
     started = not ray.is_initialized()
     if started:
         # ray.init replaces the process's SIGTERM handler with one that exits with status 1; a Ray that parrot
