@@ -35,7 +35,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, {here!r})
 import numpy as np
 import parrot, parrot.image, parrot.tokenizer
-from parrot.evaluate.runner import Journal
+from parrot.evaluation.runner import Journal
 {setup}
 page = os.sysconf("SC_PAGE_SIZE")
 vsz = int(open("/proc/self/statm").read().split()[0]) * page

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from parrot.evaluate.extract import postprocess
-from parrot.evaluate.prompts import build_prompt
-from parrot.evaluate.tsv import Benchmark, decode_image
+from parrot.evaluation.extract import postprocess
+from parrot.evaluation.prompts import build_prompt
+from parrot.evaluation.tsv import Benchmark, decode_image
 from parrot.image import load_image
 
 __all__ = ["ModelSpec", "Journal", "make_tasks", "run_tasks", "JournalError", "WorkerError"]
