@@ -97,6 +97,8 @@ int pr_config_read(const gguf_file *f, pr_config *c, pr_error *err) {
     if ((rc = read_triplet(f, "parrot.vision.image_std", stdv, c->image_std, err))) return rc;
     for (int i = 0; i < 3; i++)
         if (!(c->image_std[i] > 0)) return bad(err, path, "parrot.vision.image_std", "must be positive");
+    if ((rc = gguf_get_str(f, "parrot.vision.image_aspect_ratio", 0, (gguf_str){"pad", 3}, &s, err))) return rc;
+    c->pad_square = gguf_str_eq(s, "pad");
     GET_INT("parrot.vision.select_layer", 0, -2, c->select_layer);
     if ((rc = gguf_get_str(f, "parrot.vision.select_feature", 0, (gguf_str){"cls_patch", 9}, &s, err))) return rc;
     if (gguf_str_eq(s, "cls_patch")) c->select_feature = PR_FEAT_CLS_PATCH;

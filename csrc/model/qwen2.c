@@ -78,6 +78,7 @@ void pr_context_free(pr_context *c) {
 }
 
 int pr_context_n_ctx(const pr_context *c) { return c->n_ctx; }
+pr_model *pr_context_model(const pr_context *c) { return c->m; }
 int pr_context_n_past(const pr_context *c) { return c->n_past; }
 
 int pr_context_truncate(pr_context *c, int n_past, pr_error *err) {
