@@ -141,6 +141,8 @@ int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err
 void pr_model_free(pr_model *m);
 const pr_config *pr_model_config(const pr_model *m);
 int pr_model_n_threads(const pr_model *m);
+/* Jobs the model's thread pool has run so far; each wakes every worker once (benchmarks count them). */
+unsigned long pr_model_pool_runs(const pr_model *m);
 /* Tensor lookup by GGUF name (NULL if absent) and enumeration. */
 const pr_tensor *pr_model_tensor(const pr_model *m, const char *name);
 int pr_model_n_tensors(const pr_model *m);

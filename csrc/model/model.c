@@ -55,6 +55,7 @@ void pr_model_free(pr_model *m) {
 
 const pr_config *pr_model_config(const pr_model *m) { return &m->cfg; }
 int pr_model_n_threads(const pr_model *m) { return pr_pool_size(m->pool); }
+unsigned long pr_model_pool_runs(const pr_model *m) { return pr_pool_runs(m->pool); }
 const pr_tensor *pr_model_tensor(const pr_model *m, const char *name) { return gguf_find_tensor(m->gguf, name); }
 int pr_model_n_tensors(const pr_model *m) { return gguf_n_tensors(m->gguf); }
 const pr_tensor *pr_model_tensor_at(const pr_model *m, int i) { return gguf_tensor_at(m->gguf, i); }

@@ -218,6 +218,11 @@ static PyObject *Model_get_threads(ModelObject *self, void *closure) {
     return PyLong_FromLong(pr_model_n_threads(self->m));
 }
 
+static PyObject *Model_get_pool_runs(ModelObject *self, void *closure) {
+    if (check_model(self)) return NULL;
+    return PyLong_FromUnsignedLong(pr_model_pool_runs(self->m));
+}
+
 static PyObject *Model_tensors(ModelObject *self, PyObject *noargs) {
     if (check_model(self)) return NULL;
     int n = pr_model_n_tensors(self->m);
@@ -630,6 +635,8 @@ static PyGetSetDef Model_getset[] = {
     {"config", (getter)Model_config, NULL, "hyperparameters (dict)", NULL},
     {"path", (getter)Model_get_path, NULL, "the model file", NULL},
     {"threads", (getter)Model_get_threads, NULL, "worker threads", NULL},
+    {"pool_runs", (getter)Model_get_pool_runs, NULL,
+     "jobs the thread pool has run so far (each wakes every worker once; benchmarks count them per token)", NULL},
     {"tokenizer", (getter)Model_get_tokenizer, NULL, "the file's tokenizer (_core.Tokenizer) or None", NULL},
     {NULL},
 };

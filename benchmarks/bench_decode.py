@@ -1,0 +1,189 @@
+"""Decode speed against the memory-bandwidth bound, measured in one run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_decode.py [--threads 2]
+        [--shapes 0.5b,1.8b] [--dtypes q8_0,q4_0] [--workdir /tmp/parrot-bench-decode] [--out FILE]
+
+For each Qwen1.5 shape (benchmarks/bench_parrot.py's LLM_SHAPES) and weight dtype, a GGUF with random
+weights is written straight in that dtype (no checkpoint, no conversion: random q8_0/q4_0 blocks with sane
+scales). A fresh interpreter loads it, prefills PROMPT tokens into an f16 KV cache, then decodes STEPS tokens one
+at a time; tokens/s is the best of REPEATS runs of those steps (the machine is shared; the best run is the one
+least disturbed).
+
+The bound is the same run's read bandwidth (bench_parrot's 1 GiB sum with the same thread count, best of 5)
+divided by the bytes one decoded token must read: every weight matrix (an untied token embedding only one row;
+a tied one is the lm_head and read whole) plus the KV cache at the decode positions. The script also counts
+thread-pool jobs (each wakes every worker once) per decoded token. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
+removed from every measurement's environment (printed at start)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_parrot import ENV_DROP, LLM_SHAPES, w_limits  # noqa: E402
+
+PROMPT, STEPS, REPEATS = 64, 32, 3
+BLOCK = {"q8_0": (34, [("d", "<f2"), ("qs", "i1", 32)]), "q4_0": (18, [("d", "<f2"), ("qs", "u1", 16)])}
+
+
+def write_random_gguf(path: str, shape: dict, dtype: str, seed: int = 0) -> str:
+    """A parrot GGUF of the given Qwen2 shape, matrices as random dtype blocks, vectors f32."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    d, ff, L, V = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"], shape["vocab_size"]
+    H, Hkv = shape["num_attention_heads"], shape["num_key_value_heads"]
+    kv = d // H * Hkv
+    w = gguf.GGUFWriter(path + ".tmp", "parrot")
+    for key, val in (("parrot.vocab_size", V), ("parrot.embedding_length", d), ("parrot.block_count", L),
+                     ("parrot.feed_forward_length", ff), ("parrot.attention.head_count", H),
+                     ("parrot.attention.head_count_kv", Hkv), ("parrot.context_length", 32768)):
+        w.add_uint32(key, val)
+    w.add_bool("parrot.tie_word_embeddings", bool(shape["tie_word_embeddings"]))
+    qtype = getattr(gguf.GGMLQuantizationType, dtype.upper())
+    nbytes, fields = BLOCK[dtype]
+
+    def matrix(name, rows, cols):
+        blocks = np.zeros((rows, cols // 32), dtype=np.dtype(fields))
+        # weights ~ N(0, 0.02): per-block scale max|w|/127 (q8_0) or /8 (q4_0), about 0.06 / that
+        blocks["d"] = np.float16(0.06 / (127 if dtype == "q8_0" else 8))
+        blocks["qs"] = rng.integers(-127, 128, blocks["qs"].shape) if dtype == "q8_0" else \
+            rng.integers(0, 256, blocks["qs"].shape)
+        w.add_tensor(name, blocks.view(np.uint8).reshape(rows, cols // 32 * nbytes), raw_dtype=qtype)
+
+    def vector(name, n, lo=0.9, hi=1.1):
+        w.add_tensor(name, rng.uniform(lo, hi, n).astype(np.float32))
+
+    matrix("token_embd.weight", V, d)
+    vector("output_norm.weight", d)
+    if not shape["tie_word_embeddings"]:
+        matrix("output.weight", V, d)
+    for i in range(L):
+        p = f"blk.{i}."
+        vector(p + "attn_norm.weight", d)
+        vector(p + "ffn_norm.weight", d)
+        matrix(p + "attn_q.weight", d, d)
+        matrix(p + "attn_k.weight", kv, d)
+        matrix(p + "attn_v.weight", kv, d)
+        for n, k in (("q", d), ("k", kv), ("v", kv)):
+            vector(p + f"attn_{n}.bias", k, -0.1, 0.1)
+        matrix(p + "attn_output.weight", d, d)
+        matrix(p + "ffn_gate.weight", ff, d)
+        matrix(p + "ffn_up.weight", ff, d)
+        matrix(p + "ffn_down.weight", d, ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def bytes_per_token(shape: dict, dtype: str, position: int) -> int:
+    """Weights one decoded token reads plus its f16 KV cache reads at `position` cached positions."""
+    d, ff, L, V = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"], shape["vocab_size"]
+    kv = d // shape["num_attention_heads"] * shape["num_key_value_heads"]
+    per_elt = BLOCK[dtype][0] / 32
+    layer = (2 * d * d + 2 * d * kv + 3 * d * ff) * per_elt + (4 * d + 2 * kv) * 4
+    head = V * d * per_elt + (0 if shape["tie_word_embeddings"] else d * per_elt)  # + one embedding row
+    return int(L * layer + head + L * 2 * kv * 2 * position)
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def w_decode(spec):
+    sys.path.insert(0, ROOT)
+    import parrot
+
+    m = parrot.load(spec["path"], threads=spec["threads"])
+    core = m._core
+    V = m.config["vocab_size"]
+    ids = np.random.default_rng(1).integers(0, V, PROMPT + STEPS * REPEATS + 1).astype(np.int32)
+    best, runs = None, None
+    for r in range(REPEATS):
+        ctx = core.new_context(PROMPT + STEPS + 1, kv_type="f16")
+        ctx.decode(ids[:PROMPT], logits=False)
+        tok = ids[PROMPT:PROMPT + 1]
+        ctx.decode(tok)                      # first step outside the timing: first-touch of scratch memory
+        jobs0 = core.pool_runs
+        t = time.perf_counter()
+        for i in range(STEPS):
+            ctx.decode(ids[PROMPT + 1 + i:PROMPT + 2 + i])
+        dt = time.perf_counter() - t
+        runs = (core.pool_runs - jobs0) / STEPS
+        best = dt if best is None else min(best, dt)
+    return dict(decode_tps=STEPS / best, jobs_per_token=runs)
+
+
+WORKERS = {"limits": w_limits, "decode": w_decode}
+
+
+def run_worker(spec, env):
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], env=env,
+                       capture_output=True, text=True)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    if r.returncode or not lines:
+        raise SystemExit(f"worker {spec['kind']} failed: {r.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shapes", default="0.5b,1.8b")
+    ap.add_argument("--dtypes", default="q8_0,q4_0")
+    ap.add_argument("--workdir", default="/tmp/parrot-bench-decode")
+    ap.add_argument("--out", help="also write the markdown table here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
+        print(json.dumps(WORKERS[spec["kind"]](spec)))
+        return 0
+    env = dict(os.environ)
+    dropped = {k: env.pop(k) for k in ENV_DROP if k in env}
+    print(f"unset {' and '.join(ENV_DROP)} for every measurement (were: {dropped if dropped else 'not set'})",
+          flush=True)
+    os.makedirs(args.workdir, exist_ok=True)
+    rows = []
+    for name in args.shapes.split(","):
+        for dt in args.dtypes.split(","):
+            path = os.path.join(args.workdir, f"qwen-{name}-{dt}.gguf")
+            if not os.path.exists(path):
+                print(f"writing {path} ...", flush=True)
+                write_random_gguf(path, LLM_SHAPES[name], dt)
+            run_worker(dict(kind="decode", path=path, threads=args.threads), env)   # warm the page cache
+            lim = run_worker(dict(kind="limits", threads=args.threads), env)         # bandwidth right before
+            res = run_worker(dict(kind="decode", path=path, threads=args.threads), env)
+            need = bytes_per_token(LLM_SHAPES[name], dt, PROMPT + STEPS // 2)
+            bound = lim["read_gbps"] * 1e9 / need
+            rows.append((name, dt, need / 1e6, lim["read_gbps"], bound, res["decode_tps"], res["jobs_per_token"]))
+            print(f"  {name} {dt}: {res['decode_tps']:.2f} tok/s, bound {bound:.2f} "
+                  f"({100 * res['decode_tps'] / bound:.0f} %), {res['jobs_per_token']:.0f} pool jobs/token", flush=True)
+    cmd = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_decode.py" + \
+        (" " + " ".join(a for a in (argv or sys.argv[1:]) if not a.startswith("--out")) if (argv or sys.argv[1:]) else "")
+    out = [f"Command: `{cmd}` — {args.threads} threads, f16 KV cache, decode at positions {PROMPT}..{PROMPT + STEPS} "
+           f"(best of {REPEATS} runs of {STEPS} tokens); read bandwidth measured right before each row "
+           f"(1 GiB sum, {args.threads} threads).", "",
+           "| shape | weights | MB read per token | read GB/s | bound tok/s | decode tok/s | % of bound | pool jobs per token |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, dt, mb, bw, bound, tps, jobs in rows:
+        out.append(f"| Qwen1.5-{name.upper()} | {dt} | {mb:.0f} | {bw:.1f} | {bound:.2f} | {tps:.2f} | "
+                   f"{100 * tps / bound:.0f} % | {jobs:.0f} |")
+    text = "\n".join(out)
+    print("\n" + text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
