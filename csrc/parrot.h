@@ -131,7 +131,8 @@ typedef struct pr_config {
     int projector_type; /* PR_PROJ_* */
     int mm_hidden;
     /* multilingual MoE */
-    int use_moe, use_moe_residual, n_expert, moe_ff, moe_top_k;
+    int use_moe, use_moe_residual, n_expert, moe_ff;
+    int moe_top_k;      /* stored only: Parrot's forward pass always runs every expert (dense routing) */
     float moe_weight;
 } pr_config;
 
@@ -143,8 +144,7 @@ const pr_config *pr_model_config(const pr_model *m);
 int pr_model_n_threads(const pr_model *m);
 /* Jobs the model's thread pool has run so far; each wakes every worker once (benchmarks count them). */
 unsigned long pr_model_pool_runs(const pr_model *m);
-/* Tensor lookup by GGUF name (NULL if absent) and enumeration. */
-const pr_tensor *pr_model_tensor(const pr_model *m, const char *name);
+/* The file's tensors, in file order. */
 int pr_model_n_tensors(const pr_model *m);
 const pr_tensor *pr_model_tensor_at(const pr_model *m, int i);
 /* The mapped file's GGUF reader, for metadata lookups (see io/gguf.h). */
@@ -159,11 +159,10 @@ const struct pr_tokenizer *pr_model_tokenizer(const pr_model *m); /* NULL if the
 volatile int *pr_model_abort_flag(pr_model *m);
 void pr_interrupt_request(void); /* async-signal-safe */
 void pr_interrupt_clear(void);
-int pr_interrupt_pending(void);
 
 /* ---------------------------------------------------------------- the language model */
-int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err);
-/* The same with the KV cache stored as kv_type: PR_F32 (pr_context_new) or PR_F16 (half the memory). */
+/* A new sequence of up to n_ctx positions (at most the model's n_ctx_train); the KV cache grows on demand and
+ * holds kv_type values: PR_F32, or PR_F16 (half the memory and reading time per token). */
 int pr_context_new_kv(pr_model *m, int n_ctx, int kv_type, pr_context **out, pr_error *err);
 void pr_context_free(pr_context *c);
 int pr_context_n_ctx(const pr_context *c);

@@ -324,8 +324,6 @@ int gguf_open(const char *path, gguf_file **out, pr_error *err) {
 }
 
 const char *gguf_path(const gguf_file *f) { return f->path; }
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-uint64_t gguf_size(const gguf_file *f) { return f->size; }
 int gguf_n_kv(const gguf_file *f) { return (int)f->n_kv; }
 const gguf_kv *gguf_kv_at(const gguf_file *f, int i) { return &f->kvs[i]; }
 int gguf_n_tensors(const gguf_file *f) { return (int)f->n_tensors; }

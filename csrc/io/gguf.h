@@ -39,8 +39,6 @@ int gguf_open(const char *path, gguf_file **out, pr_error *err);
 void gguf_close(gguf_file *f);
 
 const char *gguf_path(const gguf_file *f);
-uint32_t gguf_version(const gguf_file *f);
-uint64_t gguf_size(const gguf_file *f);
 int gguf_n_kv(const gguf_file *f);
 const gguf_kv *gguf_kv_at(const gguf_file *f, int i);
 const gguf_kv *gguf_find(const gguf_file *f, const char *key);

@@ -88,10 +88,6 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     return 0;
 }
 
-int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err) {
-    return pr_context_new_kv(m, n_ctx, PR_F32, out, err);
-}
-
 int pr_context_new_kv(pr_model *m, int n_ctx, int kv_type, pr_context **out, pr_error *err) {
     *out = NULL;
     if (n_ctx <= 0 || n_ctx > m->cfg.n_ctx_train)

@@ -589,18 +589,6 @@ static PyObject *Model_tokenize_prompt(ModelObject *self, PyObject *args) {
     return (PyObject *)a;
 }
 
-static PyObject *Model_interrupt(ModelObject *self, PyObject *noargs) {
-    if (check_model(self)) return NULL;
-    *pr_model_abort_flag(self->m) = 1;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Model_clear_interrupt(ModelObject *self, PyObject *noargs) {
-    if (check_model(self)) return NULL;
-    *pr_model_abort_flag(self->m) = 0;
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef Model_methods[] = {
     {"tensors", (PyCFunction)Model_tensors, METH_NOARGS, "[(name, dtype, shape, nbytes)] of every tensor"},
     {"metadata", (PyCFunction)(void (*)(void))Model_metadata, METH_VARARGS | METH_KEYWORDS,
@@ -626,8 +614,6 @@ static PyMethodDef Model_methods[] = {
     {"tokenize_prompt", (PyCFunction)Model_tokenize_prompt, METH_VARARGS,
      "tokenize_prompt(text) -> int32[n]: split at '<image>', each piece tokenised with special tokens, "
      "IMAGE_TOKEN (-200) between pieces"},
-    {"interrupt", (PyCFunction)Model_interrupt, METH_NOARGS, "ask running work on this model to stop"},
-    {"clear_interrupt", (PyCFunction)Model_clear_interrupt, METH_NOARGS, "clear the interrupt flag"},
     {NULL},
 };
 
@@ -855,10 +841,6 @@ static PyTypeObject FeaturesType = {
     .tp_doc = "An image's features, held in C (made by Model.encode_features, used by Context.prefill)",
     .tp_getset = Features_getset,
 };
-
-pr_model *pr_py_model_ptr(PyObject *o) {
-    return PyObject_TypeCheck(o, &ModelType) ? ((ModelObject *)o)->m : NULL;
-}
 
 int pr_py_model_init(PyObject *m) {
     if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&ContextType) < 0 || PyType_Ready(&FeaturesType) < 0)
