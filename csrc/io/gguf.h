@@ -40,6 +40,8 @@ void gguf_close(gguf_file *f);
 
 const char *gguf_path(const gguf_file *f);
 int gguf_n_kv(const gguf_file *f);
+/* 1 for the integer value types (GGUF_U8 .. GGUF_I64) */
+int gguf_type_is_int(uint32_t t);
 const gguf_kv *gguf_kv_at(const gguf_file *f, int i);
 const gguf_kv *gguf_find(const gguf_file *f, const char *key);
 int gguf_n_tensors(const gguf_file *f);
