@@ -161,3 +161,14 @@ def test_bad_prefills_are_clear_errors_and_leave_the_context_alone(tiny, model, 
     assert ctx.n_past == 0 and small.n_past == 0
     logits, _ = ctx.prefill(ids, f, all_logits=True)          # still usable
     np.testing.assert_array_equal(logits, model.logits(ids, px))
+
+
+def test_image_mean_and_std_come_from_the_file_only(tiny, tmp_path):
+    # the key renamed in place (same length): the file no longer has it, and there is no built-in default
+    for key in (b"parrot.vision.image_mean", b"parrot.vision.image_std"):
+        data = open(tiny[2], "rb").read()
+        assert data.count(key) == 1
+        bad = tmp_path / "no-mean.gguf"
+        bad.write_bytes(data.replace(key, key[:-1] + b"X"))
+        with pytest.raises(parrot.ModelError, match=f"missing metadata key '{key.decode()}'"):
+            parrot.load(str(bad))
