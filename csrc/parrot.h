@@ -179,6 +179,12 @@ int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int a
 /* The same from token ids. */
 int pr_decode_tokens(pr_context *c, const int32_t *ids, int n, float *logits, int all_logits, pr_error *err);
 
+/* Batched decoding: n_seq sequences (distinct contexts of one model, each with its own KV cache and position)
+ * advance by one token each (tokens[s] into ctxs[s]) through one pass over the weights per group of up to 4
+ * sequences; logits (may be NULL) is n_seq × n_vocab. Each sequence's logits equal what pr_decode_tokens gives
+ * it alone, exactly. On error no sequence has advanced. */
+int pr_decode_batch(pr_context *const *ctxs, const int32_t *tokens, int n_seq, float *logits, pr_error *err);
+
 /* ---------------------------------------------------------------- vision, projector, MoE */
 /* pixels: 3 × S × S float32 (preprocessed, CHW). out: n_img_tokens × n_embd (ViT + selection + projector). */
 int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err);

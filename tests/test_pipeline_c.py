@@ -172,3 +172,75 @@ def test_image_mean_and_std_come_from_the_file_only(tiny, tmp_path):
         bad.write_bytes(data.replace(key, key[:-1] + b"X"))
         with pytest.raises(parrot.ModelError, match=f"missing metadata key '{key.decode()}'"):
             parrot.load(str(bad))
+
+
+# ---------------------------------------------------------------- batched decoding
+def greedy_alone(core, ids, features, steps):
+    ctx = core.new_context(len(ids) + 20 + (features.n_tokens if features else 0))
+    logits, _ = ctx.prefill(ids, features)
+    out, all_logits = [], []
+    for _ in range(steps):
+        t = int(np.argmax(logits))
+        out.append(t)
+        logits = ctx.decode(np.array([t], np.int32))
+        all_logits.append(logits)
+    return out, all_logits
+
+
+@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+def test_batched_greedy_equals_one_at_a_time(tiny, tmp_path, dtype):
+    """Six sequences (two groups: 4 + 2) of different lengths, with and without the image, advanced together:
+    every step's logits equal the lone sequence's exactly (same dot products; see pr_decode_batch)."""
+    import os
+
+    ref, tok, path = tiny
+    if dtype != "f32":
+        path = parrot.convert(os.path.join(os.path.dirname(path), "hf-0"), str(tmp_path / f"tiny-{dtype}.gguf"),
+                              dtype=dtype, progress=False, log=lambda s: None)
+    model = parrot.load(path, threads=2)
+    core = model._core
+    f = core.encode_features(pixels(model, 7))
+    prompts = [(hf_ids(tok, prompt_text(q)), f) for q in PROMPTS] + \
+              [(tok.encode(t, add_special_tokens=False).ids, None) for t in ("hello there", "a", "Какого цвета")]
+    steps = 10
+    want = [greedy_alone(core, np.array(ids, np.int32), feats, steps) for ids, feats in prompts]
+    ctxs, nxt = [], []
+    for ids, feats in prompts:
+        ctx = core.new_context(len(ids) + 20 + (feats.n_tokens if feats else 0))
+        logits, _ = ctx.prefill(np.array(ids, np.int32), feats)
+        ctxs.append(ctx)
+        nxt.append(int(np.argmax(logits)))
+    got = [[t] for t in nxt]
+    for step in range(steps):
+        logits = core.decode_batch(ctxs, np.array(nxt, np.int32))
+        for s in range(len(prompts)):
+            np.testing.assert_array_equal(logits[s], want[s][1][step], err_msg=f"sequence {s}, step {step}")
+        nxt = [int(np.argmax(row)) for row in logits]
+        if step < steps - 1:
+            for s, t in enumerate(nxt):
+                got[s].append(t)
+    assert got == [w[0] for w in want]
+    # the sequences sat at different positions (prompts of different lengths) all along
+    assert len({c.n_past for c in ctxs}) > 1
+
+
+def test_batched_decoding_errors_leave_every_sequence_alone(tiny, model):
+    _, tok, _ = tiny
+    core = model._core
+    ids = np.array(tok.encode("hello there", add_special_tokens=False).ids, np.int32)
+    a, b, full = core.new_context(32), core.new_context(32), core.new_context(len(ids))
+    for c in (a, b, full):
+        c.prefill(ids)
+    other = parrot.load(model.path, threads=1)._core.new_context(8)
+    cases = [
+        (([a, a], [1, 2]), ValueError, "same context"),
+        (([a, full], [1, 2]), ValueError, "is full"),
+        (([a, b], [1, 10 ** 6]), ValueError, "token id 1000000 of sequence 1"),
+        (([a, b], [1]), ValueError, "2 contexts but 1 tokens"),
+        (([a, other], [1, 2]), TypeError, r"contexts\[1\] is not a Context of this model"),
+        (([], []), ValueError, "at least one"),
+    ]
+    for (ctxs, toks), exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            core.decode_batch(ctxs, np.array(toks, np.int32))
+    assert (a.n_past, b.n_past, full.n_past) == (len(ids),) * 3

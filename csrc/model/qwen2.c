@@ -177,16 +177,24 @@ int pr_embed_tokens(const pr_model *m, const int32_t *ids, int n, float *out, pr
     return 0;
 }
 
-/* Rotary factors of positions pos0 .. pos0+n−1 into rs.rope: cos then sin of pos·inv_freq, hd/2 each. */
-static void rope_factors(pr_context *c, int pos0, int n, int hd) {
-    for (int i = 0; i < n; i++) {
-        float *cs = c->rs.rope + (long)i * hd, *sn = cs + hd / 2;
-        for (int j = 0; j < hd / 2; j++) {
-            float ang = (float)(pos0 + i) * c->inv_freq[j];
-            cs[j] = cosf(ang);
-            sn[j] = sinf(ang);
+/* The rows of a pass that belong to one sequence: rows row0 .. row0+n−1 are its positions n_past, n_past+1, ...
+ * A pass holds one sequence's chunk (prefill, decode) or one row of each of several (batched decoding). */
+typedef struct {
+    pr_context *c;
+    int row0, n;
+} seq_rows;
+
+/* Rotary factors of every row's position into r->rope: cos then sin of pos·inv_freq, hd/2 each. */
+static void rope_factors(pr_run_state *r, const seq_rows *seqs, int n_seqs, int hd) {
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < seqs[s].n; i++) {
+            float *cs = r->rope + (long)(seqs[s].row0 + i) * hd, *sn = cs + hd / 2;
+            for (int j = 0; j < hd / 2; j++) {
+                float ang = (float)(seqs[s].c->n_past + i) * seqs[s].c->inv_freq[j];
+                cs[j] = cosf(ang);
+                sn[j] = sinf(ang);
+            }
         }
-    }
 }
 
 /* rotate-half RoPE of n_heads heads of x with one position's factors */
@@ -215,7 +223,7 @@ typedef struct {
 } fused_out;
 
 typedef struct {
-    pr_context *c;
+    const pr_run_state *rs;
     const float *x;        /* n × cols */
     int n, n_out;
     fused_out out[3];
@@ -252,7 +260,7 @@ static void fused_task(void *arg, int ith, int nth) {
     pr_split_range(groups, ith, nth, &g0, &g1);
     long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
     if (s1 <= s0) return;
-    float *part = f->c->rs.part + (size_t)ith * FEW_ROWS * (size_t)f->c->rs.part_rows;
+    float *part = f->rs->part + (size_t)ith * FEW_ROWS * (size_t)f->rs->part_rows;
     long base = 0;
     for (int p = 0; p < f->n_out; p++) {
         long rows = (long)f->out[p].W->ne[1], r0 = s0 > base ? s0 - base : 0, r1 = s1 - base < rows ? s1 - base : rows;
@@ -270,15 +278,15 @@ static void fused_task(void *arg, int ith, int nth) {
 
 /* y_p = x·W_pᵀ (+ b_p) for up to three weights, then the epilogue, in one pool job (n ≤ FEW_ROWS) or as
  * separate products (longer passes, where the products are compute-bound and use the pool themselves). */
-static void products(pr_context *c, fused_job *f) {
+static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
-        f->c = c;
-        pr_pool_run(c->m->pool, fused_task, f);
+        f->rs = r;
+        pr_pool_run(m->pool, fused_task, f);
         return;
     }
     for (int p = 0; p < f->n_out; p++) {
         const fused_out *o = &f->out[p];
-        pr_matmul(c->m->pool, o->W, f->x, f->n, o->y);
+        pr_matmul(m->pool, o->W, f->x, f->n, o->y);
         pr_add_bias(o->bias, o->y, f->n, (long)o->W->ne[1]);
     }
     long rows = (long)f->out[0].W->ne[1];
@@ -287,51 +295,57 @@ static void products(pr_context *c, fused_job *f) {
         for (long i = 0; i < (long)f->n * rows; i++) f->res[i] += f->out[0].y[i];
 }
 
-/* One pass of n ≤ rs.rows positions: rs.x (n × d) is updated in place to the final hidden states. */
-static int forward_chunk(pr_context *c, int n, pr_error *err) {
-    pr_model *m = c->m;
+/* One pass of the n rows of r->x (n ≤ r->rows) through the decoder layers, updated in place to the final hidden
+ * states. Each sequence's rows take its next positions and go into its KV cache; products read the weights once
+ * for all rows. The caller has reserved the caches. */
+static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seqs, int n, pr_error *err) {
     const pr_config *cf = &m->cfg;
-    pr_run_state *r = &c->rs;
     long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
     const pr_kernels *K = pr_kern();
     float *x = r->x;
-    rope_factors(c, c->n_past, n, (int)hd);
+    rope_factors(r, seqs, n_seqs, (int)hd);
     for (int l = 0; l < cf->n_layer; l++) {
         if (pr_should_abort(m)) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
         for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
         fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
                                                                 {L->wv, L->bv, r->v}}};
-        products(c, &qkv);
+        products(m, r, &qkv);
         for (int i = 0; i < n; i++) {
             rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
             rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
         }
-        char *kc = (char *)c->k[l] + (size_t)c->n_past * kv * c->kv_elt;
-        char *vc = (char *)c->v[l] + (size_t)c->n_past * kv * c->kv_elt;
-        if (c->kv_type == PR_F16) {
-            K->f32_to_f16(r->k, (uint16_t *)kc, n * kv);
-            K->f32_to_f16(r->v, (uint16_t *)vc, n * kv);
-        } else {
-            memcpy(kc, r->k, (size_t)n * kv * sizeof(float));
-            memcpy(vc, r->v, (size_t)n * kv * sizeof(float));
+        for (int s = 0; s < n_seqs; s++) {
+            const seq_rows *q = &seqs[s];
+            pr_context *c = q->c;
+            char *kc = (char *)c->k[l] + (size_t)c->n_past * kv * c->kv_elt;
+            char *vc = (char *)c->v[l] + (size_t)c->n_past * kv * c->kv_elt;
+            const float *kn = r->k + (long)q->row0 * kv, *vn = r->v + (long)q->row0 * kv;
+            if (c->kv_type == PR_F16) {
+                K->f32_to_f16(kn, (uint16_t *)kc, q->n * kv);
+                K->f32_to_f16(vn, (uint16_t *)vc, q->n * kv);
+            } else {
+                memcpy(kc, kn, (size_t)q->n * kv * sizeof(float));
+                memcpy(vc, vn, (size_t)q->n * kv * sizeof(float));
+            }
+            pr_attn at = {.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
+                          .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
+                          .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
+                          .causal = 1};
+            int rc = pr_attention(K, m->pool, &at, err);
+            if (rc) return rc;
         }
-        pr_attn at = {.q = r->q, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type, .out = r->o, .ldq = d,
-                      .ldkv = kv, .ldo = d, .n_q = n, .n_kv = c->n_past + n, .n_head = cf->n_head,
-                      .n_head_kv = cf->n_head_kv, .hd = (int)hd, .causal = 1};
-        int rc = pr_attention(K, m->pool, &at, err);
-        if (rc) return rc;
         fused_job wo = {.x = r->o, .n = n, .n_out = 1, .out = {{L->wo, NULL, r->a}}, .same_rows = 1,
                         .epilogue = EPI_ADD_TO, .res = x};
-        products(c, &wo); /* x += o·Woᵀ */
+        products(m, r, &wo); /* x += o·Woᵀ */
 
         for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->ffn_norm, d, cf->rms_eps);
         fused_job gate_up = {.x = r->a, .n = n, .n_out = 2, .out = {{L->w_gate, NULL, r->g}, {L->w_up, NULL, r->u}},
                              .same_rows = 1, .epilogue = EPI_SILU_MUL};
-        products(c, &gate_up); /* g = silu(a·W_gateᵀ) ⊙ a·W_upᵀ */
+        products(m, r, &gate_up); /* g = silu(a·W_gateᵀ) ⊙ a·W_upᵀ */
         fused_job down = {.x = r->g, .n = n, .n_out = 1, .out = {{L->w_down, NULL, r->a}}, .same_rows = 1,
                           .epilogue = EPI_ADD_TO, .res = x};
-        products(c, &down); /* x += g·W_downᵀ */
+        products(m, r, &down); /* x += g·W_downᵀ */
     }
     return 0;
 }
@@ -361,7 +375,8 @@ static int decode(pr_context *c, const float *embd, const int32_t *ids, int n, f
         int nc = n - s < chunk ? n - s : chunk;
         if (ids) pr_embed_tokens(m, ids + s, nc, x, err);
         else memcpy(x, embd + (long)s * d, (size_t)nc * d * sizeof(float));
-        rc = forward_chunk(c, nc, err);
+        seq_rows one = {c, 0, nc};
+        rc = forward(m, &c->rs, &one, 1, nc, err);
         if (rc) break;
         c->n_past += nc;
         if (!logits) continue;
@@ -383,4 +398,48 @@ int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int a
 
 int pr_decode_tokens(pr_context *c, const int32_t *ids, int n, float *logits, int all_logits, pr_error *err) {
     return decode(c, NULL, ids, n, logits, all_logits, err);
+}
+
+int pr_decode_batch(pr_context *const *ctxs, const int32_t *tokens, int n_seq, float *logits, pr_error *err) {
+    if (n_seq <= 0) return pr_set_error(err, PR_ERR_ARG, "nothing to decode (0 sequences)");
+    pr_model *m = ctxs[0]->m;
+    const pr_config *cf = &m->cfg;
+    long d = cf->n_embd;
+    for (int s = 0; s < n_seq; s++) {
+        pr_context *c = ctxs[s];
+        if (c->m != m) return pr_set_error(err, PR_ERR_ARG, "sequence %d belongs to another model", s);
+        for (int t = 0; t < s; t++)
+            if (ctxs[t] == c) return pr_set_error(err, PR_ERR_ARG, "sequences %d and %d are the same context", t, s);
+        if (tokens[s] < 0 || tokens[s] >= cf->n_vocab)
+            return pr_set_error(err, PR_ERR_ARG, "token id %d of sequence %d is outside the vocabulary (0..%d)",
+                                tokens[s], s, cf->n_vocab - 1);
+        if (c->n_past + 1 > c->n_ctx)
+            return pr_set_error(err, PR_ERR_CONTEXT, "sequence %d is full: %d positions cached, context size %d", s,
+                                c->n_past, c->n_ctx);
+    }
+    /* every cache first, so a failure leaves every sequence as it was */
+    int rc = 0;
+    for (int s = 0; s < n_seq && !rc; s++) rc = reserve(ctxs[s], ctxs[s]->n_past + 1, err);
+    pr_run_state *r = &ctxs[0]->rs;
+    if (!rc) rc = run_state_reserve(ctxs[0], n_seq < FEW_ROWS ? n_seq : FEW_ROWS, err);
+    /* groups of FEW_ROWS sequences: each product then computes every output as the same dot product a lone
+     * sequence's does, so batched results equal one-at-a-time results exactly */
+    seq_rows seqs[FEW_ROWS];
+    int advanced = 0;
+    for (int s0 = 0; s0 < n_seq && !rc; s0 += FEW_ROWS) {
+        int g = n_seq - s0 < FEW_ROWS ? n_seq - s0 : FEW_ROWS;
+        for (int i = 0; i < g; i++) {
+            seqs[i] = (seq_rows){ctxs[s0 + i], i, 1};
+            pr_embed_tokens(m, tokens + s0 + i, 1, r->x + i * d, err);
+        }
+        if ((rc = forward(m, r, seqs, g, g, err))) break;
+        for (int i = 0; i < g; i++) ctxs[s0 + i]->n_past++;
+        advanced += g;
+        if (!logits) continue;
+        for (int i = 0; i < g; i++) pr_rmsnorm(r->a + i * d, r->x + i * d, m->w.out_norm, d, cf->rms_eps);
+        pr_matmul(m->pool, m->w.lm_head, r->a, g, logits + (long)s0 * cf->n_vocab);
+    }
+    if (rc) /* the failed group did not advance; take the earlier groups' step back too */
+        for (int s = 0; s < advanced; s++) ctxs[s]->n_past--;
+    return rc;
 }
