@@ -126,8 +126,23 @@ def w_decode(spec):
             ctx.decode(ids[i:i + 1])
         tps.append(STEPS / (time.perf_counter() - t))
         jobs = (core.pool_runs - jobs0) / STEPS
-    return dict(read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
-                decode_tps_median=float(np.median(tps)), jobs_per_token=jobs)
+    res = dict(read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
+               decode_tps_median=float(np.median(tps)), jobs_per_token=jobs)
+    for B in spec.get("batch", []):
+        # B sequences advanced together (pr_decode_batch): aggregate tokens/s, best of REPEATS
+        best = 0.0
+        for _ in range(REPEATS):
+            ctxs = [core.new_context(PROMPT + STEPS + 1, kv_type="f16") for _ in range(B)]
+            for c in ctxs:
+                c.decode(ids[:PROMPT], logits=False)
+            toks = np.repeat(ids[PROMPT:PROMPT + 1], B)
+            core.decode_batch(ctxs, toks)
+            t = time.perf_counter()
+            for i in range(PROMPT + 1, PROMPT + 1 + STEPS):
+                core.decode_batch(ctxs, np.repeat(ids[i:i + 1], B))
+            best = max(best, B * STEPS / (time.perf_counter() - t))
+        res[f"batch{B}_tps"] = best
+    return res
 
 
 def run_worker(spec, env):
@@ -146,6 +161,8 @@ def main(argv=None):
     ap.add_argument("--dtypes", default="q8_0,q4_0")
     ap.add_argument("--workdir", default="/tmp/parrot-bench-decode")
     ap.add_argument("--out", help="also write the markdown table here")
+    ap.add_argument("--batch", default="", help="also measure batched decoding of these numbers of sequences, "
+                    "e.g. 2,4,8 (aggregate tokens/s)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -164,7 +181,8 @@ def main(argv=None):
             if not os.path.exists(path):
                 print(f"writing {path} ...", flush=True)
                 write_random_gguf(path, LLM_SHAPES[name], dt)
-            r = run_worker(dict(path=path, threads=args.threads), env)
+            batch = [int(b) for b in args.batch.split(",") if b]
+            r = run_worker(dict(path=path, threads=args.threads, batch=batch), env)
             need = bytes_per_token(LLM_SHAPES[name], dt, PROMPT + STEPS // 2)
             rows.append((name, dt, need, r))
             print(f"  {name} {dt}: {r['decode_tps']:.2f} tok/s (median {r['decode_tps_median']:.2f}), read "
@@ -189,6 +207,16 @@ def main(argv=None):
                    f"({r['read_gbps_median']:.1f}) | {bound:.1f} | {r['decode_tps']:.1f} ({r['decode_tps_median']:.1f}) | "
                    f"{r['decode_tps'] * need / 1e9:.1f} | {100 * r['decode_tps'] / bound:.0f} % "
                    f"({100 * r['decode_tps_median'] / bound_med:.0f} %) | {r['jobs_per_token']:.0f} |")
+    batch = [int(b) for b in args.batch.split(",") if b]
+    if batch:
+        out += ["", "Batched decoding (`Model.decode_batch`, one pass over the weights per 4 sequences): aggregate "
+                "tokens/s of B sequences, best of the same number of runs, and the speed-up over one sequence "
+                "(the decode column above).", "",
+                "| shape | weights | " + " | ".join(f"B = {b}" for b in batch) + " |",
+                "|---|---|" + "---|" * len(batch)]
+        for name, dt, need, r in rows:
+            out.append(f"| Qwen1.5-{name.upper()} | {dt} | " + " | ".join(
+                f"{r[f'batch{b}_tps']:.1f} ({r[f'batch{b}_tps'] / r['decode_tps']:.2f}×)" for b in batch) + " |")
     text = "\n".join(out)
     print("\n" + text)
     if args.out:
