@@ -210,7 +210,8 @@ static int parse(gguf_file *f, pr_error *err) {
         for (uint32_t d = 0; d < nd && !rc; d++) {
             uint64_t ne;
             if ((rc = rd_u64(&r, &ne, "tensor dimension"))) break;
-            if (ne == 0 || ne > ((uint64_t)1 << 40) || __builtin_mul_overflow(nel, ne, &nel))
+            /* every element count and byte size below is checked in 64 bits: none may wrap */
+            if (ne == 0 || ne > ((uint64_t)1 << 40) || __builtin_mul_overflow(nel, ne, &nel) || nel > INT64_MAX)
                 rc = fail(&r, "tensor dimension is zero or too large");
             t->ne[d] = (int64_t)ne;
         }
@@ -231,7 +232,16 @@ static int parse(gguf_file *f, pr_error *err) {
                               pr_dtype_name(type), bs);
             break;
         }
-        t->nbytes = (size_t)(nel / bs * bb);
+        uint64_t nbytes;
+        if (__builtin_mul_overflow(nel / bs, (uint64_t)bb, &nbytes) || nbytes > (uint64_t)SIZE_MAX ||
+            nbytes > f->size) {
+            rc = pr_set_error(err, PR_ERR_FORMAT, "%s: tensor '%.*s' (info at byte offset %llu): %llu elements of "
+                              "%s need more bytes than the file has (%llu)", f->path, (int)names[i].len,
+                              names[i].ptr, (unsigned long long)tensor_start, (unsigned long long)nel,
+                              pr_dtype_name(type), (unsigned long long)f->size);
+            break;
+        }
+        t->nbytes = (size_t)nbytes;
     }
     if (!rc) {
         f->names = malloc(names_bytes ? names_bytes : 1);

@@ -362,8 +362,8 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
         }
         size_t bad = pr_utf8_first_invalid((const uint8_t *)s.ptr, s.len);
         if (bad < s.len) {
-            rc = pr_set_error(err, PR_ERR_TOKENIZER, "%s: tokenizer: token %d is not valid UTF-8 (byte %zu)",
-                              gguf_path(f), (int)i, bad);
+            rc = pr_set_error(err, PR_ERR_TOKENIZER, "%s: tokenizer: 'tokenizer.ggml.tokens'[%d] is not valid "
+                              "UTF-8 (byte %zu)", gguf_path(f), (int)i, bad);
             goto fail;
         }
         if (memchr(s.ptr, 0, s.len)) {
@@ -418,6 +418,13 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
     size_t joined_cap = 0;
     for (uint64_t r = 0; r < n_merges; r++) {
         gguf_str m = kmerge->arr_strs[r];
+        size_t bad = pr_utf8_first_invalid((const uint8_t *)m.ptr, m.len);
+        if (bad < m.len) {
+            free(joined);
+            rc = pr_set_error(err, PR_ERR_TOKENIZER, "%s: tokenizer: 'tokenizer.ggml.merges'[%llu] is not valid "
+                              "UTF-8 (byte %zu)", gguf_path(f), (unsigned long long)r, bad);
+            goto fail;
+        }
         const char *sp = m.len > 1 ? memchr(m.ptr + 1, ' ', m.len - 1) : NULL;
         if (!sp) {
             free(joined);
@@ -534,6 +541,7 @@ typedef struct {
 } id_vec;
 
 static int push_ids(id_vec *o, const int32_t *ids, size_t k) {
+    if (k == 0) return 0; /* o->v may still be NULL (found by tests/fuzz/fuzz_gguf.c) */
     if (o->cap - o->n < k) {
         size_t cap = o->cap ? o->cap : 64;
         while (cap - o->n < k) {
