@@ -222,8 +222,8 @@ int pr_image_pixels(const pr_model *m, const void *data, size_t len, float *pixe
  * model uses the MoE, every expert's output on x (n_expert × n_img_tokens × n_embd). Immutable once made:
  * several contexts and threads may prefill with one at the same time. Free it before its model. */
 typedef struct pr_image_features pr_image_features;
-/* pixels (3 × S × S, as pr_image_pixels makes) → vision tower → projector → experts. Long: releases nothing,
- * honours the abort flags between layers (PR_ERR_INTERRUPTED). */
+/* pixels (3 × S × S, as pr_image_pixels makes) → vision tower → projector → experts. The longest call of the
+ * pipeline: it checks the abort flags between layers (PR_ERR_INTERRUPTED). */
 int pr_image_encode(pr_model *m, const float *pixels, pr_image_features **out, pr_error *err);
 void pr_image_features_free(pr_image_features *f);
 int pr_image_features_n_tokens(const pr_image_features *f);

@@ -200,7 +200,7 @@ static int pixels_from(const pr_model *m, pr_image *im, int rc, float *pixels, p
 int pr_image_pixels_file(const pr_model *m, const char *path, float *pixels, pr_error *err) {
     if (!m->cfg.has_vision) return pr_set_error(err, PR_ERR_ARG, "%s: this model has no vision tower", gguf_path(m->gguf));
     pr_image im = {0};
-    return pixels_from(m, &im, pr_image_decode_file(path, 0, &im, err), pixels, err);
+    return pixels_from(m, &im, pr_image_decode_file(path, 0, 0, &im, err), pixels, err);
 }
 
 int pr_image_pixels(const pr_model *m, const void *data, size_t len, float *pixels, pr_error *err) {
