@@ -14,7 +14,7 @@
  *                           "<image>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n", &ids, &n, &err);
  *     pr_context *ctx;    pr_context_new_kv(m, 1024, PR_F32, &ctx, &err);          // one sequence's KV cache
  *     float *logits = malloc(cf->n_vocab * sizeof *logits), routing[cf->n_expert];
- *     pr_prefill(ctx, ids, n, img, routing, logits, 0, &err);  // route, combine, splice, run the prompt
+ *     pr_prefill(ctx, ids, n, 0, img, routing, logits, 0, &err); // route, combine, splice, run the prompt
  *     for (;;) {                                                                   // decode loop
  *         int32_t t = argmax(logits, cf->n_vocab);
  *         if (t == cf->im_end_id || t == cf->endoftext_id || t == cf->eos_id) break;
@@ -239,9 +239,11 @@ void pr_image_features_seconds(const pr_image_features *f, double *vision_s, dou
  * (+ moe_weight·x), and the image's n_img_tokens rows replace the placeholder. Without a placeholder img must
  * be NULL and this is pr_decode_tokens. routing (n_expert, may be NULL) receives the routing weights when the
  * model uses the MoE; logits as pr_decode_embd (the last position's, or every position's when all_logits).
+ * n_cached: the first n_cached ids are already at the end of ctx (a reused prefix, e.g. the system turn; it ends
+ * before the image): the MoE routes on their text too, but they are not run again (0: ctx holds none of ids).
  * PR_ERR_CONTEXT when the spliced prompt does not fit; on any error ctx is unchanged. */
-int pr_prefill(pr_context *ctx, const int32_t *ids, int n_ids, const pr_image_features *img, float *routing,
-               float *logits, int all_logits, pr_error *err);
+int pr_prefill(pr_context *ctx, const int32_t *ids, int n_ids, int n_cached, const pr_image_features *img,
+               float *routing, float *logits, int all_logits, pr_error *err);
 
 #ifdef __cplusplus
 }

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     answer = malloc(sizeof(int32_t) * (max_new > 0 ? max_new : 1));
     if (!logits || !routing || !answer) goto done;
     if (pr_context_new_kv(m, n_ctx, PR_F32, &ctx, &err) ||
-        pr_prefill(ctx, ids, n_ids, img, routing, logits, 0, &err)) {
+        pr_prefill(ctx, ids, n_ids, 0, img, routing, logits, 0, &err)) {
         fail("prefill", &err);
         goto done;
     }

@@ -21,7 +21,7 @@ from typing import Any, Generic, List, Optional, Protocol, Tuple, TypeVar
 
 import numpy as np
 
-__all__ = ["ImageFeatures", "ImageCacheInfo", "ImageFeatureCache", "PrefixCache", "PrefixCacheInfo", "pixel_key",
+__all__ = ["ImageCacheInfo", "ImageFeatureCache", "PrefixCache", "PrefixCacheInfo", "pixel_key",
            "cache_dir", "converted_path", "DEFAULT_IMAGE_CACHE_BYTES", "DEFAULT_PREFIX_CACHE_ENTRIES"]
 
 #: Default bound of a model's image-feature cache: a few images of Parrot-7B (6 experts × 577 × 4096 f32 plus
@@ -39,25 +39,6 @@ def pixel_key(pixels: np.ndarray) -> bytes:
 
 
 @dataclass(frozen=True)
-class ImageFeatures:
-    """What the model computes from an image alone."""
-
-    features: np.ndarray            # (image_tokens, hidden): vision tower + projector
-    experts: Optional[np.ndarray]   # (num_experts, image_tokens, hidden), None when the model has no MoE
-    vision_s: float                 # time the vision tower + projector took
-    experts_s: float                # time the experts took
-
-    @property
-    def seconds(self) -> float:
-        """What a cache hit saves."""
-        return self.vision_s + self.experts_s
-
-    @property
-    def nbytes(self) -> int:
-        return self.features.nbytes + (self.experts.nbytes if self.experts is not None else 0)
-
-
-@dataclass(frozen=True)
 class ImageCacheInfo:
     """Counters of an image-feature cache."""
 
@@ -70,21 +51,21 @@ class ImageCacheInfo:
 
 
 class _Entry(Protocol):
-    """What the image cache holds: anything that knows its size and what recomputing it costs (today an
-    :class:`ImageFeatures`; an opaque handle owned by the C core fits as well)."""
+    """What the image cache holds: anything that knows its size and what recomputing it cost, in parts (the
+    model stores ``_core.Features`` handles: ``seconds`` is (vision tower + projector, experts))."""
 
     @property
     def nbytes(self) -> int: ...
 
     @property
-    def seconds(self) -> float: ...
+    def seconds(self) -> Tuple[float, ...]: ...
 
 
 E = TypeVar("E", bound=_Entry)
 
 
 class ImageFeatureCache(Generic[E]):
-    """LRU of image features (:class:`ImageFeatures`) bounded by ``max_bytes`` (0 disables it). Thread-safe."""
+    """LRU of image features (``_core.Features`` handles held by the C core) bounded by ``max_bytes`` (0 disables it). Thread-safe."""
 
     def __init__(self, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES):
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
@@ -104,7 +85,7 @@ class ImageFeatureCache(Generic[E]):
                 return None
             self._items.move_to_end(key)
             self._hits += 1
-            self._saved += item.seconds
+            self._saved += sum(item.seconds)
             return item
 
     def put(self, key: bytes, item: E) -> None:

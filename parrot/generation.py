@@ -99,8 +99,8 @@ class Result:
     """Everything about one answer. ``str(result)`` is the text.
 
     timings (seconds unless named otherwise): ``preprocess_s`` (image decoding + CLIP preprocessing),
-    ``vision_s`` (vision tower + projector; 0 on an image-cache hit), ``moe_s`` (experts on a miss, routing and
-    the weighted sum), ``prefill_s`` (the prompt through the decoder), ``decode_s`` (token-by-token
+    ``vision_s`` (vision tower + projector; 0 on an image-cache hit), ``moe_s`` (the experts on a miss),
+    ``prefill_s`` (routing, the weighted sum and the prompt through the decoder), ``decode_s`` (token-by-token
     generation), ``prompt_tokens`` (positions of the prompt, image tokens included), ``new_tokens``,
     ``decode_tokens_per_s``.
 
@@ -190,7 +190,7 @@ class Generation:
         self.timings.setdefault("prefill_s", 0.0)
         logits = None
         if self.max_new_tokens > 0:
-            logits, self.routing = self._prefill()   # sets timings' prefill_s (and moe_s for the routing)
+            logits, self.routing = self._prefill()   # sets timings' prefill_s
         t1 = time.perf_counter()
         n = 0
         try:

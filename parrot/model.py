@@ -12,7 +12,7 @@ One pipeline serves every call: a prompt (:mod:`parrot.prompt`) becomes token id
 :data:`IMAGE_TOKEN` where the image goes; :meth:`Model.generation` takes the image's features from the
 image-feature cache (running the vision tower and the experts on a miss), takes a parked KV cache holding the
 system turn from the prefix cache when there is one, and returns a :class:`parrot.generation.Generation`
-whose first step is the multimodal prefill (``_prefill``: routing, splice, decoder) and whose next steps
+whose first step is the multimodal prefill (``_prefill``: one C call routes, splices and runs the decoder) and whose next steps
 decode one token each. ``run``, ``generate``, ``stream``, ``generate_many``, ``generate_ids``, ``logits`` and
 chat sessions are all built on it.
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from parrot import _core
 from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, DEFAULT_PREFIX_CACHE_ENTRIES, ImageCacheInfo,
-                          ImageFeatureCache, ImageFeatures, PrefixCache, PrefixCacheInfo, converted_path, pixel_key)
+                          ImageFeatureCache, PrefixCache, PrefixCacheInfo, converted_path, pixel_key)
 from parrot.chat import ChatSession
 from parrot.errors import ModelError
 from parrot.generation import Generation, Result, normalize_stop
@@ -95,7 +95,7 @@ class Model:
         self.config: Dict[str, Any] = dict(self._core.config)
         self._lock = threading.RLock()
         self.last_routing: Optional[np.ndarray] = None
-        self.image_cache: ImageFeatureCache[ImageFeatures] = ImageFeatureCache(image_cache_bytes)
+        self.image_cache: ImageFeatureCache[Any] = ImageFeatureCache(image_cache_bytes)
         self.prefix_cache = PrefixCache(prefix_cache_entries)
         #: How many times the vision tower has run (cache misses); handy to see the cache work.
         self.vision_runs = 0
@@ -219,22 +219,18 @@ class Model:
         if not self.config["has_vision"]:
             raise ValueError(f"{self.path} has no vision tower (a text-only model); pass image=None")
 
-    def image_features(self, pixels: np.ndarray) -> Tuple[ImageFeatures, bool]:
-        """What the model computes from an image alone (projected features and each expert's output), from
-        the image-feature cache when present: ``(features, cache_hit)``."""
+    def image_features(self, pixels: np.ndarray) -> Tuple[Any, bool]:
+        """What the model computes from an image alone — projected features and each expert's output, held in
+        the C core as a ``_core.Features`` handle — from the image-feature cache when present:
+        ``(features, cache_hit)``."""
         self._require_vision()
         key = pixel_key(pixels)
         hit = self.image_cache.get(key)
         if hit is not None:
             return hit, True
-        t0 = time.perf_counter()
-        feats = self.encode_image(pixels)
-        t1 = time.perf_counter()
-        experts = None
-        if self.config.get("use_moe", False):
-            with self._lock:
-                experts = self._core.moe_experts(feats)
-        item = ImageFeatures(feats, experts, vision_s=t1 - t0, experts_s=time.perf_counter() - t1)
+        with self._lock:
+            item = self._core.encode_features(np.ascontiguousarray(pixels, dtype=np.float32))
+            self.vision_runs += 1
         self.image_cache.put(key, item)
         return item, False
 
@@ -247,32 +243,11 @@ class Model:
         return self.prefix_cache.info()
 
     def encode_image(self, pixels: np.ndarray) -> np.ndarray:
-        """Projected image features: the vision tower's selected hidden state through the projector,
-        ``(image_tokens, hidden)`` float32. ``pixels`` is a preprocessed ``(3, S, S)`` float32 array."""
+        """Projected image features (for inspection): the vision tower's selected hidden state through the
+        projector, ``(image_tokens, hidden)`` float32. ``pixels`` is a preprocessed ``(3, S, S)`` float32 array."""
         with self._lock:
             out: np.ndarray = self._core.encode_image(np.ascontiguousarray(pixels, dtype=np.float32))
-            self.vision_runs += 1
             return out
-
-    def moe(self, features: np.ndarray, text_ids: IdsLike) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """The multilingual MoE on image ``features`` guided by the prompt's text token ids: returns
-        ``(rewritten features, routing weights)``. With ``use_moe`` false, the features unchanged and None."""
-        experts = None
-        if self.config.get("use_moe", False):
-            with self._lock:
-                experts = self._core.moe_experts(features)
-        ids = np.asarray(text_ids, dtype=np.int32)
-        return self._route(ImageFeatures(features, experts, 0.0, 0.0), self._core.embed(ids))
-
-    def _route(self, item: ImageFeatures, text: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """The image's rows for a prompt whose text tokens embed to ``text``, and the routing weights."""
-        if item.experts is None:
-            return item.features, None
-        if len(text) == 0:
-            raise ValueError("the MoE routes on the prompt's text, but the prompt has no text tokens")
-        with self._lock:
-            w = self._core.moe_routing(item.features, text)
-            return self._core.moe_combine(item.features, item.experts, w), w
 
     # ---- the pipeline
     def _check_ids(self, input_ids: IdsLike) -> np.ndarray:
@@ -309,31 +284,22 @@ class Model:
                              f"{self.context_size}")
         return positions
 
-    def _prefill(self, ctx: Any, ids: np.ndarray, image: Optional[ImageFeatures], *, start: int = 0,
-                 all_logits: bool = False,
+    def _prefill(self, ctx: Any, ids: np.ndarray, image: Any, *, start: int = 0, all_logits: bool = False,
                  timings: Optional[Dict[str, float]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """The multimodal prefill: appends ``ids[start:]`` to ``ctx``, whose cache ends with ``ids[:start]``
-        (a reused prefix; it ends before the image). With ``image``, ``ids`` holds
-        IMAGE_TOKEN once: the MoE routes on every text token of ``ids`` (the prefix's too), and the combined
-        rows replace the placeholder. Returns the logits (of the last, or every new, position) and the
-        routing weights. Everything between the ids and the logits happens here, in one place, so it can
-        become a single call into the C core."""
+        """The multimodal prefill, one call into the C core (``Context.prefill``): appends ``ids[start:]`` to
+        ``ctx``, whose cache ends with ``ids[:start]`` (a reused prefix; it ends before the image). With
+        ``image`` (a ``_core.Features``), ``ids`` holds IMAGE_TOKEN once: the MoE routes on every text token of
+        ``ids`` (the prefix's too), and the combined rows replace the placeholder. Returns the logits (of the
+        last, or every new, position) and the routing weights."""
+        if self.closed:   # a generation made before close() must not start: it would hold the file open
+            raise ValueError(f"{self.path}: the model is closed")
         t0 = time.perf_counter()
-        routing = None
-        if image is None:
-            inputs: np.ndarray = ids[start:].astype(np.int32)
-        else:
-            pos = int(np.flatnonzero(ids == IMAGE_TOKEN)[0])
-            text = self._core.embed(ids[ids != IMAGE_TOKEN].astype(np.int32))
-            rows, routing = self._route(image, text)
-            inputs = np.concatenate([text[start:pos], rows, text[pos:]]).astype(np.float32)
-            self.last_routing = routing
-        t1 = time.perf_counter()
         with self._lock:
-            logits: np.ndarray = ctx.decode(inputs, all_logits=all_logits)
+            logits, routing = ctx.prefill(ids.astype(np.int32), image, all_logits=all_logits, cached=start)
+        if image is not None:
+            self.last_routing = routing
         if timings is not None:
-            timings["moe_s"] = timings.get("moe_s", 0.0) + (t1 - t0 if image is not None else 0.0)
-            timings["prefill_s"] = time.perf_counter() - t1
+            timings["prefill_s"] = time.perf_counter() - t0
         return logits, routing
 
     def new_context(self, n_ctx: Optional[int] = None) -> Any:
@@ -376,8 +342,8 @@ class Model:
         image, hit, thumb = None, False, None
         if pixels is not None:
             image, hit = self.image_features(pixels)
-            timings["vision_s"] = 0.0 if hit else image.vision_s
-            timings["moe_s"] = 0.0 if hit else image.experts_s
+            vision_s, experts_s = (0.0, 0.0) if hit else image.seconds
+            timings["vision_s"], timings["moe_s"] = vision_s, experts_s
             from parrot.display import thumbnail
             thumb = thumbnail(pixels, self.config["image_mean"], self.config["image_std"])
 

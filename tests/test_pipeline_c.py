@@ -1,5 +1,5 @@
 """The C pipeline (parrot.h: pr_image_encode -> pr_prefill), bound as ``_core.Model.encode_features`` and
-``_core.Context.prefill``, against the Python-assembled path (``Model.logits(ids, pixels)``: encode_image,
+``_core.Context.prefill`` (which ``parrot.Model`` runs), against the stages assembled in Python (encode_image,
 moe_experts, embed, moe_routing, moe_combine, a numpy splice, decode) and the torch reference Parrot.
 
 Both paths call the same C functions on the same rows in the same order (the embedding is a row copy, the
@@ -86,19 +86,21 @@ def test_prefill_logits_equal_python_path_and_reference(tiny, model, q):
     ref, tok, _ = tiny
     px = pixels(model, 3)
     ids = np.array(hf_ids(tok, prompt_text(q)), np.int32)
-    want = model.logits(ids, px)                       # the Python-assembled path
+    inputs, w_py = assembled_inputs(model._core, ids, px)
     f = model._core.encode_features(px)
     n = len(ids) - 1 + f.n_tokens
+    want = model._core.new_context(n).decode(inputs, all_logits=True)   # the stages assembled in Python
     ctx = model._core.new_context(n)
     logits, w = ctx.prefill(ids, f, all_logits=True)
     np.testing.assert_array_equal(logits, want)
-    np.testing.assert_array_equal(w, model.last_routing)
+    np.testing.assert_array_equal(w, w_py)
     assert ctx.n_past == n
+    np.testing.assert_array_equal(model.logits(ids, px), want)     # parrot.Model runs this pipeline
+    np.testing.assert_array_equal(model.last_routing, w_py)
     with torch.no_grad():
         _, want_w = ref.prepare_inputs_embeds(ids.tolist(), torch.from_numpy(px))
     np.testing.assert_allclose(w, want_w.numpy(), atol=1e-5)
     # last-position logits only (the lm_head then takes the one-row path): as decode on the assembled inputs
-    inputs, w_py = assembled_inputs(model._core, ids, px)
     last, w2 = model._core.new_context(n).prefill(ids, f)
     np.testing.assert_array_equal(last, model._core.new_context(n).decode(inputs))
     np.testing.assert_array_equal(w2, w_py)
@@ -112,7 +114,8 @@ def test_one_features_object_serves_many_prompts(tiny, model):
     for q in PROMPTS:
         ids = np.array(hf_ids(tok, prompt_text(q)), np.int32)
         logits, w = model._core.new_context(len(ids) + f.n_tokens).prefill(ids, f, all_logits=True)
-        np.testing.assert_array_equal(logits, model.logits(ids, px))
+        inputs, _ = assembled_inputs(model._core, ids, px)
+        np.testing.assert_array_equal(logits, model._core.new_context(len(inputs)).decode(inputs, all_logits=True))
         routings.append(w)
     assert max(np.abs(routings[0] - r).max() for r in routings[1:]) > 0   # routing follows the text
 
@@ -155,6 +158,10 @@ def test_bad_prefills_are_clear_errors_and_leave_the_context_alone(tiny, model, 
     other = parrot.load(model.path, threads=1)
     with pytest.raises(ValueError, match="another model"):
         ctx.prefill(ids, other._core.encode_features(px))
+    with pytest.raises(ValueError, match="must leave at least one"):
+        ctx.prefill(ids, f, cached=len(ids))
+    with pytest.raises(ValueError, match="n_cached = 2 must lie before the image.*0 positions cached"):
+        ctx.prefill(ids, f, cached=2)            # the context holds none of them
     small = model._core.new_context(f.n_tokens)
     with pytest.raises(ValueError, match="positions long"):
         small.prefill(ids, f)

@@ -102,21 +102,24 @@ static int check_ids(const pr_model *m, const int32_t *ids, int n, const pr_imag
     return 0;
 }
 
-int pr_prefill(pr_context *ctx, const int32_t *ids, int n_ids, const pr_image_features *img, float *routing,
-               float *logits, int all_logits, pr_error *err) {
+int pr_prefill(pr_context *ctx, const int32_t *ids, int n_ids, int n_cached, const pr_image_features *img,
+               float *routing, float *logits, int all_logits, pr_error *err) {
     pr_model *m = pr_context_model(ctx);
     const pr_config *c = &m->cfg;
     int pos, rc;
     if (n_ids <= 0) return pr_set_error(err, PR_ERR_ARG, "nothing to prefill (0 tokens)");
     if ((rc = check_ids(m, ids, n_ids, img, &pos, err))) return rc;
-    if (pos < 0) return pr_decode_tokens(ctx, ids, n_ids, logits, all_logits, err);
+    if (n_cached < 0 || n_cached >= n_ids || (pos >= 0 && n_cached > pos) || n_cached > pr_context_n_past(ctx))
+        return pr_set_error(err, PR_ERR_ARG, "n_cached = %d must lie before the image, leave at least one id of %d "
+                            "and not exceed the %d positions cached", n_cached, n_ids, pr_context_n_past(ctx));
+    if (pos < 0) return pr_decode_tokens(ctx, ids + n_cached, n_ids - n_cached, logits, all_logits, err);
 
     long d = c->n_embd, n_text = n_ids - 1, n_img = img->n_tok, L = n_text + n_img;
     if (c->use_moe && n_text < 1)
         return pr_set_error(err, PR_ERR_ARG, "the MoE routes on the prompt's text, but the prompt has no text tokens");
-    if (pr_context_n_past(ctx) + L > pr_context_n_ctx(ctx))
+    if (pr_context_n_past(ctx) + L - n_cached > pr_context_n_ctx(ctx))
         return pr_set_error(err, PR_ERR_CONTEXT, "the prompt is %ld positions long (%ld of them the image's) after "
-                            "%d cached, but the context holds %d", L, n_img, pr_context_n_past(ctx),
+                            "%d cached, but the context holds %d", L - n_cached, n_img, pr_context_n_past(ctx),
                             pr_context_n_ctx(ctx));
     float *embd = pr_alloc((size_t)L, (size_t)d, sizeof(float));
     int32_t *text = malloc((size_t)n_text * sizeof(int32_t) + 1);
@@ -135,7 +138,7 @@ int pr_prefill(pr_context *ctx, const int32_t *ids, int n_ids, const pr_image_fe
     memmove(slot + n_img * d, slot, (size_t)(n_text - pos) * d * sizeof(float));
     if ((rc = pr_moe_combine(m, img->x, img->experts, w, (int)n_img, slot, err))) goto done;
     if (routing && w) memcpy(routing, w, (size_t)c->n_expert * sizeof(float));
-    rc = pr_decode_embd(ctx, embd, (int)L, logits, all_logits, err);
+    rc = pr_decode_embd(ctx, embd + n_cached * d, (int)(L - n_cached), logits, all_logits, err);
 done:
     pr_free(embd);
     free(text);

@@ -740,10 +740,10 @@ static PyObject *Context_decode(ContextObject *self, PyObject *args, PyObject *k
 }
 
 static PyObject *Context_prefill(ContextObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "features", "all_logits", NULL};
+    static char *kwlist[] = {"ids", "features", "all_logits", "cached", NULL};
     PyObject *in, *fobj = Py_None;
-    int all = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op", kwlist, &in, &fobj, &all)) return NULL;
+    int all = 0, cached = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op$i", kwlist, &in, &fobj, &all, &cached)) return NULL;
     pr_model *m = self->model->m;
     const pr_config *c = pr_model_config(m);
     const pr_image_features *img = NULL;
@@ -762,7 +762,11 @@ static PyObject *Context_prefill(ContextObject *self, PyObject *args, PyObject *
         Py_DECREF(ids);
         return PyErr_Format(PyExc_ValueError, "nothing to prefill: ids is empty");
     }
-    long rows = (long)n - (img ? 1 : 0) + (img ? pr_image_features_n_tokens(img) : 0);
+    if (cached < 0 || cached >= n) {
+        Py_DECREF(ids);
+        return PyErr_Format(PyExc_ValueError, "cached = %d must leave at least one of the %d ids", cached, n);
+    }
+    long rows = (long)n - cached - (img ? 1 : 0) + (img ? pr_image_features_n_tokens(img) : 0);
     npy_intp d2[2] = {rows, c->n_vocab}, d1[1] = {c->n_vocab}, de[1] = {c->n_expert};
     PyArrayObject *lg = (PyArrayObject *)(all ? PyArray_SimpleNew(2, d2, NPY_FLOAT32) : PyArray_SimpleNew(1, d1, NPY_FLOAT32));
     int routed = img && c->use_moe;
@@ -777,7 +781,7 @@ static PyObject *Context_prefill(ContextObject *self, PyObject *args, PyObject *
     int rc;
     const int32_t *ip = PyArray_DATA(ids);
     float *lp = PyArray_DATA(lg), *wp = w ? PyArray_DATA(w) : NULL;
-    RUN_LONG(rc = pr_prefill(self->c, ip, n, img, wp, lp, all, &e));
+    RUN_LONG(rc = pr_prefill(self->c, ip, n, cached, img, wp, lp, all, &e));
     Py_DECREF(ids);
     if (rc) {
         Py_DECREF(lg);
@@ -809,8 +813,9 @@ static PyMethodDef Context_methods[] = {
     {"prefill", (PyCFunction)(void (*)(void))Context_prefill, METH_VARARGS | METH_KEYWORDS,
      "prefill(ids, features=None, all_logits=False) -> (logits, routing): run prompt ids (int[n], IMAGE_TOKEN "
      "once when features is given) into the cache: text embedded, MoE routed on it, experts combined, image "
-     "rows spliced in, decoded. logits of the last (or every) position; routing float32[num_experts], or None "
-     "without an image or MoE"},
+     "rows spliced in, decoded. logits of the last (or every new) position; routing float32[num_experts], or "
+     "None without an image or MoE. cached=k: ids[:k] are already in the context (a reused prefix before the "
+     "image): routed on, not run again"},
     {"truncate", (PyCFunction)Context_truncate, METH_VARARGS, "truncate(n_past): forget positions >= n_past"},
     {NULL},
 };
