@@ -135,14 +135,20 @@ class Generation:
 
     ``prefill()`` runs the prompt into the KV cache and returns the last position's logits and the MoE's
     routing weights; ``step(token)`` feeds one token and returns the next logits; ``release()`` is called
-    once when the iteration ends, however it ends (finished, error, interrupt, or abandoned)."""
+    once when the generation ends, however it ends (finished, error, interrupt, or abandoned).
+
+    Stepwise use (batched decoding, :meth:`parrot.Model.decode_step`): :meth:`start` runs the prompt and
+    samples the first token; while :attr:`pending` is not None, its logits (computed by whoever batches the
+    step, from :attr:`context`) go to :meth:`advance`; :meth:`close` ends an abandoned one. Iterating is
+    exactly this loop with ``step`` computing the logits."""
 
     def __init__(self, *, prefill: Callable[[], Tuple[np.ndarray, Optional[np.ndarray]]],
                  step: Callable[[int], np.ndarray], max_new_tokens: int, sampler: Sampler,
                  stop_ids: Iterable[int], stops: Sequence[str], detok: Any, timings: Dict[str, float],
                  prompt: str = "", image_cache_hit: bool = False, thumbnail: Optional[np.ndarray] = None,
-                 release: Optional[Callable[[], None]] = None):
+                 release: Optional[Callable[[], None]] = None, context: Any = None):
         self._prefill, self._step, self._release = prefill, step, release
+        self.context = context   # the KV cache it decodes into (a _core.Context)
         self.max_new_tokens = max_new_tokens
         self.sampler = sampler
         self.stop_ids = frozenset(int(i) for i in stop_ids)
@@ -154,8 +160,12 @@ class Generation:
         self.stop_token: Optional[int] = None   # the end-of-turn token that ended it (not in token_ids)
         self.routing: Optional[np.ndarray] = None
         self.finish_reason = "length"
+        #: the token to feed back next (its logits go to advance()); None once the generation has ended
+        self.pending: Optional[int] = None
         self._done = False
         self._started = False
+        self._closed = False
+        self._t1: Optional[float] = None
 
     @property
     def text(self) -> str:
@@ -177,53 +187,73 @@ class Generation:
         return self.result
 
     def __iter__(self) -> Iterator[str]:
+        try:
+            piece = self.start()
+            if piece:
+                yield piece
+            while self.pending is not None:
+                piece = self.advance(self._step(self.pending))
+                if piece:
+                    yield piece
+        finally:
+            self.close()
+
+    def start(self) -> str:
+        """Runs the prompt (the prefill) and samples the first token; returns the text it completes."""
         if self._started:
             raise RuntimeError("a generation can be iterated once")
         self._started = True
-        try:
-            yield from self._loop()
-        finally:
-            if self._release is not None:
-                self._release()
-
-    def _loop(self) -> Iterator[str]:
         self.timings.setdefault("prefill_s", 0.0)
         logits = None
         if self.max_new_tokens > 0:
             logits, self.routing = self._prefill()   # sets timings' prefill_s
-        t1 = time.perf_counter()
-        n = 0
-        try:
-            while n < self.max_new_tokens:
-                assert logits is not None
-                tok = self.sampler(logits)
-                if tok in self.stop_ids:
-                    self.finish_reason = "stop"
-                    self.stop_token = tok
-                    break
+        self._t1 = time.perf_counter()
+        return self.advance(logits)
+
+    def advance(self, logits: Optional[np.ndarray]) -> str:
+        """Takes the logits that followed :attr:`pending` (or the prefill), samples the next token and returns
+        the text completed so far; sets :attr:`pending` to the next token to feed back, or to None when the
+        generation has ended (then it is closed, and :attr:`result` is ready)."""
+        tok: Optional[int] = None
+        piece = ""
+        if len(self.token_ids) < self.max_new_tokens:
+            assert logits is not None
+            tok = self.sampler(logits)
+            if tok in self.stop_ids:
+                self.finish_reason = "stop"
+                self.stop_token, tok = tok, None
+            else:
                 self.token_ids.append(tok)
                 self.sampler.observe((tok,))
-                n += 1
                 if self.detok is not None:
                     piece = self.text_out.push(self.detok.push(tok))
-                    if piece:
-                        yield piece
                     if self.text_out.stopped:
                         self.finish_reason = "stop_string"
-                        break
-                if n == self.max_new_tokens:
-                    break
-                logits = self._step(tok)
+                        tok = None
+                if len(self.token_ids) == self.max_new_tokens:
+                    tok = None
+        self.pending = tok
+        if tok is None:
             if self.detok is not None and not self.text_out.stopped:
-                piece = self.text_out.push(self.detok.flush())
+                piece += self.text_out.push(self.detok.flush())
                 if self.text_out.stopped:
                     self.finish_reason = "stop_string"
                 piece += self.text_out.finish()
-                if piece:
-                    yield piece
             self._done = True
-        finally:
-            t2 = time.perf_counter()
-            self.timings["decode_s"] = t2 - t1
-            self.timings["new_tokens"] = len(self.token_ids)
-            self.timings["decode_tokens_per_s"] = len(self.token_ids) / (t2 - t1) if t2 > t1 else 0.0
+            self.close()
+        return piece
+
+    def close(self) -> None:
+        """Ends the generation (finished or abandoned; twice is fine): records the decode timings and releases
+        its KV cache."""
+        if self._closed:
+            return
+        self._closed = True
+        self.pending = None
+        t2 = time.perf_counter()
+        t1 = t2 if self._t1 is None else self._t1
+        self.timings["decode_s"] = t2 - t1
+        self.timings["new_tokens"] = len(self.token_ids)
+        self.timings["decode_tokens_per_s"] = len(self.token_ids) / (t2 - t1) if t2 > t1 else 0.0
+        if self._release is not None:
+            self._release()

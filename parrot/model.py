@@ -381,7 +381,20 @@ class Model:
         room = self.context_size - n_past - positions
         return Generation(prefill=prefill, step=step, max_new_tokens=min(max_new, room), sampler=sampler,
                           stop_ids=stop_set, stops=stops, detok=detok, timings=timings, prompt=prompt,
-                          image_cache_hit=hit, thumbnail=thumb, release=release)
+                          image_cache_hit=hit, thumbnail=thumb, release=release, context=ctx)
+
+    def decode_step(self, generations: Sequence[Generation]) -> List[str]:
+        """Advances started generations together by one token each: their :attr:`~Generation.pending`
+        tokens go through one batched decode (``_core.Model.decode_batch``: one pass over the weights for
+        several sequences; each sequence's logits equal what it would get alone, exactly), then each samples
+        its next token. Returns each generation's new text; a generation whose ``pending`` becomes None has
+        ended. Used by ``generate_many(batch_size=...)`` and the server's scheduler."""
+        if not generations:
+            return []
+        tokens = np.array([g.pending for g in generations], dtype=np.int32)
+        with self._lock:
+            logits = self._core.decode_batch([g.context for g in generations], tokens)
+        return [g.advance(row) for g, row in zip(generations, logits)]
 
     # ---- low level: ids and pixels in, logits or ids out
     def logits(self, input_ids: IdsLike, pixels: Optional[np.ndarray] = None) -> np.ndarray:
@@ -496,42 +509,107 @@ class Model:
             self._core.config  # raises the closed model's error
         return ChatSession(self, image, system, allow_special=allow_special)
 
-    def generate_many(self, items: Iterable[Any], *, progress: bool = True, **options: Any) -> Iterator[Result]:
+    def generate_many(self, items: Iterable[Any], *, progress: bool = True, batch_size: int = 1,
+                      **options: Any) -> Iterator[Result]:
         """Answers many questions, yielding one :class:`Result` per item, in order.
 
         Each item is ``(image, prompt)`` or a dict with ``image``, ``prompt`` and optionally ``system``,
         ``allow_special`` and per-item generation options; ``options`` apply to all items. A bad item
         (unreadable image, prompt too long, ...) yields a Result with ``finish_reason == "error"``, empty text
         and ``error`` set, and the batch goes on. Repeated images hit the image-feature cache. ``progress``
-        shows a tqdm bar on stderr (``False`` turns it off)."""
+        shows a tqdm bar on stderr (``False`` turns it off).
+
+        ``batch_size`` > 1 decodes up to that many answers together (continuous batching): each item's prompt
+        is prefilled on its own, then the active answers advance one token per step through one pass over the
+        weights (:meth:`decode_step`); a finished answer leaves and the next item's prefill takes its place.
+        The answers are the same as one at a time (greedy: identical; sampled: each item keeps its own
+        sampler). Memory: up to ``batch_size`` KV caches at once."""
         bad = set(options) - set(_GENERATION_OPTIONS) - {"system", "allow_special"}
         if bad:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(bad))}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         total = len(items) if isinstance(items, Sized) else None
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=total, unit="item", desc="parrot")
         try:
-            for i, item in enumerate(items):
-                prompt = ""
-                try:
-                    image, prompt, opts = _unpack_item(i, item)
-                    kw = dict(options)
-                    kw.update(opts)
-                    system = kw.pop("system", None)
-                    allow_special = bool(kw.pop("allow_special", False))
-                    r = self._prompt(image, prompt, system, allow_special, kw).run()
-                except Exception as e:  # one bad item must not lose the batch
-                    log.debug("generate_many: item %d failed: %r", i, e)
-                    r = Result(text="", token_ids=[], routing=None, timings={}, finish_reason="error",
-                               prompt=prompt if isinstance(prompt, str) else "", error=e)
+            for r in self._batched(items, options, batch_size):
                 if bar is not None:
                     bar.update(1)
                 yield r
         finally:
             if bar is not None:
                 bar.close()
+
+    def _batched(self, items: Iterable[Any], options: Mapping[str, Any], batch_size: int) -> Iterator[Result]:
+        """generate_many's loop: starts items (their prefill) while fewer than ``batch_size`` are decoding,
+        advances the decoding ones together, yields the results in item order. Results that are done but wait
+        for an earlier item are bounded: no item starts more than ``4 * batch_size`` places ahead of the first
+        one not yet yielded."""
+        queue = enumerate(items)
+        active: List[Tuple[int, Generation]] = []
+        done: Dict[int, Result] = {}
+        next_out, exhausted = 0, False
+
+        def failed(i: int, prompt: Any, e: BaseException) -> Result:
+            log.debug("generate_many: item %d failed: %r", i, e)
+            return Result(text="", token_ids=[], routing=None, timings={}, finish_reason="error",
+                          prompt=prompt if isinstance(prompt, str) else "", error=e)
+
+        try:
+            while True:
+                while not exhausted and len(active) < batch_size and len(active) + len(done) < 4 * batch_size:
+                    try:
+                        i, item = next(queue)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    prompt: Any = ""
+                    gen = None
+                    try:   # one bad item must not lose the batch
+                        image, prompt, opts = _unpack_item(i, item)
+                        kw = dict(options)
+                        kw.update(opts)
+                        system = kw.pop("system", None)
+                        allow_special = bool(kw.pop("allow_special", False))
+                        gen = self._prompt(image, prompt, system, allow_special, kw)
+                        gen.start()
+                    except BaseException as e:
+                        if gen is not None:
+                            gen.close()
+                        if not isinstance(e, Exception):
+                            raise
+                        done[i] = failed(i, prompt, e)
+                        continue
+                    if gen.pending is None:
+                        done[i] = gen.result
+                    else:
+                        active.append((i, gen))
+                while next_out in done:
+                    yield done.pop(next_out)
+                    next_out += 1
+                if not active:
+                    if exhausted and not done:
+                        return
+                    continue
+                gens = [g for _, g in active]
+                try:
+                    self.decode_step(gens)
+                except Exception as e:   # the step failed for all of them (the core names why)
+                    for i, g in active:
+                        g.close()
+                        done[i] = failed(i, g.prompt, e)
+                    active = []
+                    continue
+                for i, g in active:
+                    if g.pending is None:
+                        done[i] = g.result
+                active = [(i, g) for i, g in active if g.pending is not None]
+        finally:
+            for _, g in active:
+                g.close()
 
     def create_chat_completion(self, messages: Any, stream: bool = False, **params: Any) -> Any:
         """OpenAI-style chat completion (as llama-cpp-python's): an OpenAI ``chat.completion`` dict, or an

@@ -364,6 +364,47 @@ def test_generate_many_in_order_with_per_item_errors(model):
     assert out[4].text == model.generate(None, PROMPTS[3], max_new_tokens=8)
 
 
+class _CountBatches:
+    """Stands in for model._core, recording how many sequences each decode_batch call advanced."""
+
+    def __init__(self, core):
+        self._core, self.sizes = core, []
+
+    def decode_batch(self, contexts, tokens):
+        self.sizes.append(len(contexts))
+        return self._core.decode_batch(contexts, tokens)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+def test_generate_many_batched_equals_one_at_a_time(model):
+    """Continuous batching: answers of different lengths (per-item max_new_tokens, a stop string, sampling
+    with a seed, a bad item) decoded up to 3 at a time, finished ones replaced by the next item, equal the
+    one-at-a-time answers exactly — decode_batch's logits are the lone sequence's bit for bit, so every
+    sampled token matches too."""
+    items = [{"image": picture(i % 3), "prompt": PROMPTS[i % len(PROMPTS)], "max_new_tokens": 2 + 3 * (i % 4)}
+             for i in range(8)]
+    items.insert(3, (b"garbage", PROMPTS[0]))
+    items.append({"image": picture(1), "prompt": PROMPTS[1], "temperature": 0.9, "seed": 7, "max_new_tokens": 9})
+    items.append({"image": None, "prompt": PROMPTS[2], "stop": ["e"], "max_new_tokens": 12})
+    want = list(model.generate_many(items, progress=False))
+    assert [r.finish_reason == "error" for r in want] == [i == 3 for i in range(len(items))]
+    core = model._core = _CountBatches(model._core)
+    got = list(model.generate_many(items, progress=False, batch_size=3))
+    assert max(core.sizes) == 3 and min(core.sizes) < 3       # batches formed, and shrank as answers ended
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert (g.text, g.token_ids, g.finish_reason, g.prompt) == (w.text, w.token_ids, w.finish_reason, w.prompt)
+        assert type(g.error) is type(w.error)
+        np.testing.assert_array_equal(g.routing, w.routing)
+    lone = [model.run(it["image"], it["prompt"], **{k: v for k, v in it.items() if k not in ("image", "prompt")})
+            for it in items if isinstance(it, dict)]
+    assert [r.token_ids for r in lone] == [g.token_ids for g in got if g.finish_reason != "error"]
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        list(model.generate_many(items, batch_size=0))
+
+
 def test_generate_many_progress_bar(model, capsys):
     list(model.generate_many([(picture(0), "a"), (picture(0), "b")], max_new_tokens=2))
     assert "2/2" in capsys.readouterr().err
