@@ -4,14 +4,14 @@
     GET  /v1/models              the served model
     GET  /health                 {"status": "ok", "active": ..., "queued": ...}
 
-Scheduling. One thread, the :class:`Scheduler`, drives every generation. Between decode steps it admits
-waiting requests (up to ``max_active`` at once: image, MoE routing and prefill run then), and each step
-advances every active generation by one piece of text, round robin, so concurrent requests progress together
-and a request admitted later starts at once rather than after the others end. The step over the active
-generations is where a batched decode belongs: once the core decodes several sequences in one pass over the
-weights, a step becomes one such call; today each sequence's token is its own call into the core. Requests
-beyond ``max_active`` wait in a bounded queue (``max_queue``); beyond that the server answers 503 with
-``Retry-After``.
+Scheduling. One thread, the :class:`Scheduler`, drives every generation (continuous batching). Between
+decode steps it admits waiting requests (up to ``max_active`` at once: image, MoE routing and prefill run
+then, and the first token is sampled), and each step advances every active generation by one token through
+one batched decode (:meth:`parrot.Model.decode_step`: one pass over the weights for all of them, each
+sequence's logits exactly what it would get alone), so concurrent requests progress together, a request
+admitted later starts at once rather than after the others end, and a finished one leaves the batch.
+Requests beyond ``max_active`` wait in a bounded queue (``max_queue``); beyond that the server answers 503
+with ``Retry-After``.
 
 Limits: the request body (``max_body_bytes``), the image's encoded size (``max_image_bytes``) and its pixels
 (``max_image_pixels``, checked before decoding); http(s) image URLs and local paths only when enabled, with a
@@ -29,12 +29,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Deque, Dict, List, Optional, Tuple
 
 from parrot.errors import ImageError
 from parrot.openai_api import ChatCompletion, ChatRequest, Pixels, RequestError, decode_data_uri, parse_request
 
 if TYPE_CHECKING:
+    from parrot.generation import Generation
     from parrot.model import Model
 
 __all__ = ["ServerConfig", "Scheduler", "create_app", "serve"]
@@ -89,7 +90,7 @@ class Scheduler:
         self.max_active = max_active
         self.max_queue = max_queue
         self.waiting: Deque[Job] = collections.deque()
-        self.active: List[Tuple[Job, ChatCompletion, Iterator[str]]] = []
+        self.active: List[Tuple[Job, ChatCompletion, "Generation"]] = []   # started, decoding
         self.cond = threading.Condition()
         self.stopping = False
         self.inflight = 0   # reserved places: requests being read, waiting or active
@@ -141,33 +142,52 @@ class Scheduler:
             if job.cancelled:
                 self._drop(job)
                 continue
-            self.admitting = job
+            self.admitting = job   # until its prefill is done
             try:
                 c = ChatCompletion(self.model, job.request)
             except Exception as e:  # noqa: BLE001 - bad input (or a bug) answers its request, never the thread
                 self._fail(job, e)
+                self.admitting = None
                 continue
+            job.post("start", c)
+            gen = c.generation
+            assert gen is not None
+            try:
+                if self._advanced(job, c, gen, gen.start()):   # the prefill and the first token
+                    self.active.append((job, c, gen))
+            except Exception as e:  # noqa: BLE001 - report it on that request's stream
+                gen.close()
+                self._fail(job, e)
             finally:
                 self.admitting = None
-            job.post("start", c)
-            self.active.append((job, c, iter(c)))
+
+    def _advanced(self, job: Job, c: ChatCompletion, gen: "Generation", piece: str) -> bool:
+        """Posts a generation's new text; True while it goes on decoding, else ends its request."""
+        if piece:
+            job.post("piece", piece)
+        if gen.pending is not None:
+            return True
+        self._end(job, "finished", "done", c)
+        return False
 
     def _step(self) -> None:
-        """One piece of text for every active generation (the place for a batched decode)."""
-        still = []
-        for job, c, it in self.active:
+        """One token for every active generation, all through one batched decode."""
+        live = []
+        for job, c, gen in self.active:
             if job.cancelled:
-                getattr(it, "close", lambda: None)()
+                gen.close()
                 self._drop(job)
-                continue
-            try:
-                job.post("piece", next(it))
-                still.append((job, c, it))
-            except StopIteration:
-                self._end(job, "finished", "done", c)
-            except Exception as e:  # noqa: BLE001 - report it on that request's stream
+            else:
+                live.append((job, c, gen))
+        try:
+            pieces = self.model.decode_step([gen for _, _, gen in live])
+        except Exception as e:  # noqa: BLE001 - the step failed for every sequence in it: report it on each
+            for job, _, gen in live:
+                gen.close()
                 self._fail(job, e)
-        self.active = still
+            self.active = []
+            return
+        self.active = [a for a, piece in zip(live, pieces) if self._advanced(*a, piece)]
 
     def _drop(self, job: Job) -> None:
         self._end(job, "cancelled", "cancelled")
