@@ -78,13 +78,14 @@ class Model:
     Weights stay in the mapped file in their stored dtype, so loading is fast and resident memory is about the
     file size plus the KV caches. ``image_cache_bytes`` bounds the image-feature cache (0 disables it);
     ``prefix_cache_entries`` is how many KV caches holding a system turn are kept for the next question (0
-    disables it; each keeps the memory its generation's KV cache grew to). A Model is a context manager;
-    :meth:`close` releases the file, after which every call raises ``ValueError``. See the module docstring
-    for threads and interrupts."""
+    disables it; each keeps the memory its generation's KV cache grew to). ``exif=False`` (or setting the
+    :attr:`exif` attribute) reads image files and bytes without applying their EXIF Orientation. A Model is a
+    context manager; :meth:`close` releases the file, after which every call raises ``ValueError``. See the
+    module docstring for threads and interrupts."""
 
     def __init__(self, path: "os.PathLike[str] | str", *, threads: Optional[int] = None,
                  image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
-                 prefix_cache_entries: int = DEFAULT_PREFIX_CACHE_ENTRIES):
+                 prefix_cache_entries: int = DEFAULT_PREFIX_CACHE_ENTRIES, exif: bool = True):
         path = os.fspath(path)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
@@ -94,6 +95,10 @@ class Model:
         self.path = path
         self.config: Dict[str, Any] = dict(self._core.config)
         self._lock = threading.RLock()
+        #: Whether image files and bytes are turned upright by their EXIF Orientation before preprocessing (as
+        #: ``PIL.ImageOps.exif_transpose`` does); False reads the stored pixels as they are. Arrays and PIL
+        #: images are never rotated.
+        self.exif = bool(exif)
         self.last_routing: Optional[np.ndarray] = None
         self.image_cache: ImageFeatureCache[Any] = ImageFeatureCache(image_cache_bytes)
         self.prefix_cache = PrefixCache(prefix_cache_entries)
@@ -208,12 +213,14 @@ class Model:
     # ---- images
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """The ``(3, S, S)`` float32 pixels the vision tower sees (Parrot's pad-to-square + CLIP
-        preprocessing with the size, mean and std stored in the file)."""
+        preprocessing with the size, mean and std stored in the file). Files and bytes are turned upright by
+        their EXIF Orientation unless :attr:`exif` is False."""
         self._require_vision()
         from parrot.image import preprocess
         c = self.config
         pad = self.metadata.get("parrot.vision.image_aspect_ratio", "pad") == "pad"
-        return preprocess(image, size=int(c["image_size"]), mean=c["image_mean"], std=c["image_std"], pad=pad)
+        return preprocess(image, size=int(c["image_size"]), mean=c["image_mean"], std=c["image_std"], pad=pad,
+                          exif=self.exif)
 
     def _require_vision(self) -> None:
         if not self.config["has_vision"]:

@@ -405,6 +405,30 @@ def test_generate_many_batched_equals_one_at_a_time(model):
         list(model.generate_many(items, batch_size=0))
 
 
+def test_model_exif_option_turns_files_and_bytes_upright_or_not(tiny, tmp_path):
+    """Model(exif=...) reaches image decoding: a PNG whose EXIF Orientation is 6 (rotate 90° clockwise) is
+    preprocessed as Pillow's ImageOps.exif_transpose of it (default), or as its stored pixels (exif=False);
+    a numpy array is never rotated, so preprocessing Pillow's arrays is the reference."""
+    from PIL import Image, ImageOps
+    stored = picture(3, h=20, w=44)
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, "PNG", exif=ex.tobytes())
+    data = buf.getvalue()
+    path = tmp_path / "rotated.png"
+    path.write_bytes(data)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert upright.shape == (44, 20, 3)
+    on, off = parrot.Model(tiny[2], threads=1), parrot.Model(tiny[2], threads=1, exif=False)
+    assert on.exif and not off.exif
+    for src in (data, path, str(path)):
+        np.testing.assert_array_equal(on.preprocess(src), on.preprocess(upright))
+        np.testing.assert_array_equal(off.preprocess(src), on.preprocess(stored))
+    assert not np.array_equal(on.preprocess(upright), on.preprocess(stored))   # the rotation matters here
+    assert off.generate(data, PROMPTS[0], max_new_tokens=3) == on.generate(stored, PROMPTS[0], max_new_tokens=3)
+
+
 def test_generate_many_progress_bar(model, capsys):
     list(model.generate_many([(picture(0), "a"), (picture(0), "b")], max_new_tokens=2))
     assert "2/2" in capsys.readouterr().err
