@@ -12,9 +12,10 @@ One pipeline serves every call: a prompt (:mod:`parrot.prompt`) becomes token id
 :data:`IMAGE_TOKEN` where the image goes; :meth:`Model.generation` takes the image's features from the
 image-feature cache (running the vision tower and the experts on a miss), takes a parked KV cache holding the
 system turn from the prefix cache when there is one, and returns a :class:`parrot.generation.Generation`
-whose first step is the multimodal prefill (``_prefill``: one C call routes, splices and runs the decoder) and whose next steps
-decode one token each. ``run``, ``generate``, ``stream``, ``generate_many``, ``generate_ids``, ``logits`` and
-chat sessions are all built on it.
+whose first step is the multimodal prefill (``_prefill``: one C call routes, splices and runs the decoder)
+and whose next steps decode one token each (one at a time, or several generations together through
+:meth:`Model.decode_step`). ``run``, ``generate``, ``stream``, ``generate_many``, ``generate_ids``,
+``logits`` and chat sessions are all built on it.
 
 Concurrency: one Model may be used from several threads. Every call into the C core (a prefill, one decoded
 token, the vision tower) takes the model's lock, so those calls queue rather than run in parallel — the core
@@ -100,7 +101,7 @@ class Model:
         #: images are never rotated.
         self.exif = bool(exif)
         self.last_routing: Optional[np.ndarray] = None
-        self.image_cache: ImageFeatureCache[Any] = ImageFeatureCache(image_cache_bytes)
+        self.image_cache: ImageFeatureCache[_core.Features] = ImageFeatureCache(image_cache_bytes)
         self.prefix_cache = PrefixCache(prefix_cache_entries)
         #: How many times the vision tower has run (cache misses); handy to see the cache work.
         self.vision_runs = 0
@@ -226,7 +227,7 @@ class Model:
         if not self.config["has_vision"]:
             raise ValueError(f"{self.path} has no vision tower (a text-only model); pass image=None")
 
-    def image_features(self, pixels: np.ndarray) -> Tuple[Any, bool]:
+    def image_features(self, pixels: np.ndarray) -> Tuple[_core.Features, bool]:
         """What the model computes from an image alone — projected features and each expert's output, held in
         the C core as a ``_core.Features`` handle — from the image-feature cache when present:
         ``(features, cache_hit)``."""
@@ -291,7 +292,8 @@ class Model:
                              f"{self.context_size}")
         return positions
 
-    def _prefill(self, ctx: Any, ids: np.ndarray, image: Any, *, start: int = 0, all_logits: bool = False,
+    def _prefill(self, ctx: Any, ids: np.ndarray, image: Optional[_core.Features], *, start: int = 0,
+                 all_logits: bool = False,
                  timings: Optional[Dict[str, float]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """The multimodal prefill, one call into the C core (``Context.prefill``): appends ``ids[start:]`` to
         ``ctx``, whose cache ends with ``ids[:start]`` (a reused prefix; it ends before the image). With
