@@ -65,7 +65,8 @@ E = TypeVar("E", bound=_Entry)
 
 
 class ImageFeatureCache(Generic[E]):
-    """LRU of image features (``_core.Features`` handles held by the C core) bounded by ``max_bytes`` (0 disables it). Thread-safe."""
+    """LRU of image features (``_core.Features`` handles held by the C core) bounded by ``max_bytes`` (0
+    disables it). Thread-safe."""
 
     def __init__(self, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES):
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:

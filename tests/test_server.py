@@ -402,7 +402,8 @@ def test_sigterm_finishes_running_requests_then_exits(tmp_path, uris, expected):
     sock.close()
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "parrot", "serve", "--port", str(port), "--log-level", "warning",
-                             "--parallel", "1", "--max-queue", "200"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+                             "--parallel", "1", "--max-queue", "200"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
