@@ -602,7 +602,7 @@ def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_di
                 except _NonFinite as bad:
                     index = np.unravel_index(first + bad.index, e.src.shape) if e.src.shape else ()
                     raise ModelError(f"{e.src.path}: tensor '{e.src.name}' ({e.name}) holds {bad.value} at index "
-                                     f"{list(map(int, index))}; a {t} model needs finite weights") from None
+                                     f"{list(map(int, index))}; converting to {t} needs finite weights") from None
                 data.tofile(fout)
                 written += data.nbytes
                 if bar:
