@@ -38,8 +38,9 @@ import re
 import sys
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -499,20 +500,29 @@ def _tensor_bytes(shape: Tuple[int, ...], tdtype: str) -> int:
     return {"f32": 4 * n, "f16": 2 * n, "bf16": 2 * n, "q8_0": n // 32 * 34, "q4_0": n // 32 * 18}[tdtype]
 
 
-def _first_bad(ok: np.ndarray) -> int:
-    return int(np.argmin(ok.reshape(-1)))
+def _check_finite(values: np.ndarray, shown: Optional[np.ndarray] = None, why: str = "") -> None:
+    """Raises _NonFinite with the first NaN/inf of ``values`` (flat index; the value shown is ``shown``'s).
+    A float32 sum is NaN or infinite whenever an element is, so one vectorised pass without a temporary
+    clears almost every chunk; only a non-finite sum (or an overflow of it) pays for the exact search."""
+    if math.isfinite(float(np.add.reduce(values.reshape(-1), dtype=np.float32))):
+        return
+    ok = np.isfinite(values).reshape(-1)
+    if ok.all():
+        return  # the sum overflowed; every value is finite
+    i = int(np.argmin(ok))
+    v = float((values if shown is None else shown).reshape(-1)[i])
+    raise _NonFinite(i, ("NaN" if v != v else f"{v:g}") + why)
 
 
 def _convert_array(arr: np.ndarray, src_dtype: str, tdtype: str, name: str = "") -> np.ndarray:
     """The bytes of rows of one tensor stored as ``tdtype`` (an array whose tobytes() is the GGUF data).
-    Raises ModelError (with the flat index within ``arr``) if a value is NaN or infinite in the source or
+    Raises _NonFinite (with the flat index within ``arr``) if a value is NaN or infinite in the source or
     would become infinite in ``tdtype``."""
+    if src_dtype == tdtype.upper():  # f16 -> f16, bf16 -> bf16: the bits as they are, once checked
+        _check_finite(bf16_to_f32(arr) if src_dtype == "BF16" else arr)
+        return np.ascontiguousarray(arr)
     f32 = bf16_to_f32(arr) if src_dtype == "BF16" else np.asarray(arr, dtype=np.float32)
-    ok = np.isfinite(f32)
-    if not ok.all():
-        i = _first_bad(ok)
-        v = float(f32.reshape(-1)[i])
-        raise _NonFinite(i, "NaN" if v != v else f"{v}")
+    _check_finite(f32)
     if tdtype == "f32":
         return np.ascontiguousarray(f32, dtype=np.float32)
     if tdtype in ("q8_0", "q4_0"):
@@ -521,14 +531,9 @@ def _convert_array(arr: np.ndarray, src_dtype: str, tdtype: str, name: str = "")
         return _core.quantize(np.ascontiguousarray(f32, dtype=np.float32).reshape(-1, f32.shape[-1]), tdtype)
     if tdtype == "f16":
         out = np.ascontiguousarray(f32.astype(np.float16))
-        ok = np.isfinite(out)
-        if not ok.all():
-            i = _first_bad(ok)
-            raise _NonFinite(i, f"{float(f32.reshape(-1)[i]):g}, beyond f16's range ±{F16_MAX:g}")
+        _check_finite(out, f32, f", beyond f16's range ±{F16_MAX:g}")
         return out
     # bf16 with round-to-nearest-even, as torch does
-    if src_dtype == "BF16":
-        return np.ascontiguousarray(arr)
     bits = f32.view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     over = (rounded & 0x7F80) == 0x7F80  # exponent all ones: rounded up to infinity
@@ -543,15 +548,46 @@ class _NonFinite(Exception):
         self.index, self.value = index, value
 
 
-def _chunks(ckpt: Checkpoint, e: _Entry) -> Iterator[Tuple[int, np.ndarray]]:
-    """(first element, whole rows of ``e`` as read) in steps of at most ~CHUNK_ELEMENTS values."""
-    cols = e.shape[-1]
-    rows = math.prod(e.shape[:-1])
-    step = max(1, CHUNK_ELEMENTS // max(cols, 1))
-    for r in range(0, rows, step):
-        n = min(step, rows - r)
-        arr = ckpt.read(e.src, r * cols, n * cols)
-        yield r * cols, arr.reshape(n, cols) if len(e.shape) > 1 else arr
+@dataclass
+class _Chunk:
+    entry: _Entry
+    first: int                 # first element (flat index into the source tensor)
+    rows: int                  # whole rows of entry.shape[-1] values (1 for a vector)
+
+
+def _chunks(entries: Sequence[_Entry]) -> List[_Chunk]:
+    """Every tensor cut into steps of whole rows, at most ~CHUNK_ELEMENTS values each."""
+    out = []
+    for e in entries:
+        cols, rows = e.shape[-1], math.prod(e.shape[:-1])
+        step = max(1, CHUNK_ELEMENTS // max(cols, 1))
+        out += [_Chunk(e, r * cols, min(step, rows - r)) for r in range(0, rows, step)]
+    return out
+
+
+def _read_chunk(ckpt: Checkpoint, c: _Chunk) -> np.ndarray:
+    cols = c.entry.shape[-1]
+    arr = ckpt.read(c.entry.src, c.first, c.rows * cols)
+    return arr.reshape(c.rows, cols) if len(c.entry.shape) > 1 else arr
+
+
+def _convert_chunk(pool, workers: int, arr: np.ndarray, c: _Chunk, tdtype: str) -> List[np.ndarray]:
+    """One chunk converted by the pool's threads (numpy's loops and the C quantiser release the GIL), each
+    taking a run of whole rows; the parts' bytes in order are the chunk's bytes."""
+    e = c.entry
+    parts = np.array_split(arr, min(workers, len(arr))) if arr.ndim > 1 and len(arr) > 1 else [arr]
+    starts = np.cumsum([0] + [p.size for p in parts[:-1]])
+    try:
+        return list(pool.map(lambda p: _convert_array(p, e.src.dtype, tdtype, e.name), parts))
+    except _NonFinite:  # which part, and where: re-run serially for the first bad value
+        for p, start in zip(parts, starts):
+            try:
+                _convert_array(p, e.src.dtype, tdtype, e.name)
+            except _NonFinite as bad:
+                index = np.unravel_index(c.first + int(start) + bad.index, e.src.shape) if e.src.shape else ()
+                raise ModelError(f"{e.src.path}: tensor '{e.src.name}' ({e.name}) holds {bad.value} at index "
+                                 f"{list(map(int, index))}; converting to {tdtype} needs finite weights") from None
+        raise
 
 
 def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_dir: str, cfg: dict, log,
@@ -592,24 +628,29 @@ def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_di
             from tqdm import tqdm
             bar = tqdm(total=sum(e.src.nbytes for e in plan.entries), unit="B", unit_scale=True,
                        desc=f"converting to {dtype}", file=sys.stderr)
-        for e in plan.entries:
-            t = _tensor_dtype(e, dtype)
-            w.write_padding(fout, fout.tell())
+        # one thread reads the next chunk while the others convert this one: time ~ max(read, convert)
+        chunks = _chunks(plan.entries)
+        workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(workers) as pool:
+            pending = reader.submit(_read_chunk, ckpt, chunks[0]) if chunks else None
             written = 0
-            for first, arr in _chunks(ckpt, e):
-                try:
-                    data = _convert_array(arr, e.src.dtype, t, e.name)
-                except _NonFinite as bad:
-                    index = np.unravel_index(first + bad.index, e.src.shape) if e.src.shape else ()
-                    raise ModelError(f"{e.src.path}: tensor '{e.src.name}' ({e.name}) holds {bad.value} at index "
-                                     f"{list(map(int, index))}; converting to {t} needs finite weights") from None
-                data.tofile(fout)
-                written += data.nbytes
+            for k, c in enumerate(chunks):
+                arr = pending.result()
+                if k + 1 < len(chunks):
+                    pending = reader.submit(_read_chunk, ckpt, chunks[k + 1])
+                t = _tensor_dtype(c.entry, dtype)
+                if c.first == 0:
+                    w.write_padding(fout, fout.tell())
+                    written = 0
+                for data in _convert_chunk(pool, workers, arr, c, t):
+                    data.tofile(fout)
+                    written += data.nbytes
                 if bar:
                     bar.update(arr.nbytes)
-                del arr, data
-            assert written == _tensor_bytes(e.shape, t), e.name
-            w.write_padding(fout, written)
+                del arr
+                if k + 1 == len(chunks) or chunks[k + 1].entry is not c.entry:  # the tensor is complete
+                    assert written == _tensor_bytes(c.entry.shape, t), c.entry.name
+                    w.write_padding(fout, written)
         if bar:
             bar.close()
         fout.flush()
