@@ -7,7 +7,8 @@ For each dtype: the checkpoint's (and CLIP's) pages are dropped from the page ca
 root needed), the bound is measured as the time to read every weight file once with 16 MiB reads (what any
 converter must do at least), the pages are dropped again, and `python -m parrot convert` runs under
 `/usr/bin/time -v` (peak RSS = "Maximum resident set size"). Reported: wall time, peak RSS, input GB/s, and the
-ratio of the converter's time to the read bound (1.0 = as fast as reading the input). The output is deleted.
+ratio of the converter's time to the read bound (1.0 = as fast as reading the input), its CPU time, and the load
+average (other processes on a shared machine slow it). The output is deleted.
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for the converter (the benchmark rule of this repository).
 """
 import argparse
@@ -65,6 +66,7 @@ def main():
         drop_cache(files)
         nbytes, read_s = read_all(files)
         drop_cache(files)
+        load_before = os.getloadavg()[0]
         out = os.path.join(a.out_dir, f"bench-convert-{dtype}.gguf")
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "parrot", "convert", a.checkpoint, "-o", out,
                "--dtype", dtype, "--force", "-q"] + (["--clip", a.clip] if a.clip else [])
@@ -75,11 +77,13 @@ def main():
             print(p.stderr[-3000:])
             sys.exit(1)
         rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+        cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", p.stderr).group(1)) for k in ("User", "System"))
         out_bytes = os.path.getsize(out)
         os.unlink(out)
         print(f"{dtype}: input {nbytes / 1e9:.2f} GB -> output {out_bytes / 1e9:.2f} GB | read bound {read_s:.1f} s "
               f"({nbytes / read_s / 1e9:.2f} GB/s) | convert {wall:.1f} s ({nbytes / wall / 1e9:.2f} GB/s), "
-              f"{wall / read_s:.2f}x the read bound | peak RSS {rss_kb / 1024 ** 2:.2f} GiB")
+              f"{wall / read_s:.2f}x the read bound | CPU {cpu:.0f} s (user+sys) | peak RSS {rss_kb / 1024 ** 2:.2f} GiB | "
+              f"load average before {load_before:.1f}")
         sys.stdout.flush()
     drop_cache(files)
 

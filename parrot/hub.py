@@ -34,7 +34,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 
 def is_hub_id(name: str) -> bool:
     """Whether ``name`` is shaped like ``org/name`` and is not an existing local path."""
-    return bool(_HUB_ID.match(name)) and ".." not in name and not os.path.exists(name)
+    return bool(_HUB_ID.match(name)) and ".." not in name and not os.path.exists(name) and \
+        not name.lower().endswith((".gguf", ".safetensors", ".bin", ".json"))  # a mistyped file path
 
 
 @contextlib.contextmanager
