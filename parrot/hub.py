@@ -67,6 +67,8 @@ def snapshot(repo_id: str, *, revision: Optional[str] = None, token=None, weight
         from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                             RevisionNotFoundError)
     except ImportError:
+        if missing_ok:
+            return None
         raise ModelError(f"{repo_id}: not a local file or directory, and loading from the Hugging Face Hub needs "
                          f"huggingface_hub: pip install 'parrot-vlm[hub]'") from None
     what = f"{repo_id}" + (f"@{revision}" if revision else "")
