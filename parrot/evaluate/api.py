@@ -52,9 +52,10 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
              verbose: bool = True) -> EvalResult:
     """Evaluates ``model`` on VLMEvalKit multiple-choice TSVs as VLMEvalKit scores Parrot.
 
-    files: one or more TSVs; each file's language comes from its name's suffix (``_en``, ``_cn``, ``_pt``,
-        ``_ar``, ``_tr``, ``_ru``) unless ``lang`` is given. Names containing "mmbench" are scored circularly,
-        others (MMMB) vanilla; ``scoring`` forces one.
+    files: one or more TSVs; each file's name picks the instruction as the reference does (``_cn``, ``_pt``,
+        ``_ar``, ``_ru``, ``_tr``, case-sensitive; see docs/evaluation.md) and the language it is reported
+        under (``_en``, ``_cn``/``_zh``, ``_pt``, ``_ar``, ``_tr``, ``_ru``); ``lang`` sets the latter only.
+        Names containing "mmbench" are scored circularly, others (MMMB) vanilla; ``scoring`` forces one.
     model: a model file path (each process calls ``parrot.load(path, threads=threads)``), a zero-argument
         factory returning a model (picklable for ``workers``/``ray``), or a loaded model (serial runs only).
     out_dir: gets ``predictions.jsonl`` (the resumable journal), ``predictions.csv``, ``accuracy.csv``,

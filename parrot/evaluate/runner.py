@@ -70,7 +70,7 @@ def make_tasks(benches: Sequence[Benchmark], done: Dict[Tuple[str, str], dict]) 
             if (b.name, str(row.index)) in done:
                 continue
             groups.setdefault(row.image_key, []).append({
-                "dataset": b.name, "index": row.index, "prompt": build_prompt(row, b.lang),
+                "dataset": b.name, "index": row.index, "prompt": build_prompt(row, b.name),
                 "image": row.image, "image_error": row.image_error, "key": row.image_key})
     return list(groups.values())
 
