@@ -76,7 +76,7 @@ MODEL_HELP = ("a parrot .gguf file, a Hugging Face Parrot directory or a Hub id 
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("-m", "--model", metavar="PATH", help=MODEL_HELP)
     p.add_argument("--revision", metavar="REV", help="Hub branch, tag or commit of a -m Hub id (default: main)")
     p.add_argument("-t", "--threads", type=positive_int, metavar="N", help="worker threads (default: physical cores)")
 
