@@ -76,35 +76,29 @@ def snapshot(repo_id: str, *, revision: Optional[str] = None, token=None, weight
     def fetch(patterns):
         return huggingface_hub.snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns,
                                                  local_files_only=local_only)
+    problem = None
     try:
         with _progress_bars(progress):
             d = fetch(CONFIG_PATTERNS + (SAFETENSORS_PATTERNS if weights else []))
             if weights and not _has_weights(d, ".safetensors"):  # an older repository: torch .bin shards
                 d = fetch(CONFIG_PATTERNS + BIN_PATTERNS)
     except (LocalEntryNotFoundError, FileNotFoundError) as e:
-        if missing_ok:
-            return None
         offline = local_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-        raise ModelError(f"{what}: not in the Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE})"
-                         + (" and downloads are off (HF_HUB_OFFLINE)" if offline else f": {e}")) from None
-    except GatedRepoError:
-        if missing_ok:
-            return None
-        raise ModelError(f"{what}: gated repository; accept its licence on huggingface.co and log in "
-                         f"(hf auth login) or set HF_TOKEN") from None
+        problem = f"not in the Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE})" + \
+            (" and downloads are off (HF_HUB_OFFLINE)" if offline else f": {e}")
+    except GatedRepoError:  # (a RepositoryNotFoundError: first)
+        problem = "gated repository; accept its licence on huggingface.co and log in (hf auth login) or set HF_TOKEN"
     except RepositoryNotFoundError:
-        if missing_ok:
-            return None
-        raise ModelError(f"{what}: no such Hugging Face repository (or it is private: set HF_TOKEN)") from None
+        problem = "no such Hugging Face repository (or it is private: set HF_TOKEN)"
     except RevisionNotFoundError:
-        if missing_ok:
-            return None
-        raise ModelError(f"{what}: no such revision in the repository") from None
+        problem = "no such revision in the repository"
     except (OSError, ValueError) as e:
-        if missing_ok:
-            return None
-        raise ModelError(f"{what}: download failed: {type(e).__name__}: {e}"[:400]) from None
-    return d
+        problem = f"download failed: {type(e).__name__}: {e}"
+    if problem is None:
+        return d
+    if missing_ok:
+        return None
+    raise ModelError(f"{what}: {problem}"[:500])
 
 
 def _clip_tag(clip: Optional[str]) -> str:
