@@ -18,7 +18,7 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from parrot.errors import ModelError
 
@@ -31,27 +31,24 @@ STORAGE_DTYPES = {
 MAX_PICKLE_BYTES = 256 * 1024 * 1024  # a state dict's pickle is a few MB even for 14B models
 
 
-class _Storage:
-    __slots__ = ("dtype", "itemsize", "key", "numel")
+# Immutable (named tuples have no __dict__): a pickle's BUILD opcode cannot change what these record.
+class _Storage(NamedTuple):
+    dtype: str                 # safetensors dtype name
+    itemsize: int              # bytes per element
+    key: str                   # member data/<key> of the archive
+    numel: int                 # elements in the storage
 
-    def __init__(self, dtype: str, itemsize: int, key: str, numel: int):
-        self.dtype, self.itemsize, self.key, self.numel = dtype, itemsize, key, numel
 
-
-class _StorageType:
+class _StorageType(NamedTuple):
     """Stands for ``torch.HalfStorage`` etc. inside the pickle."""
-
-    def __init__(self, name: str):
-        self.dtype, self.itemsize = STORAGE_DTYPES[name]
+    name: str
 
 
-class BinTensor:
-    """Where one tensor's bytes are: ``storage`` member, element offset into it, shape (C-contiguous)."""
-
-    __slots__ = ("storage", "offset", "shape")
-
-    def __init__(self, storage: _Storage, offset: int, shape: Tuple[int, ...]):
-        self.storage, self.offset, self.shape = storage, offset, shape
+class BinTensor(NamedTuple):
+    """Where one tensor's bytes are: ``storage``, element offset into it, shape (C-contiguous)."""
+    storage: _Storage
+    offset: int
+    shape: Tuple[int, ...]
 
 
 def _ints(x, what: str) -> Tuple[int, ...]:
@@ -61,7 +58,7 @@ def _ints(x, what: str) -> Tuple[int, ...]:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_rest) -> BinTensor:
-    if not isinstance(storage, _Storage) or type(storage_offset) is not int or storage_offset < 0:
+    if type(storage) is not _Storage or type(storage_offset) is not int or storage_offset < 0:
         raise ModelError("_rebuild_tensor_v2 called with arguments that are not a storage and an offset")
     shape, strides = _ints(size, "tensor size"), _ints(stride, "tensor stride")
     if len(shape) != len(strides):
@@ -79,7 +76,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_rest) -> BinTensor:
 
 
 def _rebuild_parameter(data, *_rest):
-    if not isinstance(data, BinTensor):
+    if type(data) is not BinTensor:
         raise ModelError("_rebuild_parameter called on something that is not a tensor")
     return data
 
@@ -108,12 +105,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and type(pid[4]) is int
+                and type(pid[1]) is _StorageType and pid[1].name in STORAGE_DTYPES
+                and isinstance(pid[2], str) and type(pid[4]) is int
                 and pid[4] >= 0):
             raise ModelError(f"{self.where}: unexpected persistent id {pid!r}"[:300])
         st = self.storages.get(pid[2])
         if st is None:
-            st = self.storages[pid[2]] = _Storage(pid[1].dtype, pid[1].itemsize, pid[2], pid[4])
+            dtype, itemsize = STORAGE_DTYPES[pid[1].name]
+            st = self.storages[pid[2]] = _Storage(dtype, itemsize, pid[2], pid[4])
+        elif (st.dtype, st.numel) != (STORAGE_DTYPES[pid[1].name][0], pid[4]):
+            raise ModelError(f"{self.where}: storage '{pid[2]}' is named twice with different types or sizes")
         return st
 
 
@@ -158,7 +159,7 @@ def read_bin(path: str) -> Tuple[List[Tuple[str, str, Tuple[int, ...], int, int]
         for name, t in state.items():
             if not isinstance(name, str):
                 raise ModelError(f"{where}: state dict key {name!r} is not a string"[:300])
-            if not isinstance(t, BinTensor):
+            if type(t) is not BinTensor:
                 skipped.append(name)
                 continue
             st = t.storage
