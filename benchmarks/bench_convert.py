@@ -1,7 +1,6 @@
 """Converter at scale: peak RSS and throughput of `parrot convert` against the disk's read speed, same run.
 
-    flock /work/.heavy.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-        python benchmarks/bench_convert.py CHECKPOINT_DIR --clip CLIP_DIR --dtype q4_0 q8_0 --out-dir DIR
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_convert.py CHECKPOINT_DIR --clip CLIP_DIR --dtype q4_0 q8_0 --out-dir DIR
 
 For each dtype: the checkpoint's (and CLIP's) pages are dropped from the page cache (posix_fadvise DONTNEED, no
 root needed), the bound is measured as the time to read every weight file once with 16 MiB reads (what any
