@@ -13,11 +13,7 @@ import json
 import math
 import os
 import struct
-<<<<<<< HEAD
 from typing import Dict, List, Optional, Tuple
-=======
-from typing import Dict, Iterator, List, Optional, Tuple
->>>>>>> main
 
 import numpy as np
 
@@ -137,7 +133,6 @@ class Checkpoint:
         fd = self._fds.get(info.path)
         if fd is None:
             try:
-<<<<<<< HEAD
                 fd = self._fds[info.path] = os.open(info.path, os.O_RDONLY)
             except OSError as e:
                 raise ModelError(f"{info.path}: cannot open: {e.strerror}") from None
@@ -154,31 +149,6 @@ class Checkpoint:
         if hasattr(os, "posix_fadvise"):  # the pages read are not needed again
             os.posix_fadvise(fd, start, done, os.POSIX_FADV_DONTNEED)
         return buf
-=======
-                dtype, shape, (b_, e_) = spec["dtype"], tuple(int(s) for s in spec["shape"]), spec["data_offsets"]
-                lo, hi = int(b_), int(e_)
-            except (KeyError, TypeError, ValueError):
-                raise ModelError(f"{self.path}: corrupt safetensors header entry for tensor '{name}'") from None
-            if dtype not in _DTYPES:
-                raise ModelError(f"{self.path}: tensor '{name}' has unsupported dtype {dtype}")
-            want = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1] if shape else _DTYPES[dtype][1]
-            if any(s < 0 for s in shape) or not (0 <= lo <= hi) or hi - lo != want:
-                raise ModelError(f"{self.path}: tensor '{name}': data offsets [{lo}, {hi}) do not match shape "
-                                 f"{list(shape)} of {dtype}")
-            if hi > data_size:
-                raise ModelError(f"{self.path}: truncated: tensor '{name}' needs bytes up to offset "
-                                 f"{self.data_start + hi} but the file has {size} bytes")
-            self.infos[name] = TensorInfo(name, dtype, shape, lo, hi, self)
-        self._map: Optional[np.ndarray] = None
-
-    def array(self, name: str) -> np.ndarray:
-        info = self.infos[name]
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        raw = self._map[self.data_start + info.begin:self.data_start + info.end]
-        out: np.ndarray = raw.view(_DTYPES[info.dtype][0]).reshape(info.shape)
-        return out
->>>>>>> main
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -212,7 +182,6 @@ def open_checkpoint(directory: str, ckpt: Optional[Checkpoint] = None) -> Checkp
     every *.safetensors), else torch .bin (pytorch_model.bin.index.json shards or every *.bin). Tensors are
     added to ``ckpt`` when given."""
     directory = str(directory)
-<<<<<<< HEAD
     ckpt = ckpt or Checkpoint()
     for index_name, ext in (("model.safetensors.index.json", ".safetensors"), ("pytorch_model.bin.index.json", ".bin")):
         index = os.path.join(directory, index_name)
@@ -224,19 +193,6 @@ def open_checkpoint(directory: str, ckpt: Optional[Checkpoint] = None) -> Checkp
         weight_map, index = None, None
         if names:
             break
-=======
-    index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.exists(index):
-        try:
-            with open(index, encoding="utf-8") as fi:
-                weight_map = json.load(fi)["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ModelError(f"{index}: cannot read the shard index: {e}") from None
-        names = sorted(set(weight_map.values()))
-    else:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
-        weight_map = None
->>>>>>> main
     if not names:
         raise ModelError(f"{directory}: no *.safetensors or pytorch_model*.bin files found")
     before = set(ckpt.tensors)

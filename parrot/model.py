@@ -36,16 +36,9 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Literal,
 import numpy as np
 
 from parrot import _core
-<<<<<<< HEAD
-from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, ImageCacheInfo, ImageFeatureCache, ImageFeatures,
-                          pixel_key)
-from parrot.chat import END_OF_TURN, IMAGE_TAG, ChatSession, system_turn, user_turn
-from parrot.prompt import DEFAULT_SYSTEM, IMAGE_TOKEN, tokenize_prompt
-=======
 from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, DEFAULT_PREFIX_CACHE_ENTRIES, ImageCacheInfo,
-                          ImageFeatureCache, ImageFeatures, PrefixCache, PrefixCacheInfo, converted_path, pixel_key)
+                          ImageFeatureCache, ImageFeatures, PrefixCache, PrefixCacheInfo, pixel_key)
 from parrot.chat import ChatSession
->>>>>>> main
 from parrot.errors import ModelError
 from parrot.generation import Generation, Result, normalize_stop
 from parrot.prompt import (DEFAULT_SYSTEM, IM_START, IMAGE_PLACEHOLDER, IMAGE_TOKEN, Prompt, check_text,
