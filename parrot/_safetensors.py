@@ -13,7 +13,7 @@ import json
 import math
 import os
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
-def _is_count(v) -> bool:
+def _is_count(v: Any) -> bool:
     return type(v) is int and v >= 0
 
 
@@ -97,22 +97,22 @@ def read_safetensors_header(path: str) -> Dict[str, TensorInfo]:
         if not (isinstance(offs, list) and len(offs) == 2 and all(_is_count(o) for o in offs)):
             raise ModelError(f"{path}: tensor '{name}': data_offsets {offs!r} are not two non-negative "
                              f"integers"[:300])
-        b, e = offs
+        lo, hi = offs
         want = math.prod(shape) * _DTYPES[dtype][1]
-        if b > e or e - b != want:
-            raise ModelError(f"{path}: tensor '{name}': data offsets [{b}, {e}) do not match shape "
+        if lo > hi or hi - lo != want:
+            raise ModelError(f"{path}: tensor '{name}': data offsets [{lo}, {hi}) do not match shape "
                              f"{shape} of {dtype}")
-        if e > data_size:
+        if hi > data_size:
             raise ModelError(f"{path}: truncated: tensor '{name}' needs bytes up to offset "
-                             f"{data_start + e} but the file has {size} bytes")
-        infos[name] = TensorInfo(name, dtype, tuple(shape), data_start + b, e - b, path)
+                             f"{data_start + hi} but the file has {size} bytes")
+        infos[name] = TensorInfo(name, dtype, tuple(shape), data_start + lo, hi - lo, path)
     return infos
 
 
 class Checkpoint:
     """All tensors of one or more checkpoint directories (``tensors``: name -> TensorInfo) and the reads."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.tensors: Dict[str, TensorInfo] = {}
         self.files: List[str] = []
         self._fds: Dict[str, int] = {}
@@ -128,8 +128,8 @@ class Checkpoint:
         """Elements [first, first + count) of the flattened tensor, as a fresh array of its raw dtype."""
         np_dtype, size = _DTYPES[info.dtype]
         count = info.numel - first if count is None else count
-        buf = np.empty(count, dtype=np_dtype)
-        view = memoryview(buf).cast("B")
+        buf: np.ndarray = np.empty(count, dtype=np_dtype)
+        view = buf.view(np.uint8).data  # a writable byte view of the fresh buffer
         fd = self._fds.get(info.path)
         if fd is None:
             try:
@@ -182,15 +182,17 @@ def open_checkpoint(directory: str, ckpt: Optional[Checkpoint] = None) -> Checkp
     every *.safetensors), else torch .bin (pytorch_model.bin.index.json shards or every *.bin). Tensors are
     added to ``ckpt`` when given."""
     directory = str(directory)
-    ckpt = ckpt or Checkpoint()
+    ckpt = ckpt if ckpt is not None else Checkpoint()
+    weight_map: Optional[Dict[str, str]] = None
+    index: Optional[str] = None
+    names: List[str] = []
     for index_name, ext in (("model.safetensors.index.json", ".safetensors"), ("pytorch_model.bin.index.json", ".bin")):
-        index = os.path.join(directory, index_name)
-        if os.path.exists(index):
-            weight_map = _read_index(index)
+        path = os.path.join(directory, index_name)
+        if os.path.exists(path):
+            index, weight_map = path, _read_index(path)
             names = sorted(set(weight_map.values()))
             break
         names = sorted(n for n in os.listdir(directory) if n.endswith(ext) and not n.startswith("training_args"))
-        weight_map, index = None, None
         if names:
             break
     if not names:

@@ -18,7 +18,7 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple, Tuple
+from typing import IO, Any, Dict, List, NamedTuple, Tuple
 
 from parrot.errors import ModelError
 
@@ -51,13 +51,13 @@ class BinTensor(NamedTuple):
     shape: Tuple[int, ...]
 
 
-def _ints(x, what: str) -> Tuple[int, ...]:
+def _ints(x: Any, what: str) -> Tuple[int, ...]:
     if not isinstance(x, (tuple, list)) or not all(type(v) is int and v >= 0 for v in x):
         raise ModelError(f"{what} is not a tuple of non-negative integers: {x!r}"[:300])
     return tuple(x)
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *_rest) -> BinTensor:
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *_rest: Any) -> BinTensor:
     if type(storage) is not _Storage or type(storage_offset) is not int or storage_offset < 0:
         raise ModelError("_rebuild_tensor_v2 called with arguments that are not a storage and an offset")
     shape, strides = _ints(size, "tensor size"), _ints(stride, "tensor stride")
@@ -75,7 +75,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_rest) -> BinTensor:
     return BinTensor(storage, storage_offset, shape)
 
 
-def _rebuild_parameter(data, *_rest):
+def _rebuild_parameter(data: Any, *_rest: Any) -> BinTensor:
     if type(data) is not BinTensor:
         raise ModelError("_rebuild_parameter called on something that is not a tensor")
     return data
@@ -95,7 +95,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.where = where
         self.storages: Dict[str, _Storage] = {}
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name in STORAGE_DTYPES:
@@ -103,7 +103,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise ModelError(f"{self.where}: refuses to load global '{module}.{name}' (only tensors and "
                          f"OrderedDict may appear in a checkpoint; this file could run code)"[:400])
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and type(pid[1]) is _StorageType and pid[1].name in STORAGE_DTYPES
                 and isinstance(pid[2], str) and type(pid[4]) is int
@@ -118,14 +118,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return st
 
 
-def _member_data_offset(f, info: zipfile.ZipInfo, path: str) -> int:
+def _member_data_offset(f: IO[bytes], info: zipfile.ZipInfo, path: str) -> int:
     """Absolute offset of a stored member's first byte (after its local header)."""
     f.seek(info.header_offset)
     head = f.read(30)
     if len(head) != 30 or head[:4] != b"PK\x03\x04":
         raise ModelError(f"{path}: corrupt zip local header for '{info.filename}' at byte {info.header_offset}")
     name_len, extra_len = struct.unpack("<HH", head[26:30])
-    return info.header_offset + 30 + name_len + extra_len
+    return int(info.header_offset) + 30 + int(name_len) + int(extra_len)
 
 
 def read_bin(path: str) -> Tuple[List[Tuple[str, str, Tuple[int, ...], int, int]], List[str]]:

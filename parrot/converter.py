@@ -40,7 +40,7 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -65,6 +65,9 @@ CHUNK_ELEMENTS = 32 * 1024 * 1024
 UINT32_MAX = 2 ** 32 - 1
 F16_MAX = 65504.0
 MAX_PROBLEMS_SHOWN = 20
+Cfg = Dict[str, Any]           # a parsed config.json object
+Meta = List[Tuple[str, Any, Any]]  # (GGUF key, value, GGUFValueType)
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -75,7 +78,7 @@ class _Entry:
     kind: str                  # "matrix" (target dtype) or "f32"
 
 
-def _read_json(path: str) -> dict:
+def _read_json(path: str) -> Cfg:
     """A JSON file that must hold an object."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -92,10 +95,10 @@ def _read_json(path: str) -> dict:
 class _Fields:
     """Typed, range-checked access to one config object; each error names the file and the field."""
 
-    def __init__(self, cfg: dict, where: str):
+    def __init__(self, cfg: Cfg, where: str):
         self.cfg, self.where = cfg, where
 
-    def _get(self, key: str, default):
+    def _get(self, key: str, default: Any) -> Any:
         v = self.cfg.get(key)
         if v is None:
             if default is None:
@@ -103,7 +106,7 @@ class _Fields:
             return default
         return v
 
-    def int(self, key: str, default=None, lo: int = 1, hi: int = UINT32_MAX) -> int:
+    def int(self, key: str, default: Optional[int] = None, lo: int = 1, hi: int = UINT32_MAX) -> int:
         v = self._get(key, default)
         if type(v) is not int:
             raise ModelError(f"{self.where}: config field '{key}' must be an integer, got {v!r}"[:300])
@@ -111,7 +114,7 @@ class _Fields:
             raise ModelError(f"{self.where}: config field '{key}' is {v}, outside [{lo}, {hi}]"[:300])
         return v
 
-    def float(self, key: str, default=None, lo: float = -math.inf, hi: float = math.inf,
+    def float(self, key: str, default: Optional[float] = None, lo: float = -math.inf, hi: float = math.inf,
               lo_open: bool = False) -> float:
         v = self._get(key, default)
         if type(v) not in (int, float):
@@ -132,7 +135,7 @@ class _Fields:
         v = self._get(key, default)
         if v not in allowed:
             raise ModelError(f"{self.where}: config field {key} {v!r} is not supported ({', '.join(allowed)})"[:300])
-        return v
+        return str(v)
 
 
 class _Plan:
@@ -142,7 +145,7 @@ class _Plan:
         self.tensors = tensors
         self.entries: List[_Entry] = []
         self.problems: List[str] = []
-        self.used: set = set()
+        self.used: set[str] = set()
 
     def add(self, gguf_name: str, hf_name: str, shape: Sequence[int], kind: str = "matrix",
             out_shape: Optional[Sequence[int]] = None) -> None:
@@ -180,7 +183,7 @@ class _Plan:
                              + (f"; and {more} more" if more else ""))
 
 
-def _read_config(hf_dir: str) -> Tuple[dict, str, bool]:
+def _read_config(hf_dir: str) -> Tuple[Cfg, str, bool]:
     """config.json, its path, and whether it is a Parrot (else a plain Qwen2) checkpoint."""
     where = os.path.join(hf_dir, "config.json")
     cfg = _read_json(where)
@@ -207,7 +210,7 @@ def _is_hub_id(name: str) -> bool:
     return is_hub_id(name)
 
 
-def _open_tensors(hf_dir: str, cfg: dict, where: str, is_parrot: bool, clip: Optional[str]
+def _open_tensors(hf_dir: str, cfg: Cfg, where: str, is_parrot: bool, clip: Optional[str]
                   ) -> Tuple[Checkpoint, Optional[str], Optional[str]]:
     """The checkpoint's tensors plus, for a Parrot without the tower inside, the CLIP checkpoint's; the vision
     tensors' name prefix; the CLIP directory used (``clip``, the ``mm_vision_tower`` directory, or its Hub
@@ -249,7 +252,7 @@ def _open_tensors(hf_dir: str, cfg: dict, where: str, is_parrot: bool, clip: Opt
     return ckpt, prefix, clip
 
 
-def _vision_config(cfg: dict, where: str, clip: Optional[str]) -> Tuple[dict, str, Tuple, Tuple]:
+def _vision_config(cfg: Cfg, where: str, clip: Optional[str]) -> Tuple[Cfg, str, Tuple[float, ...], Tuple[float, ...]]:
     """CLIP vision hyperparameters and where they came from; image mean/std. A CLIP checkpoint's own config wins
     over the checkpoint's ``vision_config`` and over the built-in table."""
     mean, std = CLIP_MEAN, CLIP_STD
@@ -305,7 +308,7 @@ def _rope_theta(f: _Fields) -> float:
     return f.float("rope_theta", 1e6, lo=0, lo_open=True)
 
 
-def _plan_llm(plan: _Plan, cfg: dict, where: str) -> dict:
+def _plan_llm(plan: _Plan, cfg: Cfg, where: str) -> Cfg:
     f = _Fields(cfg, where)
     V = f.int("vocab_size")
     d = f.int("hidden_size")
@@ -343,7 +346,7 @@ def _plan_llm(plan: _Plan, cfg: dict, where: str) -> dict:
     return dict(V=V, d=d, L=L, H=H, Hkv=Hkv, ff=ff, tied=tied, theta=theta, eps=eps, ctx=ctx)
 
 
-def _plan_vision(plan: _Plan, prefix: str, vc: dict, where: str) -> dict:
+def _plan_vision(plan: _Plan, prefix: str, vc: Cfg, where: str) -> Cfg:
     f = _Fields(vc, where)
     vd = f.int("hidden_size")
     vff = f.int("intermediate_size")
@@ -383,7 +386,7 @@ def _plan_vision(plan: _Plan, prefix: str, vc: dict, where: str) -> dict:
     return dict(vd=vd, vff=vff, vL=vL, vH=vH, ps=ps, S=S, act=act, eps=eps)
 
 
-def _parrot_options(cfg: dict, where: str) -> dict:
+def _parrot_options(cfg: Cfg, where: str) -> Cfg:
     """The Parrot-level choices (projector, feature selection, MoE), checked before any tensor planning."""
     f = _Fields(cfg, where)
     return dict(
@@ -397,7 +400,7 @@ def _parrot_options(cfg: dict, where: str) -> dict:
     )
 
 
-def _plan_parrot(plan: _Plan, cfg: dict, where: str, opts: dict, llm: dict, vis: dict) -> dict:
+def _plan_parrot(plan: _Plan, cfg: Cfg, where: str, opts: Cfg, llm: Cfg, vis: Cfg) -> Cfg:
     """The projector and the MoE of a Parrot checkpoint."""
     f = _Fields(cfg, where)
     d, vd = llm["d"], vis["vd"]
@@ -430,12 +433,12 @@ def _plan_parrot(plan: _Plan, cfg: dict, where: str, opts: dict, llm: dict, vis:
     return dict(select_layer=select_layer, mm_hidden=mm_hidden, E=E, moe_ff=moe_ff, top_k=top_k)
 
 
-def _metadata(hf_dir: str, cfg: dict, dtype: str, llm: dict, vis: Optional[dict], opts: Optional[dict],
-              moe: Optional[dict], mean, std) -> List[Tuple[str, object, object]]:
+def _metadata(hf_dir: str, cfg: Cfg, dtype: str, llm: Cfg, vis: Optional[Cfg], opts: Optional[Cfg],
+              moe: Optional[Cfg], mean: Sequence[float], std: Sequence[float]) -> Meta:
     import gguf
 
     A = gguf.GGUFValueType
-    meta = [
+    meta: Meta = [
         ("general.name", os.path.basename(os.path.normpath(hf_dir)), A.STRING),
         ("general.file_type", FILE_TYPE[dtype], A.UINT32),
         ("parrot.source_model_type", str(cfg.get("model_type", "")), A.STRING),
@@ -452,7 +455,7 @@ def _metadata(hf_dir: str, cfg: dict, dtype: str, llm: dict, vis: Optional[dict]
         ("parrot.prompt.format", "qwen_chat", A.STRING),
         ("parrot.prompt.system", DEFAULT_SYSTEM, A.STRING),
     ]
-    if vis is None:
+    if vis is None or opts is None or moe is None:
         return meta
     return meta + [
         ("parrot.vision.present", True, A.BOOL),
@@ -571,7 +574,7 @@ def _read_chunk(ckpt: Checkpoint, c: _Chunk) -> np.ndarray:
     return arr.reshape(c.rows, cols) if len(c.entry.shape) > 1 else arr
 
 
-def _convert_chunk(pool, workers: int, arr: np.ndarray, c: _Chunk, tdtype: str) -> List[np.ndarray]:
+def _convert_chunk(pool: ThreadPoolExecutor, workers: int, arr: np.ndarray, c: _Chunk, tdtype: str) -> List[np.ndarray]:
     """One chunk converted by the pool's threads (numpy's loops and the C quantiser release the GIL), each
     taking a run of whole rows; the parts' bytes in order are the chunk's bytes."""
     e = c.entry
@@ -590,7 +593,7 @@ def _convert_chunk(pool, workers: int, arr: np.ndarray, c: _Chunk, tdtype: str) 
         raise
 
 
-def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_dir: str, cfg: dict, log,
+def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta: Meta, dtype: str, hf_dir: str, cfg: Cfg, log: Log,
                 progress: bool) -> None:
     """Header, metadata and tensor infos, then the tensors' data chunk by chunk (``tmp`` grows as it goes)."""
     import gguf
@@ -622,6 +625,7 @@ def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_di
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
+        assert w.fout is not None
         fout = w.fout[0]
         bar = None
         if progress:
@@ -635,6 +639,7 @@ def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_di
             pending = reader.submit(_read_chunk, ckpt, chunks[0]) if chunks else None
             written = 0
             for k, c in enumerate(chunks):
+                assert pending is not None
                 arr = pending.result()
                 if k + 1 < len(chunks):
                     pending = reader.submit(_read_chunk, ckpt, chunks[k + 1])
@@ -659,8 +664,9 @@ def _write_gguf(tmp: str, ckpt: Checkpoint, plan: _Plan, meta, dtype: str, hf_di
         w.close()
 
 
-def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str", *, clip=None, dtype: str = "f16",
-            force: bool = False, progress: bool = True, log: Callable[[str], None] = None) -> str:
+def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str", *,
+            clip: "os.PathLike[str] | str | None" = None, dtype: str = "f16", force: bool = False,
+            progress: bool = True, log: Optional[Log] = None) -> str:
     """Converts a Hugging Face Parrot (``model_type`` ``parrot_qwen2``) or plain Qwen2 checkpoint directory
     into one GGUF file. ``clip`` is a separate CLIP checkpoint (directory or Hub id) for the vision tower when
     the Parrot checkpoint does not hold it; by default the config's ``mm_vision_tower`` (a directory, or a Hub
@@ -669,7 +675,7 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
     Raises ModelError (one line, naming file and field or tensor) for a bad config field, missing / mis-shaped
     tensors (all listed), non-finite weights, unreadable or corrupt files; FileExistsError if ``out_path``
     exists and ``force`` is false."""
-    log = log or (lambda s: print(s, file=sys.stderr))
+    say: Log = log if log is not None else (lambda s: print(s, file=sys.stderr))
     hf_dir, out_path = os.fspath(hf_dir), os.fspath(out_path)
     clip = os.fspath(clip) if clip is not None else None
     if dtype not in DTYPES:
@@ -686,10 +692,11 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
         plan = _Plan(ckpt.tensors)
         llm = _plan_llm(plan, cfg, where)
         vis = moe = None
-        mean, std = CLIP_MEAN, CLIP_STD
-        if is_parrot:
+        mean: Tuple[float, ...] = CLIP_MEAN
+        std: Tuple[float, ...] = CLIP_STD
+        if is_parrot and prefix is not None and opts is not None:
             vc, vsource, mean, std = _vision_config(cfg, where, clip)
-            log(f"vision tower: weights under '{prefix}', configuration from {vsource}")
+            say(f"vision tower: weights under '{prefix}', configuration from {vsource}")
             vis = _plan_vision(plan, prefix, vc, vsource)
             moe = _plan_parrot(plan, cfg, where, opts, llm, vis)
         plan.raise_problems(hf_dir)
@@ -705,7 +712,7 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
         fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out_path) + ".", suffix=".partial", dir=out_dir)
         os.close(fd)
         try:
-            _write_gguf(tmp, ckpt, plan, meta, dtype, hf_dir, cfg, log, progress)
+            _write_gguf(tmp, ckpt, plan, meta, dtype, hf_dir, cfg, say, progress)
             # mkstemp creates the file private (0600); give it the mode any new file gets (0666 less the umask)
             umask = os.umask(0)
             os.umask(umask)
@@ -722,7 +729,7 @@ def convert(hf_dir: "os.PathLike[str] | str", out_path: "os.PathLike[str] | str"
     return out_path
 
 
-def _add_tokenizer(writer, hf_dir: str, cfg: dict, log) -> None:
+def _add_tokenizer(writer: Any, hf_dir: str, cfg: Cfg, log: Log) -> None:
     """Stores the tokenizer (if the checkpoint has one) and the eos id."""
     import gguf
 

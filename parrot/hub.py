@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import os
 import re
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 from parrot.errors import ModelError
 
@@ -40,7 +40,8 @@ def is_hub_id(name: str) -> bool:
 
 @contextlib.contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,  # type: ignore[attr-defined]
+                                       enable_progress_bars)
 
     was_disabled = are_progress_bars_disabled()
     if not enabled and not was_disabled:
@@ -56,7 +57,7 @@ def _has_weights(d: str, patterns_ext: str) -> bool:
     return any(n.endswith(patterns_ext) for n in os.listdir(d))
 
 
-def snapshot(repo_id: str, *, revision: Optional[str] = None, token=None, weights: bool = True,
+def snapshot(repo_id: str, *, revision: Optional[str] = None, token: "str | bool | None" = None, weights: bool = True,
              local_only: bool = False, missing_ok: bool = False, progress: bool = True) -> Optional[str]:
     """The local directory of ``repo_id`` at ``revision``, downloaded (or found in the Hugging Face cache).
 
@@ -73,9 +74,9 @@ def snapshot(repo_id: str, *, revision: Optional[str] = None, token=None, weight
                          f"huggingface_hub: pip install 'parrot-vlm[hub]'") from None
     what = f"{repo_id}" + (f"@{revision}" if revision else "")
 
-    def fetch(patterns):
-        return huggingface_hub.snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns,
-                                                 local_files_only=local_only)
+    def fetch(patterns: List[str]) -> str:
+        return str(huggingface_hub.snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns,
+                                                 local_files_only=local_only))
     problem = None
     try:
         with _progress_bars(progress):
@@ -113,7 +114,8 @@ def _clip_tag(clip: Optional[str]) -> str:
 
 
 def resolve_model(name_or_path: "os.PathLike[str] | str", *, revision: Optional[str] = None, dtype: str = "f16",
-                  clip: "os.PathLike[str] | str | None" = None, token=None, progress: bool = True) -> str:
+                  clip: "os.PathLike[str] | str | None" = None, token: "str | bool | None" = None,
+                  progress: bool = True) -> str:
     """A loadable GGUF file for a model named by ``name_or_path``:
 
     - a ``.gguf`` (or any existing regular) file: returned as is;
@@ -136,7 +138,9 @@ def resolve_model(name_or_path: "os.PathLike[str] | str", *, revision: Optional[
         out = os.path.join(os.path.dirname(out), _clip_tag(clip) + os.path.basename(out))
         source = path
     elif is_hub_id(path):
-        source = snapshot(path, revision=revision, token=token, progress=progress)
+        snap = snapshot(path, revision=revision, token=token, progress=progress)
+        assert snap is not None  # missing_ok is off: a failure raised
+        source = snap
         commit = os.path.basename(os.path.normpath(source))  # snapshots/<commit>
         out = os.path.join(cache_dir(), "hub", path.replace("/", "--"), f"{_clip_tag(clip)}{commit}-{dtype}.gguf")
     else:
