@@ -188,6 +188,8 @@ def results(good, tmp_path_factory):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])
+    print(f"\nhostile checkpoints: slowest {max(r['seconds'] for r in res.values()):.3f} s, largest RSS growth "
+          f"{max(r['extra_mb'] for r in res.values()):.1f} MB over {len(res)} cases")
     res["_outputs"] = sorted(os.listdir(out_dir))
     return res
 
