@@ -567,6 +567,12 @@ class Model:
             if bar is not None:
                 bar.close()
 
+    def create_chat_completion(self, messages: Any, stream: bool = False, **params: Any) -> Any:
+        """OpenAI-style chat completion (as llama-cpp-python's): an OpenAI ``chat.completion`` dict, or an
+        iterator of ``chat.completion.chunk`` dicts with ``stream=True``. See :mod:`parrot.openai_api`."""
+        from parrot.openai_api import create_chat_completion
+        return create_chat_completion(self, messages, stream, **params)
+
 
 def _unpack_item(i: int, item: Any) -> Tuple[Any, str, Dict[str, Any]]:
     if isinstance(item, Mapping):
