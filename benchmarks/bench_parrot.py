@@ -37,6 +37,11 @@ LLM_SHAPES = {  # Qwen1.5 configurations (config.json of Qwen/Qwen1.5-0.5B and -
                  num_key_value_heads=16, vocab_size=151936, tie_word_embeddings=True),
     "1.8b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24, num_attention_heads=16,
                  num_key_value_heads=16, vocab_size=151936, tie_word_embeddings=False),
+    # Parrot-7B's and -14B's LLMs (Qwen1.5-7B-Chat, Qwen1.5-14B-Chat): benchmarks/bench_full.py
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=151936, tie_word_embeddings=False),
+    "14b": dict(hidden_size=5120, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=40,
+                num_key_value_heads=40, vocab_size=152064, tie_word_embeddings=False),
     # a small model to check the harness itself quickly (--llm test --no-vision)
     "test": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=False),
