@@ -17,6 +17,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "util/mem.h"
 
 #define FEW_ROWS 4    /* up to this many activation rows: dot products (matrix-vector) */
@@ -178,6 +179,14 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
     }
 }
 
+/* the packed GEMM where it beats the other many-rows paths (benchmarks/bench_gemm.py measures the rule) */
+static int use_gemm(const pr_kernels *k, int type) {
+    if (!k->gemm_ukernel) return 0;
+    if ((type == PR_Q8_0 || type == PR_Q4_0) && k->int8_tiles) return 0;
+    if (type == PR_BF16 && k->gemm_bf16) return 0;
+    return 1;
+}
+
 void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
                  int path) {
     if (n <= 0) return;
@@ -198,6 +207,8 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
         pr_pool_run(pool, matvec_task, &j);
         return;
     }
+    if ((path == PR_MM_GEMM || (path == PR_MM_AUTO && use_gemm(k, W->type))) && !pr_gemm_packed(k, pool, W, x, n, y))
+        return;
     if (quant && j.xq) {
         pr_pool_run(pool, tile_task, &j);
         return;
