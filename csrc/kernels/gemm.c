@@ -21,8 +21,9 @@
 
 #include "kernels/matmul.h"
 
-#define KC 256     /* K block: an MR × KC activation strip (≤ 16 KiB) stays in L1 */
-#define NC 256     /* weight rows per packed panel: NC × KC f32 = 256 KiB, in L2 beside the activation slice */
+#define KC_MAX 256   /* K block (values): a packed NR × KC weight micro-panel (≤ 32 KiB) stays in L1 */
+#define A_BUDGET (640 << 10) /* bytes of packed activations per K block: the slice stays in L2 (1 MiB here) */
+#define NC 1024      /* weight rows whose outputs (n × NC) are finished before the next NC: they stay in L3 */
 #define MAX_TILE (16 * 32)
 
 typedef struct {
@@ -31,10 +32,11 @@ typedef struct {
     const float *x;
     float *y, *ap;       /* ap: packed activations, ceil(n/MR)·MR × cols */
     long n, rows, cols, mpad;
+    long kc;             /* K block: KC_MAX, smaller for many activation rows (A_BUDGET), a multiple of 32 */
     size_t ldw;          /* bytes per weight row */
 } gemm_job;
 
-static long kc_of(const gemm_job *j, long k0) { return j->cols - k0 < KC ? j->cols - k0 : KC; }
+static long kc_of(const gemm_job *j, long k0) { return j->cols - k0 < j->kc ? j->cols - k0 : j->kc; }
 
 /* strip s of K block starting at k0: kc × MR values */
 static float *a_strip(const gemm_job *j, long k0, long s) {
@@ -46,7 +48,7 @@ static void pack_a_task(void *arg, int ith, int nth) {
     long MR = j->k->gemm_mr, strips = j->mpad / MR, s0, s1;
     pr_split_range(strips, ith, nth, &s0, &s1);
     for (long s = s0; s < s1; s++)
-        for (long k0 = 0; k0 < j->cols; k0 += KC) {
+        for (long k0 = 0; k0 < j->cols; k0 += j->kc) {
             long kc = kc_of(j, k0);
             float *dst = a_strip(j, k0, s);
             for (long i = 0; i < MR; i++) {
@@ -95,37 +97,37 @@ static void gemm_task(void *arg, int ith, int nth) {
     long g0, g1;
     pr_split_range((j->rows + NR - 1) / NR, ith, nth, &g0, &g1);
     long r_begin = g0 * NR, r_end = g1 * NR < j->rows ? g1 * NR : j->rows;
-    float *bp = pr_scratch(PR_SCRATCH_PANEL, (size_t)(NC * KC + KC) * sizeof(float));
+    float *bp = pr_scratch(PR_SCRATCH_PANEL, (size_t)(j->kc * NR + j->kc) * sizeof(float));
     if (!bp) { /* no memory for a panel: dot products of widened K blocks need none */
-        float row[KC];
+        float row[KC_MAX];
         for (long r = r_begin; r < r_end; r++)
-            for (long k0 = 0; k0 < j->cols; k0 += KC) {
-                widen(j, r, k0, kc_of(j, k0), row);
+            for (long k0 = 0; k0 < j->cols; k0 += j->kc) {
+                long kc = kc_of(j, k0);
+                widen(j, r, k0, kc, row);
                 for (long i = 0; i < j->n; i++)
-                    j->y[i * j->rows + r] = (k0 ? j->y[i * j->rows + r] : 0.0f) +
-                                            k->dot_f32(row, j->x + i * j->cols + k0, kc_of(j, k0));
+                    j->y[i * j->rows + r] = (k0 ? j->y[i * j->rows + r] : 0.0f) + k->dot_f32(row, j->x + i * j->cols + k0, kc);
             }
         return;
     }
-    float *row = bp + NC * KC;
+    float *row = bp + j->kc * NR;
     float tile[MAX_TILE];
     for (long r0 = r_begin; r0 < r_end; r0 += NC) {
-        long nc = r_end - r0 < NC ? r_end - r0 : NC;
-        for (long k0 = 0; k0 < j->cols; k0 += KC) {
+        long r1 = r_end - r0 < NC ? r_end : r0 + NC;
+        for (long k0 = 0; k0 < j->cols; k0 += j->kc) {
             long kc = kc_of(j, k0);
             int acc = k0 > 0;
-            pack_b(j, r0, nc, k0, kc, bp, row);
-            for (long s = 0; s < strips; s++) {
-                const float *a = a_strip(j, k0, s);
-                long i0 = s * MR, mr = j->n - i0 < MR ? j->n - i0 : MR;
-                for (long c = 0; c < nc; c += NR) {
-                    long nr = nc - c < NR ? nc - c : NR;
-                    float *y = j->y + i0 * j->rows + r0 + c;
+            for (long c = r0; c < r1; c += NR) {
+                long nr = r1 - c < NR ? r1 - c : NR;
+                pack_b(j, c, nr, k0, kc, bp, row);
+                for (long s = 0; s < strips; s++) {
+                    const float *a = a_strip(j, k0, s);
+                    long i0 = s * MR, mr = j->n - i0 < MR ? j->n - i0 : MR;
+                    float *y = j->y + i0 * j->rows + c;
                     if (mr == MR && nr == NR) {
-                        k->gemm_ukernel(kc, a, bp + c * kc, y, j->rows, acc);
+                        k->gemm_ukernel(kc, a, bp, y, j->rows, acc);
                         continue;
                     }
-                    k->gemm_ukernel(kc, a, bp + c * kc, tile, NR, 0);
+                    k->gemm_ukernel(kc, a, bp, tile, NR, 0);
                     for (long i = 0; i < mr; i++)
                         for (long q = 0; q < nr; q++)
                             y[i * j->rows + q] = (acc ? y[i * j->rows + q] : 0.0f) + tile[i * NR + q];
@@ -137,10 +139,12 @@ static void gemm_task(void *arg, int ith, int nth) {
 
 int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y) {
     if (!k->gemm_ukernel || k->gemm_mr * k->gemm_nr > MAX_TILE || n <= 0) return -1;
-    gemm_job j = {k, W, x, y, NULL, n, (long)W->ne[1], (long)W->ne[0], 0, 0};
+    gemm_job j = {.k = k, .W = W, .x = x, .y = y, .n = n, .rows = (long)W->ne[1], .cols = (long)W->ne[0]};
     if ((W->type == PR_Q8_0 || W->type == PR_Q4_0) && j.cols % PR_QK) return -1;
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     j.mpad = (n + k->gemm_mr - 1) / k->gemm_mr * k->gemm_mr;
+    j.kc = A_BUDGET / (j.mpad * (long)sizeof(float)) / PR_QK * PR_QK;
+    j.kc = j.kc > KC_MAX ? KC_MAX : j.kc < 2 * PR_QK ? 2 * PR_QK : j.kc;
     j.ap = pr_scratch(PR_SCRATCH_ACT, (size_t)j.mpad * (size_t)j.cols * sizeof(float));
     if (!j.ap) return -1;
     pr_pool_run(pool, pack_a_task, &j);

@@ -317,6 +317,7 @@ static double peak(int kind, long iters) {
     __m256 c[12], b = _mm256_set1_ps(0.999f), d = _mm256_set1_ps(1e-3f);
     for (int r = 0; r < 12; r++) c[r] = _mm256_set1_ps((float)r);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12 /* the chains must live in registers */
         for (int r = 0; r < 12; r++) c[r] = _mm256_fmadd_ps(c[r], b, d);
     __m256 s = c[0];
     for (int r = 1; r < 12; r++) s = _mm256_add_ps(s, c[r]);

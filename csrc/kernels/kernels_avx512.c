@@ -290,6 +290,7 @@ static double peak(int kind, long iters) {
     __m512 c[PEAK_CHAINS], b = _mm512_set1_ps(0.999f), d = _mm512_set1_ps(1e-3f);
     for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_set1_ps((float)r);
     for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24 /* the chains must live in registers */
         for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_fmadd_ps(c[r], b, d);
     __m512 s = c[0];
     for (int r = 1; r < PEAK_CHAINS; r++) s = _mm512_add_ps(s, c[r]);
@@ -403,6 +404,7 @@ static double peak_bf16_vnni(int kind, long iters) {
         __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80); /* bf16 1.0 */
         for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_set1_ps((float)r);
         for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24
             for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_dpbf16_ps(c[r], b, b);
         __m512 s = c[0];
         for (int r = 1; r < PEAK_CHAINS; r++) s = _mm512_add_ps(s, c[r]);
@@ -414,6 +416,7 @@ static double peak_bf16_vnni(int kind, long iters) {
         __m512i c[PEAK_CHAINS], b = _mm512_set1_epi8(1);
         for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_set1_epi32(r);
         for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24
             for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_dpbusd_epi32(c[r], b, b);
         __m512i s = c[0];
         for (int r = 1; r < PEAK_CHAINS; r++) s = _mm512_add_epi32(s, c[r]);
