@@ -75,18 +75,20 @@ static void widen(const gemm_job *j, long r, long k0, long kc, float *out) {
     }
 }
 
-/* weight rows [r0, r0 + nc) × K block k0 into bp: micro-panel p (NR rows) holds kc steps of NR values */
-static void pack_b(const gemm_job *j, long r0, long nc, long k0, long kc, float *bp, float *row) {
+/* weight rows [r0, r0 + nc) × K block k0 into bp (kc steps of NR values), 8 rows at a time: widened into
+ * rows8 (8 × kc, zeros past nc), then transposed by the table */
+static void pack_b(const gemm_job *j, long r0, long nc, long k0, long kc, float *bp, float *rows8) {
     long NR = j->k->gemm_nr;
-    long ncp = (nc + NR - 1) / NR * NR;
-    for (long r = 0; r < ncp; r++) {
-        float *dst = bp + (r / NR) * kc * NR + r % NR;
-        if (r >= nc) {
-            for (long k = 0; k < kc; k++) dst[k * NR] = 0;
+    for (long g = 0; g < NR; g += 8) {
+        if (j->W->type == PR_F32 && g + 8 <= nc) { /* already f32: transposed straight from the weights */
+            j->k->gemm_pack8((const float *)j->W->data + (r0 + g) * j->cols + k0, j->cols, kc, bp + g, NR);
             continue;
         }
-        widen(j, r0 + r, k0, kc, row);
-        for (long k = 0; k < kc; k++) dst[k * NR] = row[k];
+        for (long i = 0; i < 8; i++) {
+            if (g + i < nc) widen(j, r0 + g + i, k0, kc, rows8 + i * kc);
+            else memset(rows8 + i * kc, 0, (size_t)kc * sizeof(float));
+        }
+        j->k->gemm_pack8(rows8, kc, kc, bp + g, NR);
     }
 }
 
@@ -97,7 +99,7 @@ static void gemm_task(void *arg, int ith, int nth) {
     long g0, g1;
     pr_split_range((j->rows + NR - 1) / NR, ith, nth, &g0, &g1);
     long r_begin = g0 * NR, r_end = g1 * NR < j->rows ? g1 * NR : j->rows;
-    float *bp = pr_scratch(PR_SCRATCH_PANEL, (size_t)(j->kc * NR + j->kc) * sizeof(float));
+    float *bp = pr_scratch(PR_SCRATCH_PANEL, (size_t)(j->kc * NR + 8 * j->kc) * sizeof(float));
     if (!bp) { /* no memory for a panel: dot products of widened K blocks need none */
         float row[KC_MAX];
         for (long r = r_begin; r < r_end; r++)
@@ -109,7 +111,7 @@ static void gemm_task(void *arg, int ith, int nth) {
             }
         return;
     }
-    float *row = bp + j->kc * NR;
+    float *rows8 = bp + j->kc * NR;
     float tile[MAX_TILE];
     for (long r0 = r_begin; r0 < r_end; r0 += NC) {
         long r1 = r_end - r0 < NC ? r_end : r0 + NC;
@@ -118,7 +120,7 @@ static void gemm_task(void *arg, int ith, int nth) {
             int acc = k0 > 0;
             for (long c = r0; c < r1; c += NR) {
                 long nr = r1 - c < NR ? r1 - c : NR;
-                pack_b(j, c, nr, k0, kc, bp, row);
+                pack_b(j, c, nr, k0, kc, bp, rows8);
                 for (long s = 0; s < strips; s++) {
                     const float *a = a_strip(j, k0, s);
                     long i0 = s * MR, mr = j->n - i0 < MR ? j->n - i0 : MR;
@@ -138,7 +140,7 @@ static void gemm_task(void *arg, int ith, int nth) {
 }
 
 int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y) {
-    if (!k->gemm_ukernel || k->gemm_mr * k->gemm_nr > MAX_TILE || n <= 0) return -1;
+    if (!k->gemm_ukernel || k->gemm_mr * k->gemm_nr > MAX_TILE || k->gemm_nr % 8 || n <= 0) return -1;
     gemm_job j = {.k = k, .W = W, .x = x, .y = y, .n = n, .rows = (long)W->ne[1], .cols = (long)W->ne[0]};
     if ((W->type == PR_Q8_0 || W->type == PR_Q4_0) && j.cols % PR_QK) return -1;
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);

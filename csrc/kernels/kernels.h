@@ -50,6 +50,9 @@ typedef struct pr_kernels {
      * packed path in this table. */
     void (*gemm_ukernel)(long kc, const float *A, const float *B, float *C, long ldc, int accumulate);
     int gemm_mr, gemm_nr;
+    /* its packing: dst[k·ldd + i] = src[i·ld + k] for 8 rows i and k < kc (8 widened weight rows into k-major
+     * order, NR values apart) */
+    void (*gemm_pack8)(const float *src, long ld, long kc, float *dst, long ldd);
     /* machine limit for benchmarks: runs `iters` rounds of many independent chains of the table's widest
      * multiply-add of `kind` (0 f32 FMA, 1 bf16 pair dot product, 2 int8 quad dot product) and returns the
      * arithmetic operations done (2 per multiply-add); 0 if the table lacks that kind */

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/pack_avx2.h"
 
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -334,6 +335,6 @@ const pr_kernels pr_kernels_avx2 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 6, .gemm_nr = 16, .peak = peak,
+    .gemm_ukernel = gemm_ukernel, .gemm_mr = 6, .gemm_nr = 16, .gemm_pack8 = gemm_pack8, .peak = peak,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/pack_avx2.h"
 
 static inline __m512 load_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 static inline __m512 load_bf16(const uint16_t *p) {
@@ -307,7 +308,7 @@ const pr_kernels pr_kernels_avx512 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .peak = peak,
+    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
 
@@ -434,6 +435,6 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .peak = peak_bf16_vnni,
+    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
