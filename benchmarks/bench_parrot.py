@@ -190,11 +190,11 @@ WORKERS = dict(limits=w_limits, ours_vision=w_ours_vision, torch_vision=w_torch_
                torch_llm=w_torch_llm, llama_llm=w_llama_llm)
 
 
-def run_worker(spec, env):
-    """Runs one measurement in a fresh interpreter; returns its dict, or {'error': ...}."""
+def run_worker(spec, env, script=__file__):
+    """Runs one measurement in a fresh interpreter (`script --worker SPEC`); returns its dict, or {'error': ...}."""
     label = f"{spec['kind']} {spec.get('dtype', '')} {os.path.basename(spec.get('path', spec.get('hf', '')))}"
     print(f"  running {label.strip()} ...", flush=True)
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], env=env,
+    r = subprocess.run([sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)], env=env,
                        capture_output=True, text=True)
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
     if r.returncode or not lines:
@@ -330,13 +330,13 @@ def vision_flops():
     return dict(vit=vit, projector=proj, moe=moe)
 
 
-def prefill_flops(name):
-    """Matrix products of PREFILL positions, causal attention (2·n²·d per layer for QKᵀ and PV together) and
+def prefill_flops(name, n=PREFILL):
+    """Matrix products of n prompt positions, causal attention (2·n²·d per layer for QKᵀ and PV together) and
     the lm_head of the last position only (what a prefill computes)."""
     s = LLM_SHAPES[name]
     d, ff, L, V = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"], s["vocab_size"]
     kv = d // s["num_attention_heads"] * s["num_key_value_heads"]
-    return 2 * PREFILL * L * (2 * d * d + 2 * d * kv + 3 * d * ff) + 2 * L * PREFILL ** 2 * d + 2 * V * d
+    return 2 * n * L * (2 * d * d + 2 * d * kv + 3 * d * ff) + 2 * L * n ** 2 * d + 2 * V * d
 
 
 def fmt(x, nd=1):
