@@ -51,14 +51,15 @@ static void pack_a_task(void *arg, int ith, int nth) {
         for (long k0 = 0; k0 < j->cols; k0 += j->kc) {
             long kc = kc_of(j, k0);
             float *dst = a_strip(j, k0, s);
+            const float *src = j->x + s * MR * j->cols + k0;
+            if (MR >= 8 && (s + 1) * MR <= j->n) { /* two overlapping 8-row transposes cover the strip */
+                j->k->gemm_pack8(src, j->cols, kc, dst, MR);
+                j->k->gemm_pack8(src + (MR - 8) * j->cols, j->cols, kc, dst + MR - 8, MR);
+                continue;
+            }
             for (long i = 0; i < MR; i++) {
                 long r = s * MR + i;
-                if (r >= j->n) {
-                    for (long k = 0; k < kc; k++) dst[k * MR + i] = 0;
-                    continue;
-                }
-                const float *src = j->x + r * j->cols + k0;
-                for (long k = 0; k < kc; k++) dst[k * MR + i] = src[k];
+                for (long k = 0; k < kc; k++) dst[k * MR + i] = r < j->n ? src[i * j->cols + k] : 0.0f;
             }
         }
 }
