@@ -54,6 +54,28 @@ def timed(fn, clock="wall", threads=1):
     return (c() - t) / (threads if clock == "cpu" else 1)
 
 
+def breakdown():
+    import subprocess
+    import tempfile
+
+    # the flags setup.py gives these files (isa_flags there)
+    flags = {"csrc/kernels/kernels_avx2.c": ["-mavx2", "-mfma", "-mf16c"],
+             "csrc/kernels/kernels_avx512.c": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16",
+                                               "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]}
+    srcs = ["csrc/kernels/dispatch.c", "csrc/kernels/kernels_scalar.c", "csrc/kernels/quant.c",
+            "csrc/util/error.c", "csrc/util/dtype.c"]
+    objs, tmp = [], tempfile.mkdtemp()
+    for f in flags:
+        o = os.path.join(tmp, os.path.basename(f) + ".o")
+        subprocess.run(["gcc", "-std=c11", "-O3", "-D_GNU_SOURCE", "-Icsrc", "-c", f, "-o", o] + flags[f],
+                       cwd=ROOT, check=True)
+        objs.append(o)
+    exe = os.path.join(tmp, "gemm_ukernel")
+    subprocess.run(["gcc", "-std=c11", "-O2", "-D_GNU_SOURCE", "-pthread", "-Icsrc", "benchmarks/gemm_ukernel.c",
+                    *srcs, *objs, "-lm", "-o", exe], cwd=ROOT, check=True)
+    print(subprocess.run([exe], capture_output=True, text=True, check=True).stdout, end="")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -62,6 +84,8 @@ def main(argv=None):
     ap.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0")
     ap.add_argument("--isa", default="best")
     ap.add_argument("--clock", choices=tuple(CLOCK), default="cpu")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also compile and run benchmarks/gemm_ukernel.c: the micro-kernels alone vs the FMA peak")
     ap.add_argument("--keep-openblas-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (e.g. Haswell: OpenBLAS as on an AVX2-only CPU)")
     args = ap.parse_args(argv)
@@ -76,6 +100,8 @@ def main(argv=None):
     sys.path.insert(0, ROOT)
     from parrot import _core
 
+    if args.breakdown:
+        breakdown()
     isa = _core.kernel_isa() if args.isa == "best" else args.isa
     T = args.threads
     rng = np.random.default_rng(0)
