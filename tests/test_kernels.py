@@ -2,7 +2,8 @@
 computations (numpy in float64, the gguf package's quantisers, numpy's float16).
 
 Sizes are deliberately odd: not multiples of the vector width (8/16 floats) nor of the tile kernels' 4 weight
-rows × 2 activation rows nor of the attention tiles (32 queries × up to 1024 keys)."""
+rows × 2 activation rows nor of the attention tiles (128 queries × up to 1024 keys), nor of the packed GEMM's
+tiles (4×8, 6×16, 14×32) and 256-value K blocks."""
 import os
 import platform
 import re
@@ -238,8 +239,9 @@ def attention_ref(q, k, v, n_head, n_head_kv, causal):
 @pytest.mark.parametrize("nq,nkv,n_head,n_head_kv,hd,causal", [
     (1, 1, 2, 1, 8, True),          # first decode step
     (1, 300, 4, 2, 24, True),       # decode over more than one key tile, GQA
-    (67, 300, 3, 3, 20, True),      # prefill after a cached prefix, two query blocks
-    (150, 150, 2, 1, 64, True),     # prefill from empty
+    (67, 300, 3, 3, 20, True),      # prefill after a cached prefix
+    (300, 1400, 2, 1, 16, True),    # three query blocks (128, 128, 44) after a prefix, two key tiles
+    (150, 150, 2, 1, 64, True),     # prefill from empty, two query blocks
     (91, 91, 3, 3, 16, False),      # vision tower: bidirectional
     (70, 333, 2, 2, 8, False),
     (3, 1100, 2, 1, 16, True),      # decode past one 1024-key tile: the running max and sum carry over
