@@ -38,7 +38,6 @@ import fullscale_checkpoint as fc  # noqa: E402
 
 QUESTION = "What is the person in the photo wearing?"
 DECODE = 24
-ENV_DROP = bp.ENV_DROP
 
 
 def photo_path():
@@ -206,10 +205,7 @@ def main(argv=None):
         spec = json.loads(args.worker)
         print(json.dumps(WORKERS[spec["kind"]](spec)))
         return 0
-    env = dict(os.environ)
-    dropped = {k: env.pop(k) for k in ENV_DROP if k in env}
-    print(f"unset {' and '.join(ENV_DROP)} for every measurement of this benchmark (were: "
-          f"{dropped if dropped else 'not set'})", flush=True)
+    env = bp.measurement_env()
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's sgemm threads sleep between calls, as ours do (bench_parrot.py)
     log = lambda s: print(s, flush=True)  # noqa: E731
     T = args.threads

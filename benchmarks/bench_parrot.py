@@ -190,6 +190,15 @@ WORKERS = dict(limits=w_limits, ours_vision=w_ours_vision, torch_vision=w_torch_
                torch_llm=w_torch_llm, llama_llm=w_llama_llm)
 
 
+def measurement_env():
+    """This environment without ENV_DROP (said on stdout): OpenBLAS then picks its kernels from the CPU."""
+    env = dict(os.environ)
+    dropped = {k: env.pop(k) for k in ENV_DROP if k in env}
+    print(f"unset {' and '.join(ENV_DROP)} for every measurement of this benchmark (were: "
+          f"{dropped if dropped else 'not set'})", flush=True)
+    return env
+
+
 def run_worker(spec, env, script=__file__):
     """Runs one measurement in a fresh interpreter (`script --worker SPEC`); returns its dict, or {'error': ...}."""
     label = f"{spec['kind']} {spec.get('dtype', '')} {os.path.basename(spec.get('path', spec.get('hf', '')))}"
@@ -363,10 +372,7 @@ def main(argv=None):
         print(json.dumps(WORKERS[spec["kind"]](spec)))
         return 0
 
-    env = dict(os.environ)
-    dropped = {k: env.pop(k) for k in ENV_DROP if k in env}
-    print(f"unset {' and '.join(ENV_DROP)} for every measurement of this benchmark (were: "
-          f"{dropped if dropped else 'not set'})", flush=True)
+    env = measurement_env()
     if not args.omp_active:
         # llama.cpp and PyTorch use OpenMP, whose threads spin at every barrier by default: on a machine shared
         # with other work a descheduled spinner stalls all the others (llama.cpp decode fell from ~16 to ~0.4
