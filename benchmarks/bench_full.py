@@ -201,9 +201,7 @@ def main(argv=None):
                     help="the results file; its full-scale section is replaced")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(WORKERS[spec["kind"]](spec)))
+    if bp.run_as_worker(args, WORKERS):
         return 0
     env = bp.measurement_env()
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's sgemm threads sleep between calls, as ours do (bench_parrot.py)

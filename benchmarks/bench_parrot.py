@@ -190,6 +190,15 @@ WORKERS = dict(limits=w_limits, ours_vision=w_ours_vision, torch_vision=w_torch_
                torch_llm=w_torch_llm, llama_llm=w_llama_llm)
 
 
+def run_as_worker(args, workers):
+    """With --worker SPEC: runs workers[SPEC.kind] here and prints its JSON result (see run_worker)."""
+    if not args.worker:
+        return False
+    spec = json.loads(args.worker)
+    print(json.dumps(workers[spec["kind"]](spec)))
+    return True
+
+
 def measurement_env():
     """This environment without ENV_DROP (said on stdout): OpenBLAS then picks its kernels from the CPU."""
     env = dict(os.environ)
@@ -367,9 +376,7 @@ def main(argv=None):
                     help="leave OpenMP's default spin-waiting (OMP_WAIT_POLICY unset) for llama.cpp and PyTorch")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(WORKERS[spec["kind"]](spec)))
+    if run_as_worker(args, WORKERS):
         return 0
 
     env = measurement_env()
