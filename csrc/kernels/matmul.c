@@ -193,7 +193,8 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 2048
 static int use_gemm(const pr_kernels *k, int type, long cols) {
-    return k->gemm_ukernel && type != PR_F32 && cols >= GEMM_MIN_COLS;
+    /* the scalar table's micro-kernel is the reference the others are tested against, not a fast path */
+    return k->gemm_ukernel && k != &pr_kernels_scalar && type != PR_F32 && cols >= GEMM_MIN_COLS;
 }
 
 void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
