@@ -190,10 +190,27 @@ def report(shape, lim, runs, sizes, T, cmd):
     return "\n".join(out)
 
 
+def write(args, lim, runs, sizes, T, cmd):
+    """The report into args.out, replacing this shape's section (kept: the rest), and the raw figures as JSON
+    beside the checkpoint; returns the report."""
+    text = report(args.shape, lim, runs, sizes, T, cmd)
+    with open(os.path.join(args.cache, f"bench_full-{args.shape}.json"), "w") as f:
+        json.dump(dict(limits=lim, runs=runs, sizes=sizes), f, indent=1)
+    old = open(args.out, encoding="utf-8").read() if os.path.exists(args.out) else ""
+    head = f"## Full scale: Parrot-{args.shape.upper()}"
+    if head in old:
+        before, rest = old.split(head, 1)
+        after = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
+        old = before.rstrip("\n") + ("\n\n## " + after if after else "")
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(old.rstrip("\n") + "\n\n" + text)
+    return text
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="7b", choices=("7b", "14b"))
-    ap.add_argument("--dtypes", default="f16,q8_0,q4_0")
+    ap.add_argument("--dtypes", default="q4_0,q8_0,f16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=fc.DEFAULT_CACHE)
     ap.add_argument("--keep-f16", action="store_true", help="keep the 16 GB f16 GGUF after its run")
@@ -216,6 +233,8 @@ def main(argv=None):
     sys.path.insert(0, ROOT)
     import parrot
 
+    cmd = ("flock /work/.heavy.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_full.py"
+           + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip())
     for dt in [d for d in args.dtypes.split(",") if d]:
         path = os.path.join(gdir, f"parrot-{args.shape}-{dt}.gguf")
         if not os.path.exists(path):
@@ -227,23 +246,11 @@ def main(argv=None):
         runs[dt] = bp.run_worker(dict(kind="engine", path=path, threads=T, photo=photo, dtype=dt), env, __file__)
         if dt == "f16" and not args.keep_f16:
             os.remove(path)
+        write(args, lim1, runs, sizes, T, cmd + "  (partial: the run is not finished)")
     lim2 = bp.run_worker(dict(kind="limits", threads=T), env, __file__)
     lim = {k: max(lim1.get(k, 0), lim2.get(k, 0)) if isinstance(lim1.get(k, lim2.get(k)), float)
            else lim1.get(k, lim2.get(k)) for k in set(lim1) | set(lim2) if k != "error"}
-    cmd = ("flock /work/.heavy.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_full.py"
-           + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip())
-    text = report(args.shape, lim, runs, sizes, T, cmd)
-    print("\n" + text)
-    with open(os.path.join(args.cache, f"bench_full-{args.shape}.json"), "w") as f:
-        json.dump(dict(limits=lim, runs=runs, sizes=sizes), f, indent=1)
-    old = open(args.out, encoding="utf-8").read() if os.path.exists(args.out) else ""
-    head = f"## Full scale: Parrot-{args.shape.upper()}"
-    if head in old:  # replace this shape's section, keep the rest
-        before, rest = old.split(head, 1)
-        after = rest.split("\n## ", 1)[1] if "\n## " in rest else ""
-        old = before.rstrip("\n") + ("\n\n## " + after if after else "")
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write(old.rstrip("\n") + "\n\n" + text)
+    print("\n" + write(args, lim, runs, sizes, T, cmd))
     print(f"written to {args.out}")
     return 0
 
