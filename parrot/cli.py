@@ -1,23 +1,27 @@
 """The ``parrot`` command line (also ``python -m parrot``).
 
     parrot generate cat.jpg "What is in the picture?"     # streams the answer
-    parrot chat cat.jpg                                    # interactive; /reset, /image PATH, /history, /exit
+    parrot chat cat.jpg                                    # interactive; /help lists its commands
     parrot convert Parrot-7B/ -o parrot-7b.gguf --clip clip-vit-large-patch14-336/
     parrot info parrot-7b.gguf
     parrot bench
     parrot demo
+    parrot eval mmmb_en.tsv mmmb_cn.tsv -o out/
 
-Wrong usage exits with status 2 and a one-line reason; a user error (missing file, bad model, bad image)
-prints one line, without a traceback, and exits with status 1; Ctrl-C exits with 130.
+Every command that uses a model takes ``-m/--model`` (default ``$PARROT_MODEL``, else the shipped model).
+
+Wrong usage (an out-of-range number too) exits with status 2 and a one-line reason; a user error (missing
+file, bad model, bad image) prints one line, without a traceback, and exits with status 1; Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["main", "build_parser"]
 
@@ -33,21 +37,63 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
+# ---- option values, checked by argparse (a bad one is a usage error, exit status 2)
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+def float_in(low: float, *, low_open: bool, high: Optional[float] = None) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number above ``low`` (or at least ``low``) and at most ``high``."""
+    bounds = (f"> {low:g}" if low_open else f">= {low:g}") + (f" and <= {high:g}" if high is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or \
+                (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_at_least(1)
+
+MODEL_HELP = ("a parrot .gguf file or a Hugging Face Parrot directory (default: $PARROT_MODEL, else the model "
+              "shipped with the package)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", metavar="PATH",
-                   help="a parrot .gguf file or a Hugging Face Parrot directory (default: $PARROT_MODEL, else "
-                        "the model shipped with the package)")
-    p.add_argument("-t", "--threads", type=int, metavar="N", help="worker threads (default: physical cores)")
+    p.add_argument("-m", "--model", metavar="PATH", help=MODEL_HELP)
+    p.add_argument("-t", "--threads", type=positive_int, metavar="N", help="worker threads (default: physical cores)")
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="longest answer (default 512)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, as the reference (default)")
-    p.add_argument("--top-k", type=int, metavar="K")
-    p.add_argument("--top-p", type=float, metavar="P")
-    p.add_argument("--repetition-penalty", type=float, metavar="R")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=512, metavar="N",
+                   help="longest answer in tokens, at least 1 (default 512)")
+    p.add_argument("--temperature", type=float_in(0.0, low_open=False), default=0.0, metavar="T",
+                   help="0 = greedy, as the reference (default); above 0 samples")
+    p.add_argument("--top-k", type=positive_int, metavar="K", help="sample from the K most likely tokens only")
+    p.add_argument("--top-p", type=float_in(0.0, low_open=True, high=1.0), metavar="P",
+                   help="sample from the smallest set of tokens holding probability P, 0 < P <= 1")
+    p.add_argument("--repetition-penalty", type=float_in(0.0, low_open=True), metavar="R",
+                   help="R > 0 penalises tokens already in the prompt or answer, as Hugging Face does (1 = "
+                        "none, above 1 discourages repeats; applies to greedy decoding too)")
+    p.add_argument("--seed", type=int_at_least(0), metavar="N", help="seed of the sampler (reproducible answers)")
+    p.add_argument("--stop", action="append", metavar="TEXT",
+                   help="end the answer before this text, which is not printed (repeatable)")
     p.add_argument("--system", metavar="TEXT", help="system prompt (default: the model's)")
 
 
@@ -58,12 +104,17 @@ def _options(a: argparse.Namespace) -> Dict[str, Any]:
 
 def _load(a: argparse.Namespace) -> "Any":
     import parrot
-    if a.threads is not None and a.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {a.threads}")
     if a.model:
         return parrot.load(a.model, threads=a.threads)
     from parrot.model import default_model_path
     return parrot.load(default_model_path(), threads=a.threads)
+
+
+def _check_vision(model: Any, hint: str) -> None:
+    """A picture given to a text-only model: one line saying what to type instead (the library's message
+    speaks Python)."""
+    if not model.config["has_vision"]:
+        raise UserError(f"{model.path} has no vision tower (a text-only model): {hint}")
 
 
 def _image_arg(path: str) -> Any:
@@ -77,6 +128,8 @@ def _image_arg(path: str) -> Any:
 # ---- commands
 def cmd_generate(a: argparse.Namespace) -> int:
     model = _load(a)
+    if not a.no_image:
+        _check_vision(model, "add --no-image to ask without a picture")
     image = None if a.no_image else _image_arg(a.image)
     opts = _options(a)
     if a.json:
@@ -113,14 +166,31 @@ def _read_message(prompt: str) -> Optional[str]:
         return "\n".join(lines)
 
 
+#: The chat's commands and what they do (``/help`` prints this).
+CHAT_COMMANDS = (
+    ("/reset", "forget the conversation, keep the image"),
+    ("/image PATH", "start a new conversation about another image (/image alone: without an image)"),
+    ("/history", "print the conversation so far"),
+    ("/help", "list these commands"),
+    ("/exit, /quit", "leave (so does Ctrl-D)"),
+)
+
+
+def _chat_help() -> str:
+    return "commands:\n" + "\n".join(f"  {name:14s} {what}" for name, what in CHAT_COMMANDS)
+
+
 def cmd_chat(a: argparse.Namespace) -> int:
     import parrot
     model = _load(a)
+    if a.image is not None:
+        _check_vision(model, "start parrot chat without IMAGE")
     image = None if a.image is None else _image_arg(a.image)
     session = model.chat(image, system=a.system)
     opts = _options(a)
-    print(f"{model}\nAsk about the image. End a line with \\ to continue it. Commands: /reset, /image PATH, "
-          f"/history, /exit.", file=sys.stderr)
+    names = ", ".join(name for name, _ in CHAT_COMMANDS)
+    print(f"{model}\nAsk about the image. End a line with \\ to continue it. Commands: {names}.",
+          file=sys.stderr)
     while True:
         try:
             msg = _read_message(">>> ")
@@ -142,9 +212,14 @@ def cmd_chat(a: argparse.Namespace) -> int:
             for turn in session.history:
                 print(f"{turn['role']}: {turn['content']}")
             continue
-        if text.startswith("/image"):
+        if text == "/help":
+            print(_chat_help(), file=sys.stderr)
+            continue
+        if text == "/image" or text.startswith("/image "):
             path = text[len("/image"):].strip()
             try:
+                if path:
+                    _check_vision(model, "type /image alone for a conversation without an image")
                 session.reset(image=_image_arg(path) if path else None)
             except (UserError, parrot.ParrotError, OSError, ValueError, TypeError) as e:
                 print(f"parrot: {e}", file=sys.stderr)
@@ -152,7 +227,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
             print(f"(new conversation about {path or 'no image'})", file=sys.stderr)
             continue
         if text.startswith("/"):
-            print(f"unknown command {text.split()[0]}; commands: /reset, /image PATH, /history, /exit",
+            print(f"unknown command {text.split()[0]}; commands: {names} (/help explains them)",
                   file=sys.stderr)
             continue
         try:
@@ -183,21 +258,36 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+class _ModelOnce(argparse.Action):
+    """``parrot info MODEL`` and ``parrot info -m MODEL`` both set ``model``; giving two is a usage error."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if values is None:  # the optional positional, absent
+            return
+        if getattr(namespace, self.dest, None) not in (None, values):
+            parser.error("give the model once: as MODEL or with -m/--model")
+        setattr(namespace, self.dest, values)
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     import parrot
-    if not os.path.isfile(a.model):
-        raise UserError(f"{a.model}: no such model file")
-    m = parrot.Model(a.model, threads=1)
+    from parrot.model import default_model_path
+    given = a.model or default_model_path()
+    # a checkpoint directory is converted once into the cache, as every command loads it; its file is shown
+    m = parrot.load(given, threads=1)
     tensors = m.tensors()
     meta = {k: v for k, v in m.metadata.items() if not (isinstance(v, tuple) and v and v[0] == "array")}
     arrays = {k: v[1] for k, v in m.metadata.items() if isinstance(v, tuple) and v and v[0] == "array"}
     if a.json:
-        print(json.dumps({"path": a.model, "file_bytes": os.path.getsize(a.model), "config": m.config,
+        print(json.dumps({"path": given, "gguf": m.path, "file_bytes": os.path.getsize(m.path), "config": m.config,
                           "metadata": meta, "arrays": arrays,
                           "tensors": [{"name": n, "dtype": d, "shape": list(s), "bytes": b}
                                       for n, d, s, b in tensors]}, ensure_ascii=False, default=str))
         return 0
-    print(f"{a.model}: {_size(os.path.getsize(a.model))}, {len(tensors)} tensors")
+    if os.path.isdir(given):
+        print(f"{given}: Hugging Face checkpoint, converted to {m.path}")
+    print(f"{m.path}: {_size(os.path.getsize(m.path))}, {len(tensors)} tensors")
     print("\nconfig:")
     for k, v in m.config.items():
         print(f"  {k:28s} {v}")
@@ -218,6 +308,23 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_seconds(model: Any, positions: int, steps: int) -> Tuple[float, int]:
+    """Seconds for ``steps`` greedy decoding steps after a prompt of ``positions`` positions, timed alone and
+    not stopped by end-of-text (a model may answer in a token or two), and the steps run (fewer only when
+    the context runs out). What a step costs depends on the model and the KV cache's length, not on which
+    tokens are in it, so the prompt is filler ids."""
+    import numpy as np
+    steps = max(0, min(steps, model.context_size - positions))
+    ctx = model._core.new_context(positions + steps)
+    logits = ctx.decode((np.arange(positions) % model.config["vocab_size"]).astype(np.int32))
+    token = np.zeros(1, dtype=np.int32)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        token[0] = int(np.argmax(logits))
+        logits = ctx.decode(token)
+    return time.perf_counter() - t0, steps
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     """A small built-in timing of the stages on one model."""
     import numpy as np
@@ -229,24 +336,29 @@ def cmd_bench(a: argparse.Namespace) -> int:
     rows = []
     for i in range(a.runs):
         model.image_cache.clear()
-        r = model.run(img, prompt, max_new_tokens=a.max_new_tokens, temperature=0.0)
+        r = model.run(img, prompt, max_new_tokens=1, temperature=0.0)
         rows.append(r.timings)
     best = {k: min(t[k] for t in rows) for k in ("preprocess_s", "vision_s", "moe_s", "prefill_s")}
-    tps = max(t["decode_tokens_per_s"] for t in rows)
-    n = rows[-1]
+    positions = int(rows[-1]["prompt_tokens"])
+    decode = [_decode_seconds(model, positions, a.max_new_tokens) for _ in range(a.runs)]
+    steps, decode_s = decode[0][1], min(t for t, _ in decode)
     print(f"  preprocess   {best['preprocess_s'] * 1000:9.1f} ms")
     print(f"  vision       {best['vision_s'] * 1000:9.1f} ms")
     print(f"  moe          {best['moe_s'] * 1000:9.1f} ms")
-    print(f"  prefill      {best['prefill_s'] * 1000:9.1f} ms  ({n['prompt_tokens']:.0f} positions, "
-          f"{n['prompt_tokens'] / max(best['prefill_s'], 1e-9):.0f} positions/s)")
-    print(f"  decode       {tps:9.1f} tokens/s  ({n['new_tokens']:.0f} tokens)")
+    print(f"  prefill      {best['prefill_s'] * 1000:9.1f} ms  ({positions} positions, "
+          f"{positions / max(best['prefill_s'], 1e-9):.0f} positions/s)")
+    if steps > 0:
+        print(f"  decode       {steps / max(decode_s, 1e-9):9.1f} tokens/s  ({steps} tokens after the "
+              f"{positions}-position prompt, end-of-text ignored)")
+    else:
+        print(f"  decode       not measured: the {positions}-position prompt fills the context")
     print(f"  best of {a.runs} run(s), {model.threads} threads")
     return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from parrot import demo
-    model = _load(a) if a.model else None
+    model = _load(a) if a.model or a.threads is not None else None  # None: the demo finds one (or builds one)
     return demo.run(model, max_new_tokens=a.max_new_tokens)
 
 
@@ -270,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("chat", help="interactive conversation about an image",
                        description="Chat about IMAGE. The image is encoded once and the conversation's KV cache is "
-                                   "kept between questions.")
+                                   "kept between questions. End a line with \\ to continue it on the next. "
+                                   "Commands: " + "; ".join(f"{n}: {w}" for n, w in CHAT_COMMANDS) + ".")
     c.add_argument("image", metavar="IMAGE", nargs="?", help="image file (optional)")
     _model_args(c)
     _generation_args(c)
@@ -286,32 +399,39 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_convert)
 
-    i = sub.add_parser("info", help="show a model file's configuration, metadata and tensors",
-                       description="Show a parrot .gguf file's configuration, metadata and tensors.")
-    i.add_argument("model", metavar="MODEL")
-    i.add_argument("--json", action="store_true")
+    i = sub.add_parser("info", help="show a model's configuration, metadata and tensors",
+                       description="Show a parrot .gguf file's configuration, metadata and tensors. A Hugging Face "
+                                   "checkpoint directory is converted first (once, into the cache), as every "
+                                   "command does; the converted file is shown.")
+    i.add_argument("model", metavar="MODEL", nargs="?", action=_ModelOnce, help=MODEL_HELP)
+    i.add_argument("-m", "--model", dest="model", metavar="PATH", action=_ModelOnce, help="the same as MODEL")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="time preprocessing, vision, MoE, prefill and decoding",
-                       description="A quick built-in timing of each stage on one model.")
+                       description="A quick built-in timing of each stage on one model (a random 640x480 picture, "
+                                   "a fixed prompt): the best of --runs runs. Decoding is timed over "
+                                   "--max-new-tokens tokens, generated even past the model's end of text.")
     _model_args(b)
-    b.add_argument("--runs", type=int, default=3)
-    b.add_argument("--max-new-tokens", type=int, default=32)
+    b.add_argument("--runs", type=positive_int, default=3, metavar="N", help="runs, at least 1 (default 3)")
+    b.add_argument("--max-new-tokens", type=positive_int, default=32, metavar="N",
+                   help="tokens decoded per run, at least 1 (default 32)")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="ask about coloured shapes in six languages",
                        description="Ask about pictures of coloured shapes in the six MMMB languages (en, zh, pt, ar, "
-                                   "tr, ru); print answers, MoE routing weights and timings. Without a trained "
-                                   "model it builds a random one (meaningless answers).")
+                                   "tr, ru); print answers, MoE routing weights and timings. An installation "
+                                   "without a model builds a random one (meaningless answers).")
     _model_args(d)
-    d.add_argument("--max-new-tokens", type=int, default=24)
+    d.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
+                   help="longest answer in tokens, at least 1 (default 24)")
     d.set_defaults(func=cmd_demo)
 
-    try:  # the evaluation engineer's command, when present
+    try:  # the evaluation command, when its package imports
         from parrot.evaluate import cli as eval_cli
     except ImportError:
-        eval_cli = None
-    if eval_cli is not None:
+        pass
+    else:
         eval_cli.add_parser(sub)
     return p
 

@@ -285,9 +285,8 @@ def default_or_random_model(out: IO[str] = sys.stdout) -> "Tuple[object, bool]":
         return parrot.default_model(), False
     except ModelError:
         pass
-    print("No trained model is installed yet (no $PARROT_MODEL, none shipped in the package).\n"
-          "Building a small RANDOM Parrot to show the pipeline: its answers are meaningless noise until "
-          "the trained model ships.\n", file=out)
+    print("No trained model is installed (no $PARROT_MODEL, none shipped in the package).\n"
+          "Building a small RANDOM Parrot to show the pipeline: its answers are meaningless noise.\n", file=out)
     d = tempfile.mkdtemp(prefix="parrot-demo-")
     path = make_random_model(os.path.join(d, "random-parrot.gguf"))
     model = parrot.load(path)

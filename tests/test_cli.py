@@ -1,4 +1,5 @@
 """The command line in a subprocess (`python -m parrot`), on a small random model built without torch."""
+import glob
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ pytest.importorskip("parrot.image", reason="needs parrot.image (issue 4)")
 from parrot.demo import make_random_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ["generate", "chat", "convert", "info", "bench", "demo"]
+COMMANDS = ["generate", "chat", "convert", "info", "bench", "demo", "eval"]
 
 
 def run(*args, stdin=None, env=None, timeout=120):
@@ -45,6 +46,9 @@ def one_line(s):
 def test_every_command_has_help(cmd):
     r = run(cmd, "--help")
     assert r.returncode == 0 and "usage: parrot " + cmd in r.stdout
+    if cmd != "convert":   # every command that uses a model names its default (test_info_and_eval_default_...)
+        assert "-m PATH, --model PATH" in r.stdout and "(default: $PARROT_MODEL, else the model shipped with the " \
+            "package)" in " ".join(r.stdout.split()), r.stdout
 
 
 def test_wrong_usage_exits_2_with_one_line():
@@ -64,8 +68,8 @@ def test_user_errors_exit_1_without_traceback(files, tmp_path):
              ["generate", img, "hi", "-m", str(tmp_path / "missing.gguf")],
              ["generate", img, "hi", "-m", str(bad)],
              ["generate", str(garbage), "hi", "-m", model],
-             ["generate", img, "hi", "-m", model, "--temperature", "-1"],
-             ["info", str(tmp_path / "missing.gguf")]]
+             ["info", str(tmp_path / "missing.gguf")],
+             ["info", "-m", str(bad)]]
     for args in cases:
         r = run(*args)
         assert r.returncode == 1, (args, r.stderr)
@@ -104,6 +108,139 @@ def test_chat_session(files):
     assert r.stdout.startswith(f"{a1}\n{a2}\nuser: First?\nassistant: {a1}\nuser: Second\nline?\n"
                                f"assistant: {a2}\n{fresh}\n")
     assert "conversation cleared" in r.stderr and "unknown command /nope" in r.stderr
+
+
+def test_chat_help_lists_the_commands_it_accepts(files):
+    """/help (and `chat --help`) name every command; each one named is accepted (none is "unknown")."""
+    from parrot.cli import CHAT_COMMANDS
+    model, img, _ = files
+    names = ["/reset", "/image PATH", "/history", "/help", "/exit, /quit"]
+    assert [n for n, _ in CHAT_COMMANDS] == names
+    r = run("chat", img, "-m", model, stdin="/help\n/exit\n")
+    assert r.returncode == 0 and "unknown command" not in r.stderr, r.stderr
+    listed = r.stderr.split("commands:\n", 1)[1]   # /help's list (the banner names them on one line)
+    for n in names:
+        assert f"  {n} " in listed, n
+    helptext = " ".join(run("chat", "--help").stdout.split())
+    for n in names:
+        assert n in helptext, n
+    stdin = f"/reset\n/history\n/image {img}\n/image\n/help\n/quit\nnot read\n"
+    r = run("chat", img, "-m", model, "--max-new-tokens", "2", stdin=stdin)
+    assert r.returncode == 0 and "unknown command" not in r.stderr and "parrot:" not in r.stderr, r.stderr
+    assert "new conversation about no image" in r.stderr and r.stdout == ""   # /quit left before "not read"
+
+
+# every numeric option: (command line, option named in the error); each must fail before anything is loaded
+# (the model path does not exist, so a late check would exit 1 with "no such model file" instead)
+BAD_NUMBERS = [
+    (["chat", "--temperature", "-1"], "--temperature"),
+    (["chat", "--temperature", "nan"], "--temperature"),
+    (["generate", "x.png", "hi", "--temperature", "inf"], "--temperature"),
+    (["generate", "x.png", "hi", "--top-p", "0"], "--top-p"),
+    (["generate", "x.png", "hi", "--top-p", "1.5"], "--top-p"),
+    (["generate", "x.png", "hi", "--top-k", "0"], "--top-k"),
+    (["chat", "--repetition-penalty", "0"], "--repetition-penalty"),
+    (["chat", "--seed", "-1"], "--seed"),
+    (["chat", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["generate", "x.png", "hi", "-t", "0"], "--threads"),
+    (["bench", "--runs", "0"], "--runs"),
+    (["bench", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["demo", "--max-new-tokens", "-3"], "--max-new-tokens"),
+    (["eval", "x_en.tsv", "-o", "out", "--workers", "0"], "--workers"),
+    (["eval", "x_en.tsv", "-o", "out", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["eval", "x_en.tsv", "-o", "out", "--threads", "0"], "--threads"),
+]
+
+
+@pytest.mark.parametrize("args,option", BAD_NUMBERS)
+def test_out_of_range_numbers_are_usage_errors(args, option, tmp_path):
+    r = run(*args, "-m", str(tmp_path / "missing.gguf"))
+    assert r.returncode == 2, (args, r.returncode, r.stderr)
+    assert one_line(r.stderr) and "error: argument " in r.stderr and option in r.stderr, r.stderr
+    assert "no such model" not in r.stderr
+
+
+def test_boundary_numbers_are_accepted():
+    from parrot.cli import build_parser
+    a = build_parser().parse_args(["chat", "--temperature", "0", "--top-p", "1", "--top-k", "1", "--seed", "0",
+                                   "--max-new-tokens", "1", "-t", "1", "--repetition-penalty", "1e-3"])
+    assert (a.temperature, a.top_p, a.top_k, a.seed, a.max_new_tokens, a.threads) == (0.0, 1.0, 1, 0, 1, 1)
+    assert build_parser().parse_args(["bench", "--runs", "1"]).runs == 1
+
+
+def _text_only_model(d):
+    """A plain Qwen2 (no vision tower): the random checkpoint without its vision, projector and MoE parts."""
+    from parrot._safetensors import SafetensorsFile
+    from parrot.converter import convert
+    from parrot.demo import _write_safetensors, write_random_checkpoint
+    write_random_checkpoint(str(d))
+    st = os.path.join(d, "model.safetensors")
+    f = SafetensorsFile(st)
+    keep = {n: f.array(n).copy() for n in f.infos
+            if n.startswith(("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head."))}
+    f.close()
+    _write_safetensors(st, keep)
+    with open(os.path.join(d, "config.json")) as fh:
+        cfg = json.load(fh)
+    cfg = {k: v for k, v in cfg.items()
+           if not k.startswith(("mm_", "moe_", "vision", "num_experts", "use_moe", "image_"))}
+    cfg.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
+    with open(os.path.join(d, "config.json"), "w") as fh:
+        json.dump(cfg, fh)
+    return convert(str(d), os.path.join(d, "text.gguf"), dtype="f32", progress=False)
+
+
+def test_text_only_model_gets_command_line_hints(files, tmp_path):
+    """A picture given to a text-only model: the CLI says which option or command to use, not the Python API's
+    "pass image=None"; without the picture the same command answers."""
+    _, img, _ = files
+    text = _text_only_model(tmp_path / "qwen2")
+    assert parrot.load(text).config["has_vision"] is False
+    r = run("generate", img, "hi", "-m", text)
+    assert r.returncode == 1 and one_line(r.stderr) and "--no-image" in r.stderr, r.stderr
+    assert "image=None" not in r.stderr
+    want = parrot.load(text).generate(None, "hi", max_new_tokens=4)
+    r = run("generate", img, "hi", "-m", text, "--no-image", "--max-new-tokens", "4")
+    assert r.returncode == 0 and r.stdout == want + "\n", r.stderr
+    r = run("chat", img, "-m", text)
+    assert r.returncode == 1 and "without IMAGE" in r.stderr and "image=None" not in r.stderr, r.stderr
+    r = run("chat", "-m", text, "--max-new-tokens", "2", stdin=f"/image {img}\n/exit\n")
+    assert r.returncode == 0 and "/image alone" in r.stderr and "image=None" not in r.stderr, r.stderr
+
+
+def test_info_and_eval_default_to_the_default_model(files, tmp_path):
+    """`info` and `eval` without a model use $PARROT_MODEL, else the shipped model, as the other commands do."""
+    from evaluate_fakes import png_b64, write_tsv
+    model, _, _ = files
+    r = run("info", env={"PARROT_MODEL": model})
+    assert r.returncode == 0 and r.stdout.startswith(f"{model}: "), r.stderr
+    shipped = sorted(glob.glob(os.path.join(ROOT, "parrot", "models", "*.gguf")))[0]
+    assert json.loads(run("info", "--json").stdout)["gguf"] == shipped
+    tsv = write_tsv(tmp_path / "q_en.tsv", [dict(index=1, question="Which?", A="x", B="y", answer="A",
+                                                 image=png_b64(5))])
+    for env, want in (({"PARROT_MODEL": model}, model), ({}, shipped)):
+        out = tmp_path / ("env" if env else "shipped")
+        r = run("eval", tsv, "-o", str(out), "-q", "--no-plots", env=env)
+        assert r.returncode == 0, r.stderr
+        with open(out / "accuracy.json") as f:
+            assert json.load(f)["model"] == os.path.abspath(want)
+
+
+def test_info_on_a_checkpoint_directory(files, tmp_path):
+    """A Hugging Face directory is converted once into the cache (as `parrot.load` does) and its file shown."""
+    from parrot.demo import write_random_checkpoint
+    model, _, _ = files
+    hf = write_random_checkpoint(str(tmp_path / "hf"))
+    cache = str(tmp_path / "cache")
+    r = run("info", hf, "--json", env={"PARROT_CACHE": cache})
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["path"] == hf and info["gguf"].startswith(cache) and os.path.isfile(info["gguf"])
+    ref = parrot.convert(hf, str(tmp_path / "ref.gguf"), progress=False)   # the default dtype, independently
+    assert [(t["name"], t["dtype"], tuple(t["shape"]), t["bytes"]) for t in info["tensors"]] == \
+        parrot.load(ref).tensors()
+    r = run("info", hf, env={"PARROT_CACHE": cache})
+    assert r.returncode == 0 and r.stdout.startswith(f"{hf}: Hugging Face checkpoint, converted to "), r.stdout
 
 
 def test_info(files):
@@ -148,6 +285,21 @@ def test_bench(files):
     r = run("bench", "-m", model, "--runs", "1", "--max-new-tokens", "4")
     assert r.returncode == 0, r.stderr
     assert "built-in quick timing" in r.stdout and "tokens/s" in r.stdout and "vision" in r.stdout
+
+
+def test_bench_decodes_the_tokens_it_reports():
+    """On the shipped model, whose answer to bench's question ends after a few tokens, bench still times 24
+    decoding steps (end-of-text ignored) and says so, with a finite positive rate."""
+    m = parrot.load(sorted(glob.glob(os.path.join(ROOT, "parrot", "models", "*.gguf")))[0])
+    img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)   # bench's picture
+    natural = m.run(img, "Describe the picture in detail.", max_new_tokens=24)
+    assert natural.finish_reason == "stop" and natural.timings["new_tokens"] < 24   # what fooled the old bench
+    r = run("bench", "--runs", "3", "--max-new-tokens", "24")   # no -m: the shipped model
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.strip().startswith("decode"))
+    assert "(24 tokens after the " in line and "-position prompt, end-of-text ignored)" in line, line
+    rate = float(line.split()[1])
+    assert np.isfinite(rate) and rate > 0, line
 
 
 def test_demo_without_a_model_builds_a_random_one():

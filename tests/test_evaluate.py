@@ -116,20 +116,81 @@ def test_prompts_per_language(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # synthetic mmmb_* files: MD5 mismatch warnings
             b, _ = _row(tmp_path, f"mmmb_{suffix}.tsv")
-        assert build_prompt(b.rows[0], b.lang) == "What is it?\nA. cat\nB. dog\n" + instr
+        assert build_prompt(b.rows[0], b.name) == "What is it?\nA. cat\nB. dog\n" + instr
     # hint first; a missing option skipped; numbers in an all-number column with a gap print as floats
     img = png_b64(3)
     b = load_benchmark(write_tsv(tmp_path / "h_en.tsv", [
         dict(index=1, question="What is it?", hint="Look closely.", A=1, B=2, C=None, D=4, image=img),
         dict(index=2, question="And this?", A=None, B=3, C=None, D=5, image=img)]))
-    assert build_prompt(b.rows[0], b.lang) == ("Look closely.\nWhat is it?\nA. 1.0\nB. 2\nD. 4\n" + EN)
-    assert build_prompt(b.rows[1], b.lang) == "And this?\nB. 3\nD. 5\n" + EN
+    assert build_prompt(b.rows[0], b.name) == ("Look closely.\nWhat is it?\nA. 1.0\nB. 2\nD. 4\n" + EN)
+    assert build_prompt(b.rows[1], b.name) == "And this?\nB. 3\nD. 5\n" + EN
     # a CJK ideograph anywhere in the prompt selects the Chinese instruction, whatever the file says
     b, _ = _row(tmp_path, "c_pt.tsv", B="狗")
-    assert build_prompt(b.rows[0], b.lang).endswith("\nB. 狗\n请直接用给定选项中的选项字母回答。")
+    assert build_prompt(b.rows[0], b.name).endswith("\nB. 狗\n请直接用给定选项中的选项字母回答。")
     # no options at all: the open-question instruction
     b, _ = _row(tmp_path, "o_en.tsv", A=None, B=None)
-    assert build_prompt(b.rows[0], b.lang) == "What is it?\nAnswer the question using a single word or phrase."
+    assert build_prompt(b.rows[0], b.name) == "What is it?\nAnswer the question using a single word or phrase."
+
+
+ZH = "请直接用给定选项中的选项字母回答。"
+
+
+def test_instruction_follows_the_dataset_name_exactly(tmp_path):
+    """Parrot.build_multi_choice_prompt tests ``dataset[-3:] == '_cn'`` or cn_string(prompt), then '_pt', '_ar',
+    '_ru', '_tr', case-sensitively; it never tests '_zh'. The language a file is reported under is separate."""
+    latin = dict(question="What is 2 + 2?", A="3", B="4")   # no CJK ideograph anywhere
+    cases = [  # file name, --lang, reported language, instruction
+        ("mmbench_dev_cn.tsv", None, "zh", ZH),          # '_cn' alone picks Chinese, without any ideograph
+        ("quiz_zh.tsv", None, "zh", EN),                 # reported as Chinese, but the wrapper never tests '_zh'
+        ("quiz_CN.tsv", None, "zh", EN),                 # case-sensitive
+        ("quiz_PT.tsv", None, "pt", EN),
+        ("quiz_Ru.tsv", None, "ru", EN),
+        ("quiz_tr.tsv", None, "tr", "Verilen seçeneklerden doğrudan seçeneğin harfi ile cevap verin."),
+        ("quiz_cn.tsv", "en", "en", ZH),                 # --lang changes the report, not the prompt
+        ("quiz_ar.tsv", "ru", "ru", "أجب مباشرةً بحرف الخيار من الاختيارات المعطاة."),
+        ("quiz.tsv", "pt", "pt", EN),                    # no suffix: English, whatever --lang says
+        ("quiz_en.tsv", "zh", "zh", EN),
+    ]
+    for name, lang, reported, instr in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # MD5 of the synthetic mmbench_dev_cn
+            b = load_benchmark(write_tsv(tmp_path / name, [dict(latin, index=1, answer="B", image=png_b64(3))]),
+                               lang=lang)
+        assert b.lang == reported, name
+        assert build_prompt(b.rows[0], b.name) == "What is 2 + 2?\nA. 3\nB. 4\n" + instr, (name, lang)
+
+
+def test_cn_string_is_the_unified_ideographs_block_only(tmp_path):
+    """cn_string is re.search('[\\u4e00-\\u9fff]'): both ends of the block count; extension A, compatibility
+    ideographs, kana, the ideographic zero and full-width punctuation do not."""
+    for ch, chinese in [("\u4e00", True), ("\u9fff", True), ("\u3400", False), ("\u4dbf", False),
+                        ("\ua000", False), ("\uf900", False), ("\u3042", False), ("\u3007", False),
+                        ("\uff0c", False), ("\U00020000", False)]:
+        b, _ = _row(tmp_path, "x_pt.tsv", B=f"dog {ch}")
+        want = ZH if chinese else "Responda diretamente com a letra da opção das escolhas dadas."
+        assert build_prompt(b.rows[0], b.name).endswith("\n" + want), hex(ord(ch))
+        b, _ = _row(tmp_path, "x_en.tsv", A=None, B=None, question=f"What is {ch}?")
+        want = "请用单个词或短语回答问题。" if chinese else "Answer the question using a single word or phrase."
+        assert build_prompt(b.rows[0], b.name).endswith("\n" + want), hex(ord(ch))
+
+
+def test_post_processing_follows_the_instruction_not_the_reported_language(tmp_path):
+    """The same Latin-only rows in a '_zh' and a '_cn' file, both reported as Chinese: the '_zh' rows get the
+    English instruction and so the wrapper's English clean-up ("A or B" -> "A", right), the '_cn' rows the
+    Chinese one and no clean-up ("A or B" names two letters: no answer, wrong)."""
+    rows = [dict(index=1, question="Which one? {{A or B}}", A="cat", B="dog", answer="A", image=png_b64(7))]
+    files = [write_tsv(tmp_path / "quiz_zh.tsv", rows), write_tsv(tmp_path / "quiz_cn.tsv", rows)]
+    r = evaluate(files, ScriptedModel(), tmp_path / "out", progress=False, verbose=False, plots=False)
+    with open(r.paths["journal"], encoding="utf-8") as f:
+        recs = {rec["dataset"]: rec for rec in map(json.loads, f.readlines()[1:])}
+    assert recs["quiz_zh"]["prompt"] == "Which one? {{A or B}}\nA. cat\nB. dog\n" + EN
+    assert recs["quiz_cn"]["prompt"] == "Which one? {{A or B}}\nA. cat\nB. dog\n" + ZH
+    assert recs["quiz_zh"]["raw"] == recs["quiz_cn"]["raw"] == "A or B"
+    assert recs["quiz_zh"]["prediction"] == "A" and recs["quiz_cn"]["prediction"] == "A or B"
+    s = r.summary
+    assert [(b["name"], b["lang"], b["accuracy"]["none"]["Overall"]) for b in s["benchmarks"]] == \
+        [("quiz_zh", "zh", 1.0), ("quiz_cn", "zh", 0.0)]
+    assert s["languages"]["zh"]["questions"] == 2 and s["languages"]["zh"]["correct"] == 1
 
 
 # --- answer extraction -----------------------------------------------------------------------------------

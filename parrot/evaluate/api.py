@@ -52,9 +52,10 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
              verbose: bool = True) -> EvalResult:
     """Evaluates ``model`` on VLMEvalKit multiple-choice TSVs as VLMEvalKit scores Parrot.
 
-    files: one or more TSVs; each file's language comes from its name's suffix (``_en``, ``_cn``, ``_pt``,
-        ``_ar``, ``_tr``, ``_ru``) unless ``lang`` is given. Names containing "mmbench" are scored circularly,
-        others (MMMB) vanilla; ``scoring`` forces one.
+    files: one or more TSVs; each file's name picks the instruction as the reference does (``_cn``, ``_pt``,
+        ``_ar``, ``_ru``, ``_tr``, case-sensitive; see docs/evaluation.md) and the language it is reported
+        under (``_en``, ``_cn``/``_zh``, ``_pt``, ``_ar``, ``_tr``, ``_ru``); ``lang`` sets the latter only.
+        Names containing "mmbench" are scored circularly, others (MMMB) vanilla; ``scoring`` forces one.
     model: a model file path (each process calls ``parrot.load(path, threads=threads)``), a zero-argument
         factory returning a model (picklable for ``workers``/``ray``), or a loaded model (serial runs only).
     out_dir: gets ``predictions.jsonl`` (the resumable journal), ``predictions.csv``, ``accuracy.csv``,
@@ -62,7 +63,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     max_new_tokens: 512 as the reference; decoding is greedy.
     workers: processes on this machine, each with its own model (``threads`` each; default cores/workers).
     ray: run as a Ray Data job (actor pool of ``workers`` actors) on the cluster ``ray.init(ray_address)``
-        reaches, or on the one already initialised. Needs ``pip install parrot[ray]``. A Ray that this call
+        reaches, or on the one already initialised. Needs ``pip install 'parrot-vlm[ray]'``. A Ray that this call
         starts is shut down at its end, and the process's SIGTERM/SIGINT handlers are put back.
     resume: continue the journal in ``out_dir`` (rows already there are not run again).
     reference_jpeg: re-encode each image as JPEG first, as VLMEvalKit does before Parrot sees it (Pillow).

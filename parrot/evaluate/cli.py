@@ -1,4 +1,4 @@
-"""``parrot eval FILE.tsv [FILE.tsv ...] --model M -o OUTDIR``: the command-line face of parrot.evaluate.
+"""``parrot eval FILE.tsv [FILE.tsv ...] [--model M] -o OUTDIR``: the command-line face of parrot.evaluate.
 
 The CLI owner mounts it with ``add_parser(subparsers)``; ``python -m parrot.evaluate.cli ...`` runs it alone.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import List, Optional
+from typing import Any, List, Optional
+
+from parrot.cli import MODEL_HELP, positive_int
 
 __all__ = ["add_parser", "main", "build_parser"]
 
@@ -19,17 +21,22 @@ routing.png to OUTDIR."""
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("files", nargs="+", metavar="FILE.tsv", help="benchmark TSVs (language from the _xx suffix)")
-    p.add_argument("-m", "--model", required=True, help="model file (.gguf)")
+    p.add_argument("files", nargs="+", metavar="FILE.tsv",
+                   help="benchmark TSVs (the _xx suffix of each name picks its instruction and language)")
+    p.add_argument("-m", "--model", metavar="PATH", help=MODEL_HELP)
     p.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="OUTDIR",
                    help="output directory")
-    p.add_argument("--lang", help="language of all files (en, zh/cn, pt, ar, tr, ru) instead of the suffix")
+    p.add_argument("--lang", help="report every file under this language (en, zh/cn, pt, ar, tr, ru) instead of "
+                                  "its name's suffix; the prompts still follow the file names, as in VLMEvalKit")
     p.add_argument("--scoring", choices=["auto", "vanilla", "circular"], default="auto",
                    help="auto: circular for names containing 'mmbench', else vanilla (default)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="as the reference evaluation (512)")
-    p.add_argument("-t", "--threads", type=int, default=None, help="threads per model")
-    p.add_argument("-j", "--workers", type=int, default=1, help="model processes on this machine")
-    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot[ray]')")
+    p.add_argument("--max-new-tokens", type=positive_int, default=512, metavar="N",
+                   help="longest answer, at least 1 (default 512, as the reference evaluation)")
+    p.add_argument("-t", "--threads", type=positive_int, default=None, metavar="N",
+                   help="threads per model (default: physical cores; with -j N or --ray: cores / N)")
+    p.add_argument("-j", "--workers", type=positive_int, default=1, metavar="N",
+                   help="model processes on this machine (default 1)")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot-vlm[ray]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for ray.init (default: local/auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in OUTDIR")
@@ -42,7 +49,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: "argparse._SubParsersAction[Any]") -> argparse.ArgumentParser:
     """Adds the ``eval`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser("eval", help="evaluate on MMMB / multilingual MMBench TSVs",
                               description=DESCRIPTION)
@@ -53,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     return _configure(argparse.ArgumentParser(prog="parrot eval", description=DESCRIPTION))
 
 
-def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+def _warn(message: "Warning | str", category: type, filename: str, lineno: int, file: Any = None,
+          line: Optional[str] = None) -> None:
     # a warning (an MD5 mismatch, a file without a language suffix) is one line for the user, not a source line
     print(f"parrot eval: warning: {message}", file=sys.stderr)
 
@@ -64,12 +72,14 @@ def main(args: argparse.Namespace) -> int:
     from parrot.evaluate.api import evaluate
     from parrot.evaluate.runner import JournalError, WorkerError
     from parrot.evaluate.tsv import TSVError
+    from parrot.model import default_model_path
     import parrot
 
     try:
+        model = args.model or default_model_path()
         with warnings.catch_warnings():
             warnings.showwarning = _warn
-            evaluate(args.files, args.model, args.out, lang=args.lang, scoring=args.scoring,
+            evaluate(args.files, model, args.out, lang=args.lang, scoring=args.scoring,
                      max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
                      ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
                      reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)

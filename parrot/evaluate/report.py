@@ -134,7 +134,8 @@ def _plots(summary: dict, out_dir: str) -> List[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn("matplotlib is not installed: skipping accuracy.png and routing.png", stacklevel=3)
+        warnings.warn("matplotlib is not installed: skipping accuracy.png and routing.png "
+                      "(pip install 'parrot-vlm[plot]')", stacklevel=3)
         return []
     written = []
     # accuracy per language, one bar group per benchmark family (the name without its language suffix)

@@ -70,7 +70,7 @@ def make_tasks(benches: Sequence[Benchmark], done: Dict[Tuple[str, str], dict]) 
             if (b.name, str(row.index)) in done:
                 continue
             groups.setdefault(row.image_key, []).append({
-                "dataset": b.name, "index": row.index, "prompt": build_prompt(row, b.lang),
+                "dataset": b.name, "index": row.index, "prompt": build_prompt(row, b.name),
                 "image": row.image, "image_error": row.image_error, "key": row.image_key})
     return list(groups.values())
 
@@ -321,7 +321,7 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
     try:
         import ray
     except ImportError:
-        raise ImportError("--ray needs Ray Data: pip install 'parrot[ray]' (ray[data], pandas)") from None
+        raise ImportError("--ray needs Ray Data: pip install 'parrot-vlm[ray]' (ray[data], pandas)") from None
     started = not ray.is_initialized()
     if started:
         # ray.init replaces the process's SIGTERM handler with one that exits with status 1; a Ray that parrot

@@ -159,7 +159,7 @@ class Benchmark:
 
     name: str
     path: str
-    lang: str
+    lang: str                       # reported under (prompts follow the name: prompts.instruction_language)
     scoring: str                    # "vanilla" or "circular"
     rows: List[Row]
     skipped_no_image: int = 0
@@ -196,8 +196,10 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
                    scoring: str = "auto", check_md5: bool = True) -> Benchmark:
     """Reads a VLMEvalKit multiple-choice TSV into a :class:`Benchmark`.
 
-    ``lang`` overrides the file-name suffix. ``scoring`` "auto" follows ImageMCQDataset.evaluate: circular
-    when the dataset name contains "mmbench" or "ccbench", else vanilla. Known MMMB / multilingual MMBench
+    ``lang`` overrides the file-name suffix as the language the file is reported under (``Benchmark.lang``);
+    the prompt's instruction depends on the name only (:func:`parrot.evaluate.prompts.instruction_language`).
+    ``scoring`` "auto" follows ImageMCQDataset.evaluate: circular when the dataset name contains "mmbench" or
+    "ccbench", else vanilla. Known MMMB / multilingual MMBench
     files are checked against their published MD5 (a mismatch warns, naming the file).
     """
     path = os.fspath(path)
@@ -219,7 +221,7 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
         found = language_from_name(name)
         if found is None:
             msg = (f"{path}: no language suffix (_en, _cn, _pt, _ar, _tr, _ru) and no --lang; using the "
-                   "English instruction, as VLMEvalKit's Parrot wrapper does")
+                   "English instruction, as VLMEvalKit's Parrot wrapper does, and reporting it as English")
             warnings.warn(msg, stacklevel=2)
             bench.notes.append(msg)
             found = "en"
