@@ -151,8 +151,11 @@ def report(shape, lim, runs, sizes, T, cmd):
     sg = max(lim.get("sgemm_numpy", 0), lim.get("sgemm_torch", 0))
     fma = max([v for k, v in lim.items() if k.startswith("peak_") and k.endswith("_f32")] or [0])
     bw = lim.get("read_gbps")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     out = [f"## Full scale: Parrot-{shape.upper()} shape, one photo, one question (benchmarks/bench_full.py)", "",
            f"Command: `{cmd}`  ", f"CPU: {model}, {ncpu} logical CPUs; SIMD flags: {flags}  ",
+           f"Load average when this was written (1, 5, 15 min): {load} (other jobs share the machine; the "
+           f"limits below were measured under the same load)  ",
            f"Threads: {T}. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for every measurement. "
            f"Random weights in the published layout (10 f16 shards + CLIP ViT-L/14-336), converted by "
            f"`parrot.convert`; photo: matplotlib's sample `grace_hopper.jpg`; question: \"{QUESTION}\", "
