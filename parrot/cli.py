@@ -7,6 +7,7 @@
     parrot bench
     parrot demo
     parrot eval mmmb_en.tsv mmmb_cn.tsv -o out/
+    parrot serve -m parrot-7b.gguf --port 8000             # OpenAI-compatible HTTP server
 
 Every command that uses a model takes ``-m/--model`` (default ``$PARROT_MODEL``, else the shipped model).
 
@@ -362,6 +363,25 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return demo.run(model, max_new_tokens=a.max_new_tokens)
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    try:
+        from parrot.server import ServerConfig, serve
+        import starlette, uvicorn  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"parrot serve needs Starlette and uvicorn ({e}); install the [serve] extra, e.g. "
+                        f"pip install -e '.[serve]'") from None
+    model = _load(a)
+    name = a.name or os.path.splitext(os.path.basename(model.path))[0]
+    key = a.api_key if a.api_key is not None else os.environ.get("PARROT_API_KEY")
+    cfg = ServerConfig(model_name=name, api_key=key or None, max_active=a.parallel, max_queue=a.max_queue,
+                       max_body_bytes=a.max_body_bytes, max_image_bytes=min(a.max_body_bytes, 20 << 20),
+                       max_image_pixels=a.max_image_pixels, max_tokens=a.max_tokens,
+                       allow_remote_images=a.allow_remote_images, allow_local_images=a.allow_local_images)
+    print(f"{model}\nserving {name!r} on http://{a.host}:{a.port}/v1 (Ctrl-C or SIGTERM to stop)", file=sys.stderr)
+    serve(model, host=a.host, port=a.port, config=cfg, log_level=a.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import parrot
     p = _Parser(prog="parrot", description="Fast CPU inference for Parrot, the multilingual vision-language "
@@ -427,8 +447,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest answer in tokens, at least 1 (default 24)")
     d.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat completions)",
+                       description="Serve the model over HTTP with the OpenAI chat-completions API: POST "
+                                   "/v1/chat/completions (JSON or server-sent events), GET /v1/models, GET /health. "
+                                   "See docs/serving.md.")
+    _model_args(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    s.add_argument("--name", metavar="ID", help="the model id clients see (default: the file name)")
+    s.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' (default $PARROT_API_KEY)")
+    s.add_argument("--parallel", type=positive_int, default=8, metavar="N", help="requests generated together (default 8)")
+    s.add_argument("--max-queue", type=int_at_least(0), default=64, metavar="N",
+                   help="requests waiting beyond --parallel; more get 503 with Retry-After (default 64)")
+    s.add_argument("--max-tokens", type=positive_int, default=512, metavar="N",
+                   help="answer length when a request gives no max_tokens (default 512)")
+    s.add_argument("--max-body-bytes", type=positive_int, default=32 << 20, metavar="N", help="request body limit (32 MiB)")
+    s.add_argument("--max-image-pixels", type=positive_int, default=25_000_000, metavar="N",
+                   help="image width x height limit (default 25000000)")
+    s.add_argument("--allow-remote-images", action="store_true", help="accept http(s) image URLs (fetched with a "
+                                                                        "10 s and size limit)")
+    s.add_argument("--allow-local-images", action="store_true",
+                   help="accept local file paths as image URLs (only for trusted clients)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=cmd_serve)
+
     try:  # the evaluation command, when its package imports
-        from parrot.evaluate import cli as eval_cli
+        from parrot.evaluation import cli as eval_cli
     except ImportError:
         pass
     else:
@@ -443,7 +487,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         func = getattr(args, "func", None)
         if func is None:  # a command added by a plug-in parser without set_defaults(func=...)
-            from parrot.evaluate import cli as eval_cli
+            from parrot.evaluation import cli as eval_cli
             return int(eval_cli.main(args) or 0)
         return int(func(args) or 0)
     except KeyboardInterrupt:
