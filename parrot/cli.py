@@ -72,12 +72,13 @@ def float_in(low: float, *, low_open: bool, high: Optional[float] = None) -> Cal
 
 positive_int = int_at_least(1)
 
-MODEL_HELP = ("a parrot .gguf file or a Hugging Face Parrot directory (default: $PARROT_MODEL, else the model "
-              "shipped with the package)")
+MODEL_HELP = ("a parrot .gguf file, a Hugging Face Parrot directory or a Hub id such as AIDC-AI/Parrot-7B "
+              "(default: $PARROT_MODEL, else the model shipped with the package)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", metavar="PATH", help=MODEL_HELP)
+    p.add_argument("--revision", metavar="REV", help="Hub branch, tag or commit of a -m Hub id (default: main)")
     p.add_argument("-t", "--threads", type=positive_int, metavar="N", help="worker threads (default: physical cores)")
 
 
@@ -105,10 +106,8 @@ def _options(a: argparse.Namespace) -> Dict[str, Any]:
 
 def _load(a: argparse.Namespace) -> "Any":
     import parrot
-    if a.model:
-        return parrot.load(a.model, threads=a.threads)
     from parrot.model import default_model_path
-    return parrot.load(default_model_path(), threads=a.threads)
+    return parrot.load(a.model or default_model_path(), threads=a.threads, revision=a.revision)
 
 
 def _check_vision(model: Any, hint: str) -> None:
@@ -243,10 +242,14 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
 
 def cmd_convert(a: argparse.Namespace) -> int:
-    from parrot.converter import convert
-    if a.dtype not in ("f32", "f16", "bf16"):
-        raise UserError(f"--dtype must be f32, f16 or bf16, got {a.dtype!r}")
-    out = convert(a.hf_dir, a.output, clip=a.clip, dtype=a.dtype, force=a.force, progress=not a.quiet)
+    from parrot.converter import DTYPES, convert
+    from parrot.hub import is_hub_id, snapshot
+    if a.dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {a.dtype!r}")
+    source = a.hf_dir
+    if not os.path.exists(source) and is_hub_id(source):
+        source = snapshot(source, revision=a.revision, progress=not a.quiet)
+    out = convert(source, a.output, clip=a.clip, dtype=a.dtype, force=a.force, progress=not a.quiet)
     print(out)
     return 0
 
@@ -410,11 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     v = sub.add_parser("convert", help="convert a Hugging Face checkpoint to a parrot .gguf file",
-                       description="Convert a Hugging Face Parrot (or Qwen2) checkpoint directory to one GGUF file.")
-    v.add_argument("hf_dir", metavar="HF_DIR")
+                       description="Convert a Hugging Face Parrot (or Qwen2) checkpoint — a directory or a Hub id — "
+                                   "to one GGUF file.")
+    v.add_argument("hf_dir", metavar="HF_DIR_OR_ID")
     v.add_argument("-o", "--output", required=True, metavar="OUT")
-    v.add_argument("--clip", metavar="DIR", help="CLIP checkpoint directory, if HF_DIR does not hold the tower")
-    v.add_argument("--dtype", default="f16", help="weight type: f32, f16 (default) or bf16")
+    v.add_argument("--revision", metavar="REV", help="Hub branch, tag or commit (default: main)")
+    v.add_argument("--clip", metavar="DIR_OR_ID",
+                   help="CLIP checkpoint (directory or Hub id), if the checkpoint does not hold the tower and its "
+                        "config's mm_vision_tower is not the one to use")
+    v.add_argument("--dtype", default="f16",
+                   help="weight type: f32, f16 (default), bf16, q8_0 or q4_0 (see README: size, speed, accuracy)")
     v.add_argument("--force", action="store_true", help="overwrite OUT")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_convert)
