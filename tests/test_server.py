@@ -395,7 +395,10 @@ def test_load_300_requests_16_clients(live, expected, uris):
     assert h["active"] == 0 and h["queued"] == 0 and h["failed"] == failed_before
 
 
-def test_sigterm_finishes_running_requests_then_exits(tmp_path, uris, expected):
+def sigterm_during_requests(uris, expected):
+    """One server process, 192 requests on 1 slot, SIGTERM once all are taken in: every answer is checked and
+    the process must end by the signal. Returns whether some request was still running when the signal came
+    (the shipped model answers one in a few ms, so the queue may drain before the last client connects)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -415,9 +418,7 @@ def test_sigterm_finishes_running_requests_then_exits(tmp_path, uris, expected):
                 assert proc.poll() is None, proc.stderr.read().decode()
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-        # 192 requests on 1 slot: most of them wait in the queue for a while (the shipped model answers one in a
-        # few ms, and batched decoding made 48 on 2 slots too few to still be running when the signal comes)
-        qs = list(expected) * 4
+        qs = list(expected) * 4   # most of them wait in the queue for a while
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         done_at = {}
 
@@ -438,15 +439,21 @@ def test_sigterm_finishes_running_requests_then_exits(tmp_path, uris, expected):
             proc.send_signal(signal.SIGTERM)
             texts = [f.result(timeout=60) for f in futures]
         assert texts == [expected[q].text for q in qs]       # every running and queued request was answered
-        assert max(done_at.values()) > sent, "every request ended before the signal: nothing was tested"
         # uvicorn's convention: after the graceful shutdown it re-raises the signal with the default handler, so
         # the parent sees "terminated by SIGTERM" (what it asked for), not a crash
         assert proc.wait(60) == -signal.SIGTERM
         assert b"Traceback" not in proc.stderr.read()
+        return max(done_at.values()) > sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_finishes_running_requests_then_exits(uris, expected):
+    # up to 3 servers: each is checked in full; at least one must have had requests running at the signal
+    assert any(sigterm_during_requests(uris, expected) for _ in range(3)), \
+        "every request ended before the signal, 3 times: nothing was tested"
 
 
 def test_text_only_model_without_tokenizer_gives_400s(tmp_path, uris):
