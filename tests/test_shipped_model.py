@@ -215,3 +215,189 @@ def test_demo_runs_on_the_shipped_model():
     import re
     right, asked = map(int, re.search(r"answers as expected: (\d+)/(\d+) open", r.stdout).groups())
     assert asked == 24 and right >= 0.9 * asked, r.stdout
+
+
+# ---- what people type and draw: unseen paraphrases on a second renderer's pictures ---------------------------
+# tests/people_pictures.py draws the shapes with its own code (numpy signed distances, CSS colours, other sizes
+# and canvases); the questions are parrot.demo.HELDOUT_PHRASINGS, which training never sees. Every picture is
+# asked in all six languages: one open question (colour, shape, count or "describe", in turn) and one
+# multiple-choice question (colour, shape or count, in turn), each worded by a held-out paraphrase.
+import people_pictures  # noqa: E402
+
+PEOPLE_PICTURES = 96  # every (shape, colour, count) once: 96 open + 96 multiple-choice questions per language
+PEOPLE_SEED = 4242
+# Targets of issue 20: >= 85 % per language and form; the answer in the question's language >= 99 %.
+PEOPLE_TARGET, LANGUAGE_TARGET = 0.85, 0.99
+
+
+def _lexicon(lang):
+    """Every word (every character for Chinese) of the language's answers: single words and descriptions."""
+    answers = [str(w) for w in data.WORDS[lang].values()]
+    answers += [data.describe(lang, c, s, n) for c in data.COLOURS for s in data.SHAPES for n in data.COUNTS]
+    return {p for a in answers for p in (a if lang == "zh" else a.split())}
+
+
+LEXICON = {lang: _lexicon(lang) for lang in LANGS}
+
+
+def in_language(text, lang):
+    """The answer is made only of the question language's answer words (so "kırmızı" to a Russian question, or
+    a broken word like "кmelho", is not)."""
+    pieces = list(text) if lang == "zh" else text.split()
+    return bool(pieces) and all(p in LEXICON[lang] for p in pieces)
+
+
+@pytest.fixture(scope="module")
+def people_answers(engine):
+    """Per language: [dict(form, kind, question, text, want, ok)] on the second renderer's pictures."""
+    pictures = people_pictures.scenes(PEOPLE_PICTURES, PEOPLE_SEED)
+    rng = np.random.default_rng(PEOPLE_SEED)
+    out = {lang: [] for lang in LANGS}
+    for i, (image, truth) in enumerate(pictures):
+        pixels = np.asarray(image)
+        open_kind, mc_kind = data.OPEN_KINDS[i % 4], data.KINDS[i % 3]
+        for lang in LANGS:
+            phrasings = data.HELDOUT_PHRASINGS[lang]
+            question = phrasings[open_kind][rng.integers(len(phrasings[open_kind]))]
+            want = data.answer_text(truth, lang, open_kind)
+            text = engine.run(pixels, question, max_new_tokens=MAX_NEW_TOKENS).text
+            out[lang].append(dict(form="open", kind=open_kind, question=question, text=text, want=want,
+                                  ok=text == want))
+            question = phrasings[mc_kind][rng.integers(len(phrasings[mc_kind]))]
+            q = data.mc_question(rng, truth, lang, mc_kind, question)
+            options = {k: v for k, v in q["options"].items() if v}
+            text = engine.run(pixels, q["prompt"], max_new_tokens=MAX_NEW_TOKENS).text
+            out[lang].append(dict(form="mc", kind=mc_kind, question=q["prompt"], text=text, want=q["answer"],
+                                  ok=correct("mc", text, q["answer"], options)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def people_table(people_answers):
+    """{(lang, "open" | "mc" | "language"): fraction}, printed per kind with -s."""
+    table = {}
+    print("\nunseen paraphrases on the second renderer's pictures (C engine, greedy):")
+    for lang, rows in people_answers.items():
+        for form in ("open", "mc"):
+            table[(lang, form)] = float(np.mean([r["ok"] for r in rows if r["form"] == form]))
+        table[(lang, "language")] = float(np.mean([in_language(r["text"], lang) for r in rows
+                                                   if r["form"] == "open"]))
+        kinds = " ".join(f"{form} {kind} {np.mean([r['ok'] for r in rows if (r['form'], r['kind']) == (form, kind)]):.2f}"
+                         for form, kinds in (("open", data.OPEN_KINDS), ("mc", data.KINDS)) for kind in kinds)
+        print(f"  {lang}: open {table[(lang, 'open')]:.3f}  multiple choice {table[(lang, 'mc')]:.3f}  "
+              f"in the question's language {table[(lang, 'language')]:.3f}   ({kinds})")
+    for lang, rows in people_answers.items():
+        wrong = [(r["question"].split("\n")[0], r["text"], r["want"]) for r in rows if not r["ok"]][:4]
+        print(f"  {lang} wrong, e.g.: {wrong}")
+    return table
+
+
+# Measured on the shipped model (python3 -m pytest -s tests/test_shipped_model.py -k people), which was trained on
+# the template questions only: where a target is not met the test is a strict xfail stating the measured number,
+# so it turns into a failure (to be made a plain test) as soon as a model that meets it ships.
+SHIPPED_PEOPLE = {}
+
+
+def _people_param(lang, key):
+    measured = SHIPPED_PEOPLE.get((lang, key))
+    if measured is None:
+        return lang
+    return pytest.param(lang, marks=pytest.mark.xfail(strict=True, reason=(
+        f"shipped model: {measured:.3f} on {key} (issue 20); the retrained model was not shipped")))
+
+
+@pytest.mark.parametrize("lang", [_people_param(lang, "open") for lang in LANGS])
+def test_people_open_questions_at_least_85_percent(people_table, lang):
+    assert people_table[(lang, "open")] >= PEOPLE_TARGET, people_table[(lang, "open")]
+
+
+@pytest.mark.parametrize("lang", [_people_param(lang, "mc") for lang in LANGS])
+def test_people_multiple_choice_at_least_85_percent(people_table, lang):
+    assert people_table[(lang, "mc")] >= PEOPLE_TARGET, people_table[(lang, "mc")]
+
+
+@pytest.mark.parametrize("lang", [_people_param(lang, "language") for lang in LANGS])
+def test_people_answers_come_in_the_question_language(people_table, people_answers, lang):
+    bad = [(r["question"], r["text"]) for r in people_answers[lang] if r["form"] == "open"
+           and not in_language(r["text"], lang)][:5]
+    assert people_table[(lang, "language")] >= LANGUAGE_TARGET, bad
+
+
+def test_people_answers_never_contain_a_replacement_character(people_answers):
+    bad = [(lang, r["question"], r["text"]) for lang, rows in people_answers.items() for r in rows
+           if "\ufffd" in r["text"]]
+    assert not bad, bad
+
+
+# ---- the data the numbers rest on ------------------------------------------------------------------------------
+def _normalised(text):
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
+    trained = {_normalised(t) for t in data.all_texts()}  # the tokenizer corpus holds every training string
+    for lang in LANGS:
+        for kind in data.OPEN_KINDS:
+            train, held = data.PHRASINGS[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
+            assert len(train) >= 15 and len({_normalised(t) for t in train}) == len(train), (lang, kind)
+            assert len(held) >= 5 and len({_normalised(t) for t in held}) == len(held), (lang, kind)
+            assert not {_normalised(t) for t in held} & trained, (lang, kind)
+            # with and without a question mark, as people type
+            marks = [t.rstrip()[-1:] in "?？؟" for t in train]
+            assert any(marks) and not all(marks), (lang, kind)
+
+
+def test_describe_answers_agree_in_number_and_gender():
+    """Hand-written grammar: plural after 2-4 (en, pt), the dual (ar), genitive after 2-4 (ru), none (tr, zh)."""
+    cases = {("en", "red", "circle", 2): "two red circles", ("en", "blue", "star", 1): "one blue star",
+             ("zh", "red", "circle", 2): "两个红色圆形", ("pt", "yellow", "star", 2): "duas estrelas amarelas",
+             ("pt", "blue", "circle", 3): "três círculos azuis", ("ar", "red", "circle", 2): "دائرتان حمراوان",
+             ("ar", "green", "square", 3): "ثلاثة مربعات خضراء", ("ar", "red", "star", 1): "نجمة حمراء واحدة",
+             ("tr", "red", "circle", 2): "iki kırmızı daire", ("ru", "red", "circle", 2): "два красных круга",
+             ("ru", "blue", "star", 2): "две синие звезды", ("ru", "yellow", "star", 1): "одна жёлтая звезда"}
+    for (lang, colour, shape, count), want in cases.items():
+        assert data.describe(lang, colour, shape, count) == want
+
+
+def test_training_pictures_vary_canvas_and_aspect_ratio():
+    rng = np.random.default_rng(5)
+    sizes = [data.canvas_size(rng) for _ in range(2000)]
+    ratios = np.array([w / h for w, h in sizes])
+    assert ratios.min() >= 1 / 4 - 0.05 and ratios.max() <= 4 + 0.25  # rounding of the short side (>= 16 px)
+    assert (ratios < 1 / 3).any() and (ratios > 3).any()
+    assert min(max(s) for s in sizes) >= 64 and max(max(s) for s in sizes) <= 320
+
+
+def test_second_renderer_colours_lie_in_the_named_ranges():
+    """Its CSS colours (Pillow's table, not the trainer's numbers) are inside parrot.demo.COLOUR_HSV."""
+    import colorsys
+
+    from PIL import ImageColor
+    for colour, names in people_pictures.CSS_COLOURS.items():
+        h0, h1, s0, v0 = data.COLOUR_HSV[colour]
+        for name in names:
+            h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in ImageColor.getrgb(name)[:3]))
+            h = h * 360 - (360 if h * 360 > h1 + 30 else 0)  # red wraps around 0
+            assert h0 <= h <= h1 and s >= s0 and v >= v0, (colour, name, h, s, v)
+
+
+@pytest.mark.parametrize("shape", people_pictures.SHAPES)
+def test_second_renderer_shapes_match_pillow(shape):
+    """Its signed-distance rasteriser covers the same pixels as Pillow's ImageDraw for the same outline (circle,
+    or the polygon through the same vertices): intersection over union > 0.97 at radius 60 (the two differ only
+    along the edge, about 2 * circumference / area = 3 % of the pixels at most)."""
+    from PIL import Image, ImageDraw
+
+    size, cx, cy, r = 160, 80.0, 80.0, 60.0
+    py, px = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    obj_pose = people_pictures.pose(shape, np.random.default_rng(3))
+    mask = people_pictures.shape_sdf(shape, px, py, cx, cy, r, obj_pose) <= 0
+    ref = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(ref)
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    else:
+        draw.polygon(people_pictures.shape_vertices(shape, cx, cy, r, obj_pose), fill=255)
+    ref = np.asarray(ref) > 0
+    iou = (mask & ref).sum() / (mask | ref).sum()
+    assert iou > 0.97, iou

@@ -44,6 +44,8 @@ OPTION_LAYER = 2
 # A batch's conversations differ in length (1-3 turns, open or multiple choice): padded to the longest, 68 % of
 # the rows are real; in 3 length-sorted micro-batches about 88 %, and a step is ~1.25x faster. Same loss.
 MICRO_BATCHES = 3
+# Share of conversations that are one "describe" request ("two red circles"); the rest ask 1-3 of the kinds.
+DESCRIBE_SHARE = 0.15
 
 
 def build_model(tok):
@@ -63,7 +65,8 @@ def build_model(tok):
 
 class Sampler:
     """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
-    each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
+    each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer, or one
+    "describe" turn. Every question is worded by one of training's phrasings (data.PHRASINGS)."""
 
     def __init__(self, tok, pool_size, seed):
         rng = np.random.default_rng(seed)
@@ -91,7 +94,10 @@ class Sampler:
         """-> (ids with one image placeholder, label mask, option flags). Parrot's formatter: turns joined by "\n";
         labels on each assistant message, its <|im_end|> and (for non-final turns) the "\n" after it. Option
         flags: (index in ids, is the right option) for the last token of every multiple-choice option word."""
-        kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
+        if self.rng.random() < DESCRIBE_SHARE:  # alone: its answer names colour, shape and count at once
+            kinds = ["describe"]
+        else:
+            kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
         ids, labels, flags = [], [], []
         for t, kind in enumerate(kinds):
             q = data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=bool(self.rng.random() < mc_prob))
@@ -261,8 +267,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     rng = np.random.default_rng(seed + 100)
     corpus = data.all_texts() * 5
     for _ in range(3000):
-        scene = data.random_scene(rng)
-        q = data.sample_question(rng, scene)
+        q = data.sample_question(rng, data.random_labels(rng))  # text only: no picture needed
         corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
     tok = train_tokenizer(corpus, vocab_size=1024)
     model = build_model(tok)
