@@ -1,6 +1,6 @@
 """``parrot demo``: pictures of simple coloured shapes, each asked about in the six MMMB languages (an open
-question and an MMMB-style multiple-choice question), with the answer, the MoE's routing weights per question
-and the time taken.
+question, an MMMB-style multiple-choice question, and a question worded as a person might type it, in a wording
+the model was not trained on), with the answer, the MoE's routing weights per question and the time taken.
 
 It uses the default model: the tiny Parrot that ships in the package (``parrot/models``, trained by
 ``training/train.py`` on exactly this world of shapes, colours and counts), or ``$PARROT_MODEL``. Without any
@@ -323,12 +323,14 @@ def describe(lang: str, colour: str, shape: str, count: int) -> str:
 
 
 class DemoScene:
-    """A picture of ``count`` objects of one shape and colour, plus which question kinds the demo asks."""
+    """A picture of ``count`` objects of one shape and colour, plus which question kinds the demo asks: an open
+    question in the model's own wording, a multiple-choice one, and one in a wording the model never saw in
+    training (``HELDOUT_PHRASINGS``; ``para_kind`` may be "describe")."""
 
     def __init__(self, shape: str, colour: str, count: int, background: Tuple[int, int, int], open_kind: str,
-                 mc_kind: str, options: List[object]):
+                 mc_kind: str, options: List[object], para_kind: str):
         self.shape, self.colour, self.count, self.background = shape, colour, count, background
-        self.open_kind, self.mc_kind, self.options = open_kind, mc_kind, options
+        self.open_kind, self.mc_kind, self.options, self.para_kind = open_kind, mc_kind, options, para_kind
 
     @property
     def name(self) -> str:
@@ -339,10 +341,11 @@ class DemoScene:
 
 
 SCENES = [
-    DemoScene("circle", "red", 2, (245, 245, 245), "colour", "count", [3, 2, 4, 1]),
-    DemoScene("square", "blue", 1, (215, 230, 245), "shape", "colour", ["green", "yellow", "blue", "red"]),
-    DemoScene("triangle", "green", 3, (60, 60, 60), "count", "shape", ["triangle", "star", "circle", "square"]),
-    DemoScene("star", "orange", 4, (235, 225, 200), "shape", "colour", ["purple", "orange", "red"]),
+    DemoScene("circle", "red", 2, (245, 245, 245), "colour", "count", [3, 2, 4, 1], "describe"),
+    DemoScene("square", "blue", 1, (215, 230, 245), "shape", "colour", ["green", "yellow", "blue", "red"], "count"),
+    DemoScene("triangle", "green", 3, (60, 60, 60), "count", "shape", ["triangle", "star", "circle", "square"],
+              "colour"),
+    DemoScene("star", "orange", 4, (235, 225, 200), "shape", "colour", ["purple", "orange", "red"], "describe"),
 ]
 
 
@@ -550,20 +553,23 @@ def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.
     if model is None:
         model, random_model = default_or_random_model(out)
     print(f"model: {model}\n", file=out)
-    right = {False: 0, True: 0}
-    asked = {False: 0, True: 0}
-    for scene in SCENES:
+    forms = ("open", "multiple choice", "paraphrased")
+    right = {form: 0 for form in forms}
+    asked = {form: 0 for form in forms}
+    for s, scene in enumerate(SCENES):
         img = draw_scene(scene)
         print(f"== {scene.name}", file=out)
-        for lang in LANGS:
+        for n, lang in enumerate(LANGS):
             words = WORDS[lang]
-            for kind, mc in ((scene.open_kind, False), (scene.mc_kind, True)):
-                question = QUESTIONS[lang][kind]
-                if mc:
-                    options = [words[o] for o in scene.options]
-                    prompt, want = mc_prompt(question, options, lang), "ABCD"[scene.options.index(scene.truth(kind))]
-                else:
-                    prompt, want = question, words[scene.truth(kind)]
+            options = [words[o] for o in scene.options]
+            paraphrases = HELDOUT_PHRASINGS[lang][scene.para_kind]
+            para_want = (describe(lang, scene.colour, scene.shape, scene.count) if scene.para_kind == "describe"
+                         else words[scene.truth(scene.para_kind)])
+            for form, prompt, want in (
+                    ("open", QUESTIONS[lang][scene.open_kind], words[scene.truth(scene.open_kind)]),
+                    ("multiple choice", mc_prompt(QUESTIONS[lang][scene.mc_kind], options, lang),
+                     "ABCD"[scene.options.index(scene.truth(scene.mc_kind))]),
+                    ("paraphrased", paraphrases[(s + n) % len(paraphrases)], para_want)):
                 t0 = time.perf_counter()
                 r = model.run(img, prompt, max_new_tokens=max_new_tokens)  # type: ignore[attr-defined]
                 dt = time.perf_counter() - t0
@@ -571,16 +577,16 @@ def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.
                 if random_model:
                     # noise bytes: show printable characters only
                     answer = "".join(c if c.isprintable() and c != "\ufffd" else "·" for c in answer)[:48]
-                asked[mc] += 1
-                right[mc] += answer == want
-                shown = prompt.replace("\n", " | ")
+                asked[form] += 1
+                right[form] += answer == want
+                shown = prompt.replace("\n", " | ") + ("   (a wording not trained on)" if form == "paraphrased" else "")
                 print(f"  [{lang}] {shown}\n       → {answer}{'' if answer == want else f'   (expected {want})'}"
                       f"\n       routing {_bars(r.routing)}   ({dt * 1000:.1f} ms"
                       f"{', image cached' if r.image_cache_hit else ''})", file=out)
         print(file=out)
     info = model.image_cache_info()  # type: ignore[attr-defined]
-    print(f"answers as expected: {right[False]}/{asked[False]} open, {right[True]}/{asked[True]} multiple choice; "
-          f"{time.perf_counter() - t_start:.2f} s in all", file=out)
+    print("answers as expected: " + ", ".join(f"{right[f]}/{asked[f]} {f}" for f in forms) +
+          f"; {time.perf_counter() - t_start:.2f} s in all", file=out)
     print(f"image-feature cache: {info.hits} hits, {info.misses} misses, "
           f"{info.seconds_saved * 1000:.0f} ms of vision + expert work saved", file=out)
     if random_model:

@@ -209,9 +209,11 @@ def test_demo_runs_on_the_shipped_model():
     assert r.returncode == 0, r.stderr
     print(r.stdout[-600:])
     assert "RANDOM" not in r.stdout and os.path.basename(SHIPPED[0]) in r.stdout
-    for lang in LANGS:
-        assert r.stdout.count(f"[{lang}]") == 8  # four pictures, an open and a multiple-choice question each
-    assert r.stdout.count("routing") == 48
+    for lang in LANGS:  # four pictures: an open, a multiple-choice and a paraphrased question each
+        assert r.stdout.count(f"[{lang}]") == 12
+    assert r.stdout.count("routing") == 72 and r.stdout.count("(a wording not trained on)") == 24
+    for lang in LANGS:  # the paraphrases shown are the held-out ones
+        assert any(q in r.stdout for kind in data.OPEN_KINDS for q in data.HELDOUT_PHRASINGS[lang][kind]), lang
     import re
     right, asked = map(int, re.search(r"answers as expected: (\d+)/(\d+) open", r.stdout).groups())
     assert asked == 24 and right >= 0.9 * asked, r.stdout
@@ -295,7 +297,14 @@ def people_table(people_answers):
 # Measured on the shipped model (python3 -m pytest -s tests/test_shipped_model.py -k people), which was trained on
 # the template questions only: where a target is not met the test is a strict xfail stating the measured number,
 # so it turns into a failure (to be made a plain test) as soon as a model that meets it ships.
-SHIPPED_PEOPLE = {}
+SHIPPED_PEOPLE = {  # (lang, "open" | "mc" | "language"): measured fraction
+    ("en", "open"): 0.073, ("en", "mc"): 0.604, ("en", "language"): 0.198,
+    ("zh", "open"): 0.021, ("zh", "mc"): 0.594, ("zh", "language"): 0.281,
+    ("pt", "open"): 0.000, ("pt", "mc"): 0.573, ("pt", "language"): 0.021,
+    ("ar", "open"): 0.010, ("ar", "mc"): 0.625, ("ar", "language"): 0.396,
+    ("tr", "open"): 0.115, ("tr", "mc"): 0.583, ("tr", "language"): 0.667,
+    ("ru", "open"): 0.010, ("ru", "mc"): 0.583, ("ru", "language"): 0.052,
+}
 
 
 def _people_param(lang, key):
@@ -323,10 +332,13 @@ def test_people_answers_come_in_the_question_language(people_table, people_answe
     assert people_table[(lang, "language")] >= LANGUAGE_TARGET, bad
 
 
+@pytest.mark.xfail(strict=True, reason="shipped model: U+FFFD in 11 of 1152 answers, e.g. to Chinese questions "
+                   "(half a character, then Arabic); the retrained model was not shipped")
 def test_people_answers_never_contain_a_replacement_character(people_answers):
     bad = [(lang, r["question"], r["text"]) for lang, rows in people_answers.items() for r in rows
            if "\ufffd" in r["text"]]
-    assert not bad, bad
+    n = sum(len(rows) for rows in people_answers.values())
+    assert not bad, (f"{len(bad)} of {n}", bad)
 
 
 # ---- the data the numbers rest on ------------------------------------------------------------------------------
@@ -384,20 +396,30 @@ def test_second_renderer_colours_lie_in_the_named_ranges():
 @pytest.mark.parametrize("shape", people_pictures.SHAPES)
 def test_second_renderer_shapes_match_pillow(shape):
     """Its signed-distance rasteriser covers the same pixels as Pillow's ImageDraw for the same outline (circle,
-    or the polygon through the same vertices): intersection over union > 0.97 at radius 60 (the two differ only
-    along the edge, about 2 * circumference / area = 3 % of the pixels at most)."""
+    or the polygon through the same vertices). Both put each edge within a pixel of the true edge, so they can
+    disagree only on a one-pixel band along the outline: 1 - IoU <= perimeter / area, which is computed here from
+    the vertices (shoelace formula), 3.3 % for the circle of radius 60."""
     from PIL import Image, ImageDraw
 
     size, cx, cy, r = 160, 80.0, 80.0, 60.0
     py, px = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     obj_pose = people_pictures.pose(shape, np.random.default_rng(3))
+    if shape == "square":
+        obj_pose = (obj_pose[0], 0.0)  # sharp corners, as Pillow's polygon has
     mask = people_pictures.shape_sdf(shape, px, py, cx, cy, r, obj_pose) <= 0
     ref = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(ref)
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        perimeter, area = 2 * np.pi * r, np.pi * r * r
     else:
-        draw.polygon(people_pictures.shape_vertices(shape, cx, cy, r, obj_pose), fill=255)
+        pts = people_pictures.shape_vertices(shape, cx, cy, r, obj_pose)
+        draw.polygon(pts, fill=255)
+        xy = np.array(pts)
+        nxt = np.roll(xy, -1, axis=0)
+        perimeter = np.hypot(*(nxt - xy).T).sum()
+        area = abs((xy[:, 0] * nxt[:, 1] - nxt[:, 0] * xy[:, 1]).sum()) / 2
     ref = np.asarray(ref) > 0
     iou = (mask & ref).sum() / (mask | ref).sum()
-    assert iou > 0.97, iou
+    assert 1 - iou <= perimeter / area, (iou, perimeter / area)
+    assert abs(mask.sum() - area) <= 0.5 * perimeter  # and the covered area is the shape's
