@@ -1,9 +1,15 @@
 """Synthetic multilingual visual questions for the shipped tiny Parrot (numpy + Pillow only, fixed seeds).
 
-A scene is 1-4 objects of one shape and one colour (sizes and positions vary) on a varied background, drawn on a
-canvas of random size and aspect ratio, so the SPEC preprocessing (pad to square, bicubic resize) is exercised.
-Questions ask for the colour, the shape or the count, in six languages, either open (answer = one word in the
-question's language) or MMMB-style multiple choice (options A-D, the language's instruction, answer = a letter).
+A scene is 1-4 objects of one shape and one colour, drawn with Pillow's ImageDraw: canvases 64-320 px with
+aspect ratios from 1:4 to 4:1, grey or tinted backgrounds (flat or gradient), colours anywhere in each colour
+name's range (parrot.demo.COLOUR_HSV), varied sizes and positions, some objects overlapping (then outlined),
+outlines, anti-aliased (supersampled) or hard edges, pixel noise and JPEG artefacts. The SPEC preprocessing
+(pad to square, bicubic resize) then makes every picture the model's 64 x 64.
+Questions ask for the colour, the shape or the count, or ask to describe the picture, in six languages, each
+worded by one of the hand-written paraphrases of parrot.demo.PHRASINGS (parrot.demo.HELDOUT_PHRASINGS are never
+used here): open (answer = one word in the question's language, or for "describe" a short phrase such as "two
+red circles", parrot.demo.describe) or MMMB-style multiple choice (options A-D, the language's instruction,
+answer = a letter).
 """
 import base64
 import colorsys
