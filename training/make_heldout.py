@@ -28,10 +28,10 @@ def heldout_scenes(n_scenes, seed):
 
 
 def heldout_rows(scenes, lang, seed):
-    """-> (mc rows, open rows) as dicts; images as base64 PNG (or the sharing row's index)."""
+    """-> (mc rows, open rows) as dicts; images as base64 JPEG (or the sharing row's index)."""
     mc_rows, open_rows = [], []
     for s, scene in enumerate(scenes):
-        image = data.png_base64(scene["image"])
+        image = data.jpeg_base64(scene["image"])
         for k, kind in enumerate(data.KINDS):
             index = s * len(data.KINDS) + k
             img_field = image if k == 0 else str(s * len(data.KINDS))
