@@ -189,7 +189,7 @@ def test_engine_answers_equal_the_torch_reference(answers):
 
 
 @pytest.mark.xfail(strict=True, reason="shipped model, on today's generator's pictures: zh-ar mean routing L1 0.055, "
-                   "relabelled up to 0.082 (every other pair apart); it was trained before the data of issue 20")
+                   "relabelled up to 0.082 (the pairs before it are apart); it was trained before the data of issue 20")
 def test_mean_routing_differs_by_language(answers):
     weights = {lang: np.array([r["routing"] for r in answers[lang]]) for lang in LANGS}
     mean = np.stack([weights[lang].mean(axis=0) for lang in LANGS])
