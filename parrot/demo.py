@@ -38,8 +38,8 @@ KINDS = ["colour", "shape", "count"]
 #: What each colour name covers, in HSV: (hue from, hue to in degrees, lowest saturation, lowest value). The
 #: training pictures draw their colours anywhere in these ranges; below the value floor, orange turns brown and
 #: yellow olive.
-COLOUR_HSV = {"red": (-12, 8, 0.6, 0.65), "orange": (18, 36, 0.7, 0.8), "yellow": (46, 60, 0.6, 0.8),
-              "green": (90, 150, 0.5, 0.45), "blue": (200, 245, 0.5, 0.5), "purple": (262, 292, 0.55, 0.45)}
+COLOUR_HSV = {"red": (-12, 8, 0.75, 0.65), "orange": (18, 36, 0.7, 0.8), "yellow": (46, 60, 0.7, 0.8),
+              "green": (90, 150, 0.5, 0.45), "blue": (200, 245, 0.5, 0.5), "purple": (262, 292, 0.6, 0.45)}
 COLOUR_RGB = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220), "yellow": (240, 220, 30),
               "purple": (140, 40, 180), "orange": (250, 140, 20)}
 

@@ -103,8 +103,13 @@ def draw_scene(rng, shape, colour, count):
     if ss > 1:
         img = img.resize((w * ss, h * ss), Image.NEAREST)
     draw = ImageDraw.Draw(img)
-    side = min(w, h)
-    r_lo, r_hi = {1: (0.14, 0.42), 2: (0.11, 0.3)}.get(count, (0.09, 0.24))
+    # Objects are sized by the room each has: the canvas split into a grid of about `count` cells shaped like the
+    # canvas. Sized by the short side alone, four objects on a 4:1 canvas would be 1-4 px wide after the resize
+    # to 64 px, too small to tell a star from a circle (the tower then learnt shape to 0.72, count to 0.81).
+    cols = int(np.clip(round(math.sqrt(count * w / h)), 1, count))
+    rows = -(-count // cols)
+    cell = min(w / cols, h / rows)
+    r_lo, r_hi = (0.14 * cell, 0.42 * cell) if count == 1 else (0.2 * cell, 0.4 * cell)
     overlap = count > 1 and rng.random() < 0.25
     outline = overlap or rng.random() < 0.3
     fill_base = object_colour(rng, colour)
@@ -113,7 +118,7 @@ def draw_scene(rng, shape, colour, count):
     placed = []
     for _ in range(count):
         for _attempt in range(200):
-            r = side * rng.uniform(r_lo, r_hi)
+            r = rng.uniform(r_lo, r_hi)
             cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
             # overlapping objects may share up to ~30 % of their radii, so each stays visible
             if all(math.hypot(cx - px, cy - py) > (0.7 if overlap else 1.0) * (r + pr) + (0 if overlap else 2)
@@ -150,8 +155,8 @@ def random_labels(rng):
 
 
 def random_scene(rng):
-    while True:
-        scene = random_labels(rng)
+    scene = random_labels(rng)
+    while True:  # the same labels until they fit, so every count stays as frequent as the others
         img = draw_scene(rng, scene["shape"], scene["colour"], scene["count"])
         if img is not None:
             return {**scene, "image": img}
