@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -73,28 +73,29 @@ class SafetensorsFile:
         self.infos: Dict[str, TensorInfo] = {}
         for name, spec in header.items():
             try:
-                dtype, shape, (b, e) = spec["dtype"], tuple(int(s) for s in spec["shape"]), spec["data_offsets"]
-                b, e = int(b), int(e)
+                dtype, shape, (b_, e_) = spec["dtype"], tuple(int(s) for s in spec["shape"]), spec["data_offsets"]
+                lo, hi = int(b_), int(e_)
             except (KeyError, TypeError, ValueError):
                 raise ModelError(f"{self.path}: corrupt safetensors header entry for tensor '{name}'") from None
             if dtype not in _DTYPES:
                 raise ModelError(f"{self.path}: tensor '{name}' has unsupported dtype {dtype}")
             want = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1] if shape else _DTYPES[dtype][1]
-            if any(s < 0 for s in shape) or not (0 <= b <= e) or e - b != want:
-                raise ModelError(f"{self.path}: tensor '{name}': data offsets [{b}, {e}) do not match shape "
+            if any(s < 0 for s in shape) or not (0 <= lo <= hi) or hi - lo != want:
+                raise ModelError(f"{self.path}: tensor '{name}': data offsets [{lo}, {hi}) do not match shape "
                                  f"{list(shape)} of {dtype}")
-            if e > data_size:
+            if hi > data_size:
                 raise ModelError(f"{self.path}: truncated: tensor '{name}' needs bytes up to offset "
-                                 f"{self.data_start + e} but the file has {size} bytes")
-            self.infos[name] = TensorInfo(name, dtype, shape, b, e, self)
-        self._map = None
+                                 f"{self.data_start + hi} but the file has {size} bytes")
+            self.infos[name] = TensorInfo(name, dtype, shape, lo, hi, self)
+        self._map: Optional[np.ndarray] = None
 
     def array(self, name: str) -> np.ndarray:
         info = self.infos[name]
         if self._map is None:
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
         raw = self._map[self.data_start + info.begin:self.data_start + info.end]
-        return raw.view(_DTYPES[info.dtype][0]).reshape(info.shape)
+        out: np.ndarray = raw.view(_DTYPES[info.dtype][0]).reshape(info.shape)
+        return out
 
     def close(self) -> None:
         self._map = None
@@ -106,8 +107,8 @@ def open_checkpoint(directory: str) -> Tuple[Dict[str, TensorInfo], List[Safeten
     index = os.path.join(directory, "model.safetensors.index.json")
     if os.path.exists(index):
         try:
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
+            with open(index, encoding="utf-8") as fi:
+                weight_map = json.load(fi)["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelError(f"{index}: cannot read the shard index: {e}") from None
         names = sorted(set(weight_map.values()))

@@ -247,7 +247,7 @@ def _special_id(config: Optional[Dict[str, Any]], key: str, default: Optional[st
     return lookup.get(name) if name else None
 
 
-def tokenizer_metadata(hf_dir: str | os.PathLike, n_vocab: Optional[int] = None) -> Metadata:
+def tokenizer_metadata(hf_dir: "str | os.PathLike[str]", n_vocab: Optional[int] = None) -> Metadata:
     """The GGUF metadata entries (key, value, type) of the tokenizer in a Hugging Face directory.
 
     n_vocab: the model's vocabulary size (embedding rows); the token list is padded to it with unused entries,
@@ -334,7 +334,7 @@ def tokenizer_metadata(hf_dir: str | os.PathLike, n_vocab: Optional[int] = None)
     return meta
 
 
-def add_tokenizer(writer: Any, hf_dir: str | os.PathLike, n_vocab: Optional[int] = None) -> None:
+def add_tokenizer(writer: Any, hf_dir: "str | os.PathLike[str]", n_vocab: Optional[int] = None) -> None:
     """Adds the tokenizer of hf_dir to a gguf.GGUFWriter (before it writes its header)."""
     for key, value, vtype in tokenizer_metadata(hf_dir, n_vocab):
         writer.add_key_value(key, value, vtype)

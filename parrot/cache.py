@@ -17,12 +17,12 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Generic, List, Optional, Protocol, Tuple, TypeVar
 
 import numpy as np
 
-__all__ = ["ImageFeatures", "ImageCacheInfo", "ImageFeatureCache", "pixel_key", "cache_dir", "converted_path",
-           "DEFAULT_IMAGE_CACHE_BYTES"]
+__all__ = ["ImageFeatures", "ImageCacheInfo", "ImageFeatureCache", "PrefixCache", "PrefixCacheInfo", "pixel_key",
+           "cache_dir", "converted_path", "DEFAULT_IMAGE_CACHE_BYTES", "DEFAULT_PREFIX_CACHE_ENTRIES"]
 
 #: Default bound of a model's image-feature cache: a few images of Parrot-7B (6 experts × 577 × 4096 f32 plus
 #: the features themselves is about 66 MB per image).
@@ -34,7 +34,7 @@ def pixel_key(pixels: np.ndarray) -> bytes:
     a = np.ascontiguousarray(pixels, dtype=np.float32)
     h = hashlib.blake2b(digest_size=16)
     h.update(repr(a.shape).encode())
-    h.update(memoryview(a).cast("B"))
+    h.update(a.data.cast("B"))
     return h.digest()
 
 
@@ -69,20 +69,34 @@ class ImageCacheInfo:
     seconds_saved: float
 
 
-class ImageFeatureCache:
-    """LRU of :class:`ImageFeatures` bounded by ``max_bytes`` (0 disables it). Thread-safe."""
+class _Entry(Protocol):
+    """What the image cache holds: anything that knows its size and what recomputing it costs (today an
+    :class:`ImageFeatures`; an opaque handle owned by the C core fits as well)."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+
+E = TypeVar("E", bound=_Entry)
+
+
+class ImageFeatureCache(Generic[E]):
+    """LRU of image features (:class:`ImageFeatures`) bounded by ``max_bytes`` (0 disables it). Thread-safe."""
 
     def __init__(self, max_bytes: int = DEFAULT_IMAGE_CACHE_BYTES):
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ValueError(f"image cache size must be a non-negative int of bytes, got {max_bytes!r}")
         self.max_bytes = max_bytes
-        self._items: "OrderedDict[bytes, ImageFeatures]" = OrderedDict()
+        self._items: "OrderedDict[bytes, E]" = OrderedDict()
         self._bytes = 0
         self._hits = self._misses = 0
         self._saved = 0.0
         self._lock = threading.Lock()
 
-    def get(self, key: bytes) -> Optional[ImageFeatures]:
+    def get(self, key: bytes) -> Optional[E]:
         with self._lock:
             item = self._items.get(key)
             if item is None:
@@ -93,7 +107,7 @@ class ImageFeatureCache:
             self._saved += item.seconds
             return item
 
-    def put(self, key: bytes, item: ImageFeatures) -> None:
+    def put(self, key: bytes, item: E) -> None:
         """Stores item, evicting the least recently used entries to stay within max_bytes; an item larger than
         the whole cache is not stored."""
         if item.nbytes > self.max_bytes:
@@ -118,6 +132,74 @@ class ImageFeatureCache:
         with self._lock:
             return ImageCacheInfo(self._hits, self._misses, len(self._items), self._bytes, self.max_bytes,
                                   self._saved)
+
+
+#: Default number of parked KV caches in a model's prefix cache.
+DEFAULT_PREFIX_CACHE_ENTRIES = 1
+
+
+@dataclass(frozen=True)
+class PrefixCacheInfo:
+    """Counters of a prefix cache: lookups that found a parked KV cache (and the positions they skipped)."""
+
+    hits: int
+    misses: int
+    entries: int
+    max_entries: int
+    positions_reused: int
+
+
+class PrefixCache:
+    """KV caches parked between generations, each holding exactly the positions of a prompt prefix.
+
+    Every one-question prompt with the same system message starts with the same ids (the system turn, up to
+    the user turn's ``<|im_start|>``), and a causal decoder's KV rows for those positions depend on nothing
+    after them. A generation takes a parked context whose prefix its prompt starts with, runs only its own
+    positions, and when it ends the context is cut back to the prefix (:meth:`put`) for the next one. The
+    positions at and after the image are never reused: the MoE routes the image's rows on the whole question.
+
+    A parked context keeps the memory its KV cache grew to (the C core does not shrink it), so the cache is
+    bounded by a number of contexts, ``max_entries`` (0 disables it). Thread-safe: a context is lent to one
+    generation at a time; concurrent generations with the same prefix build their own."""
+
+    def __init__(self, max_entries: int = DEFAULT_PREFIX_CACHE_ENTRIES):
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+            raise ValueError(f"prefix cache size must be a non-negative int of contexts, got {max_entries!r}")
+        self.max_entries = max_entries
+        self._items: List[Tuple[Tuple[int, ...], Any]] = []   # least recently parked first
+        self._hits = self._misses = self._reused = 0
+        self._lock = threading.Lock()
+
+    def take(self, prefix: Tuple[int, ...]) -> Optional[Any]:
+        """A parked context holding exactly ``prefix`` (removed from the cache), or None."""
+        with self._lock:
+            for i in range(len(self._items) - 1, -1, -1):
+                if self._items[i][0] == prefix:
+                    ctx = self._items.pop(i)[1]
+                    self._hits += 1
+                    self._reused += len(prefix)
+                    return ctx
+            self._misses += 1
+            return None
+
+    def put(self, prefix: Tuple[int, ...], ctx: Any) -> None:
+        """Parks ``ctx``, cut back to ``prefix`` (it must hold those ids at its first positions), evicting the
+        least recently parked context beyond ``max_entries``."""
+        if self.max_entries == 0:
+            return
+        ctx.truncate(len(prefix))
+        with self._lock:
+            self._items.append((prefix, ctx))
+            del self._items[:-self.max_entries]
+
+    def clear(self) -> None:
+        """Drops every parked context (the counters stay)."""
+        with self._lock:
+            self._items.clear()
+
+    def info(self) -> PrefixCacheInfo:
+        with self._lock:
+            return PrefixCacheInfo(self._hits, self._misses, len(self._items), self.max_entries, self._reused)
 
 
 def cache_dir() -> str:

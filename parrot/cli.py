@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     try:  # the evaluation command, when its package imports
-        from parrot.evaluate import cli as eval_cli
+        from parrot.evaluation import cli as eval_cli
     except ImportError:
         pass
     else:
@@ -443,7 +443,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         func = getattr(args, "func", None)
         if func is None:  # a command added by a plug-in parser without set_defaults(func=...)
-            from parrot.evaluate import cli as eval_cli
+            from parrot.evaluation import cli as eval_cli
             return int(eval_cli.main(args) or 0)
         return int(func(args) or 0)
     except KeyboardInterrupt:

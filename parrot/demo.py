@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import IO, Dict, List, Optional, Tuple
+from typing import IO, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -390,14 +390,15 @@ def draw_scene(scene: DemoScene, width: int = 96, height: int = 84) -> np.ndarra
 
 def mc_prompt(question: str, options: List[str], lang: str) -> str:
     """The MMMB multiple-choice prompt (SPEC): question, ``\nA. option`` lines, ``\n`` + the instruction."""
-    from parrot.evaluate.prompts import EN_INSTRUCTION, INSTRUCTIONS
+    from parrot.evaluation.prompts import EN_INSTRUCTION, INSTRUCTIONS
     text = question + "".join(f"\n{letter}. {o}" for letter, o in zip("ABCD", options))
     return text + "\n" + INSTRUCTIONS.get(lang, EN_INSTRUCTION)
 
 
 # ---- a random model without torch
 def _write_safetensors(path: str, tensors: Dict[str, np.ndarray]) -> None:
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    header: Dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
     for name, a in tensors.items():
         header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
         offset += a.nbytes
@@ -418,7 +419,7 @@ def _byte_level_tokenizer(d: str) -> int:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for i, t in enumerate(specials)]
-    tj = {
+    tj: Dict[str, Any] = {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
         "normalizer": {"type": "NFC"},
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [

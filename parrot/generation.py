@@ -8,19 +8,15 @@ character and ``"".join(pieces)`` is exactly the final text.
 """
 from __future__ import annotations
 
-import base64
-import html
-import struct
 import time
-import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from parrot.sampling import Sampler
 
-__all__ = ["Result", "Decoding", "normalize_stop"]
+__all__ = ["Result", "Generation", "normalize_stop"]
 
 
 def normalize_stop(stop: "str | Sequence[str] | None") -> List[str]:
@@ -29,6 +25,8 @@ def normalize_stop(stop: "str | Sequence[str] | None") -> List[str]:
         return []
     if isinstance(stop, str):
         stop = [stop]
+    if not isinstance(stop, Iterable):
+        raise TypeError(f"stop must be a str, a sequence of str or None, got {type(stop).__name__}: {stop!r}")
     out = []
     for s in stop:
         if not isinstance(s, str):
@@ -96,18 +94,6 @@ class TextAssembler:
         return self.raw.strip()
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    """A minimal 8-bit RGB PNG of an H×W×3 uint8 array (for notebook thumbnails, without Pillow)."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-
-
 @dataclass
 class Result:
     """Everything about one answer. ``str(result)`` is the text.
@@ -137,99 +123,105 @@ class Result:
         return self.text
 
     def _repr_html_(self) -> str:
-        parts = ['<div style="display:flex;gap:12px;align-items:flex-start;font-family:sans-serif">']
-        if self.thumbnail is not None:
-            b64 = base64.b64encode(_png(self.thumbnail)).decode()
-            parts.append(f'<img src="data:image/png;base64,{b64}" style="width:112px;image-rendering:auto" '
-                         f'alt="image">')
-        parts.append("<div>")
-        if self.prompt:
-            parts.append(f'<div style="color:#666">{html.escape(self.prompt)}</div>')
-        if self.error is not None:
-            parts.append(f'<div style="color:#b00">{html.escape(type(self.error).__name__)}: '
-                         f'{html.escape(str(self.error))}</div>')
-        else:
-            parts.append(f'<div style="font-size:1.1em;margin:4px 0"><b>{html.escape(self.text)}</b></div>')
-        if self.routing is not None:
-            parts.append('<table style="border-collapse:collapse;font-size:0.85em">')
-            for e, w in enumerate(self.routing):
-                parts.append(f'<tr><td style="padding:0 6px">expert {e}</td><td style="width:160px">'
-                             f'<div style="background:#4a7ebb;height:10px;width:{max(0.0, float(w)) * 100:.1f}%">'
-                             f'</div></td><td style="padding:0 6px">{float(w):.3f}</td></tr>')
-            parts.append("</table>")
-        t = self.timings
-        if t:
-            parts.append(f'<div style="color:#888;font-size:0.8em">{t.get("new_tokens", 0):.0f} tokens, '
-                         f'{t.get("decode_tokens_per_s", 0):.1f} tokens/s, prompt {t.get("prompt_tokens", 0):.0f} '
-                         f'positions{", image cache hit" if self.image_cache_hit else ""}, '
-                         f'finish: {html.escape(self.finish_reason)}</div>')
-        parts.append("</div></div>")
-        return "".join(parts)
+        from parrot.display import result_html
+        return result_html(self)
 
 
-class Decoding:
-    """Iterating yields the text pieces of one generation; afterwards ``token_ids``, ``finish_reason`` and
-    ``text`` are set and ``timings`` has ``prefill_s``, ``decode_s``, ``new_tokens``, ``decode_tokens_per_s``.
 
-    ``inputs`` (ids or embeddings) are appended to ``ctx``; when ``first_logits`` is given they were already
-    run and those are the logits of their last position."""
 
-    def __init__(self, model: "object", ctx: "object", inputs: Optional[np.ndarray], *, max_new_tokens: int,
-                 sampler: Sampler, stop_ids: Sequence[int], stops: Sequence[str], detok: "object",
-                 timings: Dict[str, float]):
-        self.model = model
-        self.ctx = ctx
-        self.inputs = inputs
+class Generation:
+    """One answer being generated. Iterating yields its text in pieces (nothing runs before the first
+    ``next``); afterwards :attr:`result` is the :class:`Result`. Made by :meth:`parrot.Model.generation`.
+
+    ``prefill()`` runs the prompt into the KV cache and returns the last position's logits and the MoE's
+    routing weights; ``step(token)`` feeds one token and returns the next logits; ``release()`` is called
+    once when the iteration ends, however it ends (finished, error, interrupt, or abandoned)."""
+
+    def __init__(self, *, prefill: Callable[[], Tuple[np.ndarray, Optional[np.ndarray]]],
+                 step: Callable[[int], np.ndarray], max_new_tokens: int, sampler: Sampler,
+                 stop_ids: Iterable[int], stops: Sequence[str], detok: Any, timings: Dict[str, float],
+                 prompt: str = "", image_cache_hit: bool = False, thumbnail: Optional[np.ndarray] = None,
+                 release: Optional[Callable[[], None]] = None):
+        self._prefill, self._step, self._release = prefill, step, release
         self.max_new_tokens = max_new_tokens
         self.sampler = sampler
         self.stop_ids = frozenset(int(i) for i in stop_ids)
         self.text_out = TextAssembler(stops)
         self.detok = detok
         self.timings = timings
+        self.prompt, self.image_cache_hit, self.thumbnail = prompt, image_cache_hit, thumbnail
         self.token_ids: List[int] = []
+        self.stop_token: Optional[int] = None   # the end-of-turn token that ended it (not in token_ids)
+        self.routing: Optional[np.ndarray] = None
         self.finish_reason = "length"
+        self._done = False
+        self._started = False
 
     @property
     def text(self) -> str:
         return self.text_out.text
 
-    def _decode(self, inputs: np.ndarray) -> np.ndarray:
-        with self.model._lock:
-            return self.ctx.decode(inputs)
+    @property
+    def result(self) -> Result:
+        """The :class:`Result` (once the iteration has ended)."""
+        if not self._done:
+            raise RuntimeError("the generation has not finished: iterate over it (or call run()) first")
+        return Result(text=self.text, token_ids=list(self.token_ids), routing=self.routing,
+                      timings=dict(self.timings), finish_reason=self.finish_reason,
+                      image_cache_hit=self.image_cache_hit, prompt=self.prompt, thumbnail=self.thumbnail)
+
+    def run(self) -> Result:
+        """Generates to the end and returns the :class:`Result`."""
+        for _ in self:
+            pass
+        return self.result
 
     def __iter__(self) -> Iterator[str]:
-        t0 = time.perf_counter()
-        logits = self._decode(self.inputs) if self.max_new_tokens > 0 else None
+        if self._started:
+            raise RuntimeError("a generation can be iterated once")
+        self._started = True
+        try:
+            yield from self._loop()
+        finally:
+            if self._release is not None:
+                self._release()
+
+    def _loop(self) -> Iterator[str]:
+        self.timings.setdefault("prefill_s", 0.0)
+        logits = None
+        if self.max_new_tokens > 0:
+            logits, self.routing = self._prefill()   # sets timings' prefill_s (and moe_s for the routing)
         t1 = time.perf_counter()
-        self.timings["prefill_s"] = t1 - t0
-        one = np.zeros(1, dtype=np.int32)
         n = 0
         try:
             while n < self.max_new_tokens:
+                assert logits is not None
                 tok = self.sampler(logits)
                 if tok in self.stop_ids:
                     self.finish_reason = "stop"
+                    self.stop_token = tok
                     break
                 self.token_ids.append(tok)
                 self.sampler.observe((tok,))
                 n += 1
-                piece = self.text_out.push(self.detok.push(tok))
-                if piece:
-                    yield piece
-                if self.text_out.stopped:
-                    self.finish_reason = "stop_string"
-                    break
+                if self.detok is not None:
+                    piece = self.text_out.push(self.detok.push(tok))
+                    if piece:
+                        yield piece
+                    if self.text_out.stopped:
+                        self.finish_reason = "stop_string"
+                        break
                 if n == self.max_new_tokens:
                     break
-                one[0] = tok
-                logits = self._decode(one)
-            if not self.text_out.stopped:
+                logits = self._step(tok)
+            if self.detok is not None and not self.text_out.stopped:
                 piece = self.text_out.push(self.detok.flush())
                 if self.text_out.stopped:
                     self.finish_reason = "stop_string"
                 piece += self.text_out.finish()
                 if piece:
                     yield piece
+            self._done = True
         finally:
             t2 = time.perf_counter()
             self.timings["decode_s"] = t2 - t1

@@ -1,12 +1,20 @@
 """The Model: a loaded parrot GGUF file, and everything users ask of it.
 
     import parrot
-    model = parrot.load("parrot.gguf")                      # or a Hugging Face Parrot directory
-    model.generate("cat.jpg", "What animal is this?")       # greedy, as the reference evaluation
-    for piece in model.stream("cat.jpg", "Что это?"):       # streamed text
-        print(piece, end="", flush=True)
-    r = model.run("cat.jpg", "这是什么?")                    # text, token ids, MoE routing, timings
-    chat = model.chat("cat.jpg"); chat.ask("Describe it."); chat.ask("What colour is it?")
+    with parrot.load("parrot.gguf") as model:               # or a Hugging Face Parrot directory
+        model.generate("cat.jpg", "What animal is this?")   # greedy, as the reference evaluation
+        for piece in model.stream("cat.jpg", "Что это?"):   # streamed text
+            print(piece, end="", flush=True)
+        r = model.run("cat.jpg", "这是什么?")                # text, token ids, MoE routing, timings
+        chat = model.chat("cat.jpg"); chat.ask("Describe it."); chat.ask("What colour is it?")
+
+One pipeline serves every call: a prompt (:mod:`parrot.prompt`) becomes token ids with one
+:data:`IMAGE_TOKEN` where the image goes; :meth:`Model.generation` takes the image's features from the
+image-feature cache (running the vision tower and the experts on a miss), takes a parked KV cache holding the
+system turn from the prefix cache when there is one, and returns a :class:`parrot.generation.Generation`
+whose first step is the multimodal prefill (``_prefill``: routing, splice, decoder) and whose next steps
+decode one token each. ``run``, ``generate``, ``stream``, ``generate_many``, ``generate_ids``, ``logits`` and
+chat sessions are all built on it.
 
 Concurrency: one Model may be used from several threads. Every call into the C core (a prefill, one decoded
 token, the vision tower) takes the model's lock, so those calls queue rather than run in parallel — the core
@@ -17,22 +25,24 @@ generation within a token; the Model stays usable (the interrupted generation's 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from collections.abc import Sized
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence,
+                    Tuple, Union, overload)
 
 import numpy as np
 
 from parrot import _core
-from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, ImageCacheInfo, ImageFeatureCache, ImageFeatures,
-                          converted_path, pixel_key)
-from parrot.chat import END_OF_TURN, IMAGE_TAG, ChatSession, system_turn, user_turn
-from parrot.prompt import DEFAULT_SYSTEM, IMAGE_TOKEN, tokenize_prompt
+from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, DEFAULT_PREFIX_CACHE_ENTRIES, ImageCacheInfo,
+                          ImageFeatureCache, ImageFeatures, PrefixCache, PrefixCacheInfo, converted_path, pixel_key)
+from parrot.chat import ChatSession
 from parrot.errors import ModelError
-from parrot.generation import Decoding, Result, normalize_stop
+from parrot.generation import Generation, Result, normalize_stop
+from parrot.prompt import (DEFAULT_SYSTEM, IM_START, IMAGE_PLACEHOLDER, IMAGE_TOKEN, Prompt, check_text,
+                           format_query, system_turn)
 from parrot.sampling import Sampler, SamplingOptions
 
 if TYPE_CHECKING:
@@ -40,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IMAGE_TOKEN", "DEFAULT_SYSTEM", "Model", "load", "default_model", "generate", "ImageInput"]
 
+log = logging.getLogger("parrot")
 
 DEFAULT_MAX_NEW_TOKENS = 512
 
@@ -47,43 +58,45 @@ IdsLike = Union[Sequence[int], np.ndarray]
 #: A path (str / os.PathLike), encoded PNG/JPEG bytes, a uint8 numpy array (H×W, H×W×3, H×W×4) or a PIL image.
 ImageInput = Any
 
-_GENERATION_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop")
+_SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
+_GENERATION_OPTIONS = ("max_new_tokens", "stop") + _SAMPLING_OPTIONS
 
 
-@dataclass
-class _Prepared:
-    """A prompt ready for the decoder."""
+class _Closed:
+    """Stands in for the C model after :meth:`Model.close`: any use raises a clear error."""
 
-    inputs: np.ndarray             # int32 ids, or float32 embeddings with the image spliced in
-    positions: int                 # rows of inputs
-    text_ids: List[int]            # the prompt's text token ids (for the repetition penalty)
-    routing: Optional[np.ndarray]
-    cache_hit: bool
-    timings: Dict[str, float]
-    room: int                      # positions left in the context after the prompt
-    thumbnail: Optional[np.ndarray]
+    def __init__(self, path: str):
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"{self._path}: the model is closed")
 
 
 class Model:
     """A Parrot (or plain Qwen2) model loaded from a GGUF file made by :func:`parrot.convert`.
 
     Weights stay in the mapped file in their stored dtype, so loading is fast and resident memory is about the
-    file size plus the KV caches. ``image_cache_bytes`` bounds the image-feature cache (0 disables it).
-    See the module docstring for threads and interrupts."""
+    file size plus the KV caches. ``image_cache_bytes`` bounds the image-feature cache (0 disables it);
+    ``prefix_cache_entries`` is how many KV caches holding a system turn are kept for the next question (0
+    disables it; each keeps the memory its generation's KV cache grew to). A Model is a context manager;
+    :meth:`close` releases the file, after which every call raises ``ValueError``. See the module docstring
+    for threads and interrupts."""
 
     def __init__(self, path: "os.PathLike[str] | str", *, threads: Optional[int] = None,
-                 image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES):
+                 image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+                 prefix_cache_entries: int = DEFAULT_PREFIX_CACHE_ENTRIES):
         path = os.fspath(path)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such model file")
-        self._core = _core.Model(path, threads or 0)
+        self._core: Any = _core.Model(path, threads or 0)
         self.path = path
         self.config: Dict[str, Any] = dict(self._core.config)
         self._lock = threading.RLock()
         self.last_routing: Optional[np.ndarray] = None
-        self.image_cache = ImageFeatureCache(image_cache_bytes)
+        self.image_cache: ImageFeatureCache[ImageFeatures] = ImageFeatureCache(image_cache_bytes)
+        self.prefix_cache = PrefixCache(prefix_cache_entries)
         #: How many times the vision tower has run (cache misses); handy to see the cache work.
         self.vision_runs = 0
         self._tokenizer: Optional["Tokenizer"] = None
@@ -93,18 +106,42 @@ class Model:
         if core_tok is not None:
             from parrot.tokenizer import Tokenizer
             self._tokenizer = Tokenizer(core_tok)
+        log.debug("loaded %s (%s threads)", path, self._core.threads)
 
     def __repr__(self) -> str:
+        if self.closed:
+            return f"<parrot.Model {os.path.basename(self.path)} (closed)>"
         c = self.config
         kind = "Parrot" if c["has_vision"] else "Qwen2"
         return (f"<parrot.Model {kind} {os.path.basename(self.path)}: {c['num_hidden_layers']} layers, "
                 f"hidden {c['hidden_size']}, vocab {c['vocab_size']}, {self.threads} threads>")
 
+    # ---- lifetime
+    def close(self) -> None:
+        """Releases the model file (once nothing else holds it) and every cache. A generation already
+        decoding finishes; anything else on this Model — including a generation or chat question not started
+        yet — raises ``ValueError``. Closing twice is fine."""
+        with self._lock:
+            self._core = _Closed(self.path)
+            self._tokenizer = None
+            self.image_cache.clear()
+            self.prefix_cache.clear()
+
+    @property
+    def closed(self) -> bool:
+        return isinstance(self._core, _Closed)
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ---- facts about the model
     @property
     def threads(self) -> int:
         """Worker threads used by the C core."""
-        return self._core.threads
+        return int(self._core.threads)
 
     @property
     def context_size(self) -> int:
@@ -115,7 +152,7 @@ class Model:
     def metadata(self) -> Dict[str, Any]:
         """The file's GGUF metadata (long arrays shown as ``("array", length)``)."""
         if self._metadata is None:
-            self._metadata = self._core.metadata()
+            self._metadata = dict(self._core.metadata())
         return self._metadata
 
     @property
@@ -133,6 +170,7 @@ class Model:
     def tokenizer(self) -> "Tokenizer":
         """The model's tokenizer (read from the same file). ModelError if the file has none."""
         if self._tokenizer is None:
+            self._core.tokenizer  # raises if the model is closed
             raise ModelError(f"{self.path} has no tokenizer (it was converted from a checkpoint without tokenizer "
                              f"files); only token ids can be used with it (Model.generate_ids / Model.logits)")
         return self._tokenizer
@@ -144,6 +182,12 @@ class Model:
     def detokenize(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
         """Text of token ids."""
         return self.tokenizer.decode(ids, skip_special=skip_special)
+
+    def encode_prompt(self, prompt: Prompt, *, allow_special: bool = False) -> List[int]:
+        """Token ids of a formatted :class:`parrot.prompt.Prompt` (:data:`IMAGE_TOKEN` where ``<image>`` is).
+        Text that looks like a special token (``<|im_end|>`` typed by a user) is read as plain text unless
+        ``allow_special``; the formatter's own ChatML markers are always special tokens."""
+        return prompt.tokenize(self.tokenizer, allow_special=allow_special)
 
     @property
     def stop_ids(self) -> Tuple[int, ...]:
@@ -160,10 +204,6 @@ class Model:
                     ids.add(int(i))
             self._stop_ids = tuple(sorted(ids))
         return self._stop_ids
-
-    def _tokenize_prompt(self, text: str) -> List[int]:
-        """Parrot's tokenisation of a prompt (:func:`parrot.prompt.tokenize_prompt`)."""
-        return tokenize_prompt(self.tokenizer, text)
 
     # ---- images
     def preprocess(self, image: ImageInput) -> np.ndarray:
@@ -182,6 +222,7 @@ class Model:
     def image_features(self, pixels: np.ndarray) -> Tuple[ImageFeatures, bool]:
         """What the model computes from an image alone (projected features and each expert's output), from
         the image-feature cache when present: ``(features, cache_hit)``."""
+        self._require_vision()
         key = pixel_key(pixels)
         hit = self.image_cache.get(key)
         if hit is not None:
@@ -201,7 +242,39 @@ class Model:
         """Hits, misses, entries, bytes held, the bound, and the seconds of vision + expert work saved."""
         return self.image_cache.info()
 
-    # ---- low level: ids and pixels in, logits out
+    def prefix_cache_info(self) -> PrefixCacheInfo:
+        """Hits, misses, parked contexts, the bound, and the prompt positions not recomputed thanks to it."""
+        return self.prefix_cache.info()
+
+    def encode_image(self, pixels: np.ndarray) -> np.ndarray:
+        """Projected image features: the vision tower's selected hidden state through the projector,
+        ``(image_tokens, hidden)`` float32. ``pixels`` is a preprocessed ``(3, S, S)`` float32 array."""
+        with self._lock:
+            out: np.ndarray = self._core.encode_image(np.ascontiguousarray(pixels, dtype=np.float32))
+            self.vision_runs += 1
+            return out
+
+    def moe(self, features: np.ndarray, text_ids: IdsLike) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The multilingual MoE on image ``features`` guided by the prompt's text token ids: returns
+        ``(rewritten features, routing weights)``. With ``use_moe`` false, the features unchanged and None."""
+        experts = None
+        if self.config.get("use_moe", False):
+            with self._lock:
+                experts = self._core.moe_experts(features)
+        ids = np.asarray(text_ids, dtype=np.int32)
+        return self._route(ImageFeatures(features, experts, 0.0, 0.0), self._core.embed(ids))
+
+    def _route(self, item: ImageFeatures, text: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The image's rows for a prompt whose text tokens embed to ``text``, and the routing weights."""
+        if item.experts is None:
+            return item.features, None
+        if len(text) == 0:
+            raise ValueError("the MoE routes on the prompt's text, but the prompt has no text tokens")
+        with self._lock:
+            w = self._core.moe_routing(item.features, text)
+            return self._core.moe_combine(item.features, item.experts, w), w
+
+    # ---- the pipeline
     def _check_ids(self, input_ids: IdsLike) -> np.ndarray:
         ids = np.asarray(input_ids)
         if ids.ndim != 1 or ids.size == 0:
@@ -215,256 +288,260 @@ class Model:
             raise ValueError(f"input_ids[{i}] = {int(ids[i])} is outside the vocabulary (0..{V - 1})")
         return ids.astype(np.int64)
 
-    def encode_image(self, pixels: np.ndarray) -> np.ndarray:
-        """Projected image features: the vision tower's selected hidden state through the projector,
-        ``(image_tokens, hidden)`` float32. ``pixels`` is a preprocessed ``(3, S, S)`` float32 array."""
-        with self._lock:
-            out = self._core.encode_image(np.ascontiguousarray(pixels, dtype=np.float32))
-            self.vision_runs += 1
-            return out
-
-    def moe(self, features: np.ndarray, text_ids: IdsLike) -> "tuple[np.ndarray, Optional[np.ndarray]]":
-        """The multilingual MoE on image ``features`` guided by the prompt's text token ids: returns
-        ``(rewritten features, routing weights)``. With ``use_moe`` false, the features unchanged and None."""
-        if not self.config.get("use_moe", False):
-            return features, None
-        with self._lock:
-            experts = self._core.moe_experts(features)
-        return self._moe_combine(features, experts, text_ids)
-
-    def _moe_combine(self, features: np.ndarray, experts: Optional[np.ndarray],
-                     text_ids: IdsLike) -> "tuple[np.ndarray, Optional[np.ndarray]]":
-        if experts is None:
-            return features, None
-        ids = np.asarray(text_ids, dtype=np.int32)
-        if ids.size == 0:
-            raise ValueError("the MoE routes on the prompt's text, but the prompt has no text tokens")
-        text = self._core.embed(ids)
-        with self._lock:
-            w = self._core.moe_routing(features, text)
-            return self._core.moe_combine(features, experts, w), w
-
-    def _splice(self, ids: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
-        """Input embeddings of ids with the one IMAGE_TOKEN replaced by image_rows (SPEC §5)."""
-        pos = int(np.flatnonzero(ids == IMAGE_TOKEN)[0])
-        text = self._core.embed(np.concatenate([ids[:pos], ids[pos + 1:]]).astype(np.int32))
-        return np.concatenate([text[:pos], image_rows, text[pos:]]).astype(np.float32)
-
-    def _input_embeddings(self, ids: np.ndarray, pixels: Optional[np.ndarray]) -> np.ndarray:
-        """Spliced input embeddings for ids containing IMAGE_TOKEN once (SPEC §5)."""
-        where = np.flatnonzero(ids == IMAGE_TOKEN)
-        if len(where) > 1:
-            raise ValueError(f"input_ids contains the image placeholder {len(where)} times; one image per prompt")
-        if len(where) == 1 and pixels is None:
-            raise ValueError("input_ids contains the image placeholder but no pixels were given")
-        if len(where) == 0 and pixels is not None:
-            raise ValueError(f"pixels were given but input_ids has no image placeholder ({IMAGE_TOKEN})")
-        if not self.config["has_vision"] and pixels is not None:
-            raise ValueError(f"{self.path} has no vision tower; it cannot take an image")
-        text_ids = ids[ids != IMAGE_TOKEN].astype(np.int32)
-        feats = self.encode_image(pixels)
-        out, w = self.moe(feats, text_ids)
-        self.last_routing = w
-        return self._splice(ids, out)
-
-    def logits(self, input_ids: IdsLike, pixels: Optional[np.ndarray] = None) -> np.ndarray:
-        """Next-token logits for every position, ``(L, vocab)`` float32. ``input_ids`` may contain
-        :data:`IMAGE_TOKEN` once, replaced by the image's features (then ``L`` counts them)."""
-        ids = self._check_ids(input_ids)
-        if pixels is None and not (ids == IMAGE_TOKEN).any():
-            inputs = ids.astype(np.int32)
-        else:
-            inputs = self._input_embeddings(ids, pixels)
-        n = len(inputs)
-        if n > self.context_size:
-            raise ValueError(f"the input is {n} positions long but the model's context is {self.context_size}")
-        with self._lock:
-            ctx = self._core.new_context(n)
-            return ctx.decode(inputs, all_logits=True)
-
-    def generate_ids(self, input_ids: IdsLike, max_new_tokens: int, *, pixels: Optional[np.ndarray] = None,
-                     stop_ids: Iterable[int] = ()) -> List[int]:
-        """Greedy continuation of ``input_ids`` with the KV cache: the new token ids (stops after a token in
-        ``stop_ids``, which is included)."""
-        ids = self._check_ids(input_ids)
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        inputs = ids.astype(np.int32) if pixels is None and not (ids == IMAGE_TOKEN).any() else \
-            self._input_embeddings(ids, pixels)
-        n = len(inputs)
-        if n >= self.context_size:
-            raise ValueError(f"the input is {n} positions long but the model's context is {self.context_size}")
-        max_new_tokens = min(max_new_tokens, self.context_size - n)
-        stop = set(int(s) for s in stop_ids)
-        out: List[int] = []
-        if max_new_tokens == 0:
-            return out
-        ctx = self._core.new_context(min(self.context_size, n + max_new_tokens))
-        with self._lock:
-            logits = ctx.decode(inputs)
-        while True:
-            tok = int(np.argmax(logits))
-            out.append(tok)
-            if tok in stop or len(out) >= max_new_tokens:
-                return out
-            with self._lock:
-                logits = ctx.decode(np.array([tok], dtype=np.int32))
-
-    # ---- prompts to decoder inputs
-    def _prepare(self, image: Any, prompt: str, system: Optional[str], *, pixels_ready: bool = False,
-                 n_past: int = 0) -> _Prepared:
-        """Tokenises a one-question prompt and, with an image, runs (or fetches) the image's features and the
-        MoE: the inputs of a fresh KV cache."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        system = self.default_system if system is None else system
-        if not isinstance(system, str):
-            raise TypeError(f"system must be a str or None, got {type(system).__name__}")
-        timings: Dict[str, float] = {"preprocess_s": 0.0, "vision_s": 0.0, "moe_s": 0.0}
-        pixels = None
-        if image is not None:
-            self._require_vision()
-            t0 = time.perf_counter()
-            pixels = image if pixels_ready else self.preprocess(image)
-            timings["preprocess_s"] = time.perf_counter() - t0
-        text = system_turn(system) + user_turn(prompt, image=pixels is not None)
-        ids = np.asarray(self._tokenize_prompt(text), dtype=np.int64)
-        n_img = 0
-        routing, hit, thumb = None, False, None
-        if pixels is not None:
-            if int((ids == IMAGE_TOKEN).sum()) != 1:
-                raise ValueError(f"the prompt must not contain {IMAGE_TAG!r} itself: the image goes in once")
-            n_img = int(self.config["image_tokens"])
-        positions = len(ids) - (1 if n_img else 0) + n_img
-        self._check_room(positions, n_img, n_past)
-        text_ids = [int(i) for i in ids if i != IMAGE_TOKEN]
-        if pixels is None:
-            inputs = ids.astype(np.int32)
-        else:
-            item, hit = self.image_features(pixels)
-            t0 = time.perf_counter()
-            rows, routing = self._moe_combine(item.features, item.experts, text_ids)
-            timings["vision_s"] = 0.0 if hit else item.vision_s
-            timings["moe_s"] = (0.0 if hit else item.experts_s) + time.perf_counter() - t0
-            self.last_routing = routing
-            inputs = self._splice(ids, rows)
-            thumb = _thumbnail(pixels, self.config["image_mean"], self.config["image_std"])
-        timings["prompt_tokens"] = positions
-        return _Prepared(inputs, positions, text_ids, routing, hit, timings,
-                         self.context_size - n_past - positions, thumb)
-
-    def _prepare_followup(self, pending: List[int], prompt: str, n_past: int) -> _Prepared:
-        """Inputs of a follow-up question in a chat session whose cache holds n_past positions."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        ids = list(pending) + self._tokenize_prompt(END_OF_TURN + user_turn(prompt, image=False))
-        if IMAGE_TOKEN in ids:
-            raise ValueError(f"a follow-up question must not contain {IMAGE_TAG!r}: the session's image is "
-                             f"already in its cache (start a new session or reset(image=...) for another image)")
-        self._check_room(len(ids), 0, n_past)
-        timings = {"preprocess_s": 0.0, "vision_s": 0.0, "moe_s": 0.0, "prompt_tokens": len(ids)}
-        return _Prepared(np.asarray(ids, dtype=np.int32), len(ids), ids, None, False, timings,
-                         self.context_size - n_past - len(ids), None)
-
-    def _check_room(self, positions: int, n_img: int, n_past: int) -> None:
+    def _positions(self, ids: np.ndarray, with_image: bool, n_past: int) -> int:
+        """Positions ``ids`` take in the KV cache (the image's rows counted), checked against the image and
+        the room left after ``n_past`` positions."""
+        n = int((ids == IMAGE_TOKEN).sum())
+        where = f"({IMAGE_PLACEHOLDER!r} in the text, IMAGE_TOKEN = {IMAGE_TOKEN} in the ids)"
+        if with_image and n == 0:
+            raise ValueError(f"pixels were given but the prompt has no image placeholder {where}")
+        if with_image and n > 1:
+            raise ValueError(f"the prompt holds the image placeholder {where} {n} times; the image goes in once")
+        if not with_image and n:
+            raise ValueError(f"the prompt holds the image placeholder {where} but no pixels were given (a chat "
+                             f"session's image is already in its cache: reset(image=...) for another)")
+        n_img = int(self.config["image_tokens"]) if with_image else 0
+        positions = len(ids) - n + n_img
         if n_past + positions > self.context_size:
             img = f" ({n_img} of them the image's)" if n_img else ""
             before = f" after the {n_past} positions of the conversation so far" if n_past else ""
             raise ValueError(f"the prompt is {positions} positions long{img}{before}, but the model's context is "
                              f"{self.context_size}")
+        return positions
 
-    def _decoding(self, ctx: Any, prep: _Prepared, options: Mapping[str, Any]) -> Decoding:
+    def _prefill(self, ctx: Any, ids: np.ndarray, image: Optional[ImageFeatures], *, start: int = 0,
+                 all_logits: bool = False,
+                 timings: Optional[Dict[str, float]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The multimodal prefill: appends ``ids[start:]`` to ``ctx``, whose cache ends with ``ids[:start]``
+        (a reused prefix; it ends before the image). With ``image``, ``ids`` holds
+        IMAGE_TOKEN once: the MoE routes on every text token of ``ids`` (the prefix's too), and the combined
+        rows replace the placeholder. Returns the logits (of the last, or every new, position) and the
+        routing weights. Everything between the ids and the logits happens here, in one place, so it can
+        become a single call into the C core."""
+        t0 = time.perf_counter()
+        routing = None
+        if image is None:
+            inputs: np.ndarray = ids[start:].astype(np.int32)
+        else:
+            pos = int(np.flatnonzero(ids == IMAGE_TOKEN)[0])
+            text = self._core.embed(ids[ids != IMAGE_TOKEN].astype(np.int32))
+            rows, routing = self._route(image, text)
+            inputs = np.concatenate([text[start:pos], rows, text[pos:]]).astype(np.float32)
+            self.last_routing = routing
+        t1 = time.perf_counter()
+        with self._lock:
+            logits: np.ndarray = ctx.decode(inputs, all_logits=all_logits)
+        if timings is not None:
+            timings["moe_s"] = timings.get("moe_s", 0.0) + (t1 - t0 if image is not None else 0.0)
+            timings["prefill_s"] = time.perf_counter() - t1
+        return logits, routing
+
+    def new_context(self, n_ctx: Optional[int] = None) -> Any:
+        """An empty KV cache for one sequence (``n_past``, ``truncate(n)``), ``n_ctx`` positions at most
+        (default: the model's context). Memory grows with use, not with ``n_ctx``."""
+        with self._lock:
+            return self._core.new_context(self.context_size if n_ctx is None else n_ctx)
+
+    def generation(self, input_ids: IdsLike, *, pixels: Optional[np.ndarray] = None, context: Any = None,
+                   shared_prefix: int = 0, stop_ids: Optional[Iterable[int]] = None, prompt: str = "",
+                   **options: Any) -> Generation:
+        """The one generation path: appends ``input_ids`` (with :data:`IMAGE_TOKEN` once where the image of
+        the preprocessed ``pixels`` goes) to ``context`` (default: a fresh KV cache) and returns the
+        :class:`~parrot.generation.Generation` that prefills them and decodes, token by token, the answer.
+
+        ``shared_prefix``: how many leading ids are common to many prompts (the system turn, ending before the
+        image); without a ``context``, their KV cache is taken from the prefix cache when parked there, and
+        parked for the next generation when this one ends. ``stop_ids``: tokens that end the answer (default
+        :attr:`stop_ids`). ``options``: those of :meth:`run`. Options, ids and room in the context are checked
+        here, before any work; the image's features are fetched (or computed) here too."""
         unknown = set(options) - set(_GENERATION_OPTIONS)
         if unknown:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         max_new = options.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
         if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new!r}")
-        sampling = SamplingOptions(**{k: options[k] for k in ("temperature", "top_k", "top_p",
-                                                              "repetition_penalty", "seed")
-                                      if options.get(k) is not None})
-        stops = normalize_stop(options.get("stop"))
+        sampling = SamplingOptions(**{k: options[k] for k in _SAMPLING_OPTIONS if options.get(k) is not None})
         sampler = Sampler(sampling, int(self.config["vocab_size"]))
-        sampler.observe(prep.text_ids)
-        return Decoding(self, ctx, prep.inputs, max_new_tokens=min(max_new, prep.room), sampler=sampler,
-                        stop_ids=self.stop_ids, stops=stops, detok=self.tokenizer.stream(skip_special=True),
-                        timings=prep.timings)
+        stops = normalize_stop(options.get("stop"))
+        stop_set = self.stop_ids if stop_ids is None else tuple(int(i) for i in stop_ids)
+        ids = self._check_ids(input_ids)
+        n_past = int(context.n_past) if context is not None else 0
+        positions = self._positions(ids, pixels is not None, n_past)
+        image_at = int(np.flatnonzero(ids == IMAGE_TOKEN)[0]) if pixels is not None else len(ids)
+        if not 0 <= shared_prefix < len(ids) or shared_prefix > image_at:
+            raise ValueError(f"shared_prefix must lie before the image and leave at least one id, got "
+                             f"{shared_prefix} of {len(ids)} ids")
+        sampler.observe(int(i) for i in ids if i != IMAGE_TOKEN)
+        timings: Dict[str, float] = {"vision_s": 0.0, "moe_s": 0.0, "prompt_tokens": positions}
+        image, hit, thumb = None, False, None
+        if pixels is not None:
+            image, hit = self.image_features(pixels)
+            timings["vision_s"] = 0.0 if hit else image.vision_s
+            timings["moe_s"] = 0.0 if hit else image.experts_s
+            from parrot.display import thumbnail
+            thumb = thumbnail(pixels, self.config["image_mean"], self.config["image_std"])
 
-    def _result(self, prep: _Prepared, dec: Decoding, prompt: str) -> Result:
-        return Result(text=dec.text, token_ids=list(dec.token_ids), routing=prep.routing,
-                      timings=dict(prep.timings), finish_reason=dec.finish_reason, image_cache_hit=prep.cache_hit,
-                      prompt=prompt, thumbnail=prep.thumbnail)
+        ctx, release = context, None
+        prefix: Tuple[int, ...] = ()
+        if context is None:
+            prefix = tuple(int(i) for i in ids[:shared_prefix])
+            ctx = self.prefix_cache.take(prefix) if prefix else None
+            ctx = ctx if ctx is not None else self.new_context()
 
-    def _start(self, image: Any, prompt: str, system: Optional[str],
-               options: Mapping[str, Any]) -> Tuple[_Prepared, Decoding]:
-        prep = self._prepare(image, prompt, system)
-        # the cache grows on demand; its size only bounds it
-        ctx = self._core.new_context(min(self.context_size, prep.positions + max(1, prep.room)))
-        return prep, self._decoding(ctx, prep, options)
+            def release() -> None:
+                if prefix and ctx.n_past >= len(prefix):
+                    self.prefix_cache.put(prefix, ctx)
+
+        def prefill() -> Tuple[np.ndarray, Optional[np.ndarray]]:
+            t0 = time.perf_counter()
+            if prefix and ctx.n_past == 0:
+                # the shared prefix runs on its own, hit or miss, so answers never depend on the cache's state
+                with self._lock:
+                    ctx.decode(ids[:len(prefix)].astype(np.int32), logits=False)
+            t_prefix = time.perf_counter() - t0
+            out = self._prefill(ctx, ids, image, start=len(prefix), timings=timings)
+            timings["prefill_s"] += t_prefix
+            return out
+
+        one = np.zeros(1, dtype=np.int32)
+
+        def step(token: int) -> np.ndarray:
+            one[0] = token
+            with self._lock:
+                out: np.ndarray = ctx.decode(one)
+                return out
+
+        detok = self._tokenizer.stream(skip_special=True) if self._tokenizer is not None else None
+        room = self.context_size - n_past - positions
+        return Generation(prefill=prefill, step=step, max_new_tokens=min(max_new, room), sampler=sampler,
+                          stop_ids=stop_set, stops=stops, detok=detok, timings=timings, prompt=prompt,
+                          image_cache_hit=hit, thumbnail=thumb, release=release)
+
+    # ---- low level: ids and pixels in, logits or ids out
+    def logits(self, input_ids: IdsLike, pixels: Optional[np.ndarray] = None) -> np.ndarray:
+        """Next-token logits for every position, ``(L, vocab)`` float32. ``input_ids`` may contain
+        :data:`IMAGE_TOKEN` once, replaced by the image's features (then ``L`` counts them)."""
+        ids = self._check_ids(input_ids)
+        if pixels is not None and not self.config["has_vision"]:
+            raise ValueError(f"{self.path} has no vision tower; it cannot take an image")
+        n = self._positions(ids, pixels is not None, 0)
+        image = self.image_features(pixels)[0] if pixels is not None else None
+        return self._prefill(self.new_context(n), ids, image, all_logits=True)[0]
+
+    def generate_ids(self, input_ids: IdsLike, max_new_tokens: int, *, pixels: Optional[np.ndarray] = None,
+                     stop_ids: Iterable[int] = ()) -> List[int]:
+        """Greedy continuation of ``input_ids`` with the KV cache: the new token ids (stops after a token in
+        ``stop_ids``, which is included)."""
+        gen = self.generation(input_ids, pixels=pixels, stop_ids=stop_ids, max_new_tokens=max_new_tokens)
+        gen.run()
+        return gen.token_ids + ([gen.stop_token] if gen.stop_token is not None else [])
 
     # ---- the API
+    def _prompt(self, image: ImageInput, prompt: str, system: Optional[str], allow_special: bool,
+                options: Mapping[str, Any]) -> Generation:
+        """The generation answering one question about one image (or none)."""
+        check_text("prompt", prompt)
+        system = self.default_system if system is None else system
+        check_text("system", system, empty_ok=True)
+        pixels = None
+        t0 = time.perf_counter()
+        if image is not None:
+            self._require_vision()
+            pixels = self.preprocess(image)
+        preprocess_s = time.perf_counter() - t0
+        ids = self.encode_prompt(format_query(prompt, image=pixels is not None, system=system),
+                                 allow_special=allow_special)
+        # the system turn and the user turn's <|im_start|>: the same for every question with this system
+        shared = len(self.encode_prompt(system_turn(system) + Prompt([(True, IM_START)])))
+        gen = self.generation(ids, pixels=pixels, shared_prefix=shared, prompt=prompt, **options)
+        gen.timings["preprocess_s"] = preprocess_s
+        return gen
+
     def run(self, image: ImageInput, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
             temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
             repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
-            stop: "str | Sequence[str] | None" = None, system: Optional[str] = None) -> Result:
+            stop: "str | Sequence[str] | None" = None, system: Optional[str] = None,
+            allow_special: bool = False) -> Result:
         """Answers ``prompt`` about ``image`` (None for a text-only prompt) and returns a :class:`Result`:
         the text, its token ids, the MoE's routing weights, timings and why it stopped.
 
         Greedy by default (``temperature=0``), as the reference evaluation; stops at the end of the assistant's
         turn, after ``max_new_tokens`` (capped by the room left in the context) or at a ``stop`` string (the
         text is cut before it). ``system`` replaces the default system prompt. The text is decoded with special
-        tokens skipped and surrounding white space stripped, as the reference does.
+        tokens skipped and surrounding white space stripped, as the reference does. Special-token text in
+        ``prompt`` or ``system`` (``<|im_end|>`` ...) is read as plain text unless ``allow_special=True``.
 
-        Raises ``ValueError`` if the prompt (with the image's tokens) does not fit in the context, naming both
-        lengths; ``parrot.ImageError`` for an unreadable image; ``TypeError``/``ValueError`` for bad options."""
-        prep, dec = self._start(image, prompt, system, dict(
+        Raises ``ValueError`` for an empty prompt, a lone surrogate in it (naming its index), or a prompt that
+        (with the image's tokens) does not fit in the context, naming both lengths; ``parrot.ImageError`` for
+        an unreadable image; ``TypeError``/``ValueError`` naming a bad option."""
+        return self._prompt(image, prompt, system, allow_special, dict(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, seed=seed, stop=stop))
-        for _ in dec:
-            pass
-        return self._result(prep, dec, prompt)
+            repetition_penalty=repetition_penalty, seed=seed, stop=stop)).run()
+
+    @overload
+    def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = ..., temperature: float = ...,
+                 top_k: Optional[int] = ..., top_p: Optional[float] = ..., repetition_penalty: Optional[float] = ...,
+                 seed: Optional[int] = ..., stop: "str | Sequence[str] | None" = ..., system: Optional[str] = ...,
+                 allow_special: bool = ..., return_details: Literal[False] = ...) -> str: ...
+
+    @overload
+    def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = ..., temperature: float = ...,
+                 top_k: Optional[int] = ..., top_p: Optional[float] = ..., repetition_penalty: Optional[float] = ...,
+                 seed: Optional[int] = ..., stop: "str | Sequence[str] | None" = ..., system: Optional[str] = ...,
+                 allow_special: bool = ..., return_details: Literal[True]) -> Result: ...
+
+    @overload
+    def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = ..., temperature: float = ...,
+                 top_k: Optional[int] = ..., top_p: Optional[float] = ..., repetition_penalty: Optional[float] = ...,
+                 seed: Optional[int] = ..., stop: "str | Sequence[str] | None" = ..., system: Optional[str] = ...,
+                 allow_special: bool = ..., return_details: bool) -> "str | Result": ...
 
     def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: "str | Sequence[str] | None" = None, system: Optional[str] = None,
-                 return_details: bool = False) -> "str | Result":
+                 allow_special: bool = False, return_details: bool = False) -> "str | Result":
         """The answer's text (or, with ``return_details=True``, the :class:`Result` of :meth:`run`).
 
         ``image``: a path, PNG/JPEG bytes, a uint8 numpy array, a PIL image, or None for a text-only prompt.
         Options as in :meth:`run`."""
         r = self.run(image, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                     top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop, system=system)
+                     top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop, system=system,
+                     allow_special=allow_special)
         return r if return_details else r.text
 
     def stream(self, image: ImageInput, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
-               stop: "str | Sequence[str] | None" = None, system: Optional[str] = None) -> Iterator[str]:
+               stop: "str | Sequence[str] | None" = None, system: Optional[str] = None,
+               allow_special: bool = False) -> Iterator[str]:
         """Yields the answer's text in pieces as it is decoded; ``"".join(pieces)`` equals :meth:`generate`'s
         text. No piece ends inside a UTF-8 character. The prompt is checked (and the image encoded) before the
         first piece. Options as in :meth:`run`."""
-        _, dec = self._start(image, prompt, system, dict(
+        return iter(self._prompt(image, prompt, system, allow_special, dict(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, seed=seed, stop=stop))
-        return iter(dec)
+            repetition_penalty=repetition_penalty, seed=seed, stop=stop)))
 
-    def chat(self, image: ImageInput = None, system: Optional[str] = None) -> ChatSession:
+    def chat(self, image: ImageInput = None, system: Optional[str] = None, *,
+             allow_special: bool = False) -> ChatSession:
         """A conversation about ``image`` (or none) that keeps its KV cache: follow-up questions neither
         re-encode the image nor re-run the history. See :class:`parrot.chat.ChatSession`."""
-        return ChatSession(self, image, system)
+        if self.closed:
+            self._core.config  # raises the closed model's error
+        return ChatSession(self, image, system, allow_special=allow_special)
 
     def generate_many(self, items: Iterable[Any], *, progress: bool = True, **options: Any) -> Iterator[Result]:
         """Answers many questions, yielding one :class:`Result` per item, in order.
 
-        Each item is ``(image, prompt)`` or a dict with ``image``, ``prompt`` and optionally ``system`` and
-        per-item generation options; ``options`` apply to all items. A bad item (unreadable image, prompt too
-        long, ...) yields a Result with ``finish_reason == "error"``, empty text and ``error`` set, and the
-        batch goes on. Repeated images hit the image-feature cache. ``progress`` shows a tqdm bar."""
-        bad = set(options) - set(_GENERATION_OPTIONS) - {"system"}
+        Each item is ``(image, prompt)`` or a dict with ``image``, ``prompt`` and optionally ``system``,
+        ``allow_special`` and per-item generation options; ``options`` apply to all items. A bad item
+        (unreadable image, prompt too long, ...) yields a Result with ``finish_reason == "error"``, empty text
+        and ``error`` set, and the batch goes on. Repeated images hit the image-feature cache. ``progress``
+        shows a tqdm bar on stderr (``False`` turns it off)."""
+        bad = set(options) - set(_GENERATION_OPTIONS) - {"system", "allow_special"}
         if bad:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(bad))}")
-        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        total = len(items) if isinstance(items, Sized) else None
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -477,11 +554,10 @@ class Model:
                     kw = dict(options)
                     kw.update(opts)
                     system = kw.pop("system", None)
-                    prep, dec = self._start(image, prompt, system, kw)
-                    for _ in dec:
-                        pass
-                    r = self._result(prep, dec, prompt)
+                    allow_special = bool(kw.pop("allow_special", False))
+                    r = self._prompt(image, prompt, system, allow_special, kw).run()
                 except Exception as e:  # one bad item must not lose the batch
+                    log.debug("generate_many: item %d failed: %r", i, e)
                     r = Result(text="", token_ids=[], routing=None, timings={}, finish_reason="error",
                                prompt=prompt if isinstance(prompt, str) else "", error=e)
                 if bar is not None:
@@ -502,14 +578,6 @@ def _unpack_item(i: int, item: Any) -> Tuple[Any, str, Dict[str, Any]]:
         return item[0], item[1], {}
     raise TypeError(f"item {i} must be (image, prompt) or a dict with 'image' and 'prompt', got "
                     f"{type(item).__name__}")
-
-
-def _thumbnail(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], max_side: int = 112) -> np.ndarray:
-    """The (padded, resized) image the model saw, back in uint8 RGB and at most max_side pixels wide."""
-    step = max(1, -(-pixels.shape[1] // max_side))
-    px = pixels[:, ::step, ::step]
-    rgb = (px * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]) * 255
-    return np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8).transpose(1, 2, 0))
 
 
 # ---- loading
@@ -563,8 +631,18 @@ def default_model() -> Model:
         return _default
 
 
+@overload
 def generate(image: ImageInput, prompt: str, *, model: "Model | str | os.PathLike[str] | None" = None,
-             **options: Any) -> "str | Result":
+             return_details: Literal[False] = ..., **options: Any) -> str: ...
+
+
+@overload
+def generate(image: ImageInput, prompt: str, *, model: "Model | str | os.PathLike[str] | None" = None,
+             return_details: Literal[True], **options: Any) -> Result: ...
+
+
+def generate(image: ImageInput, prompt: str, *, model: "Model | str | os.PathLike[str] | None" = None,
+             return_details: bool = False, **options: Any) -> "str | Result":
     """``parrot.generate(image, prompt)``: :meth:`Model.generate` on ``model`` (a Model or a path), by
     default :func:`default_model`."""
     if model is None:
@@ -573,4 +651,4 @@ def generate(image: ImageInput, prompt: str, *, model: "Model | str | os.PathLik
         m = model
     else:
         m = load(model)
-    return m.generate(image, prompt, **options)
+    return m.generate(image, prompt, return_details=return_details, **options)

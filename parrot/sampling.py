@@ -3,6 +3,7 @@ top-k, top-p and a repetition penalty, in the order and with the meaning Hugging
 (repetition penalty, then temperature, then top-k, then top-p)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -12,9 +13,11 @@ __all__ = ["SamplingOptions", "Sampler"]
 
 
 def _check_number(name: str, value: object, *, low: float, low_open: bool, high: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if (v <= low if low_open else v < low) or (high is not None and v > high):
         bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
         raise ValueError(f"{name} must be {bound}, got {value!r}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything parrot needs on a fresh Debian machine (run as root, or with sudo for apt), then
-# installs parrot itself in editable mode with the test extras.
+# For developers: installs everything parrot needs to build from source on a fresh Debian machine (run as root,
+# or with sudo for apt), then installs this checkout (distribution parrot-vlm, import parrot) in editable mode
+# with the test extras. Users install the prebuilt wheel instead: pip install parrot-vlm (docs/install.md).
 #   bash scripts/install.sh            # runtime + test dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,14 @@ fi
 PY=${PYTHON:-python3}
 # torch only for the tests (the reference); the CPU build of this exact version is available offline here
 $PY -m pip install -q "torch==2.13.0"
+# this project was once installed under the distribution name `parrot`: remove such an install, recognised by
+# its `parrot = parrot.cli:main` command, so it cannot shadow this one (never the unrelated PyPI `parrot`)
+if $PY -c 'import importlib.metadata as m, sys
+try: d = m.distribution("parrot")
+except m.PackageNotFoundError: sys.exit(1)
+sys.exit(0 if any(e.value == "parrot.cli:main" for e in d.entry_points) else 1)'; then
+    $PY -m pip uninstall -q -y parrot
+fi
 $PY -m pip install -q -e ".[test]"
 # the `parrot` command: pyenv only sees new console scripts after a rehash
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

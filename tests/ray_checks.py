@@ -16,8 +16,8 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import ray  # noqa: E402
 
-from parrot.evaluate import evaluate  # noqa: E402
-from parrot.evaluate.runner import WorkerError  # noqa: E402
+from parrot.evaluation import evaluate  # noqa: E402
+from parrot.evaluation.runner import WorkerError  # noqa: E402
 
 from evaluate_fakes import scripted_model  # noqa: E402
 from test_evaluate import _table, make_multilingual  # noqa: E402
@@ -62,8 +62,8 @@ def worker_that_cannot_load_the_model_is_a_clear_error(tmp):
 def stopping_early_then_ray_shutdown_keeps_the_process(tmp):
     """A caller that stops reading the records (an exception, Ctrl-C, a break) and then shuts Ray down at once:
     Ray Data must have stopped its threads by then, or Ray ends this process with status 1."""
-    from parrot.evaluate.runner import ModelSpec, make_tasks, run_tasks
-    from parrot.evaluate.tsv import load_benchmark
+    from parrot.evaluation.runner import ModelSpec, make_tasks, run_tasks
+    from parrot.evaluation.tsv import load_benchmark
     groups = make_tasks([load_benchmark(f, check_md5=False) for f in make_multilingual(tmp)], {})
     for _ in range(3):
         records = run_tasks(groups, ModelSpec(scripted_model, 1), max_new_tokens=512, reference_jpeg=True,

@@ -14,12 +14,12 @@ import warnings
 import pytest
 
 import parrot
-from parrot.evaluate import evaluate
-from parrot.evaluate.extract import can_infer, postprocess
-from parrot.evaluate.prompts import build_prompt
-from parrot.evaluate.runner import JournalError
-from parrot.evaluate.score import report_acc, score_rows
-from parrot.evaluate.tsv import TSVError, load_benchmark, read_tsv
+from parrot.evaluation import evaluate
+from parrot.evaluation.extract import can_infer, postprocess
+from parrot.evaluation.prompts import build_prompt
+from parrot.evaluation.runner import JournalError
+from parrot.evaluation.score import report_acc, score_rows
+from parrot.evaluation.tsv import TSVError, load_benchmark, read_tsv
 
 import evaluate_fakes
 from evaluate_fakes import ScriptedModel, png_b64, scripted_model, write_tsv
@@ -221,7 +221,7 @@ EXTRACTION = [
 
 @pytest.mark.parametrize("reply,lang,expected", EXTRACTION)
 def test_letter_extraction(reply, lang, expected):
-    from parrot.evaluate.prompts import INSTRUCTIONS
+    from parrot.evaluation.prompts import INSTRUCTIONS
     prompt = "Which animal?\nA. a cat\nB. a dog\nC. a bird\nD. a fish\n" + INSTRUCTIONS[lang]
     got = can_infer(postprocess(reply, prompt), dict(CHOICES))
     assert (got or None) == expected
@@ -369,8 +369,8 @@ def test_journal_guards(multi, tmp_path):
 def _run_script(files, out, extra=""):
     return ("import sys, warnings; warnings.simplefilter('ignore'); "
             f"sys.path[:0] = [{ROOT!r}, {HERE!r}]; "
-            "import parrot.evaluate as E; from evaluate_fakes import scripted_model; "
-            f"E.evaluate({[str(f) for f in files]!r}, scripted_model, {str(out)!r}, progress=False, "
+            "import parrot; from evaluate_fakes import scripted_model; "
+            f"parrot.evaluate({[str(f) for f in files]!r}, scripted_model, {str(out)!r}, progress=False, "
             f"verbose=False, plots=False{extra})")
 
 
@@ -427,11 +427,14 @@ def test_raw_image_bytes_without_reference_jpeg(multi, tmp_path):
     assert model.calls[0][0] == hashlib.sha1(Image.open(io.BytesIO(png)).convert("RGB").tobytes()).hexdigest()
 
 
-def test_package_is_callable_and_cli_mounts(multi, tmp_path):
+def test_parrot_evaluate_is_the_function_and_cli_mounts(multi, tmp_path):
     import argparse
-    import parrot.evaluate as E
-    from parrot.evaluate import cli
-    r = E(multi[:1], ScriptedModel(), tmp_path / "c", progress=False, verbose=False, plots=False)
+    import types
+    import parrot
+    from parrot.evaluation import cli
+    assert isinstance(parrot.evaluate, types.FunctionType) and parrot.evaluate is evaluate
+    assert isinstance(parrot.evaluation, types.ModuleType)
+    r = parrot.evaluate(multi[:1], ScriptedModel(), tmp_path / "c", progress=False, verbose=False, plots=False)
     assert r.summary["overall"]["questions"] == 8
     top = argparse.ArgumentParser(prog="parrot")
     cli.add_parser(top.add_subparsers(dest="cmd"))
@@ -439,7 +442,7 @@ def test_package_is_callable_and_cli_mounts(multi, tmp_path):
                            "--workers", "2", "--no-plots", "-q"])
     assert args.workers == 2 and args.files == multi and args.func is cli.main
     # a model file that does not exist: exit status 1 and a message naming it, no traceback
-    proc = subprocess.run([sys.executable, "-m", "parrot.evaluate.cli", *multi, "--model",
+    proc = subprocess.run([sys.executable, "-m", "parrot.evaluation.cli", *multi, "--model",
                            str(tmp_path / "missing.gguf"), "-o", str(tmp_path / "o"), "-q"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr

@@ -96,7 +96,7 @@ def questions(heldout, lang):
 
 def correct(form, text, answer, options):
     if form == "mc":
-        from parrot.evaluate.extract import extract_letter
+        from parrot.evaluation.extract import extract_letter
         return extract_letter(text, options) == answer
     return text == answer
 

@@ -23,7 +23,7 @@ import string
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 __all__ = ["Table", "Row", "Benchmark", "read_tsv", "load_benchmark", "file_md5", "KNOWN_MD5", "LANGUAGES",
            "language_from_name", "decode_image"]
@@ -66,14 +66,14 @@ class Table:
 
     path: str
     columns: List[str]
-    cells: Dict[str, list]
+    cells: Dict[str, List[Any]]
     lines: List[int]  # 1-based line of each row in the file (for error messages)
 
     def __len__(self) -> int:
         return len(self.lines)
 
 
-def _infer(values: List[Optional[str]]):
+def _infer(values: List[Optional[str]]) -> List[Any]:
     """Typed values of one column, following read_csv's inference: bool, int, float, else str."""
     present = [v for v in values if v is not None]
     if not present:
@@ -130,7 +130,7 @@ def read_tsv(path: Union[str, "os.PathLike[str]"]) -> Table:
     return Table(path, list(header), cells, lines)
 
 
-def text(value) -> Optional[str]:
+def text(value: object) -> Optional[str]:
     """A typed cell as VLMEvalKit's prompt shows it: ``str(value)`` (pandas prints floats like Python)."""
     return None if value is None else str(value)
 
@@ -197,7 +197,7 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
     """Reads a VLMEvalKit multiple-choice TSV into a :class:`Benchmark`.
 
     ``lang`` overrides the file-name suffix as the language the file is reported under (``Benchmark.lang``);
-    the prompt's instruction depends on the name only (:func:`parrot.evaluate.prompts.instruction_language`).
+    the prompt's instruction depends on the name only (:func:`parrot.evaluation.prompts.instruction_language`).
     ``scoring`` "auto" follows ImageMCQDataset.evaluate: circular when the dataset name contains "mmbench" or
     "ccbench", else vanilla. Known MMMB / multilingual MMBench
     files are checked against their published MD5 (a mismatch warns, naming the file).
@@ -235,9 +235,9 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
     else:
         raise ValueError(f"scoring must be 'auto', 'vanilla' or 'circular', got {scoring!r}")
 
-    for col in ("index", "question"):
-        if col not in table.cells:
-            raise TSVError(f"{path}: no '{col}' column (columns: {table.columns})")
+    for name in ("index", "question"):
+        if name not in table.cells:
+            raise TSVError(f"{path}: no '{name}' column (columns: {table.columns})")
     has_image = "image" in table.cells
     letters = [c for c in string.ascii_uppercase if c in table.cells]
     col = table.cells.get
@@ -249,10 +249,10 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
     for i in keep:
         if table.cells["index"][i] is None:
             raise TSVError(f"{path}: line {table.lines[i]}: empty 'index'")
-    images: Dict[str, str] = {}
+    images: Dict[Optional[str], str] = {}
     if has_image:
         for i in keep:
-            images[text(table.cells["index"][i])] = text(table.cells["image"][i])
+            images[text(table.cells["index"][i])] = str(table.cells["image"][i])   # kept rows have one
 
     seen = set()
     for i in keep:
@@ -262,7 +262,8 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
         if index in seen:
             raise TSVError(f"{path}: line {table.lines[i]}: duplicate index {index!r}")
         seen.add(index)
-        image, error = None, None
+        image: Optional[str] = None
+        error: Optional[str] = None
         if has_image:
             image = images[text(table.cells["index"][i])]
             if len(image) <= IMAGE_REF_MAX:
@@ -282,7 +283,7 @@ def load_benchmark(path: Union[str, "os.PathLike[str]"], *, lang: Optional[str] 
         bench.rows.append(Row(
             index=index,
             question=question if question is not None else "nan",
-            options={c: text(table.cells[c][i]) for c in letters if table.cells[c][i] is not None},
+            options={c: str(table.cells[c][i]) for c in letters if table.cells[c][i] is not None},
             answer=text(col("answer", [None] * len(table))[i]),
             hint=text(col("hint", [None] * len(table))[i]),
             category=text(col("category", [None] * len(table))[i]),

@@ -20,9 +20,9 @@ Two stages, each a transcription of VLMEvalKit's rules (the rules, not the code,
 from __future__ import annotations
 
 import string
-from typing import Dict, Optional, Union
+from typing import Dict, Iterable, Optional, Union
 
-from parrot.evaluate.prompts import EN_INSTRUCTION
+from parrot.evaluation.prompts import EN_INSTRUCTION
 
 __all__ = ["postprocess", "can_infer", "can_infer_option", "can_infer_text", "REFUSALS"]
 
@@ -39,7 +39,7 @@ REFUSALS = (
 _SEPARATORS = ".()[],:;!*#{}"
 
 
-def _after_prefix(answer: str, prefixes) -> str:
+def _after_prefix(answer: str, prefixes: Iterable[str]) -> str:
     # Parrot.process_answer_prefix: position found in the lower-cased text, applied to the original
     low = answer.lower()
     for prefix in prefixes:
@@ -98,7 +98,7 @@ def can_infer_text(answer: str, choices: Dict[str, str]) -> Union[str, bool]:
     return hits[0] if len(hits) == 1 else False
 
 
-def can_infer(answer, choices: Dict[str, str]) -> Union[str, bool]:
+def can_infer(answer: object, choices: Dict[str, str]) -> Union[str, bool]:
     """VLMEvalKit's ``can_infer``: a letter of ``choices``, "Z" (refusal), or False (nothing inferable)."""
     answer = str(answer)
     found = can_infer_option(answer, choices)
@@ -108,4 +108,4 @@ def can_infer(answer, choices: Dict[str, str]) -> Union[str, bool]:
 def extract_letter(prediction: str, choices: Dict[str, str]) -> Optional[str]:
     """``can_infer`` with "nothing" as None."""
     found = can_infer(prediction, choices)
-    return found if found else None
+    return found if isinstance(found, str) and found else None

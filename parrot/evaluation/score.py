@@ -18,10 +18,10 @@ Rows whose image could not be used (errors) count as wrong and are reported sepa
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
-from parrot.evaluate.extract import extract_letter
-from parrot.evaluate.tsv import Benchmark, Row
+from parrot.evaluation.extract import extract_letter
+from parrot.evaluation.tsv import Benchmark, Row
 
 __all__ = ["CIRCULAR_BASE", "MMB_ABBRS", "scored_prediction", "score_rows", "report_acc"]
 
@@ -43,7 +43,7 @@ def scored_prediction(prediction: Optional[str]) -> str:
     return "nan" if prediction is None or prediction == "" else prediction
 
 
-def score_rows(bench: Benchmark, records: Dict[str, dict]) -> List[dict]:
+def score_rows(bench: Benchmark, records: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One scored entry per question (main row): its fields, extracted letters and ``hit`` (0/1).
 
     ``records`` maps ``str(row.index)`` to the run record of that row (``prediction``, ``error``).
@@ -54,7 +54,7 @@ def score_rows(bench: Benchmark, records: Dict[str, dict]) -> List[dict]:
             return None
         return extract_letter(scored_prediction(rec.get("prediction")), row.options)
 
-    def entry(row: Row, hit: int, letters: List[Optional[str]], members: List[Row]) -> dict:
+    def entry(row: Row, hit: int, letters: List[Optional[str]], members: List[Row]) -> Dict[str, Any]:
         errs = [records.get(str(m.index), {}).get("error") for m in members]
         return {"index": row.index, "answer": row.answer, "category": row.category,
                 "l2-category": row.l2_category, "split": row.split, "hit": hit,
@@ -68,16 +68,21 @@ def score_rows(bench: Benchmark, records: Dict[str, dict]) -> List[dict]:
             out.append(entry(row, int(got is not None and got == row.answer), [got], [row]))
         return out
 
+    def number(row: Row) -> int:
+        if not isinstance(row.index, int):
+            raise ValueError(f"{bench.path}: circular scoring needs integer indices, got {row.index!r}")
+        return row.index
+
     groups: "OrderedDict[int, List[Row]]" = OrderedDict()
-    main = [r for r in bench.rows if r.index < CIRCULAR_BASE]
+    main = [r for r in bench.rows if number(r) < CIRCULAR_BASE]
     for r in main:
-        groups[r.index] = []
+        groups[number(r)] = []
     for r in bench.rows:
-        g = r.index % CIRCULAR_BASE
+        g = number(r) % CIRCULAR_BASE
         if g in groups:
             groups[g].append(r)
     for r in main:
-        members = groups[r.index]
+        members = groups[number(r)]
         letters = [letter(m) for m in members]
         hit = int(all(got is not None and got == m.answer for got, m in zip(letters, members)))
         out.append(entry(r, hit, letters, members))
@@ -88,7 +93,7 @@ def _mean(xs: List[int]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def report_acc(scored: Iterable[dict]) -> "OrderedDict[str, OrderedDict[str, float]]":
+def report_acc(scored: Iterable[Dict[str, Any]]) -> "OrderedDict[str, OrderedDict[str, float]]":
     """``{split: {"Overall": acc, <l2-category>...: acc, <category>...: acc}}`` as report_acc orders it."""
     scored = list(scored)
     splits = sorted({e["split"] for e in scored if e["split"] is not None}) or ["none"]
@@ -106,5 +111,5 @@ def report_acc(scored: Iterable[dict]) -> "OrderedDict[str, OrderedDict[str, flo
     return res
 
 
-def category_names(scored: Iterable[dict], group: str) -> List[str]:
+def category_names(scored: Iterable[Dict[str, Any]], group: str) -> List[str]:
     return [MMB_ABBRS.get(n, n) for n in sorted({e[group] for e in scored if e[group] is not None})]

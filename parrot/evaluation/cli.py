@@ -1,10 +1,11 @@
 """``parrot eval FILE.tsv [FILE.tsv ...] [--model M] -o OUTDIR``: the command-line face of parrot.evaluate.
 
-The CLI owner mounts it with ``add_parser(subparsers)``; ``python -m parrot.evaluate.cli ...`` runs it alone.
+The CLI owner mounts it with ``add_parser(subparsers)``; ``python -m parrot.evaluation.cli ...`` runs it alone.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from typing import Any, List, Optional
@@ -36,7 +37,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="threads per model (default: physical cores; with -j N or --ray: cores / N)")
     p.add_argument("-j", "--workers", type=positive_int, default=1, metavar="N",
                    help="model processes on this machine (default 1)")
-    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot[ray]')")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'parrot-vlm[ray]')")
     p.add_argument("--ray-address", default=None, help="Ray cluster address for ray.init (default: local/auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in OUTDIR")
@@ -69,24 +70,33 @@ def _warn(message: "Warning | str", category: type, filename: str, lineno: int, 
 def main(args: argparse.Namespace) -> int:
     """Runs ``parrot eval`` with parsed arguments; returns the exit status: 0, or 1 when the run cannot be
     done (a missing or unreadable TSV or model, a journal of another run); argparse exits 2 on bad usage."""
-    from parrot.evaluate.api import evaluate
-    from parrot.evaluate.runner import JournalError, WorkerError
-    from parrot.evaluate.tsv import TSVError
+    from parrot.evaluation.api import evaluate
+    from parrot.evaluation.runner import JournalError, WorkerError
+    from parrot.evaluation.tsv import TSVError
     from parrot.model import default_model_path
     import parrot
 
+    log = logging.getLogger("parrot.evaluation")   # the library logs the resume line: show it on stderr
+    handler = logging.StreamHandler(sys.stderr)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
         model = args.model or default_model_path()
         with warnings.catch_warnings():
             warnings.showwarning = _warn
-            evaluate(args.files, model, args.out, lang=args.lang, scoring=args.scoring,
-                     max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
-                     ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
-                     reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)
+            r = evaluate(args.files, model, args.out, lang=args.lang, scoring=args.scoring,
+                         max_new_tokens=args.max_new_tokens, threads=args.threads, workers=args.workers,
+                         ray=args.ray, ray_address=args.ray_address, resume=args.resume, overwrite=args.overwrite,
+                         reference_jpeg=args.reference_jpeg, plots=args.plots, progress=not args.quiet)
     except (TSVError, JournalError, WorkerError, parrot.ParrotError, ImportError, ValueError, OSError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"parrot eval: error: {first}", file=sys.stderr)
         return 1
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    print(r.table)
     return 0
 
 

@@ -1,19 +1,22 @@
 """``parrot.evaluate``: score a model on VLMEvalKit TSVs (MMMB, multilingual MMBench, or your own)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from parrot.evaluate.report import format_table, summarize, write_outputs
-from parrot.evaluate.runner import JOURNAL_VERSION, Journal, ModelSpec, make_tasks, run_tasks
-from parrot.evaluate.score import score_rows
-from parrot.evaluate.tsv import Benchmark, TSVError, load_benchmark
+from parrot.evaluation.report import format_table, summarize, write_outputs
+from parrot.evaluation.runner import JOURNAL_VERSION, Journal, ModelSpec, make_tasks, run_tasks
+from parrot.evaluation.score import score_rows
+from parrot.evaluation.tsv import Benchmark, TSVError, load_benchmark
 
 __all__ = ["evaluate", "EvalResult"]
+
+log = logging.getLogger("parrot.evaluation")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -23,18 +26,18 @@ class EvalResult:
     """What :func:`evaluate` found: the summary (as written to accuracy.json), the printed table, the
     per-question scores of each benchmark, and the paths of the files written."""
 
-    summary: dict
+    summary: Dict[str, Any]
     table: str
-    scored: Dict[str, List[dict]]
+    scored: Dict[str, List[Dict[str, Any]]]
     paths: Dict[str, str]
 
     @property
     def accuracy(self) -> float:
         """Overall accuracy over all questions of all files (a fraction)."""
-        return self.summary["overall"]["accuracy"]
+        return float(self.summary["overall"]["accuracy"])
 
 
-def _nan_to_none(x):
+def _nan_to_none(x: Any) -> Any:
     if isinstance(x, float) and math.isnan(x):
         return None
     if isinstance(x, dict):
@@ -63,10 +66,13 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     max_new_tokens: 512 as the reference; decoding is greedy.
     workers: processes on this machine, each with its own model (``threads`` each; default cores/workers).
     ray: run as a Ray Data job (actor pool of ``workers`` actors) on the cluster ``ray.init(ray_address)``
-        reaches, or on the one already initialised. Needs ``pip install parrot[ray]``. A Ray that this call
+        reaches, or on the one already initialised. Needs ``pip install 'parrot-vlm[ray]'``. A Ray that this call
         starts is shut down at its end, and the process's SIGTERM/SIGINT handlers are put back.
     resume: continue the journal in ``out_dir`` (rows already there are not run again).
     reference_jpeg: re-encode each image as JPEG first, as VLMEvalKit does before Parrot sees it (Pillow).
+    progress: a tqdm bar on stderr. verbose: log a resumed run's counts (INFO) and the table (DEBUG) on the
+        ``parrot.evaluation`` logger; nothing is printed (``parrot eval`` prints the table). Rows that could
+        not be evaluated are reported with :func:`warnings.warn`.
     """
     if isinstance(files, (str, os.PathLike)):
         files = [files]
@@ -119,7 +125,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
         groups = make_tasks(benches, journal.records)
         total = sum(len(g) for g in groups)
         if verbose and journal.records and total:
-            print(f"resuming: {len(journal.records)} rows already done, {total} to run", file=sys.stderr)
+            log.info("resuming: %d rows already done, %d to run", len(journal.records), total)
         bar = None
         if progress and total:
             from tqdm import tqdm
@@ -140,7 +146,7 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
 
     records = journal.records
     scored = {b.name: score_rows(b, {k[1]: v for k, v in records.items() if k[0] == b.name}) for b in benches}
-    summary = summarize(benches, scored, records, meta["model"])
+    summary = summarize(benches, scored, records, described)
     mine = [records[(b.name, str(r.index))] for b in benches for r in b.rows if (b.name, str(r.index)) in records]
     looked = [r for r in mine if r.get("cache_hit") is not None]
     hits = sum(1 for r in looked if r["cache_hit"])
@@ -157,8 +163,8 @@ def evaluate(files: Union[PathLike, Sequence[PathLike]], model: Any, out_dir: Pa
     paths = write_outputs(summary, benches, scored, records, out_dir, plots=plots)
     paths["journal"] = journal.path
     if verbose:
-        print(table)
-        if summary["errors"]:
-            print(f"{len(summary['errors'])} rows could not be evaluated (counted wrong); first: "
-                  f"{summary['errors'][0]['error']}", file=sys.stderr)
+        log.debug("%s", table)
+    if summary["errors"]:
+        warnings.warn(f"{len(summary['errors'])} rows could not be evaluated (counted wrong); first: "
+                      f"{summary['errors'][0]['error']}", stacklevel=2)
     return EvalResult(summary=summary, table=table, scored=scored, paths=paths)

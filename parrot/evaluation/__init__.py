@@ -8,20 +8,8 @@ Modules: ``tsv`` (reading VLMEvalKit TSVs), ``prompts`` (the question text), ``e
 ``score`` (vanilla / circular scoring, report_acc), ``runner`` (serial, ``--workers``, Ray Data; resumable
 journal), ``report`` (table, CSV, JSON, plots), ``cli`` (``parrot eval``).
 
-The package itself is callable, so ``parrot.evaluate(...)`` works whether ``parrot.evaluate`` names this
-package or the function re-exported from it.
+``parrot.evaluate`` is the function :func:`parrot.evaluation.api.evaluate`; this package holds its parts.
 """
-import sys
-import types
-
-from parrot.evaluate.api import EvalResult, evaluate
+from parrot.evaluation.api import EvalResult, evaluate
 
 __all__ = ["evaluate", "EvalResult"]
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

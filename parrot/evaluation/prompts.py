@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from parrot.evaluate.tsv import Row
+from parrot.evaluation.tsv import Row
 
 __all__ = ["INSTRUCTIONS", "EN_INSTRUCTION", "OPEN_INSTRUCTION", "cn_string", "instruction_language",
            "build_prompt"]

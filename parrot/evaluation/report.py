@@ -9,23 +9,25 @@ import json
 import math
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from parrot.evaluate.extract import extract_letter
-from parrot.evaluate.score import category_names, report_acc, scored_prediction
-from parrot.evaluate.tsv import LANGUAGES, Benchmark
+from parrot.evaluation.extract import extract_letter
+from parrot.evaluation.score import category_names, report_acc, scored_prediction
+from parrot.evaluation.tsv import LANGUAGES, Benchmark
+
+Record = Dict[str, Any]  # a JSON-able record (a summary, a scored question, a run's row)
 
 __all__ = ["summarize", "format_table", "write_outputs"]
 
 
-def _lang_order(langs) -> List[str]:
+def _lang_order(langs: Iterable[str]) -> List[str]:
     return sorted(set(langs), key=lambda x: (LANGUAGES.index(x) if x in LANGUAGES else len(LANGUAGES), x))
 
 
-def summarize(benches: Sequence[Benchmark], scored: Dict[str, List[dict]], records: Dict[tuple, dict],
-              model: str) -> dict:
+def summarize(benches: Sequence[Benchmark], scored: Dict[str, List[Record]], records: Dict[Tuple[str, str], Record],
+              model: str) -> Record:
     """Everything the reports show, as plain JSON-able data (accuracies are fractions in [0, 1])."""
-    out = {"model": model, "benchmarks": [], "languages": {}, "routing": {}}
+    out: Dict[str, Any] = {"model": model, "benchmarks": [], "languages": {}, "routing": {}}
     lang_hits: Dict[str, List[int]] = {}
     routing: Dict[str, List[List[float]]] = {}
     for b in benches:
@@ -59,7 +61,7 @@ def _pct(x: float) -> str:
     return "   -" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
 
 
-def format_table(summary: dict) -> str:
+def format_table(summary: Record) -> str:
     """The accuracy table printed at the end of a run (percentages)."""
     lines = []
     rows = [(b["name"] if sp == "none" else f"{b['name']}/{sp}", b, acc)
@@ -97,7 +99,7 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(summary: dict, path: str) -> None:
+def _write_csv(summary: Record, path: str) -> None:
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["benchmark", "lang", "scoring", "split", "group", "name", "accuracy"])
@@ -112,7 +114,7 @@ def _write_csv(summary: dict, path: str) -> None:
         w.writerow(["*", "*", "", "", "overall", "all", repr(summary["overall"]["accuracy"])])
 
 
-def _write_predictions(benches: Sequence[Benchmark], scored: Dict[str, List[dict]], records: Dict[tuple, dict],
+def _write_predictions(benches: Sequence[Benchmark], scored: Dict[str, List[Record]], records: Dict[Tuple[str, str], Record],
                        path: str) -> None:
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
@@ -128,13 +130,14 @@ def _write_predictions(benches: Sequence[Benchmark], scored: Dict[str, List[dict
                             int(got is not None and got == r.answer), hits.get(str(r.index), ""), err or ""])
 
 
-def _plots(summary: dict, out_dir: str) -> List[str]:
+def _plots(summary: Record, out_dir: str) -> List[str]:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn("matplotlib is not installed: skipping accuracy.png and routing.png", stacklevel=3)
+        warnings.warn("matplotlib is not installed: skipping accuracy.png and routing.png "
+                      "(pip install 'parrot-vlm[plot]')", stacklevel=3)
         return []
     written = []
     # accuracy per language, one bar group per benchmark family (the name without its language suffix)
@@ -187,8 +190,8 @@ def _plots(summary: dict, out_dir: str) -> List[str]:
     return written
 
 
-def write_outputs(summary: dict, benches: Sequence[Benchmark], scored: Dict[str, List[dict]],
-                  records: Dict[tuple, dict], out_dir: str, *, plots: bool = True) -> Dict[str, str]:
+def write_outputs(summary: Record, benches: Sequence[Benchmark], scored: Dict[str, List[Record]],
+                  records: Dict[Tuple[str, str], Record], out_dir: str, *, plots: bool = True) -> Dict[str, str]:
     """Writes accuracy.csv, accuracy.json, predictions.csv and (optionally) the plots; returns their paths."""
     paths = {"csv": os.path.join(out_dir, "accuracy.csv"), "json": os.path.join(out_dir, "accuracy.json"),
              "predictions": os.path.join(out_dir, "predictions.csv")}

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from parrot.evaluate.extract import postprocess
-from parrot.evaluate.prompts import build_prompt
-from parrot.evaluate.tsv import Benchmark, decode_image
+from parrot.evaluation.extract import postprocess
+from parrot.evaluation.prompts import build_prompt
+from parrot.evaluation.tsv import Benchmark, decode_image
 
 __all__ = ["ModelSpec", "Journal", "make_tasks", "run_tasks", "JournalError", "WorkerError"]
 
@@ -321,7 +321,7 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
     try:
         import ray
     except ImportError:
-        raise ImportError("--ray needs Ray Data: pip install 'parrot[ray]' (ray[data], pandas)") from None
+        raise ImportError("--ray needs Ray Data: pip install 'parrot-vlm[ray]' (ray[data], pandas)") from None
     started = not ray.is_initialized()
     if started:
         # ray.init replaces the process's SIGTERM handler with one that exits with status 1; a Ray that parrot
