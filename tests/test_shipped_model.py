@@ -320,8 +320,9 @@ def people_table(people_answers):
             table[(lang, form)] = float(np.mean([r["ok"] for r in rows if r["form"] == form]))
         table[(lang, "language")] = float(np.mean([in_language(r["text"], lang) for r in rows
                                                    if r["form"] == "open"]))
-        kinds = " ".join(f"{form} {kind} {np.mean([r['ok'] for r in rows if (r['form'], r['kind']) == (form, kind)]):.2f}"
-                         for form, kinds in (("open", data.OPEN_KINDS), ("mc", data.KINDS)) for kind in kinds)
+        per_kind = {(f, k): np.mean([r["ok"] for r in rows if (r["form"], r["kind"]) == (f, k)])
+                    for f, ks in (("open", data.OPEN_KINDS), ("mc", data.KINDS)) for k in ks}
+        kinds = " ".join(f"{f} {k} {v:.2f}" for (f, k), v in per_kind.items())
         print(f"  {lang}: open {table[(lang, 'open')]:.3f}  multiple choice {table[(lang, 'mc')]:.3f}  "
               f"in the question's language {table[(lang, 'language')]:.3f}   ({kinds})")
     for lang, rows in people_answers.items():
