@@ -37,6 +37,11 @@ LLM_SHAPES = {  # Qwen1.5 configurations (config.json of Qwen/Qwen1.5-0.5B and -
                  num_key_value_heads=16, vocab_size=151936, tie_word_embeddings=True),
     "1.8b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=24, num_attention_heads=16,
                  num_key_value_heads=16, vocab_size=151936, tie_word_embeddings=False),
+    # Parrot-7B's and -14B's LLMs (Qwen1.5-7B-Chat, Qwen1.5-14B-Chat): benchmarks/bench_full.py
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=151936, tie_word_embeddings=False),
+    "14b": dict(hidden_size=5120, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=40,
+                num_key_value_heads=40, vocab_size=152064, tie_word_embeddings=False),
     # a small model to check the harness itself quickly (--llm test --no-vision)
     "test": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=False),
@@ -185,11 +190,29 @@ WORKERS = dict(limits=w_limits, ours_vision=w_ours_vision, torch_vision=w_torch_
                torch_llm=w_torch_llm, llama_llm=w_llama_llm)
 
 
-def run_worker(spec, env):
-    """Runs one measurement in a fresh interpreter; returns its dict, or {'error': ...}."""
+def run_as_worker(args, workers):
+    """With --worker SPEC: runs workers[SPEC.kind] here and prints its JSON result (see run_worker)."""
+    if not args.worker:
+        return False
+    spec = json.loads(args.worker)
+    print(json.dumps(workers[spec["kind"]](spec)))
+    return True
+
+
+def measurement_env():
+    """This environment without ENV_DROP (said on stdout): OpenBLAS then picks its kernels from the CPU."""
+    env = dict(os.environ)
+    dropped = {k: env.pop(k) for k in ENV_DROP if k in env}
+    print(f"unset {' and '.join(ENV_DROP)} for every measurement of this benchmark (were: "
+          f"{dropped if dropped else 'not set'})", flush=True)
+    return env
+
+
+def run_worker(spec, env, script=__file__):
+    """Runs one measurement in a fresh interpreter (`script --worker SPEC`); returns its dict, or {'error': ...}."""
     label = f"{spec['kind']} {spec.get('dtype', '')} {os.path.basename(spec.get('path', spec.get('hf', '')))}"
     print(f"  running {label.strip()} ...", flush=True)
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], env=env,
+    r = subprocess.run([sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)], env=env,
                        capture_output=True, text=True)
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
     if r.returncode or not lines:
@@ -325,13 +348,13 @@ def vision_flops():
     return dict(vit=vit, projector=proj, moe=moe)
 
 
-def prefill_flops(name):
-    """Matrix products of PREFILL positions, causal attention (2·n²·d per layer for QKᵀ and PV together) and
+def prefill_flops(name, n=PREFILL):
+    """Matrix products of n prompt positions, causal attention (2·n²·d per layer for QKᵀ and PV together) and
     the lm_head of the last position only (what a prefill computes)."""
     s = LLM_SHAPES[name]
     d, ff, L, V = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"], s["vocab_size"]
     kv = d // s["num_attention_heads"] * s["num_key_value_heads"]
-    return 2 * PREFILL * L * (2 * d * d + 2 * d * kv + 3 * d * ff) + 2 * L * PREFILL ** 2 * d + 2 * V * d
+    return 2 * n * L * (2 * d * d + 2 * d * kv + 3 * d * ff) + 2 * L * n ** 2 * d + 2 * V * d
 
 
 def fmt(x, nd=1):
@@ -353,15 +376,10 @@ def main(argv=None):
                     help="leave OpenMP's default spin-waiting (OMP_WAIT_POLICY unset) for llama.cpp and PyTorch")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        spec = json.loads(args.worker)
-        print(json.dumps(WORKERS[spec["kind"]](spec)))
+    if run_as_worker(args, WORKERS):
         return 0
 
-    env = dict(os.environ)
-    dropped = {k: env.pop(k) for k in ENV_DROP if k in env}
-    print(f"unset {' and '.join(ENV_DROP)} for every measurement of this benchmark (were: "
-          f"{dropped if dropped else 'not set'})", flush=True)
+    env = measurement_env()
     if not args.omp_active:
         # llama.cpp and PyTorch use OpenMP, whose threads spin at every barrier by default: on a machine shared
         # with other work a descheduled spinner stalls all the others (llama.cpp decode fell from ~16 to ~0.4

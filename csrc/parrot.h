@@ -1,4 +1,32 @@
-/* parrot.h — the plain C API of the parrot inference engine.
+/* parrot.h — the plain C API of the parrot inference engine for Parrot, the multilingual vision-language
+ * model (a CLIP vision tower, a projector, a language-routed mixture of experts, a Qwen2 decoder).
+ *
+ * One question about one image, greedy (examples/describe.c is this, with error handling):
+ *
+ *     pr_error err = {0};
+ *     pr_model *m;        pr_model_load("model.gguf", 0, &m, &err);               // map + validate
+ *     const pr_config *cf = pr_model_config(m);
+ *     float *px = malloc(3 * cf->v_image_size * cf->v_image_size * sizeof *px);
+ *     pr_image_pixels_file(m, "cat.png", px, &err);                                // decode + preprocess
+ *     pr_image_features *img; pr_image_encode(m, px, &img, &err);                  // ViT, projector, experts
+ *     int32_t *ids; int n;                                                         // "<image>" marks the image
+ *     pr_tokenize_prompt(m, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+ *                           "<image>\nWhat is it?<|im_end|>\n<|im_start|>assistant\n", &ids, &n, &err);
+ *     pr_context *ctx;    pr_context_new_kv(m, 1024, PR_F32, &ctx, &err);          // one sequence's KV cache
+ *     float *logits = malloc(cf->n_vocab * sizeof *logits), routing[cf->n_expert];
+ *     pr_prefill(ctx, ids, n, img, routing, logits, 0, &err);  // route, combine, splice, run the prompt
+ *     for (;;) {                                                                   // decode loop
+ *         int32_t t = argmax(logits, cf->n_vocab);
+ *         if (t == cf->im_end_id || t == cf->endoftext_id || t == cf->eos_id) break;
+ *         ... keep t ...
+ *         pr_decode_tokens(ctx, &t, 1, logits, 0, &err);
+ *     }
+ *     pr_detokenize_ids(m, kept, n_kept, 1, &text, &err);                         // the answer (free(text))
+ *     pr_context_free(ctx); pr_image_features_free(img); pr_model_free(m); free(ids);
+ *
+ * The image's features (pr_image_features) depend on the image only: encode once, prefill as many questions
+ * (and contexts) with them as you like. Routing, combination and the splice depend on the prompt's text and
+ * run inside pr_prefill.
  *
  * Nothing behind this header calls Python. Every function that can fail returns 0 on success or a
  * PR_ERR_* code, and fills a pr_error with a human-readable message naming what was wrong (file, tensor,
@@ -7,7 +35,7 @@
  * Rooms (see docs/architecture.md):
  *   io/       GGUF reader (mmap + validation)
  *   kernels/  matrix kernels per dtype, CPU dispatch, thread pool
- *   model/    config, weights, Qwen2 decoder, CLIP vision tower, projector, multilingual MoE
+ *   model/    config, weights, Qwen2 decoder, CLIP vision tower + projector, multilingual MoE, the pipeline
  *   text/     Qwen2 byte-level BPE tokenizer
  *   image/    PNG/JPEG decoding and CLIP preprocessing
  *   python/   the CPython extension (the only place that includes Python.h)
@@ -94,6 +122,7 @@ typedef struct pr_config {
     int v_image_size, v_patch_size, v_embd, v_ff, v_layer, v_head, v_act;
     float v_eps;
     float image_mean[3], image_std[3];
+    int pad_square;     /* pad the image to a square with the mean colour first (image_aspect_ratio "pad") */
     int select_layer;   /* as in config: negative counts from the end of hidden_states */
     int select_feature; /* PR_FEAT_* */
     int n_layer_run;    /* encoder layers actually needed for select_layer */
@@ -102,7 +131,8 @@ typedef struct pr_config {
     int projector_type; /* PR_PROJ_* */
     int mm_hidden;
     /* multilingual MoE */
-    int use_moe, use_moe_residual, n_expert, moe_ff, moe_top_k;
+    int use_moe, use_moe_residual, n_expert, moe_ff;
+    int moe_top_k;      /* stored only: Parrot's forward pass always runs every expert (dense routing) */
     float moe_weight;
 } pr_config;
 
@@ -112,8 +142,9 @@ int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err
 void pr_model_free(pr_model *m);
 const pr_config *pr_model_config(const pr_model *m);
 int pr_model_n_threads(const pr_model *m);
-/* Tensor lookup by GGUF name (NULL if absent) and enumeration. */
-const pr_tensor *pr_model_tensor(const pr_model *m, const char *name);
+/* Jobs the model's thread pool has run so far; each wakes every worker once (benchmarks count them). */
+unsigned long pr_model_pool_runs(const pr_model *m);
+/* The file's tensors, in file order. */
 int pr_model_n_tensors(const pr_model *m);
 const pr_tensor *pr_model_tensor_at(const pr_model *m, int i);
 /* The mapped file's GGUF reader, for metadata lookups (see io/gguf.h). */
@@ -128,11 +159,10 @@ const struct pr_tokenizer *pr_model_tokenizer(const pr_model *m); /* NULL if the
 volatile int *pr_model_abort_flag(pr_model *m);
 void pr_interrupt_request(void); /* async-signal-safe */
 void pr_interrupt_clear(void);
-int pr_interrupt_pending(void);
 
 /* ---------------------------------------------------------------- the language model */
-int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err);
-/* The same with the KV cache stored as kv_type: PR_F32 (pr_context_new) or PR_F16 (half the memory). */
+/* A new sequence of up to n_ctx positions (at most the model's n_ctx_train); the KV cache grows on demand and
+ * holds kv_type values: PR_F32, or PR_F16 (half the memory and reading time per token). */
 int pr_context_new_kv(pr_model *m, int n_ctx, int kv_type, pr_context **out, pr_error *err);
 void pr_context_free(pr_context *c);
 int pr_context_n_ctx(const pr_context *c);
@@ -149,6 +179,12 @@ int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int a
 /* The same from token ids. */
 int pr_decode_tokens(pr_context *c, const int32_t *ids, int n, float *logits, int all_logits, pr_error *err);
 
+/* Batched decoding: n_seq sequences (distinct contexts of one model, each with its own KV cache and position)
+ * advance by one token each (tokens[s] into ctxs[s]) through one pass over the weights per group of up to 4
+ * sequences; logits (may be NULL) is n_seq × n_vocab. Each sequence's logits equal what pr_decode_tokens gives
+ * it alone, exactly. On error no sequence has advanced. */
+int pr_decode_batch(pr_context *const *ctxs, const int32_t *tokens, int n_seq, float *logits, pr_error *err);
+
 /* ---------------------------------------------------------------- vision, projector, MoE */
 /* pixels: 3 × S × S float32 (preprocessed, CHW). out: n_img_tokens × n_embd (ViT + selection + projector). */
 int pr_encode_image(pr_model *m, const float *pixels, float *out, pr_error *err);
@@ -164,6 +200,48 @@ int pr_moe_experts(pr_model *m, const float *x, int n_tok, float *out, pr_error 
 /* out = Σ_e w_e·Y_e (+ moe_weight·x when use_moe_residual); x itself when use_moe is false. */
 int pr_moe_combine(const pr_model *m, const float *x, const float *Y, const float *w, int n_tok, float *out,
                    pr_error *err);
+
+/* ---------------------------------------------------------------- the pipeline (model/pipeline.c) */
+/* The id standing for the image in prompt token ids (the reference's IMAGE_TOKEN_INDEX). */
+#define PR_IMAGE_TOKEN (-200)
+
+/* Parrot's prompt tokenisation: the text is split at "<image>", each piece tokenised alone with the special
+ * tokens (<|im_start|>, <|im_end|>, <|endoftext|>) recognised, and PR_IMAGE_TOKEN put between the pieces.
+ * *ids is malloc'd (free with free()). */
+int pr_tokenize_prompt(const pr_model *m, const char *text, int32_t **ids, int *n_ids, pr_error *err);
+/* The text of n ids (special tokens skipped when skip_special), malloc'd, NUL-terminated UTF-8. */
+int pr_detokenize_ids(const pr_model *m, const int32_t *ids, int n, int skip_special, char **text, pr_error *err);
+
+/* The pixels the vision tower sees (3 × v_image_size × v_image_size float32, CHW) from a PNG or JPEG file or
+ * from its bytes: decoded as Pillow's convert('RGB'), padded to a square when pad_square, resized, cropped and
+ * normalised with the file's mean and std. PR_ERR_IO / PR_ERR_IMAGE name the file and the problem. */
+int pr_image_pixels_file(const pr_model *m, const char *path, float *pixels, pr_error *err);
+int pr_image_pixels(const pr_model *m, const void *data, size_t len, float *pixels, pr_error *err);
+
+/* Everything computed from an image alone: the projected features x (n_img_tokens × n_embd) and, when the
+ * model uses the MoE, every expert's output on x (n_expert × n_img_tokens × n_embd). Immutable once made:
+ * several contexts and threads may prefill with one at the same time. Free it before its model. */
+typedef struct pr_image_features pr_image_features;
+/* pixels (3 × S × S, as pr_image_pixels makes) → vision tower → projector → experts. The longest call of the
+ * pipeline: it checks the abort flags between layers (PR_ERR_INTERRUPTED). */
+int pr_image_encode(pr_model *m, const float *pixels, pr_image_features **out, pr_error *err);
+void pr_image_features_free(pr_image_features *f);
+int pr_image_features_n_tokens(const pr_image_features *f);
+const float *pr_image_features_projected(const pr_image_features *f);  /* x */
+const float *pr_image_features_experts(const pr_image_features *f);    /* the experts' outputs, or NULL */
+size_t pr_image_features_nbytes(const pr_image_features *f);          /* memory held */
+/* Seconds pr_image_encode spent in the vision tower + projector and in the experts. */
+void pr_image_features_seconds(const pr_image_features *f, double *vision_s, double *experts_s);
+
+/* Runs a prompt into ctx (appending to what it holds). ids may contain PR_IMAGE_TOKEN once, and then img
+ * gives the image: the text ids are embedded, the MoE routes on them (softmax over the experts of the gate
+ * applied to the CLS row's attention over the text), the experts' outputs are combined with those weights
+ * (+ moe_weight·x), and the image's n_img_tokens rows replace the placeholder. Without a placeholder img must
+ * be NULL and this is pr_decode_tokens. routing (n_expert, may be NULL) receives the routing weights when the
+ * model uses the MoE; logits as pr_decode_embd (the last position's, or every position's when all_logits).
+ * PR_ERR_CONTEXT when the spliced prompt does not fit; on any error ctx is unchanged. */
+int pr_prefill(pr_context *ctx, const int32_t *ids, int n_ids, const pr_image_features *img, float *routing,
+               float *logits, int all_logits, pr_error *err);
 
 #ifdef __cplusplus
 }

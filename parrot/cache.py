@@ -223,13 +223,11 @@ def _dir_fingerprint(d: str, h: "hashlib._Hash") -> None:
                 h.update(f.read())
 
 
-def converted_path(hf_dir: str, *, dtype: str, clip: Optional[str] = None) -> str:
-    """Where :func:`parrot.load` keeps the GGUF conversion of ``hf_dir`` (it may not exist yet)."""
+def converted_path(hf_dir: str, *, dtype: str) -> str:
+    """Where :func:`parrot.load` keeps the GGUF conversion of ``hf_dir`` (it may not exist yet; an explicit CLIP
+    tower is keyed by :func:`parrot.hub.resolve_model`)."""
     h = hashlib.sha256()
     h.update(json.dumps({"dtype": dtype, "format": 1}).encode())
     _dir_fingerprint(hf_dir, h)
-    if clip is not None:
-        h.update(b"\0clip\0")
-        _dir_fingerprint(clip, h)
     name = os.path.basename(os.path.normpath(os.path.abspath(hf_dir))) or "model"
     return os.path.join(cache_dir(), "converted", f"{name}-{h.hexdigest()[:16]}-{dtype}.gguf")

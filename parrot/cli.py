@@ -7,6 +7,7 @@
     parrot bench
     parrot demo
     parrot eval mmmb_en.tsv mmmb_cn.tsv -o out/
+    parrot serve -m parrot-7b.gguf --port 8000             # OpenAI-compatible HTTP server
 
 Every command that uses a model takes ``-m/--model`` (default ``$PARROT_MODEL``, else the shipped model).
 
@@ -71,12 +72,13 @@ def float_in(low: float, *, low_open: bool, high: Optional[float] = None) -> Cal
 
 positive_int = int_at_least(1)
 
-MODEL_HELP = ("a parrot .gguf file or a Hugging Face Parrot directory (default: $PARROT_MODEL, else the model "
-              "shipped with the package)")
+MODEL_HELP = ("a parrot .gguf file, a Hugging Face Parrot directory or a Hub id such as AIDC-AI/Parrot-7B "
+              "(default: $PARROT_MODEL, else the model shipped with the package)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", metavar="PATH", help=MODEL_HELP)
+    p.add_argument("--revision", metavar="REV", help="Hub branch, tag or commit of a -m Hub id (default: main)")
     p.add_argument("-t", "--threads", type=positive_int, metavar="N", help="worker threads (default: physical cores)")
 
 
@@ -104,10 +106,8 @@ def _options(a: argparse.Namespace) -> Dict[str, Any]:
 
 def _load(a: argparse.Namespace) -> "Any":
     import parrot
-    if a.model:
-        return parrot.load(a.model, threads=a.threads)
     from parrot.model import default_model_path
-    return parrot.load(default_model_path(), threads=a.threads)
+    return parrot.load(a.model or default_model_path(), threads=a.threads, revision=a.revision)
 
 
 def _check_vision(model: Any, hint: str) -> None:
@@ -242,10 +242,14 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
 
 def cmd_convert(a: argparse.Namespace) -> int:
-    from parrot.converter import convert
-    if a.dtype not in ("f32", "f16", "bf16"):
-        raise UserError(f"--dtype must be f32, f16 or bf16, got {a.dtype!r}")
-    out = convert(a.hf_dir, a.output, clip=a.clip, dtype=a.dtype, force=a.force, progress=not a.quiet)
+    from parrot.converter import DTYPES, convert
+    from parrot.hub import is_hub_id, snapshot
+    if a.dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {a.dtype!r}")
+    source = a.hf_dir
+    if not os.path.exists(source) and is_hub_id(source):
+        source = snapshot(source, revision=a.revision, progress=not a.quiet)
+    out = convert(source, a.output, clip=a.clip, dtype=a.dtype, force=a.force, progress=not a.quiet)
     print(out)
     return 0
 
@@ -362,6 +366,25 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return demo.run(model, max_new_tokens=a.max_new_tokens)
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    try:
+        from parrot.server import ServerConfig, serve
+        import starlette, uvicorn  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"parrot serve needs Starlette and uvicorn ({e}); install the [serve] extra, e.g. "
+                        f"pip install -e '.[serve]'") from None
+    model = _load(a)
+    name = a.name or os.path.splitext(os.path.basename(model.path))[0]
+    key = a.api_key if a.api_key is not None else os.environ.get("PARROT_API_KEY")
+    cfg = ServerConfig(model_name=name, api_key=key or None, max_active=a.parallel, max_queue=a.max_queue,
+                       max_body_bytes=a.max_body_bytes, max_image_bytes=min(a.max_body_bytes, 20 << 20),
+                       max_image_pixels=a.max_image_pixels, max_tokens=a.max_tokens,
+                       allow_remote_images=a.allow_remote_images, allow_local_images=a.allow_local_images)
+    print(f"{model}\nserving {name!r} on http://{a.host}:{a.port}/v1 (Ctrl-C or SIGTERM to stop)", file=sys.stderr)
+    serve(model, host=a.host, port=a.port, config=cfg, log_level=a.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import parrot
     p = _Parser(prog="parrot", description="Fast CPU inference for Parrot, the multilingual vision-language "
@@ -390,11 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     v = sub.add_parser("convert", help="convert a Hugging Face checkpoint to a parrot .gguf file",
-                       description="Convert a Hugging Face Parrot (or Qwen2) checkpoint directory to one GGUF file.")
-    v.add_argument("hf_dir", metavar="HF_DIR")
+                       description="Convert a Hugging Face Parrot (or Qwen2) checkpoint — a directory or a Hub id — "
+                                   "to one GGUF file.")
+    v.add_argument("hf_dir", metavar="HF_DIR_OR_ID")
     v.add_argument("-o", "--output", required=True, metavar="OUT")
-    v.add_argument("--clip", metavar="DIR", help="CLIP checkpoint directory, if HF_DIR does not hold the tower")
-    v.add_argument("--dtype", default="f16", help="weight type: f32, f16 (default) or bf16")
+    v.add_argument("--revision", metavar="REV", help="Hub branch, tag or commit (default: main)")
+    v.add_argument("--clip", metavar="DIR_OR_ID",
+                   help="CLIP checkpoint (directory or Hub id), if the checkpoint does not hold the tower and its "
+                        "config's mm_vision_tower is not the one to use")
+    v.add_argument("--dtype", default="f16",
+                   help="weight type: f32, f16 (default), bf16, q8_0 or q4_0 (see README: size, speed, accuracy)")
     v.add_argument("--force", action="store_true", help="overwrite OUT")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_convert)
@@ -426,6 +454,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
                    help="longest answer in tokens, at least 1 (default 24)")
     d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat completions)",
+                       description="Serve the model over HTTP with the OpenAI chat-completions API: POST "
+                                   "/v1/chat/completions (JSON or server-sent events), GET /v1/models, GET /health. "
+                                   "See docs/serving.md.")
+    _model_args(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
+    s.add_argument("--name", metavar="ID", help="the model id clients see (default: the file name)")
+    s.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' (default $PARROT_API_KEY)")
+    s.add_argument("--parallel", type=positive_int, default=8, metavar="N", help="requests generated together (default 8)")
+    s.add_argument("--max-queue", type=int_at_least(0), default=64, metavar="N",
+                   help="requests waiting beyond --parallel; more get 503 with Retry-After (default 64)")
+    s.add_argument("--max-tokens", type=positive_int, default=512, metavar="N",
+                   help="answer length when a request gives no max_tokens (default 512)")
+    s.add_argument("--max-body-bytes", type=positive_int, default=32 << 20, metavar="N", help="request body limit (32 MiB)")
+    s.add_argument("--max-image-pixels", type=positive_int, default=25_000_000, metavar="N",
+                   help="image width x height limit (default 25000000)")
+    s.add_argument("--allow-remote-images", action="store_true", help="accept http(s) image URLs (fetched with a "
+                                                                        "10 s and size limit)")
+    s.add_argument("--allow-local-images", action="store_true",
+                   help="accept local file paths as image URLs (only for trusted clients)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=cmd_serve)
 
     try:  # the evaluation command, when its package imports
         from parrot.evaluation import cli as eval_cli

@@ -37,7 +37,7 @@ import numpy as np
 
 from parrot import _core
 from parrot.cache import (DEFAULT_IMAGE_CACHE_BYTES, DEFAULT_PREFIX_CACHE_ENTRIES, ImageCacheInfo,
-                          ImageFeatureCache, ImageFeatures, PrefixCache, PrefixCacheInfo, converted_path, pixel_key)
+                          ImageFeatureCache, ImageFeatures, PrefixCache, PrefixCacheInfo, pixel_key)
 from parrot.chat import ChatSession
 from parrot.errors import ModelError
 from parrot.generation import Generation, Result, normalize_stop
@@ -567,6 +567,12 @@ class Model:
             if bar is not None:
                 bar.close()
 
+    def create_chat_completion(self, messages: Any, stream: bool = False, **params: Any) -> Any:
+        """OpenAI-style chat completion (as llama-cpp-python's): an OpenAI ``chat.completion`` dict, or an
+        iterator of ``chat.completion.chunk`` dicts with ``stream=True``. See :mod:`parrot.openai_api`."""
+        from parrot.openai_api import create_chat_completion
+        return create_chat_completion(self, messages, stream, **params)
+
 
 def _unpack_item(i: int, item: Any) -> Tuple[Any, str, Dict[str, Any]]:
     if isinstance(item, Mapping):
@@ -583,24 +589,17 @@ def _unpack_item(i: int, item: Any) -> Tuple[Any, str, Dict[str, Any]]:
 # ---- loading
 def load(path: "os.PathLike[str] | str", *, threads: Optional[int] = None, dtype: str = "f16",
          clip: "os.PathLike[str] | str | None" = None, image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
-         progress: bool = True) -> Model:
-    """Loads a model: a parrot GGUF file, or a Hugging Face Parrot (or Qwen2) checkpoint directory.
+         progress: bool = True, revision: Optional[str] = None) -> Model:
+    """Loads a model: a parrot GGUF file, a Hugging Face Parrot (or Qwen2) checkpoint directory, or a Hugging
+    Face Hub id such as ``"AIDC-AI/Parrot-7B"`` (at ``revision``; needs ``parrot-vlm[hub]``).
 
-    A directory is converted once (to ``dtype``, with the CLIP tower from ``clip`` if the checkpoint does not
-    hold it) into the cache directory (``$PARROT_CACHE``, default ``~/.cache/parrot``) and the conversion is
-    reused while the directory's config and files are unchanged. ``threads`` defaults to the number of
-    physical cores; ``image_cache_bytes`` bounds the image-feature cache."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        from parrot.converter import convert
-        clip_dir = os.fspath(clip) if clip is not None else None
-        out = converted_path(path, dtype=dtype, clip=clip_dir)
-        if not os.path.exists(out):
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            convert(path, out, clip=clip_dir, dtype=dtype, force=True, progress=progress)
-        path = out
-    elif not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such model file or checkpoint directory")
+    A checkpoint is converted once (to ``dtype``, with the CLIP tower from ``clip`` — a directory or Hub id —
+    or else the one its config names) into the cache directory (``$PARROT_CACHE``, default
+    ``~/.cache/parrot``) and the conversion is reused: see :func:`parrot.hub.resolve_model`. ``threads``
+    defaults to the number of physical cores; ``image_cache_bytes`` bounds the image-feature cache."""
+    from parrot.hub import resolve_model
+
+    path = resolve_model(path, revision=revision, dtype=dtype, clip=clip, progress=progress)
     return Model(path, threads=threads, image_cache_bytes=image_cache_bytes)
 
 
@@ -609,7 +608,8 @@ _default_lock = threading.Lock()
 
 
 def default_model_path() -> str:
-    """``$PARROT_MODEL``, else the model shipped inside the package (``parrot/models/*.gguf``)."""
+    """``$PARROT_MODEL`` (a .gguf file, checkpoint directory or Hub id), else the model shipped inside the
+    package (``parrot/models/*.gguf``)."""
     env = os.environ.get("PARROT_MODEL")
     if env:
         return env
@@ -618,7 +618,7 @@ def default_model_path() -> str:
     if shipped:
         return shipped[0]
     raise ModelError("no default model: set PARROT_MODEL to a parrot .gguf file (or a Hugging Face Parrot "
-                     "directory), or convert one with `parrot convert HF_DIR -o model.gguf`; this installation "
+                     "directory or Hub id), or convert one with `parrot convert HF_DIR -o model.gguf`; this installation "
                      f"ships no model in {here}")
 
 

@@ -22,7 +22,7 @@ from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
 __all__ = ["DEFAULT_SYSTEM", "IMAGE_PLACEHOLDER", "IMAGE_TOKEN", "IM_START", "IM_END", "Prompt", "check_text",
            "user_query", "system_turn", "user_turn", "assistant_preface", "format_conversation", "format_query",
-           "follow_up"]
+           "follow_up", "format_messages"]
 
 #: The system message the reference inserts when the conversation has none.
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -186,3 +186,27 @@ def follow_up(text: str) -> Prompt:
     the new user turn and the generation preface (``<|im_end|>\\n<|im_start|>user\\n{text}<|im_end|>\\n
     <|im_start|>assistant\\n``), so the KV cache holds exactly :func:`format_conversation`'s prompt."""
     return Prompt([(True, IM_END)]) + _text("\n") + user_turn(text) + assistant_preface()
+
+
+def format_messages(messages: Sequence[Tuple[str, str]], system: str = DEFAULT_SYSTEM) -> Prompt:
+    """The prompt of a chat given as ``(role, text)`` messages, oldest first, ready for the assistant's next
+    message: the system turn, every message as ``<|im_start|>{role}\n{text}<|im_end|>\n``, then the
+    generation preface ``<|im_start|>assistant\n``.
+
+    Roles are ``"user"`` and ``"assistant"`` in any order (the system message is ``system``); the last message
+    must be the user's. For alternating turns this equals :func:`format_conversation`. A message about the
+    image carries it as :func:`user_query` does (``"<image>\n" + text``)."""
+    if not isinstance(system, str):
+        raise TypeError("system must be a str")
+    if len(messages) == 0:
+        raise ValueError("a chat needs at least one message")
+    out = system_turn(system)
+    for i, m in enumerate(messages):
+        if not isinstance(m, (tuple, list)) or len(m) != 2 or not isinstance(m[1], str):
+            raise TypeError(f"messages[{i}] must be a (role, text) pair of str")
+        if m[0] not in ("user", "assistant"):
+            raise ValueError(f"messages[{i}]: role must be 'user' or 'assistant', got {m[0]!r}")
+        out = out + _message(m[0], m[1]) + _text("\n")
+    if messages[-1][0] != "user":
+        raise ValueError("the last message must be the user's: the prompt asks for the assistant's reply")
+    return out + assistant_preface()

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs="build-essential pkg-config libopenblas-dev libpng-dev libjpeg-dev libutf8proc-dev"
+# clang and its sanitizer/libFuzzer runtime: scripts/fuzz.sh (the fuzz smoke run of .ci/run)
+pkgs="$pkgs clang libclang-rt-dev"
 # an AArch64 cross compiler and qemu, and SIMDe: tests/test_kernels.py runs the NEON kernels under qemu and
 # the AVX-512 ones through SIMDe on any x86 CPU
 [ "$(uname -m)" = "x86_64" ] && pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev"

@@ -5,6 +5,9 @@ import sys
 import numpy as np
 import pytest
 
+# no test touches the network: Hub ids resolve from caches the tests build (huggingface_hub reads this on import)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)

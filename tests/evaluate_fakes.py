@@ -54,8 +54,10 @@ class ScriptedModel:
         from PIL import Image
         assert max_new_tokens == 512
         try:
-            im = Image.open(io.BytesIO(bytes(image)))
-            pixels = im.convert("RGB").tobytes()
+            if isinstance(image, np.ndarray):  # the runner decodes images itself (without EXIF orientation)
+                pixels = np.ascontiguousarray(image).tobytes()
+            else:
+                pixels = Image.open(io.BytesIO(bytes(image))).convert("RGB").tobytes()
         except Exception as e:
             raise parrot.ImageError(f"cannot decode image: {e}") from None
         key = hashlib.sha1(pixels).hexdigest()

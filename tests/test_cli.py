@@ -170,15 +170,15 @@ def test_boundary_numbers_are_accepted():
 
 def _text_only_model(d):
     """A plain Qwen2 (no vision tower): the random checkpoint without its vision, projector and MoE parts."""
-    from parrot._safetensors import SafetensorsFile
+    from parrot._safetensors import open_checkpoint
     from parrot.converter import convert
     from parrot.demo import _write_safetensors, write_random_checkpoint
     write_random_checkpoint(str(d))
     st = os.path.join(d, "model.safetensors")
-    f = SafetensorsFile(st)
-    keep = {n: f.array(n).copy() for n in f.infos
+    ckpt = open_checkpoint(str(d))
+    keep = {n: ckpt.read(t).reshape(t.shape) for n, t in ckpt.tensors.items()
             if n.startswith(("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head."))}
-    f.close()
+    ckpt.close()
     _write_safetensors(st, keep)
     with open(os.path.join(d, "config.json")) as fh:
         cfg = json.load(fh)

@@ -412,12 +412,13 @@ def test_loaded_model_cannot_go_to_workers(multi, tmp_path):
 
 
 def test_raw_image_bytes_without_reference_jpeg(multi, tmp_path):
-    # without the JPEG re-encode the model itself gets the undecodable bytes and raises parrot.ImageError
+    # without the JPEG re-encode the TSV's bytes are decoded as they are (no EXIF orientation, as VLMEvalKit);
+    # undecodable ones are a row's parrot.ImageError
     model = ScriptedModel()
     r = evaluate(multi, model, tmp_path / "raw", reference_jpeg=False, progress=False, verbose=False,
                  plots=False)
     errs = {e["index"]: e["error"] for e in r.summary["errors"] if e["dataset"] == "mmmb_en"}
-    assert errs[7].startswith("mmmb_en index 7: ImageError: cannot decode image")
+    assert errs[7].startswith("mmmb_en index 7: ImageError: <bytes>: not a PNG or JPEG image")
     assert r.summary["overall"]["correct"] == 8
     # the model was given the TSV's PNG bytes themselves
     png = base64.b64decode(png_b64(100))

@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -431,7 +432,7 @@ def test_empty_and_non_image(tmp_path):
     assert_image_error(b"", "<bytes>", "empty")
     assert_image_error(b"hello world, not an image", "<bytes>", "not a PNG or JPEG", "68 65 6c")
     gif = encode(Image.new("RGB", (4, 4)), "GIF")
-    assert_image_error(gif, "not a PNG or JPEG")
+    assert_image_error(gif[:20], "<bytes>", "cannot decode this GIF image with Pillow")  # a broken GIF
     p = tmp_path / "notes.txt"
     p.write_text("just text")
     assert_image_error(p, str(p), "not a PNG or JPEG")
@@ -443,8 +444,8 @@ def test_empty_and_non_image(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         pimg.load_image(tmp_path / "nope.png")
-    with pytest.raises(IsADirectoryError):
-        pimg.load_image(tmp_path)
+    # a directory is not an image file: ImageError naming it, not a raw IsADirectoryError (issue 19)
+    assert_image_error(tmp_path, str(tmp_path), "a directory")
 
 
 @pytest.mark.parametrize("fmt,kw", [("PNG", {}), ("PNG", {"interlace": True}), ("JPEG", {}),
@@ -580,3 +581,121 @@ def test_bad_python_arguments():
         pimg.preprocess(np.zeros((4, 4, 3), np.uint8), mean=(0.5, 0.5))
     with pytest.raises(ValueError, match="std"):
         pimg.preprocess(np.zeros((4, 4, 3), np.uint8), std=(0.5, 0.0, 0.5))
+
+
+# ------------------------------------------------------------------ issue 15: extreme aspect ratios, real photos
+def photo_like(h: int, w: int, seed: int) -> np.ndarray:
+    """A photo-like image: smooth low-frequency shading, soft-edged blobs and sensor-like noise, saved and
+    reloaded as a JPEG so it carries real JPEG artefacts (8×8 blocks, ringing, chroma subsampling)."""
+    r = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        for _ in range(4):
+            fx, fy, ph = r.uniform(0.5, 6, 2).tolist() + [r.uniform(0, 6.3)]
+            img[..., c] += r.uniform(20, 60) * np.sin(2 * np.pi * (fx * x + fy * y) + ph)
+    for _ in range(6):
+        cy, cx, rad = r.uniform(0, 1), r.uniform(0, 1), r.uniform(0.05, 0.3)
+        img += (np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / rad ** 2)[..., None] * r.uniform(-90, 90, 3))
+    img = np.clip(img + 128 + r.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return pil_rgb(encode(Image.fromarray(img), "JPEG", quality=85))
+
+
+def real_photos() -> list[np.ndarray]:
+    """Photographs shipped by test dependencies (matplotlib's sample data: Grace Hopper's portrait)."""
+    out = []
+    try:
+        import matplotlib
+        p = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        if p.exists():
+            out.append(pil_rgb(p.read_bytes()))
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("hw", [(1, 2), (2, 1), (1, 4000), (4000, 1), (2, 3001), (3001, 2), (3, 2500),
+                                (2500, 24), (1, 337), (1, 335), (5, 336), (336, 5), (336, 4000)])
+def test_extreme_aspect_ratios_match_pillow(hw):
+    """The padded resample without the square canvas equals Pillow's pad-then-resize bit for bit."""
+    h, w = hw
+    a = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    for size in (336, 14, 500):
+        assert np.array_equal(pimg.clip_pixels(a, size=size), spec_pixels(a, size)), (h, w, size)
+
+
+def test_real_and_photo_like_images_match_pillow():
+    photos = real_photos() + [photo_like(480, 640, 1), photo_like(1200, 900, 2), photo_like(97, 2000, 3)]
+    assert len(photos) >= 3
+    for p in photos:
+        h, w = p.shape[:2]
+        # the photo, and strips of it as extreme aspect ratios (1, 2 and 3 pixels thick, both ways)
+        for a in (p, p[:1], p[:, :1], p[:2], p[:, :2], p[h // 2:h // 2 + 3], p[:, w // 3:w // 3 + 3]):
+            a = np.ascontiguousarray(a)
+            assert np.array_equal(pimg.clip_pixels(a), spec_pixels(a, 336)), a.shape
+            assert np.array_equal(pimg.preprocess(a), spec_normalise(spec_pixels(a, 336))), a.shape
+        # unpadded (the CLIP processor's own path), vs Pillow's resize + centre crop
+        s = min(h, w)
+        nw, nh = (336, int(336 * h / w)) if w <= h else (int(336 * w / h), 336)
+        ref = np.asarray(Image.fromarray(p).resize((nw, nh), Image.BICUBIC, reducing_gap=None))
+        top, left = (nh - 336) // 2, (nw - 336) // 2
+        assert s >= 1 and np.array_equal(pimg.clip_pixels(p, pad=False), ref[top:top + 336, left:left + 336])
+
+
+def test_cmyk_strip_matches_pillow():
+    data = encode(Image.fromarray(photo_like(24, 1500, 4)).convert("CMYK"), "JPEG")
+    a = pil_rgb(data)
+    assert np.array_equal(pimg.load_image(data), a)
+    assert np.array_equal(pimg.clip_pixels(data), spec_pixels(a, 336))
+
+
+# ------------------------------------------------------------------ issue 19: EXIF orientation, other formats
+def with_orientation(a: np.ndarray, fmt: str, orientation: int) -> bytes:
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    kw = {"quality": 95} if fmt == "JPEG" else {}
+    return encode(Image.fromarray(a), fmt, exif=ex.tobytes(), **kw)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow_exif_transpose(tmp_path, fmt, orientation):
+    from PIL import ImageOps
+    a = test_image(6, 11, seed=orientation)
+    data = with_orientation(a, fmt, orientation)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    stored = pil_rgb(data)
+    path = tmp_path / f"o{orientation}.{fmt.lower()}"
+    path.write_bytes(data)
+    for src in (data, path, str(path)):
+        assert np.array_equal(pimg.load_image(src), upright)           # applied by default
+        assert np.array_equal(pimg.load_image(src, exif=False), stored)  # and can be turned off
+    assert np.array_equal(pimg.preprocess(data), spec_normalise(spec_pixels(upright, 336)))
+    assert np.array_equal(pimg.preprocess(data, exif=False), spec_normalise(spec_pixels(stored, 336)))
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF", "WEBP", "BMP"])
+def test_other_formats_go_through_pillow(tmp_path, fmt):
+    a = test_image(9, 14, seed=5)
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    data = encode(Image.fromarray(a), fmt, **kw)
+    want = pil_rgb(data)
+    path = tmp_path / f"x.{fmt.lower()}"
+    path.write_bytes(data)
+    for src in (data, path):
+        assert np.array_equal(pimg.load_image(src), want)
+    assert np.array_equal(pimg.preprocess(path), spec_normalise(spec_pixels(want, 336)))
+    with pytest.raises(ImageError, match="above the limit of 10 pixels"):
+        pimg.load_image(data, max_pixels=10)
+
+
+def test_other_formats_without_pillow_say_how(tmp_path):
+    gif = tmp_path / "x.gif"
+    gif.write_bytes(encode(Image.new("RGB", (3, 3)), "GIF"))
+    code = ("import sys; sys.modules['PIL'] = None\n"
+            "from parrot import image\n"
+            "try:\n    image.load_image(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(gif)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parents[1])))
+    assert p.stdout.startswith("ImageError") and str(gif) in p.stdout and "pip install pillow" in p.stdout, \
+        p.stdout + p.stderr

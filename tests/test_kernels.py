@@ -2,7 +2,8 @@
 computations (numpy in float64, the gguf package's quantisers, numpy's float16).
 
 Sizes are deliberately odd: not multiples of the vector width (8/16 floats) nor of the tile kernels' 4 weight
-rows × 2 activation rows nor of the attention tiles (32 queries × up to 1024 keys)."""
+rows × 2 activation rows nor of the attention tiles (128 queries × up to 1024 keys), nor of the packed GEMM's
+tiles (4×8, 6×16, 14×32) and 256-value K blocks."""
 import os
 import platform
 import re
@@ -60,9 +61,17 @@ CASES = [  # (dtype, rows, cols, n): n = 1..4 runs the matrix-vector path, large
 
 
 def paths(dtype, n):
-    """Matrix-vector for n ≤ 4; for more rows of quantised weights both the int8 tiles (quantised activations)
-    and the widened panels + sgemm (f32 activations)."""
-    return ["tiles", "panels"] if dtype.startswith("q") and n > 4 else ["auto"]
+    """Matrix-vector for n ≤ 4; for more rows the packed GEMM (weights widened to f32 per panel, our micro-kernel)
+    and the widened panels + OpenBLAS sgemm (both with f32 activations), and for quantised weights the int8 tiles
+    (quantised activations)."""
+    if n <= 4:
+        return ["auto"]
+    return ["tiles", "panels", "gemm"] if dtype.startswith("q") else ["auto", "panels", "gemm"]
+
+
+def f32_activations(dtype, path):
+    """True where the kernels multiply the f32 activations (not their q8_0 quantisation)."""
+    return not dtype.startswith("q") or path in ("panels", "gemm")
 
 
 @pytest.mark.parametrize("dtype,rows,cols,n", CASES)
@@ -73,7 +82,7 @@ def test_scalar_reference_matches_float64(dtype, rows, cols, n):
     raw, wf = weight_raw(w, dtype)
     for path in paths(dtype, n):
         got = _core.matmul(raw, dtype, cols, x, isa="scalar", path=path)
-        xs = act_q8_0(x) if dtype.startswith("q") and path != "panels" else x.astype(np.float64)
+        xs = x.astype(np.float64) if f32_activations(dtype, path) else act_q8_0(x)
         want = xs @ wf.astype(np.float64).T
         # the q8_0 scales are f16 products evaluated in f32: add 2 roundings per block to the sum bound
         assert (np.abs(got - want) <= 4 * bound(wf, xs)).all(), path
@@ -91,8 +100,39 @@ def test_simd_matmul_matches_scalar(isa, dtype, rows, cols, n):
         ref = _core.matmul(raw, dtype, cols, x, isa="scalar", path=path)
         got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2, path=path)
         # same products, different summation order (integer block sums are exact): both within γ_k of the truth
-        xs = act_q8_0(x) if dtype.startswith("q") and path != "panels" else x
+        xs = x if f32_activations(dtype, path) else act_q8_0(x)
         assert (np.abs(got - ref) <= 8 * bound(wf, xs)).all(), path
+
+
+# Packed-GEMM shapes around the micro-kernels' tiles (scalar 4×8, AVX2 6×16, AVX-512 14×32 activation × weight
+# rows) and the 256-value K blocks: full tiles, ragged edges on both sides, one row short of and past a tile,
+# several K blocks with a short last one, more weight rows than one 256-row panel.
+GEMM_SHAPES = [(5, 8, 64), (14, 32, 256), (13, 31, 288), (15, 33, 544), (29, 70, 96), (43, 17, 800),
+               (6, 300, 64), (57, 47, 32 * 23)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "q8_0", "q4_0"])
+@pytest.mark.parametrize("n,rows,cols", GEMM_SHAPES)
+def test_packed_gemm_ragged_shapes(isa, dtype, n, rows, cols):
+    """Every table's micro-kernel through the packed path against numpy in float64 on the same (rounded or
+    quantised) weights, and against the scalar reference micro-kernel: both within the summation-order bound
+    γ_k·Σ|w||x| (the packed path multiplies f32 activations by exactly widened weights; only the order of the
+    f32 additions differs: blocks of 256 values, within a block one FMA chain per output)."""
+    if dtype.startswith("q") and cols % 32:
+        pytest.skip("q*_0 rows are whole 32-value blocks")
+    rng = np.random.default_rng(n * 7919 + rows * 31 + cols)
+    w = rng.normal(size=(rows, cols)).astype(np.float32)
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    raw, wf = weight_raw(w, dtype)
+    got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2, path="gemm")
+    want = x.astype(np.float64) @ wf.astype(np.float64).T
+    assert got.shape == want.shape
+    assert (np.abs(got - want) <= bound(wf, x)).all()
+    ref = _core.matmul(raw, dtype, cols, x, isa="scalar", path="gemm")
+    assert (np.abs(got - ref) <= 2 * bound(wf, x)).all()
+    # thread count does not change a single bit: each output's K blocks are summed in a fixed order
+    assert np.array_equal(got, _core.matmul(raw, dtype, cols, x, isa=isa, threads=1, path="gemm"))
 
 
 def test_matmul_deterministic_and_thread_count_independent():
@@ -106,7 +146,7 @@ def test_matmul_deterministic_and_thread_count_independent():
                 a = _core.matmul(raw, dtype, 320, x, threads=2, path=path)
                 b = _core.matmul(raw, dtype, 320, x, threads=2, path=path)
                 assert np.array_equal(a, b), dtype
-                if path == "tiles" or n == 1:  # our kernels: each element summed in a fixed order
+                if path in ("tiles", "gemm") or n == 1:  # our kernels: each element summed in a fixed order
                     assert np.array_equal(a, _core.matmul(raw, dtype, 320, x, threads=1, path=path)), dtype
 
 
@@ -199,8 +239,9 @@ def attention_ref(q, k, v, n_head, n_head_kv, causal):
 @pytest.mark.parametrize("nq,nkv,n_head,n_head_kv,hd,causal", [
     (1, 1, 2, 1, 8, True),          # first decode step
     (1, 300, 4, 2, 24, True),       # decode over more than one key tile, GQA
-    (67, 300, 3, 3, 20, True),      # prefill after a cached prefix, two query blocks
-    (150, 150, 2, 1, 64, True),     # prefill from empty
+    (67, 300, 3, 3, 20, True),      # prefill after a cached prefix
+    (300, 1400, 2, 1, 16, True),    # three query blocks (128, 128, 44) after a prefix, two key tiles
+    (150, 150, 2, 1, 64, True),     # prefill from empty, two query blocks
     (91, 91, 3, 3, 16, False),      # vision tower: bidirectional
     (70, 333, 2, 2, 8, False),
     (3, 1100, 2, 1, 16, True),      # decode past one 1024-key tile: the running max and sum carry over

@@ -125,7 +125,8 @@ def measured(tmp_path_factory):
 @pytest.mark.parametrize("dtype", ["bf16", "q8_0", "q4_0"])
 def test_engine_adds_little_beyond_the_format(measured, name, dtype):
     (agree, kl), (fmt_agree, fmt_kl) = measured[name, dtype]
-    # Our only extra rounding is the q8_0 activation quantisation of the int8 paths. KL grows with the variance
+    # Our only extra rounding is the q8_0 activation quantisation of the int8 paths (few rows: decoding, and on
+    # VNNI CPUs prompts of under 32 positions; longer ones run on f32 activations, csrc/kernels/matmul.c). KL grows with the variance
     # of the logit noise, and independent roundings add variances: q8_0 activations round as finely as q8_0
     # weights (same 1/127-of-block-max step), so q8_0 files should show about 2× the format's KL; q4_0 weights'
     # step is ~17× coarser, so activations add ~0.3 %; bf16 runs with f32 activations and must match the format.

@@ -11,4 +11,6 @@ int pr_jpeg_decode(const uint8_t *data, size_t len, const char *name, uint64_t m
 
 /* Refuses zero or too many pixels with the message shared by both decoders; 0 if acceptable. */
 int pr_image_check_dims(uint64_t w, uint64_t h, const char *name, uint64_t max_pixels, pr_error *err);
+/* The EXIF Orientation (1..8) of a TIFF structure, 1 when absent or unreadable. */
+int pr_exif_orientation(const uint8_t *tiff, size_t n);
 #endif

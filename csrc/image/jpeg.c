@@ -153,8 +153,39 @@ static int jpeg_run(jpeg_job *j) {
     return 0;
 }
 
+/* Walks the marker segments from SOI to the first scan before libjpeg does: a segment whose declared length
+ * runs past the end of the data is refused here. Also finds the first "Exif" APP1's orientation. Anything
+ * that is not a well-formed marker ends the walk and is left to libjpeg's own errors. */
+static int jpeg_scan(const uint8_t *data, size_t len, const char *name, int *orientation, pr_error *err) {
+    size_t pos = 2;
+    *orientation = 1;
+    while (pos + 4 <= len && data[pos] == 0xFF) {
+        uint8_t m = data[pos + 1];
+        if (m == 0xFF) { /* fill byte */
+            pos++;
+            continue;
+        }
+        if (m == 0xDA || m == 0xD9) return 0; /* start of scan, end of image */
+        if ((m >= 0xD0 && m <= 0xD7) || m == 0x01 || m == 0xD8) { /* markers without a length */
+            pos += 2;
+            continue;
+        }
+        size_t n = (size_t)data[pos + 2] << 8 | data[pos + 3];
+        if (n < 2 || n > len - pos - 2)
+            return pr_set_error(err, PR_ERR_IMAGE, "%s: truncated or corrupt JPEG: segment 0xFF%02X at byte offset "
+                                "%zu declares %zu bytes but only %zu remain", name, m, pos, n, len - pos - 2);
+        const uint8_t *seg = data + pos + 4;
+        if (m == 0xE1 && *orientation == 1 && n - 2 >= 6 && memcmp(seg, "Exif\0\0", 6) == 0)
+            *orientation = pr_exif_orientation(seg + 6, n - 2 - 6);
+        pos += 2 + n;
+    }
+    return 0;
+}
+
 int pr_jpeg_decode(const uint8_t *data, size_t len, const char *name, uint64_t max_pixels, pr_image *out,
                    pr_error *err) {
+    int orientation;
+    if (jpeg_scan(data, len, name, &orientation, err)) return PR_ERR_IMAGE;
     jpeg_job *j = pr_calloc(1, sizeof *j, 1);
     if (!j) return pr_set_error(err, PR_ERR_NOMEM, "%s: out of memory", name);
     j->data = data;
@@ -182,6 +213,7 @@ int pr_jpeg_decode(const uint8_t *data, size_t len, const char *name, uint64_t m
         out->w = (int)j->w;
         out->h = (int)j->h;
         out->rgb = j->pixels;
+        out->orientation = orientation;
     } else {
         pr_free(j->pixels);
     }

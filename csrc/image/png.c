@@ -154,8 +154,44 @@ static int png_run(png_job *j, png_structp png, png_infop info) {
     return 0;
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Walks the chunk list before libpng does: a chunk (up to and including the image data) whose declared
+ * length runs past the end of the data is refused here, so no declared length is ever allocated (libpng
+ * allocates a text chunk's length before reading it). Chunks after the image data are not required (as by
+ * Pillow), so there a bad length just ends the walk. Also finds the first eXIf chunk's orientation. */
+static int png_scan(const uint8_t *data, size_t len, const char *name, int *orientation, pr_error *err) {
+    size_t pos = 8;
+    int seen_idat = 0;
+    *orientation = 1;
+    while (len - pos >= 8) {
+        uint32_t n = be32(data + pos);
+        const uint8_t *type = data + pos + 4;
+        int idat = memcmp(type, "IDAT", 4) == 0;
+        if (seen_idat && !idat) seen_idat = 2; /* past the image data */
+        if (idat) seen_idat = seen_idat ? seen_idat : 1;
+        if ((uint64_t)n + 4 > len - pos - 8) {
+            if (seen_idat == 2) return 0;
+            char tag[5];
+            for (int i = 0; i < 4; i++) tag[i] = type[i] >= 0x20 && type[i] < 0x7f ? (char)type[i] : '?';
+            tag[4] = 0;
+            return pr_set_error(err, PR_ERR_IMAGE, "%s: truncated or corrupt PNG: chunk '%s' at byte offset %zu "
+                                "declares %lu bytes but only %zu remain", name, tag, pos, (unsigned long)n,
+                                len - pos - 8);
+        }
+        if (memcmp(type, "eXIf", 4) == 0 && *orientation == 1) *orientation = pr_exif_orientation(type + 4, n);
+        if (memcmp(type, "IEND", 4) == 0) return 0;
+        pos += (size_t)n + 12;
+    }
+    return 0;
+}
+
 int pr_png_decode(const uint8_t *data, size_t len, const char *name, uint64_t max_pixels, pr_image *out,
                   pr_error *err) {
+    int orientation;
+    if (png_scan(data, len, name, &orientation, err)) return PR_ERR_IMAGE;
     /* IHDR is the first chunk: refuse zero sizes with our own words (libpng only says "Invalid IHDR data") */
     if (len >= 24 && memcmp(data + 12, "IHDR", 4) == 0) {
         uint32_t w = (uint32_t)data[16] << 24 | (uint32_t)data[17] << 16 | (uint32_t)data[18] << 8 | data[19];
@@ -194,6 +230,7 @@ int pr_png_decode(const uint8_t *data, size_t len, const char *name, uint64_t ma
         out->w = (int)j->w;
         out->h = (int)j->h;
         out->rgb = j->pixels;
+        out->orientation = orientation;
     } else {
         pr_free(j->pixels);
     }

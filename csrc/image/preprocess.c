@@ -33,28 +33,6 @@ static int check_image(const pr_image *in, const char *who, pr_error *err) {
     return 0;
 }
 
-int pr_image_pad_square(const pr_image *in, const uint8_t bg[3], pr_image *out, pr_error *err) {
-    if (!out) return pr_set_error(err, PR_ERR_ARG, "pr_image_pad_square: out is NULL");
-    memset(out, 0, sizeof *out);
-    if (check_image(in, "pr_image_pad_square", err)) return PR_ERR_ARG;
-    pr_canvas cv;
-    square_canvas(in->rgb, in->w, in->h, bg, &cv);
-    uint8_t *px = pr_alloc((size_t)cv.cw, (size_t)cv.ch, 3);
-    if (!px) return pr_set_error(err, PR_ERR_NOMEM, "pr_image_pad_square: out of memory for %dx%d", cv.cw, cv.ch);
-    size_t stride = (size_t)cv.cw * 3;
-    for (int y = 0; y < cv.ch; y++) {
-        uint8_t *row = px + y * stride;
-        if (y < cv.oy || y >= cv.oy + cv.h || cv.cw != cv.w)
-            for (int x = 0; x < cv.cw; x++) memcpy(row + 3 * x, bg, 3);
-        if (y >= cv.oy && y < cv.oy + cv.h)
-            memcpy(row + (size_t)cv.ox * 3, in->rgb + (size_t)(y - cv.oy) * in->w * 3, (size_t)in->w * 3);
-    }
-    out->w = cv.cw;
-    out->h = cv.ch;
-    out->rgb = px;
-    return 0;
-}
-
 int pr_image_resize_bicubic(const pr_image *in, int out_w, int out_h, pr_image *out, pr_error *err) {
     if (!out) return pr_set_error(err, PR_ERR_ARG, "pr_image_resize_bicubic: out is NULL");
     memset(out, 0, sizeof *out);

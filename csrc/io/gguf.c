@@ -210,7 +210,8 @@ static int parse(gguf_file *f, pr_error *err) {
         for (uint32_t d = 0; d < nd && !rc; d++) {
             uint64_t ne;
             if ((rc = rd_u64(&r, &ne, "tensor dimension"))) break;
-            if (ne == 0 || ne > ((uint64_t)1 << 40) || __builtin_mul_overflow(nel, ne, &nel))
+            /* every element count and byte size below is checked in 64 bits: none may wrap */
+            if (ne == 0 || ne > ((uint64_t)1 << 40) || __builtin_mul_overflow(nel, ne, &nel) || nel > INT64_MAX)
                 rc = fail(&r, "tensor dimension is zero or too large");
             t->ne[d] = (int64_t)ne;
         }
@@ -231,7 +232,16 @@ static int parse(gguf_file *f, pr_error *err) {
                               pr_dtype_name(type), bs);
             break;
         }
-        t->nbytes = (size_t)(nel / bs * bb);
+        uint64_t nbytes;
+        if (__builtin_mul_overflow(nel / bs, (uint64_t)bb, &nbytes) || nbytes > (uint64_t)SIZE_MAX ||
+            nbytes > f->size) {
+            rc = pr_set_error(err, PR_ERR_FORMAT, "%s: tensor '%.*s' (info at byte offset %llu): %llu elements of "
+                              "%s need more bytes than the file has (%llu)", f->path, (int)names[i].len,
+                              names[i].ptr, (unsigned long long)tensor_start, (unsigned long long)nel,
+                              pr_dtype_name(type), (unsigned long long)f->size);
+            break;
+        }
+        t->nbytes = (size_t)nbytes;
     }
     if (!rc) {
         f->names = malloc(names_bytes ? names_bytes : 1);
@@ -324,8 +334,6 @@ int gguf_open(const char *path, gguf_file **out, pr_error *err) {
 }
 
 const char *gguf_path(const gguf_file *f) { return f->path; }
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-uint64_t gguf_size(const gguf_file *f) { return f->size; }
 int gguf_n_kv(const gguf_file *f) { return (int)f->n_kv; }
 const gguf_kv *gguf_kv_at(const gguf_file *f, int i) { return &f->kvs[i]; }
 int gguf_n_tensors(const gguf_file *f) { return (int)f->n_tensors; }
@@ -337,7 +345,7 @@ const pr_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
     return NULL;
 }
 
-static int is_int_type(uint32_t t) {
+int gguf_type_is_int(uint32_t t) {
     return t == GGUF_U8 || t == GGUF_I8 || t == GGUF_U16 || t == GGUF_I16 || t == GGUF_U32 || t == GGUF_I32 ||
            t == GGUF_U64 || t == GGUF_I64;
 }
@@ -356,7 +364,7 @@ int gguf_get_int(const gguf_file *f, const char *key, int required, int64_t dflt
         *out = dflt;
         return required ? missing(f, key, err) : 0;
     }
-    if (!is_int_type(kv->type)) return wrong_type(f, key, "an integer", err);
+    if (!gguf_type_is_int(kv->type)) return wrong_type(f, key, "an integer", err);
     if (!is_signed(kv->type) && kv->v.u > (uint64_t)INT64_MAX) return wrong_type(f, key, "a small integer", err);
     *out = is_signed(kv->type) ? kv->v.i : (int64_t)kv->v.u;
     return 0;
@@ -369,7 +377,7 @@ int gguf_get_float(const gguf_file *f, const char *key, int required, double dfl
         return required ? missing(f, key, err) : 0;
     }
     if (kv->type == GGUF_F32 || kv->type == GGUF_F64) *out = kv->v.f;
-    else if (is_int_type(kv->type)) *out = is_signed(kv->type) ? (double)kv->v.i : (double)kv->v.u;
+    else if (gguf_type_is_int(kv->type)) *out = is_signed(kv->type) ? (double)kv->v.i : (double)kv->v.u;
     else return wrong_type(f, key, "a number", err);
     return 0;
 }

@@ -39,9 +39,9 @@ int gguf_open(const char *path, gguf_file **out, pr_error *err);
 void gguf_close(gguf_file *f);
 
 const char *gguf_path(const gguf_file *f);
-uint32_t gguf_version(const gguf_file *f);
-uint64_t gguf_size(const gguf_file *f);
 int gguf_n_kv(const gguf_file *f);
+/* 1 for the integer value types (GGUF_U8 .. GGUF_I64) */
+int gguf_type_is_int(uint32_t t);
 const gguf_kv *gguf_kv_at(const gguf_file *f, int i);
 const gguf_kv *gguf_find(const gguf_file *f, const char *key);
 int gguf_n_tensors(const gguf_file *f);

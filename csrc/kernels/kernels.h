@@ -45,6 +45,18 @@ typedef struct pr_kernels {
     pr_gemm_fn gemm_q8_0, gemm_q4_0, gemm_bf16;
     /* 1 if gemm_q8_0/gemm_q4_0 beat widening to f32 + sgemm on many rows (int8 dot-product instructions) */
     int int8_tiles;
+    /* f32 GEMM micro-kernel of the packed path (gemm.c): the MR × NR tile C (rows ldc apart; row i = activation
+     * row, column j = weight row) = (accumulate ? C : 0) + Σ_k A[k·MR + i]·B[k·NR + j] over k < kc. NULL: no
+     * packed path in this table. */
+    void (*gemm_ukernel)(long kc, const float *A, const float *B, float *C, long ldc, int accumulate);
+    int gemm_mr, gemm_nr;
+    /* its packing: dst[k·ldd + i] = src[i·ld + k] for 8 rows i and k < kc (8 widened weight rows into k-major
+     * order, NR values apart) */
+    void (*gemm_pack8)(const float *src, long ld, long kc, float *dst, long ldd);
+    /* machine limit for benchmarks: runs `iters` rounds of many independent chains of the table's widest
+     * multiply-add of `kind` (0 f32 FMA, 1 bf16 pair dot product, 2 int8 quad dot product) and returns the
+     * arithmetic operations done (2 per multiply-add); 0 if the table lacks that kind */
+    double (*peak)(int kind, long iters);
     /* element-wise: y = x·σ(x)·u (SwiGLU), x = x·σ(1.702x) (quick GELU), and
      * x = exp(x − m) returning Σ x (softmax numerators) */
     void (*silu_mul)(float *x, const float *u, long n);

@@ -17,6 +17,7 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/pack_avx2.h"
 
 static inline __m512 load_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 static inline __m512 load_bf16(const uint16_t *p) {
@@ -259,6 +260,46 @@ static float exp_sum(float *x, long n, float m) {
     return s;
 }
 
+/* packed-GEMM micro-kernel (gemm.c): 14 activation rows × 32 weight rows in 28 of the 32 zmm registers; per
+ * k step 2 loads of B, 14 broadcasts of A, 28 FMAs */
+#define ROW14(i) a = _mm512_set1_ps(A[14 * k + i]); \
+    c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]); c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long ldc, int accumulate) {
+    __m512 c[14][2], a, b0, b1;
+    for (int i = 0; i < 14; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (long k = 0; k < kc; k++) {
+        b0 = _mm512_loadu_ps(B + 32 * k);
+        b1 = _mm512_loadu_ps(B + 32 * k + 16);
+        ROW14(0) ROW14(1) ROW14(2) ROW14(3) ROW14(4) ROW14(5) ROW14(6)
+        ROW14(7) ROW14(8) ROW14(9) ROW14(10) ROW14(11) ROW14(12) ROW14(13)
+    }
+    for (int i = 0; i < 14; i++) {
+        float *ci = C + i * ldc;
+        if (accumulate) {
+            c[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]);
+            c[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]);
+        }
+        _mm512_storeu_ps(ci, c[i][0]);
+        _mm512_storeu_ps(ci + 16, c[i][1]);
+    }
+}
+
+/* FMA peak: 24 independent zmm chains */
+#define PEAK_CHAINS 24
+static double peak(int kind, long iters) {
+    if (kind != 0) return 0;
+    __m512 c[PEAK_CHAINS], b = _mm512_set1_ps(0.999f), d = _mm512_set1_ps(1e-3f);
+    for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_set1_ps((float)r);
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24 /* the chains must live in registers */
+        for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_fmadd_ps(c[r], b, d);
+    __m512 s = c[0];
+    for (int r = 1; r < PEAK_CHAINS; r++) s = _mm512_add_ps(s, c[r]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return 2.0 * 16 * PEAK_CHAINS * (double)iters;
+}
+
 const pr_kernels pr_kernels_avx512 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
@@ -267,6 +308,7 @@ const pr_kernels pr_kernels_avx512 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
 
@@ -355,6 +397,46 @@ static void gemm_bf16(const void *W, long ldw, long nw, const void *X, long ldx,
             Y[j * ldy + i] = dot_bf16_split((const uint16_t *)(Wc + i * ldw), (const uint16_t *)(Xc + j * ldx), k);
 }
 
+/* peaks of the bf16 pair (vdpbf16ps: 32 multiply-adds per zmm) and int8 quad (vpdpbusd: 64) dot products */
+static double peak_bf16_vnni(int kind, long iters) {
+    if (kind == 0) return peak(0, iters);
+    if (kind == 1) {
+        __m512 c[PEAK_CHAINS];
+        __m512bh b = (__m512bh)_mm512_set1_epi16(0x3f80); /* bf16 1.0 */
+        for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_set1_ps((float)r);
+        for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24
+            for (int r = 0; r < PEAK_CHAINS; r++) c[r] = _mm512_dpbf16_ps(c[r], b, b);
+        __m512 s = c[0];
+        for (int r = 1; r < PEAK_CHAINS; r++) s = _mm512_add_ps(s, c[r]);
+        volatile float sink = _mm512_reduce_add_ps(s);
+        (void)sink;
+        return 2.0 * 32 * PEAK_CHAINS * (double)iters;
+    }
+    if (kind == 2) { /* named chains: GCC kept an array of these in memory (a store per instruction) */
+        __m512i b = _mm512_set1_epi8(1), c0 = _mm512_set1_epi32(0), c1 = _mm512_set1_epi32(1),
+                c2 = _mm512_set1_epi32(2), c3 = _mm512_set1_epi32(3), c4 = _mm512_set1_epi32(4),
+                c5 = _mm512_set1_epi32(5), c6 = _mm512_set1_epi32(6), c7 = _mm512_set1_epi32(7),
+                c8 = _mm512_set1_epi32(8), c9 = _mm512_set1_epi32(9), c10 = _mm512_set1_epi32(10),
+                c11 = _mm512_set1_epi32(11); /* distinct: identical chains would be merged into one */
+        for (long it = 0; it < iters; it++) {
+            c0 = _mm512_dpbusd_epi32(c0, b, b), c1 = _mm512_dpbusd_epi32(c1, b, b);
+            c2 = _mm512_dpbusd_epi32(c2, b, b), c3 = _mm512_dpbusd_epi32(c3, b, b);
+            c4 = _mm512_dpbusd_epi32(c4, b, b), c5 = _mm512_dpbusd_epi32(c5, b, b);
+            c6 = _mm512_dpbusd_epi32(c6, b, b), c7 = _mm512_dpbusd_epi32(c7, b, b);
+            c8 = _mm512_dpbusd_epi32(c8, b, b), c9 = _mm512_dpbusd_epi32(c9, b, b);
+            c10 = _mm512_dpbusd_epi32(c10, b, b), c11 = _mm512_dpbusd_epi32(c11, b, b);
+        }
+        __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                                     _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+        s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+        volatile int sink = _mm_cvtsi128_si32(_mm512_castsi512_si128(s));
+        (void)sink;
+        return 2.0 * 64 * 12 * (double)iters;
+    }
+    return 0;
+}
+
 const pr_kernels pr_kernels_avx512_bf16 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0_vnni,
@@ -362,5 +444,6 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
+    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

@@ -94,6 +94,21 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
                                                 (const block_q8_0 *)((const char *)X + j * ldx), nb);
 }
 
+/* the reference micro-kernel of the packed GEMM (gemm.c): a 4 × 8 tile */
+static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long ldc, int accumulate) {
+    float c[4][8] = {{0}};
+    for (long k = 0; k < kc; k++)
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 8; j++) c[i][j] += A[k * 4 + i] * B[k * 8 + j];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 8; j++) C[i * ldc + j] = (accumulate ? C[i * ldc + j] : 0.0f) + c[i][j];
+}
+
+static void gemm_pack8(const float *src, long ld, long kc, float *dst, long ldd) {
+    for (long k = 0; k < kc; k++)
+        for (int i = 0; i < 8; i++) dst[k * ldd + i] = src[i * ld + k];
+}
+
 void pr_scalar_silu_mul(float *x, const float *u, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
 }
@@ -117,5 +132,6 @@ const pr_kernels pr_kernels_scalar = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .gemm_ukernel = gemm_ukernel, .gemm_mr = 4, .gemm_nr = 8, .gemm_pack8 = gemm_pack8,
     .silu_mul = pr_scalar_silu_mul, .quick_gelu = pr_scalar_quick_gelu, .exp_sum = pr_scalar_exp_sum,
 };

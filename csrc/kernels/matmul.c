@@ -5,18 +5,22 @@
  *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
- *       f16, bf16, q8_0, q4_0  panels of weight rows widened to f32 in per-thread scratch, then sgemm on them,
- *             unless the table has faster native kernels for the dtype:
+ *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows:
+ *             rows of ≥ GEMM_MIN_COLS values: the packed GEMM of gemm.c (weight panels widened or dequantised
+ *             once per cache block, our f32 micro-kernels)
+ *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
+ *       fewer rows:
  *       bf16  the table's bf16 tile kernel where the CPU has bf16 dot products (AVX512_BF16)
  *       q8_0, q4_0  where the CPU has int8 dot products (VNNI): activations quantised to q8_0 blocks on the
- *             fly, then the table's tiled int8 kernel. Without VNNI (AVX2: vpmaddubsw + vpmaddwd + convert
- *             per 32 products) the int8 tiles reach about half of sgemm's rate on the same machine, so
- *             widening is faster there; numbers in benchmarks/RESULTS.md. */
+ *             fly, then the table's tiled int8 kernel
+ *       else  widened panels + sgemm.
+ *   The choice is measured (use_gemm); numbers in benchmarks/RESULTS.md. */
 #include "kernels/matmul.h"
 
 #include <cblas.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "util/mem.h"
 
 #define FEW_ROWS 4    /* up to this many activation rows: dot products (matrix-vector) */
@@ -178,13 +182,30 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
     }
 }
 
+/* Many activation rows: the packed GEMM where it was measured to win (benchmarks/bench_gemm.py, table in
+ * benchmarks/RESULTS.md; 2 threads, AVX-512 VNNI/BF16 CPU, OpenBLAS choosing its own kernels):
+ *   - from 40 rows on it beats the int8 tiles by 1.7–2.4× and the bf16 tiles by ~1.4×, so no tiles there;
+ *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
+ *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
+ *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
+ *   - at 16 rows and fewer the tiles win (2× at 8 rows).
+ * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
+#define GEMM_MIN_ROWS 32
+#define GEMM_MIN_COLS 2048
+static int use_gemm(const pr_kernels *k, int type, long cols) {
+    /* the scalar table's micro-kernel is the reference the others are tested against, not a fast path */
+    return k->gemm_ukernel && k != &pr_kernels_scalar && type != PR_F32 && cols >= GEMM_MIN_COLS;
+}
+
 void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
                  int path) {
     if (n <= 0) return;
     mm_job j = {k, W, x, NULL, 0, n, y, (long)W->ne[1], (long)W->ne[0], 0};
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
-    int tiles = path == PR_MM_TILES || (path == PR_MM_AUTO && k->int8_tiles);
+    int many = n >= GEMM_MIN_ROWS;
+    int gemm = n > FEW_ROWS && (path == PR_MM_GEMM || (path == PR_MM_AUTO && many && use_gemm(k, W->type, j.cols)));
+    int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many && k->int8_tiles));
     if (quant && (n <= FEW_ROWS || tiles)) {
         /* the activation scratch belongs to the calling thread; workers only read it */
         j.ldxq = (size_t)(j.cols / PR_QK) * sizeof(block_q8_0);
@@ -198,11 +219,12 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
         pr_pool_run(pool, matvec_task, &j);
         return;
     }
+    if (gemm && !pr_gemm_packed(k, pool, W, x, n, y)) return;
     if (quant && j.xq) {
         pr_pool_run(pool, tile_task, &j);
         return;
     }
-    if (W->type == PR_BF16 && k->gemm_bf16 && path != PR_MM_PANELS) {
+    if (W->type == PR_BF16 && k->gemm_bf16 && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many))) {
         j.ldxq = (size_t)j.cols * 2 * sizeof(uint16_t);
         void *xs = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
         if (xs) {

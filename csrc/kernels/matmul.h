@@ -14,9 +14,9 @@
  * memory cannot be had it takes a slower path that needs none. */
 void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y);
 /* The same with a given kernel table and, for many activation rows, a forced path (tests and benchmarks):
- * PR_MM_AUTO the table's choice, PR_MM_TILES its tiled int8 kernels (q8_0/q4_0 weights), PR_MM_PANELS widening
- * to f32 + sgemm. */
-enum { PR_MM_AUTO, PR_MM_TILES, PR_MM_PANELS };
+ * PR_MM_AUTO the table's choice, PR_MM_TILES its tiled int8/bf16 kernels (q8_0/q4_0/bf16 weights),
+ * PR_MM_PANELS widening to f32 + OpenBLAS sgemm, PR_MM_GEMM the packed GEMM of gemm.c. */
+enum { PR_MM_AUTO, PR_MM_TILES, PR_MM_PANELS, PR_MM_GEMM };
 void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
                  int path);
 /* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) */

@@ -15,6 +15,7 @@ struct pr_pool {
     pr_task_fn fn;
     void *arg;
     unsigned long generation; /* bumped for every job */
+    unsigned long runs;       /* jobs run, also on a one-thread pool (pr_pool_runs) */
     int pending;              /* workers still running the current job */
     int quit;
     /* calls from several Python threads are serialised here: a job owns the pool until it returns */
@@ -92,7 +93,10 @@ void pr_pool_free(pr_pool *p) {
 
 int pr_pool_size(const pr_pool *p) { return p ? p->n : 1; }
 
+unsigned long pr_pool_runs(const pr_pool *p) { return p ? __atomic_load_n(&p->runs, __ATOMIC_RELAXED) : 0; }
+
 void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg) {
+    if (p) __atomic_fetch_add(&p->runs, 1, __ATOMIC_RELAXED);
     if (!p || p->n == 1) {
         fn(arg, 0, 1);
         return;

@@ -1,5 +1,5 @@
-/* Hyperparameters from the GGUF metadata (key names: docs/gguf.md). Missing optional keys take SPEC's
- * defaults; inconsistent values are a ModelError naming the key. */
+/* Hyperparameters from the GGUF metadata (key names: docs/gguf.md). Missing optional keys take the reference
+ * configuration's defaults; inconsistent values are a ModelError naming the key. */
 #include <math.h>
 #include <string.h>
 
@@ -24,12 +24,11 @@ static int bad(pr_error *err, const char *path, const char *key, const char *why
     return pr_set_error(err, PR_ERR_FORMAT, "%s: metadata '%s' %s", path, key, why);
 }
 
-static int read_triplet(const gguf_file *f, const char *key, const float dflt[3], float out[3], pr_error *err) {
+/* A required array of 3 floats (the image mean and std: the file is their one source, written by the converter
+ * from the vision tower's preprocessor configuration). */
+static int read_triplet(const gguf_file *f, const char *key, float out[3], pr_error *err) {
     const gguf_kv *kv = gguf_find(f, key);
-    if (!kv) {
-        memcpy(out, dflt, 3 * sizeof(float));
-        return 0;
-    }
+    if (!kv) return pr_set_error(err, PR_ERR_FORMAT, "%s: missing metadata key '%s'", gguf_path(f), key);
     if (kv->type != GGUF_ARRAY || kv->arr_n != 3 || (kv->arr_type != GGUF_F32 && kv->arr_type != GGUF_F64))
         return bad(err, gguf_path(f), key, "must be an array of 3 floats");
     for (int i = 0; i < 3; i++) out[i] = (float)gguf_arr_float(kv, (uint64_t)i);
@@ -91,12 +90,12 @@ int pr_config_read(const gguf_file *f, pr_config *c, pr_error *err) {
     if (gguf_str_eq(s, "quick_gelu")) c->v_act = PR_ACT_QUICK_GELU;
     else if (gguf_str_eq(s, "gelu")) c->v_act = PR_ACT_GELU;
     else return bad(err, path, "parrot.vision.activation", "must be 'quick_gelu' or 'gelu'");
-    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-    static const float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-    if ((rc = read_triplet(f, "parrot.vision.image_mean", mean, c->image_mean, err))) return rc;
-    if ((rc = read_triplet(f, "parrot.vision.image_std", stdv, c->image_std, err))) return rc;
+    if ((rc = read_triplet(f, "parrot.vision.image_mean", c->image_mean, err))) return rc;
+    if ((rc = read_triplet(f, "parrot.vision.image_std", c->image_std, err))) return rc;
     for (int i = 0; i < 3; i++)
         if (!(c->image_std[i] > 0)) return bad(err, path, "parrot.vision.image_std", "must be positive");
+    if ((rc = gguf_get_str(f, "parrot.vision.image_aspect_ratio", 0, (gguf_str){"pad", 3}, &s, err))) return rc;
+    c->pad_square = gguf_str_eq(s, "pad");
     GET_INT("parrot.vision.select_layer", 0, -2, c->select_layer);
     if ((rc = gguf_get_str(f, "parrot.vision.select_feature", 0, (gguf_str){"cls_patch", 9}, &s, err))) return rc;
     if (gguf_str_eq(s, "cls_patch")) c->select_feature = PR_FEAT_CLS_PATCH;

@@ -55,7 +55,7 @@ void pr_model_free(pr_model *m) {
 
 const pr_config *pr_model_config(const pr_model *m) { return &m->cfg; }
 int pr_model_n_threads(const pr_model *m) { return pr_pool_size(m->pool); }
-const pr_tensor *pr_model_tensor(const pr_model *m, const char *name) { return gguf_find_tensor(m->gguf, name); }
+unsigned long pr_model_pool_runs(const pr_model *m) { return pr_pool_runs(m->pool); }
 int pr_model_n_tensors(const pr_model *m) { return gguf_n_tensors(m->gguf); }
 const pr_tensor *pr_model_tensor_at(const pr_model *m, int i) { return gguf_tensor_at(m->gguf, i); }
 const struct gguf_file *pr_model_gguf(const pr_model *m) { return m->gguf; }
@@ -66,7 +66,6 @@ volatile int *pr_model_abort_flag(pr_model *m) { return &m->abort_flag; }
 static volatile sig_atomic_t interrupt_requested;
 void pr_interrupt_request(void) { interrupt_requested = 1; }
 void pr_interrupt_clear(void) { interrupt_requested = 0; }
-int pr_interrupt_pending(void) { return interrupt_requested != 0; }
 int pr_should_abort(const pr_model *m) { return m->abort_flag || interrupt_requested; }
 
 /* ---- numeric helpers shared by the model files */

@@ -55,6 +55,9 @@ void pr_softmax(float *x, long n);
 /* 1-D tensor (norm weight, bias, class embedding) as f32 pointer; f32 in every file we write */
 static inline const float *pr_f32(const pr_tensor *t) { return (const float *)t->data; }
 
+/* The model a context decodes with */
+pr_model *pr_context_model(const pr_context *c);
+
 /* 1 if the work on m should stop (per-model flag or process-wide interrupt) */
 int pr_should_abort(const pr_model *m);
 #endif

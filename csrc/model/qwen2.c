@@ -23,7 +23,25 @@
 #include "model/model.h"
 #include "util/mem.h"
 
-#define PREFILL_CHUNK 256 /* positions per pass: bounds scratch memory and lets Ctrl-C in between */
+#define PREFILL_CHUNK 256 /* positions per pass: bounds the activations' memory and lets Ctrl-C in between */
+#define FEW_ROWS 4        /* passes of up to this many positions (decoding) run their products as fused jobs */
+#define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
+                           * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
+
+/* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
+ * kept, so decoding token after token allocates nothing. */
+typedef struct pr_run_state {
+    int rows;          /* positions every buffer has room for */
+    float *x;          /* rows × d    the hidden state */
+    float *a;          /* rows × d    a block's normed input, then its output */
+    float *q;          /* rows × d */
+    float *k, *v;      /* rows × kv   the new positions' keys and values, before the cache */
+    float *o;          /* rows × d    attention output */
+    float *g, *u;      /* rows × ff   MLP gate and up */
+    float *rope;       /* rows × hd   cos then sin of each position's rotary angles (hd/2 each) */
+    float *part;       /* n_threads × FEW_ROWS × part_rows: a thread's slice of a product, before scattering */
+    long part_rows;
+} pr_run_state;
 
 struct pr_context {
     pr_model *m;
@@ -32,10 +50,42 @@ struct pr_context {
     size_t kv_elt;    /* bytes per cached value */
     void **k, **v;    /* per layer: cap × kv_dim */
     float *inv_freq;  /* d_head/2 RoPE frequencies */
+    pr_run_state rs;
 };
 
-int pr_context_new(pr_model *m, int n_ctx, pr_context **out, pr_error *err) {
-    return pr_context_new_kv(m, n_ctx, PR_F32, out, err);
+static void run_state_free(pr_run_state *r) {
+    pr_free(r->x); pr_free(r->a); pr_free(r->q); pr_free(r->k); pr_free(r->v); pr_free(r->o);
+    pr_free(r->g); pr_free(r->u); pr_free(r->rope); pr_free(r->part);
+    memset(r, 0, sizeof *r);
+}
+
+/* Room for passes of `rows` positions. */
+static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
+    pr_run_state *r = &c->rs;
+    if (rows <= r->rows) return 0;
+    const pr_config *cf = &c->m->cfg;
+    size_t d = (size_t)cf->n_embd, hd = d / (size_t)cf->n_head, kv = hd * (size_t)cf->n_head_kv, ff = (size_t)cf->n_ff;
+    size_t n = (size_t)rows, nth = (size_t)pr_pool_size(c->m->pool);
+    long widest = (long)(ff > d + 2 * kv ? ff : d + 2 * kv);
+    long part_rows = widest / (long)nth + 2 * SLICE_ALIGN;
+    run_state_free(r);
+    r->x = pr_alloc(n, d, sizeof(float));
+    r->a = pr_alloc(n, d, sizeof(float));
+    r->q = pr_alloc(n, d, sizeof(float));
+    r->k = pr_alloc(n, kv, sizeof(float));
+    r->v = pr_alloc(n, kv, sizeof(float));
+    r->o = pr_alloc(n, d, sizeof(float));
+    r->g = pr_alloc(n, ff, sizeof(float));
+    r->u = pr_alloc(n, ff, sizeof(float));
+    r->rope = pr_alloc(n, hd, sizeof(float));
+    r->part = pr_alloc(nth * FEW_ROWS, (size_t)part_rows, sizeof(float));
+    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || !r->part) {
+        run_state_free(r);
+        return pr_set_error(err, PR_ERR_NOMEM, "out of memory for the activations of %d positions", rows);
+    }
+    r->rows = rows;
+    r->part_rows = part_rows;
+    return 0;
 }
 
 int pr_context_new_kv(pr_model *m, int n_ctx, int kv_type, pr_context **out, pr_error *err) {
@@ -74,10 +124,12 @@ void pr_context_free(pr_context *c) {
     free(c->k);
     free(c->v);
     free(c->inv_freq);
+    run_state_free(&c->rs);
     free(c);
 }
 
 int pr_context_n_ctx(const pr_context *c) { return c->n_ctx; }
+pr_model *pr_context_model(const pr_context *c) { return c->m; }
 int pr_context_n_past(const pr_context *c) { return c->n_past; }
 
 int pr_context_truncate(pr_context *c, int n_past, pr_error *err) {
@@ -125,78 +177,182 @@ int pr_embed_tokens(const pr_model *m, const int32_t *ids, int n, float *out, pr
     return 0;
 }
 
-static void rope(float *x, int n_heads, int hd, int pos, const float *inv_freq) {
-    for (int i = 0; i < hd / 2; i++) {
-        float ang = (float)pos * inv_freq[i], cs = cosf(ang), sn = sinf(ang);
-        for (int h = 0; h < n_heads; h++) {
-            float *p = x + h * hd, a = p[i], b = p[i + hd / 2];
-            p[i] = a * cs - b * sn;
-            p[i + hd / 2] = b * cs + a * sn;
+/* The rows of a pass that belong to one sequence: rows row0 .. row0+n−1 are its positions n_past, n_past+1, ...
+ * A pass holds one sequence's chunk (prefill, decode) or one row of each of several (batched decoding). */
+typedef struct {
+    pr_context *c;
+    int row0, n;
+} seq_rows;
+
+/* Rotary factors of every row's position into r->rope: cos then sin of pos·inv_freq, hd/2 each. */
+static void rope_factors(pr_run_state *r, const seq_rows *seqs, int n_seqs, int hd) {
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < seqs[s].n; i++) {
+            float *cs = r->rope + (long)(seqs[s].row0 + i) * hd, *sn = cs + hd / 2;
+            for (int j = 0; j < hd / 2; j++) {
+                float ang = (float)(seqs[s].c->n_past + i) * seqs[s].c->inv_freq[j];
+                cs[j] = cosf(ang);
+                sn[j] = sinf(ang);
+            }
+        }
+}
+
+/* rotate-half RoPE of n_heads heads of x with one position's factors */
+static void rope(float *x, int n_heads, int hd, const float *cs) {
+    const float *sn = cs + hd / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *p = x + h * hd;
+        for (int i = 0; i < hd / 2; i++) {
+            float a = p[i], b = p[i + hd / 2];
+            p[i] = a * cs[i] - b * sn[i];
+            p[i + hd / 2] = b * cs[i] + a * sn[i];
         }
     }
 }
 
-/* One pass of n ≤ PREFILL_CHUNK positions. x (n × d) is updated in place to the final hidden states. */
-static int forward_chunk(pr_context *c, float *x, int n, pr_error *err) {
-    pr_model *m = c->m;
+/* ---- fused products for decoding: one pool job computes several products of the same input (q, k, v; or
+ * gate and up) and the elementwise step after them, each thread on its slice of weight rows. Each slice is a
+ * view of the weight run through pr_matmul on the calling thread, which for FEW_ROWS activation rows computes
+ * every output as one dot product: results equal the unfused products exactly. */
+enum { EPI_NONE, EPI_SILU_MUL, EPI_ADD_TO };
+
+typedef struct {
+    const pr_tensor *W;
+    const pr_tensor *bias; /* added to y, or NULL */
+    float *y;              /* n × W rows */
+} fused_out;
+
+typedef struct {
+    const pr_run_state *rs;
+    const float *x;        /* n × cols */
+    int n, n_out;
+    fused_out out[3];
+    int same_rows; /* 1: the outputs have the same rows and each thread takes the same slice of every one;
+                    * 0: the outputs' rows are laid end to end and sliced as one range */
+    int epilogue;  /* EPI_SILU_MUL: y0 = silu(y0) ⊙ y1;  EPI_ADD_TO: res += y0 (same_rows) */
+    float *res;
+} fused_job;
+
+static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1, float *part) {
+    const pr_tensor *W = o->W;
+    size_t ldw = (size_t)(W->ne[0] / (int64_t)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
+    long rows = (long)W->ne[1], m = r1 - r0;
+    pr_tensor view = *W;
+    view.ne[1] = m;
+    view.data = (const char *)W->data + (size_t)r0 * ldw;
+    view.nbytes = (size_t)m * ldw;
+    if (f->n == 1) {
+        pr_matmul(NULL, &view, f->x, 1, o->y + r0);
+    } else {
+        pr_matmul(NULL, &view, f->x, f->n, part);
+        for (int i = 0; i < f->n; i++) memcpy(o->y + (long)i * rows + r0, part + (long)i * m, (size_t)m * sizeof(float));
+    }
+    if (o->bias)
+        for (int i = 0; i < f->n; i++)
+            for (long r = r0; r < r1; r++) o->y[(long)i * rows + r] += pr_f32(o->bias)[r];
+}
+
+static void fused_task(void *arg, int ith, int nth) {
+    const fused_job *f = arg;
+    long total = 0;
+    for (int p = 0; p < f->n_out; p++) total = f->same_rows ? (long)f->out[p].W->ne[1] : total + (long)f->out[p].W->ne[1];
+    long g0, g1, groups = (total + SLICE_ALIGN - 1) / SLICE_ALIGN;
+    pr_split_range(groups, ith, nth, &g0, &g1);
+    long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
+    if (s1 <= s0) return;
+    float *part = f->rs->part + (size_t)ith * FEW_ROWS * (size_t)f->rs->part_rows;
+    long base = 0;
+    for (int p = 0; p < f->n_out; p++) {
+        long rows = (long)f->out[p].W->ne[1], r0 = s0 > base ? s0 - base : 0, r1 = s1 - base < rows ? s1 - base : rows;
+        if (r1 > r0) fused_slice(f, &f->out[p], r0, r1, part);
+        if (!f->same_rows) base += rows;
+    }
+    long rows = (long)f->out[0].W->ne[1];
+    for (int i = 0; f->epilogue != EPI_NONE && i < f->n; i++) {
+        float *y0 = f->out[0].y + (long)i * rows + s0;
+        if (f->epilogue == EPI_SILU_MUL) pr_kern()->silu_mul(y0, f->out[1].y + (long)i * rows + s0, s1 - s0);
+        else
+            for (long r = 0; r < s1 - s0; r++) f->res[(long)i * rows + s0 + r] += y0[r];
+    }
+}
+
+/* y_p = x·W_pᵀ (+ b_p) for up to three weights, then the epilogue, in one pool job (n ≤ FEW_ROWS) or as
+ * separate products (longer passes, where the products are compute-bound and use the pool themselves). */
+static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
+    if (f->n <= FEW_ROWS) {
+        f->rs = r;
+        pr_pool_run(m->pool, fused_task, f);
+        return;
+    }
+    for (int p = 0; p < f->n_out; p++) {
+        const fused_out *o = &f->out[p];
+        pr_matmul(m->pool, o->W, f->x, f->n, o->y);
+        pr_add_bias(o->bias, o->y, f->n, (long)o->W->ne[1]);
+    }
+    long rows = (long)f->out[0].W->ne[1];
+    if (f->epilogue == EPI_SILU_MUL) pr_kern()->silu_mul(f->out[0].y, f->out[1].y, (long)f->n * rows);
+    if (f->epilogue == EPI_ADD_TO)
+        for (long i = 0; i < (long)f->n * rows; i++) f->res[i] += f->out[0].y[i];
+}
+
+/* One pass of the n rows of r->x (n ≤ r->rows) through the decoder layers, updated in place to the final hidden
+ * states. Each sequence's rows take its next positions and go into its KV cache; products read the weights once
+ * for all rows. The caller has reserved the caches. */
+static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seqs, int n, pr_error *err) {
     const pr_config *cf = &m->cfg;
-    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, ff = cf->n_ff;
-    float *a = pr_alloc((size_t)n, (size_t)d, sizeof(float)), *q = pr_alloc((size_t)n, (size_t)d, sizeof(float));
-    float *kb = pr_alloc((size_t)n, (size_t)kv, sizeof(float)), *vb = pr_alloc((size_t)n, (size_t)kv, sizeof(float));
-    float *o = pr_alloc((size_t)n, (size_t)d, sizeof(float));
-    float *g = pr_alloc((size_t)n, (size_t)ff, sizeof(float)), *u = pr_alloc((size_t)n, (size_t)ff, sizeof(float));
+    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
     const pr_kernels *K = pr_kern();
-    int rc = 0;
-    if (!a || !q || !kb || !vb || !o || !g || !u) {
-        rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory for a pass of %d positions", n);
-        goto done;
-    }
+    float *x = r->x;
+    rope_factors(r, seqs, n_seqs, (int)hd);
     for (int l = 0; l < cf->n_layer; l++) {
-        if (pr_should_abort(m)) {
-            rc = pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
-            goto done;
-        }
+        if (pr_should_abort(m)) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
-        for (int i = 0; i < n; i++) pr_rmsnorm(a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
-        pr_matmul(m->pool, L->wq, a, n, q);
-        pr_add_bias(L->bq, q, n, d);
-        pr_matmul(m->pool, L->wk, a, n, kb);
-        pr_add_bias(L->bk, kb, n, kv);
-        pr_matmul(m->pool, L->wv, a, n, vb);
-        pr_add_bias(L->bv, vb, n, kv);
+        for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
+        fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
+                                                                {L->wv, L->bv, r->v}}};
+        products(m, r, &qkv);
         for (int i = 0; i < n; i++) {
-            rope(q + i * d, cf->n_head, (int)hd, c->n_past + i, c->inv_freq);
-            rope(kb + i * kv, cf->n_head_kv, (int)hd, c->n_past + i, c->inv_freq);
+            rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
+            rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
         }
-        char *kc = (char *)c->k[l] + (size_t)c->n_past * kv * c->kv_elt;
-        char *vc = (char *)c->v[l] + (size_t)c->n_past * kv * c->kv_elt;
-        if (c->kv_type == PR_F16) {
-            K->f32_to_f16(kb, (uint16_t *)kc, n * kv);
-            K->f32_to_f16(vb, (uint16_t *)vc, n * kv);
-        } else {
-            memcpy(kc, kb, (size_t)n * kv * sizeof(float));
-            memcpy(vc, vb, (size_t)n * kv * sizeof(float));
+        for (int s = 0; s < n_seqs; s++) {
+            const seq_rows *q = &seqs[s];
+            pr_context *c = q->c;
+            char *kc = (char *)c->k[l] + (size_t)c->n_past * kv * c->kv_elt;
+            char *vc = (char *)c->v[l] + (size_t)c->n_past * kv * c->kv_elt;
+            const float *kn = r->k + (long)q->row0 * kv, *vn = r->v + (long)q->row0 * kv;
+            if (c->kv_type == PR_F16) {
+                K->f32_to_f16(kn, (uint16_t *)kc, q->n * kv);
+                K->f32_to_f16(vn, (uint16_t *)vc, q->n * kv);
+            } else {
+                memcpy(kc, kn, (size_t)q->n * kv * sizeof(float));
+                memcpy(vc, vn, (size_t)q->n * kv * sizeof(float));
+            }
+            pr_attn at = {.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
+                          .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
+                          .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
+                          .causal = 1};
+            int rc = pr_attention(K, m->pool, &at, err);
+            if (rc) return rc;
         }
-        pr_attn at = {.q = q, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type, .out = o, .ldq = d, .ldkv = kv,
-                      .ldo = d, .n_q = n, .n_kv = c->n_past + n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv,
-                      .hd = (int)hd, .causal = 1};
-        if ((rc = pr_attention(K, m->pool, &at, err))) goto done;
-        pr_matmul(m->pool, L->wo, o, n, a);
-        for (long i = 0; i < n * d; i++) x[i] += a[i];
+        fused_job wo = {.x = r->o, .n = n, .n_out = 1, .out = {{L->wo, NULL, r->a}}, .same_rows = 1,
+                        .epilogue = EPI_ADD_TO, .res = x};
+        products(m, r, &wo); /* x += o·Woᵀ */
 
-        for (int i = 0; i < n; i++) pr_rmsnorm(a + i * d, x + i * d, L->ffn_norm, d, cf->rms_eps);
-        pr_matmul(m->pool, L->w_gate, a, n, g);
-        pr_matmul(m->pool, L->w_up, a, n, u);
-        K->silu_mul(g, u, n * ff); /* g = silu(g) ⊙ u */
-        pr_matmul(m->pool, L->w_down, g, n, a);
-        for (long i = 0; i < n * d; i++) x[i] += a[i];
+        for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->ffn_norm, d, cf->rms_eps);
+        fused_job gate_up = {.x = r->a, .n = n, .n_out = 2, .out = {{L->w_gate, NULL, r->g}, {L->w_up, NULL, r->u}},
+                             .same_rows = 1, .epilogue = EPI_SILU_MUL};
+        products(m, r, &gate_up); /* g = silu(a·W_gateᵀ) ⊙ a·W_upᵀ */
+        fused_job down = {.x = r->g, .n = n, .n_out = 1, .out = {{L->w_down, NULL, r->a}}, .same_rows = 1,
+                          .epilogue = EPI_ADD_TO, .res = x};
+        products(m, r, &down); /* x += g·W_downᵀ */
     }
-done:
-    pr_free(a); pr_free(q); pr_free(kb); pr_free(vb); pr_free(o); pr_free(g); pr_free(u);
-    return rc;
+    return 0;
 }
 
-int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int all_logits, pr_error *err) {
+/* Runs n positions given as embeddings (embd) or token ids (ids) through the decoder, a chunk at a time. */
+static int decode(pr_context *c, const float *embd, const int32_t *ids, int n, float *logits, int all_logits,
+                  pr_error *err) {
     pr_model *m = c->m;
     const pr_config *cf = &m->cfg;
     long d = cf->n_embd;
@@ -204,19 +360,23 @@ int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int a
     if (c->n_past + n > c->n_ctx)
         return pr_set_error(err, PR_ERR_CONTEXT, "sequence of %d positions does not fit: %d already cached, "
                             "context size %d", n, c->n_past, c->n_ctx);
-    int rc = reserve(c, c->n_past + n, err);
-    if (rc) return rc;
+    if (ids)
+        for (int i = 0; i < n; i++)
+            if (ids[i] < 0 || ids[i] >= cf->n_vocab)
+                return pr_set_error(err, PR_ERR_ARG, "token id %d at position %d is outside the vocabulary (0..%d)",
+                                    ids[i], i, cf->n_vocab - 1);
     int chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
-    float *x = pr_alloc((size_t)chunk, (size_t)d, sizeof(float)), *hn = pr_alloc((size_t)chunk, (size_t)d, sizeof(float));
-    if (!x || !hn) {
-        pr_free(x); pr_free(hn);
-        return pr_set_error(err, PR_ERR_NOMEM, "out of memory");
-    }
+    int rc = reserve(c, c->n_past + n, err);
+    if (!rc) rc = run_state_reserve(c, chunk, err);
+    if (rc) return rc;
+    float *x = c->rs.x, *hn = c->rs.a;
     int start_past = c->n_past;
     for (int s = 0; s < n && !rc; s += chunk) {
         int nc = n - s < chunk ? n - s : chunk;
-        memcpy(x, embd + (long)s * d, (size_t)nc * d * sizeof(float));
-        rc = forward_chunk(c, x, nc, err);
+        if (ids) pr_embed_tokens(m, ids + s, nc, x, err);
+        else memcpy(x, embd + (long)s * d, (size_t)nc * d * sizeof(float));
+        seq_rows one = {c, 0, nc};
+        rc = forward(m, &c->rs, &one, 1, nc, err);
         if (rc) break;
         c->n_past += nc;
         if (!logits) continue;
@@ -229,17 +389,57 @@ int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int a
         }
     }
     if (rc) c->n_past = start_past; /* a failed pass leaves the sequence as it was */
-    pr_free(x);
-    pr_free(hn);
     return rc;
 }
 
+int pr_decode_embd(pr_context *c, const float *embd, int n, float *logits, int all_logits, pr_error *err) {
+    return decode(c, embd, NULL, n, logits, all_logits, err);
+}
+
 int pr_decode_tokens(pr_context *c, const int32_t *ids, int n, float *logits, int all_logits, pr_error *err) {
-    if (n <= 0) return pr_set_error(err, PR_ERR_ARG, "nothing to decode (0 tokens)");
-    float *e = pr_alloc((size_t)n, (size_t)c->m->cfg.n_embd, sizeof(float));
-    if (!e) return pr_set_error(err, PR_ERR_NOMEM, "out of memory embedding %d tokens", n);
-    int rc = pr_embed_tokens(c->m, ids, n, e, err);
-    if (!rc) rc = pr_decode_embd(c, e, n, logits, all_logits, err);
-    pr_free(e);
+    return decode(c, NULL, ids, n, logits, all_logits, err);
+}
+
+int pr_decode_batch(pr_context *const *ctxs, const int32_t *tokens, int n_seq, float *logits, pr_error *err) {
+    if (n_seq <= 0) return pr_set_error(err, PR_ERR_ARG, "nothing to decode (0 sequences)");
+    pr_model *m = ctxs[0]->m;
+    const pr_config *cf = &m->cfg;
+    long d = cf->n_embd;
+    for (int s = 0; s < n_seq; s++) {
+        pr_context *c = ctxs[s];
+        if (c->m != m) return pr_set_error(err, PR_ERR_ARG, "sequence %d belongs to another model", s);
+        for (int t = 0; t < s; t++)
+            if (ctxs[t] == c) return pr_set_error(err, PR_ERR_ARG, "sequences %d and %d are the same context", t, s);
+        if (tokens[s] < 0 || tokens[s] >= cf->n_vocab)
+            return pr_set_error(err, PR_ERR_ARG, "token id %d of sequence %d is outside the vocabulary (0..%d)",
+                                tokens[s], s, cf->n_vocab - 1);
+        if (c->n_past + 1 > c->n_ctx)
+            return pr_set_error(err, PR_ERR_CONTEXT, "sequence %d is full: %d positions cached, context size %d", s,
+                                c->n_past, c->n_ctx);
+    }
+    /* every cache first, so a failure leaves every sequence as it was */
+    int rc = 0;
+    for (int s = 0; s < n_seq && !rc; s++) rc = reserve(ctxs[s], ctxs[s]->n_past + 1, err);
+    pr_run_state *r = &ctxs[0]->rs;
+    if (!rc) rc = run_state_reserve(ctxs[0], n_seq < FEW_ROWS ? n_seq : FEW_ROWS, err);
+    /* groups of FEW_ROWS sequences: each product then computes every output as the same dot product a lone
+     * sequence's does, so batched results equal one-at-a-time results exactly */
+    seq_rows seqs[FEW_ROWS];
+    int advanced = 0;
+    for (int s0 = 0; s0 < n_seq && !rc; s0 += FEW_ROWS) {
+        int g = n_seq - s0 < FEW_ROWS ? n_seq - s0 : FEW_ROWS;
+        for (int i = 0; i < g; i++) {
+            seqs[i] = (seq_rows){ctxs[s0 + i], i, 1};
+            pr_embed_tokens(m, tokens + s0 + i, 1, r->x + i * d, err);
+        }
+        if ((rc = forward(m, r, seqs, g, g, err))) break;
+        for (int i = 0; i < g; i++) ctxs[s0 + i]->n_past++;
+        advanced += g;
+        if (!logits) continue;
+        for (int i = 0; i < g; i++) pr_rmsnorm(r->a + i * d, r->x + i * d, m->w.out_norm, d, cf->rms_eps);
+        pr_matmul(m->pool, m->w.lm_head, r->a, g, logits + (long)s0 * cf->n_vocab);
+    }
+    if (rc) /* the failed group did not advance; take the earlier groups' step back too */
+        for (int s = 0; s < advanced; s++) ctxs[s]->n_past--;
     return rc;
 }

@@ -1,6 +1,8 @@
 /* parrot._core: the CPython extension. It wraps the C API of parrot.h; the Python package gives names,
  * defaults, docstrings and errors. This file holds the module and the error mapping; each room binds its
  * own types in py_*.c. */
+#include <string.h>
+
 #include "python/pymod.h"
 
 PyObject *pr_py_ModelError, *pr_py_ImageError, *pr_py_TokenizerError;
@@ -16,7 +18,12 @@ PyObject *pr_py_raise(const pr_error *e) {
     case PR_ERR_IO: type = PyExc_OSError; break;
     default: type = PyExc_ValueError; break;
     }
-    PyErr_SetString(type, e->msg[0] ? e->msg : "parrot: unknown error");
+    /* messages may quote file bytes (names, paths) or be cut mid-character: never fail on their decoding */
+    const char *msg = e->msg[0] ? e->msg : "parrot: unknown error";
+    PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+    if (!text) return NULL;
+    PyErr_SetObject(type, text);
+    Py_DECREF(text);
     return NULL;
 }
 

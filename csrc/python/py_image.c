@@ -46,13 +46,26 @@ static int parse_max_pixels(PyObject *obj, uint64_t *out) {
     return 0;
 }
 
-/* decode_image(src, max_pixels, name=None) -> H×W×3 uint8. src: str path, or a bytes-like object. */
+/* decode_image(src, max_pixels, name=None, max_bytes=None, orientation=False) -> H×W×3 uint8, or
+ * (pixels, exif_orientation) with orientation=True. src: str path, or a bytes-like object. */
 static PyObject *py_decode_image(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"src", "max_pixels", "name", NULL};
-    PyObject *src, *maxobj, *nameobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", kwlist, &src, &maxobj, &nameobj)) return NULL;
-    uint64_t max_pixels;
+    static char *kwlist[] = {"src", "max_pixels", "name", "max_bytes", "orientation", NULL};
+    PyObject *src, *maxobj, *nameobj = Py_None, *maxbytesobj = Py_None;
+    int want_orientation = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOp", kwlist, &src, &maxobj, &nameobj, &maxbytesobj,
+                                     &want_orientation))
+        return NULL;
+    uint64_t max_pixels, max_bytes;
     if (parse_max_pixels(maxobj, &max_pixels) < 0) return NULL;
+    if (maxbytesobj == Py_None) {
+        max_bytes = PR_IMAGE_DEFAULT_MAX_BYTES;
+    } else {
+        max_bytes = PyLong_AsUnsignedLongLong(maxbytesobj);
+        if ((max_bytes == (uint64_t)-1 && PyErr_Occurred()) || max_bytes == 0) {
+            PyErr_Clear();
+            return PyErr_Format(PyExc_ValueError, "max_bytes must be a positive integer");
+        }
+    }
     pr_image im = {0};
     pr_error err = {0};
     int rc;
@@ -62,7 +75,7 @@ static PyObject *py_decode_image(PyObject *self, PyObject *args, PyObject *kw) {
         const char *path = PyBytes_AS_STRING(enc);
         int saved_errno = 0;
         Py_BEGIN_ALLOW_THREADS
-        rc = pr_image_decode_file(path, max_pixels, &im, &err);
+        rc = pr_image_decode_file(path, max_pixels, max_bytes, &im, &err);
         saved_errno = errno;
         Py_END_ALLOW_THREADS
         if (rc == PR_ERR_IO) {
@@ -96,7 +109,9 @@ static PyObject *py_decode_image(PyObject *self, PyObject *args, PyObject *kw) {
     }
     if (rc) return pr_py_raise(&err);
     npy_intp shape[3] = {im.h, im.w, 3};
-    return owning_array(im.rgb, 3, shape, NPY_UINT8);
+    PyObject *arr = owning_array(im.rgb, 3, shape, NPY_UINT8);
+    if (!arr || !want_orientation) return arr;
+    return Py_BuildValue("(Ni)", arr, im.orientation);
 }
 
 /* A C-contiguous H×W×3 uint8 view of obj (new reference), or NULL with TypeError/ValueError. */
@@ -142,7 +157,7 @@ static PyObject *py_resize_bicubic(PyObject *self, PyObject *args) {
     if (ow <= 0 || oh <= 0) return PyErr_Format(PyExc_ValueError, "resize_bicubic: bad size %dx%d", ow, oh);
     PyArrayObject *a = rgb_array(obj, "resize_bicubic");
     if (!a) return NULL;
-    pr_image in = {(int)PyArray_DIM(a, 1), (int)PyArray_DIM(a, 0), PyArray_DATA(a)}, out = {0};
+    pr_image in = {(int)PyArray_DIM(a, 1), (int)PyArray_DIM(a, 0), PyArray_DATA(a), 1}, out = {0};
     pr_error err = {0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -218,7 +233,9 @@ static PyObject *py_clip_preprocess(PyObject *self, PyObject *args) {
 
 static PyMethodDef image_methods[] = {
     {"decode_image", (PyCFunction)(void (*)(void))py_decode_image, METH_VARARGS | METH_KEYWORDS,
-     "decode_image(src, max_pixels, name=None) -> H×W×3 uint8 array. src: str path or bytes-like PNG/JPEG."},
+     "decode_image(src, max_pixels, name=None, max_bytes=None, orientation=False) -> H×W×3 uint8 array (with "
+     "orientation=True: (array, EXIF orientation 1..8)). src: str path or bytes-like PNG/JPEG; max_bytes: the "
+     "file size limit (None: 256 MiB)."},
     {"resize_bicubic", py_resize_bicubic, METH_VARARGS,
      "resize_bicubic(rgb, width, height) -> height×width×3 uint8, Pillow's BICUBIC with reducing_gap=None."},
     {"clip_resize", py_clip_resize, METH_VARARGS,

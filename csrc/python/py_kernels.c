@@ -2,6 +2,7 @@
  * converter), and each kernel run with a chosen instruction set so tests can compare every SIMD table with the
  * scalar reference. Long work releases the GIL. */
 #include <string.h>
+#include <time.h>
 
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
@@ -151,7 +152,8 @@ static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     if (!strcmp(pname, "auto")) path = PR_MM_AUTO;
     else if (!strcmp(pname, "tiles")) path = PR_MM_TILES;
     else if (!strcmp(pname, "panels")) path = PR_MM_PANELS;
-    else return PyErr_Format(PyExc_ValueError, "path must be 'auto', 'tiles' or 'panels', got '%s'", pname);
+    else if (!strcmp(pname, "gemm")) path = PR_MM_GEMM;
+    else return PyErr_Format(PyExc_ValueError, "path must be 'auto', 'tiles', 'panels' or 'gemm', got '%s'", pname);
     int type = dtype_id(dname);
     const pr_kernels *k = type < 0 ? NULL : table(isa);
     if (!k) return NULL;
@@ -324,7 +326,49 @@ done:
     return (PyObject *)out;
 }
 
+/* ---- peak(kind, isa, threads, iters) -> (operations, seconds): the table's multiply-add peak loop on every
+ * thread of a pool at once (benchmarks' machine limit; kind 0 f32 FMA, 1 bf16 dot, 2 int8 dot) */
+typedef struct {
+    const pr_kernels *k;
+    int kind;
+    long iters;
+    double ops[64];
+} peak_job;
+
+static void peak_task(void *arg, int ith, int nth) {
+    peak_job *j = arg;
+    j->ops[ith] = j->k->peak(j->kind, j->iters);
+}
+
+static PyObject *py_peak(PyObject *self, PyObject *args) {
+    int kind, threads;
+    const char *isa;
+    long iters;
+    if (!PyArg_ParseTuple(args, "isil", &kind, &isa, &threads, &iters)) return NULL;
+    const pr_kernels *k = table(isa);
+    if (!k) return NULL;
+    if (threads < 1 || threads > 64) return PyErr_Format(PyExc_ValueError, "threads must be 1..64, got %d", threads);
+    if (iters < 1) return PyErr_Format(PyExc_ValueError, "iters must be positive, got %ld", iters);
+    if (!k->peak) return Py_BuildValue("(dd)", 0.0, 1.0);
+    peak_job j = {k, kind, iters, {0}};
+    pr_pool *pool;
+    if (pr_pool_new(threads, &pool)) return PyErr_NoMemory();
+    struct timespec t0, t1;
+    Py_BEGIN_ALLOW_THREADS
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pr_pool_run(pool, peak_task, &j);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    Py_END_ALLOW_THREADS
+    pr_pool_free(pool);
+    double ops = 0;
+    for (int i = 0; i < threads; i++) ops += j.ops[i];
+    return Py_BuildValue("(dd)", ops, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+}
+
 static PyMethodDef kernel_methods[] = {
+    {"peak", py_peak, METH_VARARGS,
+     "peak(kind, isa, threads, iters) -> (operations, seconds) of the table's multiply-add peak loop "
+     "(kind 0 f32 FMA, 1 bf16 dot, 2 int8 dot; (0, 1) if the table has none) on `threads` threads"},
     {"kernel_isa", py_kernel_isa, METH_NOARGS,
      "kernel_isa() -> str: the instruction set in use (PARROT_ISA or the best of this CPU)"},
     {"kernel_isas", py_kernel_isas, METH_NOARGS, "kernel_isas() -> list[str]: instruction sets available here"},
@@ -333,7 +377,7 @@ static PyMethodDef kernel_methods[] = {
     {"dequantize", py_dequantize, METH_VARARGS,
      "dequantize(raw: uint8 [rows, row_bytes], dtype, cols) -> float32 [rows, cols]"},
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
-     "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels') -> x·Wᵀ, W given as "
+     "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels'|'gemm') -> x·Wᵀ, W given as "
      "uint8 rows of its dtype"},
     {"quantize_act", py_quantize_act, METH_VARARGS,
      "quantize_act(x: float32 [n], isa) -> uint8 q8_0 blocks from the table's activation quantiser"},

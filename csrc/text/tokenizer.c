@@ -247,11 +247,6 @@ static int get_str_key(const gguf_file *f, const char *key, gguf_str *out, pr_er
     return 0;
 }
 
-static int is_int_type(uint32_t t) {
-    return t == GGUF_U8 || t == GGUF_I8 || t == GGUF_U16 || t == GGUF_I16 || t == GGUF_U32 || t == GGUF_I32 ||
-           t == GGUF_U64 || t == GGUF_I64;
-}
-
 static int get_token_id_key(const gguf_file *f, const char *key, int32_t n_tokens, int32_t *out, pr_error *err) {
     int64_t v;
     if (gguf_get_int(f, key, 0, -1, &v, err)) {
@@ -322,14 +317,14 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
         return tok_error(err, f, "'tokenizer.ggml.tokens' is missing or not an array of strings", NULL);
     if (ktok->arr_n == 0 || ktok->arr_n > (1u << 30))
         return tok_error(err, f, "'tokenizer.ggml.tokens' has an unusable number of entries", NULL);
-    if (!ktype || ktype->type != GGUF_ARRAY || !is_int_type(ktype->arr_type) || ktype->arr_n != ktok->arr_n)
+    if (!ktype || ktype->type != GGUF_ARRAY || !gguf_type_is_int(ktype->arr_type) || ktype->arr_n != ktok->arr_n)
         return tok_error(err, f, "'tokenizer.ggml.token_type' is missing, not an integer array, or not as long "
                          "as 'tokenizer.ggml.tokens'", NULL);
     /* GGUF cannot store an empty array, so a tokenizer without merges has no merges key */
     if (kmerge && (kmerge->type != GGUF_ARRAY || kmerge->arr_type != GGUF_STRING || kmerge->arr_n >= (1u << 31)))
         return tok_error(err, f, "'tokenizer.ggml.merges' is not an array of strings", NULL);
     uint64_t n_merges = kmerge ? kmerge->arr_n : 0;
-    if (knorm && (knorm->type != GGUF_ARRAY || !is_int_type(knorm->arr_type)))
+    if (knorm && (knorm->type != GGUF_ARRAY || !gguf_type_is_int(knorm->arr_type)))
         return tok_error(err, f, "'parrot.tokenizer.added_normalized' is not an integer array", NULL);
 
     pr_tokenizer *t = calloc(1, sizeof *t);
@@ -367,8 +362,8 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
         }
         size_t bad = pr_utf8_first_invalid((const uint8_t *)s.ptr, s.len);
         if (bad < s.len) {
-            rc = pr_set_error(err, PR_ERR_TOKENIZER, "%s: tokenizer: token %d is not valid UTF-8 (byte %zu)",
-                              gguf_path(f), (int)i, bad);
+            rc = pr_set_error(err, PR_ERR_TOKENIZER, "%s: tokenizer: 'tokenizer.ggml.tokens'[%d] is not valid "
+                              "UTF-8 (byte %zu)", gguf_path(f), (int)i, bad);
             goto fail;
         }
         if (memchr(s.ptr, 0, s.len)) {
@@ -423,6 +418,13 @@ int pr_tokenizer_from_gguf(const struct gguf_file *f, pr_tokenizer **out, pr_err
     size_t joined_cap = 0;
     for (uint64_t r = 0; r < n_merges; r++) {
         gguf_str m = kmerge->arr_strs[r];
+        size_t bad = pr_utf8_first_invalid((const uint8_t *)m.ptr, m.len);
+        if (bad < m.len) {
+            free(joined);
+            rc = pr_set_error(err, PR_ERR_TOKENIZER, "%s: tokenizer: 'tokenizer.ggml.merges'[%llu] is not valid "
+                              "UTF-8 (byte %zu)", gguf_path(f), (unsigned long long)r, bad);
+            goto fail;
+        }
         const char *sp = m.len > 1 ? memchr(m.ptr + 1, ' ', m.len - 1) : NULL;
         if (!sp) {
             free(joined);
@@ -539,6 +541,7 @@ typedef struct {
 } id_vec;
 
 static int push_ids(id_vec *o, const int32_t *ids, size_t k) {
+    if (k == 0) return 0; /* o->v may still be NULL (found by tests/fuzz/fuzz_gguf.c) */
     if (o->cap - o->n < k) {
         size_t cap = o->cap ? o->cap : 64;
         while (cap - o->n < k) {

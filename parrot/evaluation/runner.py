@@ -2,7 +2,8 @@
 
 Every finished row becomes one JSON line appended to a journal (``predictions.jsonl``) and flushed, so a run
 that is killed loses at most the row in flight; ``resume`` reads the journal, drops a torn last line, and runs
-only the rows it does not hold. Rows are keyed by (dataset name, index), so a row is never counted twice.
+only the rows it does not hold. A file that is not a journal (junk, a line that is not a record) is an error
+naming the line unless ``overwrite``. Rows are keyed by (dataset name, index), so a row is never counted twice.
 
 Rows are ordered so that rows sharing an image (MMMB's language splits of one picture) are adjacent and go to
 the same worker: the model's image-feature cache then encodes the picture once.
@@ -27,10 +28,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from parrot.evaluation.extract import postprocess
 from parrot.evaluation.prompts import build_prompt
 from parrot.evaluation.tsv import Benchmark, decode_image
+from parrot.image import load_image
 
 __all__ = ["ModelSpec", "Journal", "make_tasks", "run_tasks", "JournalError", "WorkerError"]
 
 JOURNAL_VERSION = 1
+JSONDict = Dict[str, Any]  # a task, a journal record, the run's metadata
 
 
 class JournalError(RuntimeError):
@@ -50,7 +53,7 @@ class ModelSpec:
     source: Union[str, Callable[[], Any]]
     threads: Optional[int] = None
 
-    def load(self):
+    def load(self) -> Any:
         if callable(self.source):
             return self.source()
         import parrot
@@ -62,9 +65,9 @@ class ModelSpec:
         return os.path.abspath(os.fspath(self.source))
 
 
-def make_tasks(benches: Sequence[Benchmark], done: Dict[Tuple[str, str], dict]) -> List[List[dict]]:
+def make_tasks(benches: Sequence[Benchmark], done: Dict[Tuple[str, str], JSONDict]) -> List[List[JSONDict]]:
     """The rows still to run, as groups of rows sharing one image, in first-appearance order."""
-    groups: Dict[str, List[dict]] = {}
+    groups: Dict[str, List[JSONDict]] = {}
     for b in benches:
         for row in b.rows:
             if (b.name, str(row.index)) in done:
@@ -80,7 +83,7 @@ def _reference_jpeg(data: bytes) -> bytes:
     from PIL import Image, UnidentifiedImageError
     from parrot.errors import ImageError
     try:
-        im = Image.open(io.BytesIO(data))
+        im: Image.Image = Image.open(io.BytesIO(data))
         if im.mode in ("RGBA", "P", "LA"):
             im = im.convert("RGB")
         out = io.BytesIO()
@@ -108,7 +111,7 @@ class Worker:
                                   "Parrot sees it); install pillow, or pass --no-reference-jpeg / "
                                   "reference_jpeg=False to feed the TSV's image bytes as they are") from None
 
-    def _image_bytes(self, task: dict) -> bytes:
+    def _image_bytes(self, task: JSONDict) -> bytes:
         if self._last_image[0] == task["key"]:
             return self._last_image[1]
         data = decode_image(task["image"])
@@ -124,7 +127,7 @@ class Worker:
         i = info()
         return float(getattr(i, "seconds_saved", 0.0) if not isinstance(i, dict) else i.get("seconds_saved", 0.0))
 
-    def run(self, task: dict) -> dict:
+    def run(self, task: JSONDict) -> JSONDict:
         rec = {"dataset": task["dataset"], "index": task["index"], "prompt": task["prompt"], "raw": None,
                "prediction": None, "error": None, "routing": None, "cache_hit": None, "seconds": 0.0,
                "saved_seconds": 0.0}
@@ -134,7 +137,9 @@ class Worker:
         t0 = time.perf_counter()
         saved0 = self._cache_saved()
         try:
-            image = self._image_bytes(task)
+            # decoded here without EXIF orientation: VLMEvalKit opens benchmark images as stored (the model's
+            # own image loading would turn them upright)
+            image = load_image(self._image_bytes(task), exif=False)
             result = None
         except ValueError as e:
             result = e  # bad base64, or Pillow could not re-encode it (parrot.ImageError is a ValueError)
@@ -161,64 +166,75 @@ class Worker:
         return rec
 
 
-def _holds_rows(path: str) -> bool:
-    """Whether a journal has a complete line after its header line."""
+def _read_journal(path: str) -> Tuple[Optional[JSONDict], List[JSONDict], int]:
+    """The header, the row records and the length of the complete lines of a journal file.
+
+    Anything that is not a journal — binary junk, a line that is not JSON, a first line that is not a header,
+    a later one that is not a row record — is a JournalError naming the line, so a resume never silently
+    drops someone's file. A last line without its newline is a row torn by a kill: not counted (the caller
+    cuts it off before appending)."""
     with open(path, "rb") as f:
-        f.readline()
-        return any(line.endswith(b"\n") and line.strip() for line in f)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]
+    if not lines and data.strip():
+        raise JournalError(f"{path}: line 1 is not a parrot eval journal header (not a journal?); pass "
+                           "--overwrite to replace it")
+    head: Optional[JSONDict] = None
+    records: List[JSONDict] = []
+    for n, raw in enumerate(lines, start=1):
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            if n == 1:
+                head = obj["_meta"]
+                if not isinstance(head, dict):
+                    raise TypeError
+            else:
+                obj["dataset"], obj["index"]  # noqa: B018 - a row record has both
+                records.append(obj)
+        except (ValueError, KeyError, TypeError, IndexError):
+            what = "a parrot eval journal header" if n == 1 else "a row record"
+            raise JournalError(f"{path}: line {n} is not {what}; pass --overwrite to start again") from None
+    return head, records, end
 
 
 class Journal:
     """The append-only JSONL of finished rows, with a first line describing the run."""
 
-    def __init__(self, path: str, meta: dict, *, resume: bool, overwrite: bool):
+    def __init__(self, path: str, meta: JSONDict, *, resume: bool, overwrite: bool):
         self.path = path
-        self.records: Dict[Tuple[str, str], dict] = {}
-        if os.path.exists(path) and resume and _holds_rows(path):
-            self._load(meta)
-            self.f = open(path, "a", encoding="utf-8")
-        else:
+        self.records: Dict[Tuple[str, str], JSONDict] = {}
+        if os.path.exists(path) and (resume or not overwrite):
+            head, records, end = _read_journal(path)
             # a journal without a finished row (a run that failed before its first row, e.g. on a missing
             # model) holds nothing to keep, so it does not stand in the way of the next run
-            if os.path.exists(path) and not overwrite and _holds_rows(path):
+            if records and not resume:
                 raise JournalError(f"{path} exists: pass resume=True (--resume) to continue that run, or "
                                    "overwrite=True (--overwrite) to start again")
-            self.f = open(path, "w", encoding="utf-8")
-            self._write({"_meta": meta})
+            if records:
+                self._load(meta, head or {}, records, end)
+                self.f = open(path, "a", encoding="utf-8")
+                return
+        self.f = open(path, "w", encoding="utf-8")
+        self._write({"_meta": meta})
 
-    def _load(self, meta: dict) -> None:
-        with open(self.path, "rb") as f:
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # the run was killed while writing its last line: drop the torn part
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-            data = data[:end]
-        lines = data.decode("utf-8").splitlines()
-        if not lines:
-            raise JournalError(f"{self.path}: empty journal; start again with --overwrite")
-        try:
-            head = json.loads(lines[0])["_meta"]
-        except (ValueError, KeyError, TypeError):
-            raise JournalError(f"{self.path}: line 1 is not a parrot eval journal header") from None
+    def _load(self, meta: JSONDict, head: JSONDict, records: List[JSONDict], end: int) -> None:
         for k in ("version", "model", "max_new_tokens", "reference_jpeg"):
             if head.get(k) != meta.get(k):
                 raise JournalError(f"{self.path}: was written with {k}={head.get(k)!r}, this run has "
                                    f"{meta.get(k)!r}; use another output directory or --overwrite")
-        for n, line in enumerate(lines[1:], start=2):
-            try:
-                rec = json.loads(line)
-                key = (rec["dataset"], str(rec["index"]))
-            except (ValueError, KeyError, TypeError):
-                raise JournalError(f"{self.path}: line {n} is not a row record") from None
-            self.records.setdefault(key, rec)
+        if os.path.getsize(self.path) > end:
+            # the run was killed while writing its last line: drop the torn part
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        for rec in records:
+            self.records.setdefault((rec["dataset"], str(rec["index"])), rec)
 
-    def _write(self, obj: dict) -> None:
+    def _write(self, obj: JSONDict) -> None:
         self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self.f.flush()
 
-    def add(self, rec: dict) -> None:
+    def add(self, rec: JSONDict) -> None:
         key = (rec["dataset"], str(rec["index"]))
         if key in self.records:
             return
@@ -231,7 +247,8 @@ class Journal:
 
 # --- executors -------------------------------------------------------------------------------------------
 
-def _serial(groups, spec, max_new_tokens, reference_jpeg) -> Iterator[dict]:
+def _serial(groups: Sequence[List[JSONDict]], spec: ModelSpec, max_new_tokens: int,
+            reference_jpeg: bool) -> Iterator[JSONDict]:
     worker = Worker(spec, max_new_tokens, reference_jpeg)
     for group in groups:
         for task in group:
@@ -242,7 +259,7 @@ _WORKER: Optional[Worker] = None
 _WORKER_ERROR: Optional[BaseException] = None
 
 
-def _pool_init(spec, max_new_tokens, reference_jpeg):
+def _pool_init(spec: ModelSpec, max_new_tokens: int, reference_jpeg: bool) -> None:
     # an exception here would make the pool replace the worker forever (a hang): keep it for the first task,
     # which sends it to the parent
     global _WORKER, _WORKER_ERROR
@@ -252,13 +269,15 @@ def _pool_init(spec, max_new_tokens, reference_jpeg):
         _WORKER_ERROR = e
 
 
-def _pool_group(group: List[dict]) -> List[dict]:
+def _pool_group(group: List[JSONDict]) -> List[JSONDict]:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
+    assert _WORKER is not None  # _pool_init made it, or kept the error raised above
     return [_WORKER.run(task) for task in group]
 
 
-def _processes(groups, spec, max_new_tokens, reference_jpeg, workers) -> Iterator[dict]:
+def _processes(groups: Sequence[List[JSONDict]], spec: ModelSpec, max_new_tokens: int, reference_jpeg: bool,
+               workers: int) -> Iterator[JSONDict]:
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited threads or model state
     with ctx.Pool(workers, initializer=_pool_init, initargs=(spec, max_new_tokens, reference_jpeg)) as pool:
@@ -287,8 +306,8 @@ class RayPredictor:
         return {"record": np.array(out, dtype=object)}
 
 
-def ray_dataset(groups: Sequence[List[dict]], spec: ModelSpec, max_new_tokens: int, reference_jpeg: bool,
-                actors: int, batch_size: int = 4):
+def ray_dataset(groups: Sequence[List[JSONDict]], spec: ModelSpec, max_new_tokens: int, reference_jpeg: bool,
+                actors: int, batch_size: int = 4) -> Any:
     """The evaluation as a Ray Dataset of JSON records (lazy; iterate it to run). Rows of one image stay
     adjacent, so a batch mostly holds one image's languages and its actor's cache serves them."""
     import ray.data
@@ -301,7 +320,7 @@ def ray_dataset(groups: Sequence[List[dict]], spec: ModelSpec, max_new_tokens: i
                                                      reference_jpeg=reference_jpeg))
 
 
-def _close_ray_rows(rows, threads_before, timeout: float = 10.0) -> None:
+def _close_ray_rows(rows: Any, threads_before: "set[threading.Thread]", timeout: float = 10.0) -> None:
     """Stops a Ray Data row iteration that may have been left early (the caller stopped, Ctrl-C).
 
     Ray Data hands batches to the consumer through daemon threads (named "iter_threaded" in Ray 2.x); closing
@@ -317,7 +336,8 @@ def _close_ray_rows(rows, threads_before, timeout: float = 10.0) -> None:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> Iterator[dict]:
+def _ray(groups: Sequence[List[JSONDict]], spec: ModelSpec, max_new_tokens: int, reference_jpeg: bool,
+         workers: int, ray_address: Optional[str]) -> Iterator[JSONDict]:
     try:
         import ray
     except ImportError:
@@ -355,8 +375,8 @@ def _ray(groups, spec, max_new_tokens, reference_jpeg, workers, ray_address) -> 
                         signal.signal(sig, h)
 
 
-def run_tasks(groups: List[List[dict]], spec: ModelSpec, *, max_new_tokens: int, reference_jpeg: bool,
-              workers: int = 1, ray: bool = False, ray_address: Optional[str] = None) -> Iterator[dict]:
+def run_tasks(groups: List[List[JSONDict]], spec: ModelSpec, *, max_new_tokens: int, reference_jpeg: bool,
+              workers: int = 1, ray: bool = False, ray_address: Optional[str] = None) -> Iterator[JSONDict]:
     """Records of the given task groups, as they finish (order depends on the executor)."""
     if not groups:
         return iter(())

@@ -117,6 +117,37 @@ int main(void) {
             free(W), free(X);
         }
     }
+    /* the packed GEMM's micro-kernel: one MR × NR tile over kc steps, written and accumulated, against float64 */
+    if (T->gemm_ukernel) {
+        long MR = T->gemm_mr, NR = T->gemm_nr, ldc = NR + 3;
+        static const long kcs[] = {1, 7, 256};
+        for (size_t ki = 0; ki < sizeof kcs / sizeof kcs[0]; ki++) {
+            long kc = kcs[ki];
+            float *A = malloc(kc * MR * sizeof(float)), *B = malloc(kc * NR * sizeof(float)),
+                  *C = malloc(MR * ldc * sizeof(float)), *C0 = malloc(MR * ldc * sizeof(float));
+            for (long e = 0; e < kc * MR; e++) A[e] = rnd(&seed);
+            for (long e = 0; e < kc * NR; e++) B[e] = rnd(&seed);
+            for (long e = 0; e < MR * ldc; e++) C0[e] = rnd(&seed);
+            for (int accumulate = 0; accumulate < 2; accumulate++) {
+                memcpy(C, C0, MR * ldc * sizeof(float));
+                T->gemm_ukernel(kc, A, B, C, ldc, accumulate);
+                for (long i = 0; i < MR; i++)
+                    for (long j = 0; j < ldc; j++) {
+                        if (j >= NR) { /* outside the tile: untouched */
+                            if (C[i * ldc + j] != C0[i * ldc + j]) printf("FAIL gemm_ukernel wrote outside\n"), failures++;
+                            continue;
+                        }
+                        double want = accumulate ? C0[i * ldc + j] : 0, scale = fabs(want);
+                        for (long k = 0; k < kc; k++) {
+                            double t = (double)A[k * MR + i] * B[k * NR + j];
+                            want += t, scale += fabs(t);
+                        }
+                        check("gemm_ukernel", kc + 1, C[i * ldc + j], want, scale);
+                    }
+            }
+            free(A), free(B), free(C), free(C0);
+        }
+    }
     printf("%s: %d failures\n", T->isa, failures);
     return failures != 0;
 }
