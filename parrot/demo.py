@@ -1,6 +1,7 @@
 """``parrot demo``: pictures of simple coloured shapes, each asked about in the six MMMB languages (an open
-question, an MMMB-style multiple-choice question, and a question worded as a person might type it, in a wording
-the model was not trained on), with the answer, the MoE's routing weights per question and the time taken.
+question and an MMMB-style multiple-choice question), with the answer, the MoE's routing weights per question
+and the time taken. With ``paraphrases=True`` (``parrot demo --paraphrases``) each picture is also asked a
+question worded as a person might type it, in a wording the shipped model was not trained on.
 
 It uses the default model: the tiny Parrot that ships in the package (``parrot/models``, trained by
 ``training/train.py`` on exactly this world of shapes, colours and counts), or ``$PARROT_MODEL``. Without any
@@ -550,14 +551,19 @@ def default_or_random_model(out: IO[str] = sys.stdout) -> "Tuple[object, bool]":
     return model, True
 
 
-def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.stdout) -> int:
-    """Runs the demo on ``model`` (default: the default model, else a random one built on the spot)."""
+def run(model: "object" = None, *, max_new_tokens: int = 24, paraphrases: bool = False,
+        out: IO[str] = sys.stdout) -> int:
+    """Runs the demo on ``model`` (default: the default model, else a random one built on the spot). With
+    ``paraphrases``, each picture is also asked one of ``HELDOUT_PHRASINGS`` per language."""
     random_model = False
     t_start = time.perf_counter()
     if model is None:
         model, random_model = default_or_random_model(out)
     print(f"model: {model}\n", file=out)
-    forms = ("open", "multiple choice", "paraphrased")
+    if paraphrases:
+        print("--paraphrases: every picture is also asked in a wording the shipped model was NOT trained on (it\n"
+              "learnt one wording per question kind and language); expect many wrong answers to these.\n", file=out)
+    forms = ("open", "multiple choice", "paraphrased") if paraphrases else ("open", "multiple choice")
     right = {form: 0 for form in forms}
     asked = {form: 0 for form in forms}
     for s, scene in enumerate(SCENES):
@@ -566,14 +572,14 @@ def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.
         for n, lang in enumerate(LANGS):
             words = WORDS[lang]
             options = [words[o] for o in scene.options]
-            paraphrases = HELDOUT_PHRASINGS[lang][scene.para_kind]
+            wordings = HELDOUT_PHRASINGS[lang][scene.para_kind]
             para_want = (describe(lang, scene.colour, scene.shape, scene.count) if scene.para_kind == "describe"
                          else words[scene.truth(scene.para_kind)])
-            for form, prompt, want in (
-                    ("open", QUESTIONS[lang][scene.open_kind], words[scene.truth(scene.open_kind)]),
+            asks = [("open", QUESTIONS[lang][scene.open_kind], words[scene.truth(scene.open_kind)]),
                     ("multiple choice", mc_prompt(QUESTIONS[lang][scene.mc_kind], options, lang),
                      "ABCD"[scene.options.index(scene.truth(scene.mc_kind))]),
-                    ("paraphrased", paraphrases[(s + n) % len(paraphrases)], para_want)):
+                    ("paraphrased", wordings[(s + n) % len(wordings)], para_want)]
+            for form, prompt, want in asks[:len(forms)]:
                 t0 = time.perf_counter()
                 r = model.run(img, prompt, max_new_tokens=max_new_tokens)  # type: ignore[attr-defined]
                 dt = time.perf_counter() - t0

@@ -310,5 +310,5 @@ def test_demo_without_a_model_builds_a_random_one():
     assert r.returncode == 0, r.stderr
     assert "RANDOM" in r.stdout and "meaningless" in r.stdout
     for lang in ("[en]", "[zh]", "[pt]", "[ar]", "[tr]", "[ru]"):
-        assert r.stdout.count(lang) == 12  # four pictures: an open, a multiple-choice and a paraphrased question
-    assert r.stdout.count("routing") == 72 and "68 hits, 4 misses" in r.stdout
+        assert r.stdout.count(lang) == 8   # four pictures, an open and a multiple-choice question each
+    assert r.stdout.count("routing") == 48 and "44 hits, 4 misses" in r.stdout

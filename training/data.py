@@ -1,15 +1,17 @@
 """Synthetic multilingual visual questions for the shipped tiny Parrot (numpy + Pillow only, fixed seeds).
 
-A scene is 1-4 objects of one shape and one colour, drawn with Pillow's ImageDraw: canvases 64-320 px with
-aspect ratios from 1:4 to 4:1, grey or tinted backgrounds (flat or gradient), colours anywhere in each colour
-name's range (parrot.demo.COLOUR_HSV), varied sizes and positions, some objects overlapping (then outlined),
-outlines, anti-aliased (supersampled) or hard edges, pixel noise and JPEG artefacts. The SPEC preprocessing
-(pad to square, bicubic resize) then makes every picture the model's 64 x 64.
-Questions ask for the colour, the shape or the count, or ask to describe the picture, in six languages, each
-worded by one of the hand-written paraphrases of parrot.demo.PHRASINGS (parrot.demo.HELDOUT_PHRASINGS are never
-used here): open (answer = one word in the question's language, or for "describe" a short phrase such as "two
-red circles", parrot.demo.describe) or MMMB-style multiple choice (options A-D, the language's instruction,
-answer = a letter).
+A scene is 1-4 objects of one shape and one colour (sizes and positions vary) on a varied background, drawn on a
+canvas of random size and aspect ratio, so the SPEC preprocessing (pad to square, bicubic resize) is exercised.
+Questions ask for the colour, the shape or the count, in six languages, either open (answer = one word in the
+question's language) or MMMB-style multiple choice (options A-D, the language's instruction, answer = a letter).
+This is the data the shipped model was trained on, and the default of train.py and make_heldout.py.
+
+The "people" data (`--data people`; section at the end, not yet used for a shipped model) is closer to what people
+ask and show: canvases 64-320 px with aspect ratios from 1:4 to 4:1, grey or tinted backgrounds (flat or gradient),
+colours anywhere in each colour name's range (parrot.demo.COLOUR_HSV), turned squares, some objects overlapping
+(then outlined), outlines, anti-aliased or hard edges, pixel noise and JPEG artefacts; every question worded by one
+of the hand-written paraphrases of parrot.demo.PHRASINGS (parrot.demo.HELDOUT_PHRASINGS are never used), plus
+"describe" requests answered by a short phrase such as "two red circles" (parrot.demo.describe).
 """
 import base64
 import colorsys
@@ -19,12 +21,16 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from parrot.demo import (COLOUR_HSV, COLOURS, COUNTS, HELDOUT_PHRASINGS, KINDS, LANGS, OPEN_KINDS,  # noqa: F401
-                         PHRASINGS, QUESTIONS, SHAPES, WORDS, describe)
+from parrot.demo import (COLOUR_HSV, COLOUR_RGB, COLOURS, COUNTS, HELDOUT_PHRASINGS, KINDS, LANGS,  # noqa: F401
+                         OPEN_KINDS, PHRASINGS, QUESTIONS, SHAPES, WORDS, describe)
 # ^ the shipped model's world (colours, shapes, counts, their words and the questions in six languages) is
 #   defined once, in the package, where `parrot demo` asks about it
 
 MMMB_FILE_CODE = {"en": "en", "zh": "cn", "pt": "pt", "ar": "ar", "tr": "tr", "ru": "ru"}  # MMMB names zh "cn"
+
+# neutral or pastel backgrounds, far from every object colour
+BACKGROUNDS = [(245, 245, 245), (200, 200, 200), (235, 225, 200), (215, 230, 245), (60, 60, 60), (20, 20, 20),
+               (225, 240, 225), (245, 225, 235)]
 
 # SPEC: the MMMB instruction per language, appended after the options with a "\n"
 MC_INSTRUCTION = {
@@ -40,11 +46,14 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 # ---- images ----------------------------------------------------------------------------------------------------
-def _shape_polygon(shape, cx, cy, r, angle):
-    if shape == "square":  # half-diagonal 0.85 * r * sqrt(2), turned by `angle`
+def _shape_polygon(shape, cx, cy, r, angle, turn_square=False):
+    if shape == "square" and turn_square:  # half-diagonal 0.85 * r * sqrt(2), turned by `angle`
         d = r * 0.85 * math.sqrt(2)
         return [(cx + d * math.cos(angle + math.pi / 4 + k * math.pi / 2),
                  cy + d * math.sin(angle + math.pi / 4 + k * math.pi / 2)) for k in range(4)]
+    if shape == "square":
+        h = r * 0.85
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
     if shape == "triangle":
         return [(cx + r * math.cos(angle + k * 2 * math.pi / 3), cy + r * math.sin(angle + k * 2 * math.pi / 3))
                 for k in range(3)]
@@ -58,6 +67,155 @@ def _shape_polygon(shape, cx, cy, r, angle):
     raise ValueError(shape)
 
 
+def draw_scene(rng, shape, colour, count):
+    """A PIL RGB image of `count` objects of one shape and colour on a random background and canvas."""
+    # moderate aspect ratios: after padding to a square and resizing to the model's size, objects stay >= ~5 px
+    w = int(rng.integers(72, 113))
+    h = int(np.clip(w * rng.uniform(0.8, 1.25), 72, 112))
+    bg = np.array(BACKGROUNDS[rng.integers(len(BACKGROUNDS))], dtype=np.float32)
+    canvas = np.empty((h, w, 3), np.float32)
+    canvas[:] = bg + rng.normal(0, 6, 3)
+    if rng.random() < 0.5:  # a gentle gradient
+        ramp = np.linspace(-1, 1, w if rng.random() < 0.5 else h)
+        ramp = ramp[None, :, None] if ramp.size == w else ramp[:, None, None]
+        canvas += ramp * rng.uniform(5, 25)
+    canvas += rng.normal(0, 3, canvas.shape)  # pixel noise
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    side = min(w, h)
+    base = np.array(COLOUR_RGB[colour], dtype=np.int32)
+    placed = []
+    for _ in range(count):
+        for _attempt in range(200):
+            r = side * rng.uniform(0.11, 0.16 if count > 2 else 0.22)
+            cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
+            if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
+                break
+        else:
+            return None  # no room: the caller draws a new scene
+        placed.append((cx, cy, r))
+        fill = tuple(int(v) for v in np.clip(base + rng.integers(-15, 16, 3), 0, 255))
+        if shape == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        else:
+            draw.polygon(_shape_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=fill)
+    return img
+
+
+def random_scene(rng):
+    while True:
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        colour = COLOURS[rng.integers(len(COLOURS))]
+        count = COUNTS[rng.integers(len(COUNTS))]
+        img = draw_scene(rng, shape, colour, count)
+        if img is not None:
+            return {"shape": shape, "colour": colour, "count": count, "image": img}
+
+
+def preprocess(image, size):
+    """SPEC step 1 (image_aspect_ratio 'pad' + CLIPImageProcessor): RGB, pad to a square with the mean colour,
+    bicubic resize (Pillow, reducing_gap=None) to size x size, centre crop. Returns uint8 HxWx3 (unnormalised)."""
+    image = image.convert("RGB")
+    w, h = image.size
+    side = max(w, h)
+    square = Image.new("RGB", (side, side), (122, 116, 104))
+    square.paste(image, ((side - w) // 2, (side - h) // 2))
+    resized = square.resize((size, size), Image.BICUBIC, reducing_gap=None)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+def normalise(uint8_hwc):
+    """uint8 (...,H,W,3) -> float32 (...,3,H,W) CLIP-normalised."""
+    x = (uint8_hwc.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
+    return np.moveaxis(x, -1, -3).copy()
+
+
+# ---- questions -------------------------------------------------------------------------------------------------
+def _truth(scene, kind):
+    return {"colour": scene["colour"], "shape": scene["shape"], "count": scene["count"]}[kind]
+
+
+def _choices(kind):
+    return {"colour": COLOURS, "shape": SHAPES, "count": COUNTS}[kind]
+
+
+def open_question(scene, lang, kind, question=None):
+    """-> (user text, answer text); the question defaults to the kind's QUESTIONS wording."""
+    return question or QUESTIONS[lang][kind], answer_text(scene, lang, kind)
+
+
+def answer_text(scene, lang, kind):
+    """The open answer in the question's language: one word, or for "describe" a short phrase."""
+    if kind == "describe":
+        return describe(lang, scene["colour"], scene["shape"], scene["count"])
+    return WORDS[lang][_truth(scene, kind)]
+
+
+def mc_question(rng, scene, lang, kind, question=None):
+    """MMMB-style multiple choice. -> dict(question, options {A..D: text or ''}, answer letter, prompt)."""
+    truth = _truth(scene, kind)
+    n_opts = 4 if rng.random() < 0.8 else 3
+    others = [c for c in _choices(kind) if c != truth]
+    picked = [truth] + [others[i] for i in rng.permutation(len(others))[:n_opts - 1]]
+    order = rng.permutation(n_opts)
+    picked = [picked[i] for i in order]
+    letters = "ABCD"
+    options = {letters[i]: (WORDS[lang][picked[i]] if i < n_opts else "") for i in range(4)}
+    answer = letters[picked.index(truth)]
+    question = question or QUESTIONS[lang][kind]
+    return {"question": question, "options": options, "answer": answer,
+            "prompt": mmmb_prompt(question, options, lang)}
+
+
+def mmmb_prompt(question, options, lang, hint=""):
+    """SPEC: hint + "\\n" (if any) + question, "\\n{L}. {option}" per non-empty option, "\\n" + instruction."""
+    prompt = (hint + "\n" if hint else "") + question
+    for letter in "ABCD":
+        if options.get(letter):
+            prompt += f"\n{letter}. {options[letter]}"
+    return prompt + "\n" + MC_INSTRUCTION[lang]
+
+
+def chat_prompt(user_text):
+    """Parrot's QwenConversationFormatter with query = "<image>\\n" + user_text, ready for the assistant turn."""
+    return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<image>\n{user_text}<|im_end|>\n"
+            f"<|im_start|>assistant\n")
+
+
+def sample_question(rng, scene, lang=None, kind=None, mc=None):
+    """-> dict(lang, kind, mc, user, answer)."""
+    lang = lang or LANGS[rng.integers(len(LANGS))]
+    kind = kind or KINDS[rng.integers(len(KINDS))]
+    mc = bool(rng.random() < 0.5) if mc is None else mc
+    if mc:
+        q = mc_question(rng, scene, lang, kind)
+        return {"lang": lang, "kind": kind, "mc": True, "user": q["prompt"], "answer": q["answer"], "mcq": q}
+    user, answer = open_question(scene, lang, kind)
+    return {"lang": lang, "kind": kind, "mc": False, "user": user, "answer": answer}
+
+
+def all_texts():
+    """Every string the model reads or writes (tokenizer training corpus)."""
+    texts = [SYSTEM_PROMPT, "<|im_start|>system\n", "<|im_end|>\n", "<|im_start|>user\n", "<|im_start|>assistant\n"]
+    for lang in LANGS:
+        texts += list(QUESTIONS[lang].values()) + [MC_INSTRUCTION[lang]]
+        texts += [str(v) for v in WORDS[lang].values()]
+        for word in WORDS[lang].values():
+            texts += [f"\n{letter}. {word}" for letter in "ABCD"]
+    return texts
+
+
+def png_base64(image):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---- the "people" data (--data people) ----------------------------------------------------------------------------
 def _hsv_rgb(h, s, v):
     return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb((h / 360.0) % 1.0, s, v))
 
@@ -85,7 +243,7 @@ def canvas_size(rng):
     return (long_side, short) if aspect >= 1 else (short, long_side)
 
 
-def draw_scene(rng, shape, colour, count):
+def draw_scene_people(rng, shape, colour, count):
     """A PIL RGB image of `count` objects of one shape and colour: canvas of random size and aspect ratio (1:4 to
     4:1), background (grey or tinted, flat or gradient), object sizes and positions (some overlapping, then
     outlined so they stay countable), outlines, anti-aliasing (drawn 3x larger and reduced) or none, pixel noise
@@ -134,8 +292,8 @@ def draw_scene(rng, shape, colour, count):
             draw.ellipse([X - R, Y - R, X + R, Y + R], fill=fill, outline=line if outline else None, width=width)
         else:
             angle = rng.uniform(0, 2 * math.pi) if shape != "square" or rng.random() < 0.3 else 0.0
-            draw.polygon(_shape_polygon(shape, X, Y, R, angle), fill=fill, outline=line if outline else None,
-                         width=width)
+            draw.polygon(_shape_polygon(shape, X, Y, R, angle, turn_square=True), fill=fill,
+                         outline=line if outline else None, width=width)
     if ss > 1:
         img = img.resize((w, h), Image.BOX)
     noise = rng.standard_normal((h, w, 3), dtype=np.float32) * rng.uniform(0, 4)  # sensor noise
@@ -154,89 +312,15 @@ def random_labels(rng):
             "count": COUNTS[rng.integers(len(COUNTS))]}
 
 
-def random_scene(rng):
+def random_scene_people(rng):
     scene = random_labels(rng)
     while True:  # the same labels until they fit, so every count stays as frequent as the others
-        img = draw_scene(rng, scene["shape"], scene["colour"], scene["count"])
+        img = draw_scene_people(rng, scene["shape"], scene["colour"], scene["count"])
         if img is not None:
             return {**scene, "image": img}
 
 
-def preprocess(image, size):
-    """SPEC step 1 (image_aspect_ratio 'pad' + CLIPImageProcessor): RGB, pad to a square with the mean colour,
-    bicubic resize (Pillow, reducing_gap=None) to size x size, centre crop. Returns uint8 HxWx3 (unnormalised)."""
-    image = image.convert("RGB")
-    w, h = image.size
-    side = max(w, h)
-    square = Image.new("RGB", (side, side), (122, 116, 104))
-    square.paste(image, ((side - w) // 2, (side - h) // 2))
-    resized = square.resize((size, size), Image.BICUBIC, reducing_gap=None)
-    return np.asarray(resized, dtype=np.uint8)
-
-
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-
-
-def normalise(uint8_hwc):
-    """uint8 (...,H,W,3) -> float32 (...,3,H,W) CLIP-normalised."""
-    x = (uint8_hwc.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
-    return np.moveaxis(x, -1, -3).copy()
-
-
-# ---- questions -------------------------------------------------------------------------------------------------
-def _truth(scene, kind):
-    return {"colour": scene["colour"], "shape": scene["shape"], "count": scene["count"]}[kind]
-
-
-def _choices(kind):
-    return {"colour": COLOURS, "shape": SHAPES, "count": COUNTS}[kind]
-
-
-def answer_text(scene, lang, kind):
-    """The open answer in the question's language: one word, or for "describe" a short phrase."""
-    if kind == "describe":
-        return describe(lang, scene["colour"], scene["shape"], scene["count"])
-    return WORDS[lang][_truth(scene, kind)]
-
-
-def open_question(scene, lang, kind, question=None):
-    """-> (user text, answer text); the question defaults to the kind's QUESTIONS wording."""
-    return question or QUESTIONS[lang][kind], answer_text(scene, lang, kind)
-
-
-def mc_question(rng, scene, lang, kind, question=None):
-    """MMMB-style multiple choice. -> dict(question, options {A..D: text or ''}, answer letter, prompt)."""
-    truth = _truth(scene, kind)
-    n_opts = 4 if rng.random() < 0.8 else 3
-    others = [c for c in _choices(kind) if c != truth]
-    picked = [truth] + [others[i] for i in rng.permutation(len(others))[:n_opts - 1]]
-    order = rng.permutation(n_opts)
-    picked = [picked[i] for i in order]
-    letters = "ABCD"
-    options = {letters[i]: (WORDS[lang][picked[i]] if i < n_opts else "") for i in range(4)}
-    answer = letters[picked.index(truth)]
-    question = question or QUESTIONS[lang][kind]
-    return {"question": question, "options": options, "answer": answer,
-            "prompt": mmmb_prompt(question, options, lang)}
-
-
-def mmmb_prompt(question, options, lang, hint=""):
-    """SPEC: hint + "\\n" (if any) + question, "\\n{L}. {option}" per non-empty option, "\\n" + instruction."""
-    prompt = (hint + "\n" if hint else "") + question
-    for letter in "ABCD":
-        if options.get(letter):
-            prompt += f"\n{letter}. {options[letter]}"
-    return prompt + "\n" + MC_INSTRUCTION[lang]
-
-
-def chat_prompt(user_text):
-    """Parrot's QwenConversationFormatter with query = "<image>\\n" + user_text, ready for the assistant turn."""
-    return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<image>\n{user_text}<|im_end|>\n"
-            f"<|im_start|>assistant\n")
-
-
-def sample_question(rng, scene, lang=None, kind=None, mc=None, phrasings=PHRASINGS):
+def sample_question_people(rng, scene, lang=None, kind=None, mc=None, phrasings=PHRASINGS):
     """-> dict(lang, kind, mc, user, answer). The question's wording is drawn from `phrasings` (training's by
     default); "describe" is always open."""
     lang = lang or LANGS[rng.integers(len(LANGS))]
@@ -252,8 +336,8 @@ def sample_question(rng, scene, lang=None, kind=None, mc=None, phrasings=PHRASIN
     return {"lang": lang, "kind": kind, "mc": False, "user": user, "answer": answer}
 
 
-def all_texts():
-    """Every string the model reads or writes (tokenizer training corpus)."""
+def all_texts_people():
+    """Every string the model reads or writes with the people data (tokenizer training corpus)."""
     texts = [SYSTEM_PROMPT, "<|im_start|>system\n", "<|im_end|>\n", "<|im_start|>user\n", "<|im_start|>assistant\n"]
     for lang in LANGS:
         texts += [q for kind in OPEN_KINDS for q in PHRASINGS[lang][kind]] + [MC_INSTRUCTION[lang]]
