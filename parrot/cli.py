@@ -363,7 +363,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from parrot import demo
     model = _load(a) if a.model or a.threads is not None else None  # None: the demo finds one (or builds one)
-    return demo.run(model, max_new_tokens=a.max_new_tokens)
+    return demo.run(model, max_new_tokens=a.max_new_tokens, paraphrases=a.paraphrases)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -453,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(d)
     d.add_argument("--max-new-tokens", type=positive_int, default=24, metavar="N",
                    help="longest answer in tokens, at least 1 (default 24)")
+    d.add_argument("--paraphrases", action="store_true",
+                   help="also ask each picture in a wording the shipped model was not trained on (held-out "
+                        "paraphrases; expect many wrong answers)")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat completions)",

@@ -1,6 +1,7 @@
 """``parrot demo``: pictures of simple coloured shapes, each asked about in the six MMMB languages (an open
 question and an MMMB-style multiple-choice question), with the answer, the MoE's routing weights per question
-and the time taken.
+and the time taken. With ``paraphrases=True`` (``parrot demo --paraphrases``) each picture is also asked a
+question worded as a person might type it, in a wording the shipped model was not trained on.
 
 It uses the default model: the tiny Parrot that ships in the package (``parrot/models``, trained by
 ``training/train.py`` on exactly this world of shapes, colours and counts), or ``$PARROT_MODEL``. Without any
@@ -22,7 +23,8 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["LANGS", "SHAPES", "COLOURS", "COUNTS", "KINDS", "COLOUR_RGB", "WORDS", "QUESTIONS", "DemoScene",
+__all__ = ["LANGS", "SHAPES", "COLOURS", "COUNTS", "KINDS", "OPEN_KINDS", "COLOUR_HSV", "COLOUR_RGB", "WORDS",
+           "QUESTIONS", "PHRASINGS", "HELDOUT_PHRASINGS", "describe", "DemoScene",
            "SCENES", "draw_scene", "mc_prompt", "make_random_model", "write_random_checkpoint",
            "default_or_random_model", "run"]
 
@@ -34,6 +36,11 @@ COUNTS = [1, 2, 3, 4]
 #: What a question asks about.
 KINDS = ["colour", "shape", "count"]
 
+#: What each colour name covers, in HSV: (hue from, hue to in degrees, lowest saturation, lowest value). The
+#: training pictures draw their colours anywhere in these ranges; below the value floor, orange turns brown and
+#: yellow olive.
+COLOUR_HSV = {"red": (-12, 8, 0.75, 0.65), "orange": (18, 36, 0.7, 0.8), "yellow": (46, 60, 0.7, 0.8),
+              "green": (90, 150, 0.5, 0.45), "blue": (200, 245, 0.5, 0.5), "purple": (262, 292, 0.6, 0.45)}
 COLOUR_RGB = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220), "yellow": (240, 220, 30),
               "purple": (140, 40, 180), "orange": (250, 140, 20)}
 
@@ -73,14 +80,261 @@ QUESTIONS: Dict[str, Dict[str, str]] = {
            "count": "Сколько фигур на изображении?"},
 }
 
+#: What a person may type, per language and kind: the "describe" kind asks for the whole picture and is answered
+#: by :func:`describe` ("two red circles"). ``PHRASINGS`` are what the shipped model is trained on (each kind's
+#: first is its ``QUESTIONS`` wording); ``HELDOUT_PHRASINGS`` are never trained on: the held-out tests and the
+#: demo's paraphrased questions use them, so they show whether the model follows a question it has not seen.
+OPEN_KINDS = KINDS + ["describe"]
+
+PHRASINGS: Dict[str, Dict[str, List[str]]] = {
+    "en": {
+        "colour": [QUESTIONS["en"]["colour"], "What colour are the shapes?", "which color",
+                   "Can you tell me the colour of the shapes?", "What color do you see", "colour?",
+                   "Tell me what colour these are.", "What is the color of the objects?",
+                   "Could you please tell me which colour the shapes have?", "what colour are they",
+                   "Name the colour of the figures.", "What's the colour here?",
+                   "Which colour are the objects in this picture?", "color of the shapes",
+                   "Please say what color the things in the picture are."],
+        "shape": [QUESTIONS["en"]["shape"], "Which shape do you see?", "shape?", "What kind of shape is this",
+                  "Can you tell me what shape these are?", "What are the figures shaped like?", "Name the shape.",
+                  "what shape are they", "Which geometric shape is shown in the picture?",
+                  "Please tell me the shape of the objects.", "What's the shape here?",
+                  "What form do the objects have?", "Identify the shape in this image.", "shape of the objects",
+                  "Could you say which shape is drawn?"],
+        "count": [QUESTIONS["en"]["count"], "How many are there?", "count them", "How many objects do you see?",
+                  "Can you count the shapes?", "number of shapes?", "How many figures are in the picture",
+                  "Please tell me how many shapes there are.", "how many",
+                  "What is the number of objects in this image?", "Count the objects, please.",
+                  "How many things are drawn here?", "Could you tell me how many shapes are shown?",
+                  "How many items can you see in the picture?", "How many of them are there"],
+        "describe": ["Describe the image.", "What is in the picture?", "describe", "What do you see?",
+                     "Can you describe this picture?", "What's in this image", "Tell me what the image shows.",
+                     "Please describe what you see.", "What does the picture show?",
+                     "Give a short description of the image.", "what is this", "Describe the picture briefly, please.",
+                     "What is shown here?", "Can you tell me what's in the picture?", "Describe what is drawn."],
+    },
+    "zh": {
+        "colour": [QUESTIONS["zh"]["colour"], "这是什么颜色？", "什么颜色", "请问图形是什么颜色的？", "它们是什么颜色",
+                   "这些形状是什么颜色？", "颜色是什么？", "图片里的物体是什么颜色的", "你能告诉我这些图形的颜色吗？",
+                   "请说出图形的颜色。", "图上的东西是什么颜色？", "它们是哪种颜色？", "颜色？", "画的是什么颜色",
+                   "这张图里的图形是什么颜色的？"],
+        "shape": [QUESTIONS["zh"]["shape"], "这是什么形状？", "什么形状", "请问图形是什么形状的？", "它们是什么形状",
+                  "这些东西是什么形状？", "形状是什么？", "图片里的物体是什么形状的", "你能告诉我这些图形的形状吗？",
+                  "请说出图形的形状。", "图上画的是什么形状？", "它们是哪种形状？", "形状？", "这是哪种几何图形",
+                  "这张图里的物体是什么形状的？"],
+        "count": [QUESTIONS["zh"]["count"], "有几个？", "一共有多少个", "请问图里有几个物体？", "数一数有几个图形",
+                  "图片中有多少个形状？", "几个？", "这里有几个东西", "你能数一下图形的数量吗？", "请告诉我有几个图形。",
+                  "图上画了几个？", "物体的数量是多少？", "有多少个图形", "图中一共有几个物体？", "这张图里有几个形状？"],
+        "describe": ["描述一下这张图片。", "图里有什么？", "描述", "你看到了什么？", "请描述这张图。", "图片上是什么",
+                     "这张图片画了什么？", "请简单描述一下图片。", "图中显示的是什么？", "说说图里有什么", "这是什么？",
+                     "能描述一下这幅图吗？", "图片内容是什么？", "简要描述图像", "画的是什么？"],
+    },
+    "pt": {
+        "colour": [QUESTIONS["pt"]["colour"], "Qual é a cor das formas?", "que cor", "De que cor são?",
+                   "Qual a cor dos objetos?", "Pode me dizer a cor das figuras?", "cor?",
+                   "Diga a cor das formas, por favor.", "Que cor você vê na imagem", "De que cor é isso?",
+                   "Qual é a cor dos objetos na figura?", "Por favor, qual é a cor?",
+                   "Em que cor estão desenhadas as formas?", "cor das formas",
+                   "Você sabe dizer de que cor são as figuras?"],
+        "shape": [QUESTIONS["pt"]["shape"], "Que forma é essa?", "qual forma", "Qual é o formato das figuras?",
+                  "Que forma eles têm?", "Pode me dizer a forma dos objetos?", "forma?", "Diga a forma, por favor.",
+                  "Que figura geométrica aparece na imagem", "Qual a forma das figuras?", "Que formato você vê?",
+                  "Por favor, qual é a forma?", "Qual forma está desenhada?", "formato dos objetos",
+                  "Você sabe dizer que forma é essa?"],
+        "count": [QUESTIONS["pt"]["count"], "Quantos são?", "quantos", "Quantos objetos você vê?",
+                  "Pode contar as formas?", "Quantas figuras tem na imagem", "número de formas?",
+                  "Conte os objetos, por favor.", "Quantas formas existem aqui?",
+                  "Qual é o número de objetos na figura?", "Por favor, quantas formas há?",
+                  "Quantos objetos estão desenhados?", "Me diga quantas figuras há.", "quantidade de formas",
+                  "Você consegue contar quantas formas tem?"],
+        "describe": ["Descreva a imagem.", "O que tem na imagem?", "descreva", "O que você vê?",
+                     "Pode descrever esta imagem?", "O que há na figura", "Diga o que a imagem mostra.",
+                     "Por favor, descreva o que você vê.", "O que a imagem mostra?",
+                     "Faça uma breve descrição da imagem.", "o que é isso", "Descreva a figura, por favor.",
+                     "O que está desenhado aqui?", "Me conta o que tem na imagem?", "Descreva rapidamente a cena."],
+    },
+    "ar": {
+        "colour": [QUESTIONS["ar"]["colour"], "ما لونها؟", "ما اللون", "ما لون الأجسام؟",
+                   "هل يمكنك أن تخبرني بلون الأشكال؟", "أي لون هذا؟", "اللون؟", "من فضلك، ما لون الأشكال؟",
+                   "بأي لون رسمت الأشكال", "ما هو لون الأشياء في الصورة؟", "اذكر لون الأشكال.",
+                   "ما اللون الذي تراه؟", "لون الأشكال", "ما لون هذه الأشكال", "أخبرني ما لون الأجسام في الصورة."],
+        "shape": [QUESTIONS["ar"]["shape"], "ما شكلها؟", "ما الشكل", "ما هو شكل الأجسام؟",
+                  "هل يمكنك أن تخبرني بشكل الأجسام؟", "أي شكل هذا؟", "الشكل؟", "من فضلك، ما الشكل المرسوم؟",
+                  "ما الشكل الهندسي في الصورة", "ما هو شكل الأشياء في الصورة؟", "اذكر الشكل.",
+                  "ما الشكل الذي تراه؟", "شكل الأجسام", "ما شكل هذه الأشياء", "أخبرني ما شكل الأجسام في الصورة."],
+        "count": [QUESTIONS["ar"]["count"], "كم عددها؟", "كم", "كم شكلاً تراه؟", "هل يمكنك عد الأشكال؟",
+                  "ما عدد الأجسام؟", "العدد؟", "من فضلك، كم شكلاً في الصورة؟", "عد الأشكال", "كم جسماً في الصورة؟",
+                  "اذكر عدد الأشكال.", "كم شيئاً مرسوماً هنا؟", "عدد الأشكال", "كم عدد الأشياء في الصورة",
+                  "أخبرني كم عدد الأجسام."],
+        "describe": ["صف الصورة.", "ماذا في الصورة؟", "صف", "ماذا ترى؟", "هل يمكنك وصف هذه الصورة؟",
+                     "ما الذي في الصورة", "أخبرني ماذا تظهر الصورة.", "من فضلك صف ما تراه.", "ماذا تعرض الصورة؟",
+                     "أعط وصفاً قصيراً للصورة.", "ما هذا", "صف الصورة باختصار من فضلك.", "ما المرسوم هنا؟",
+                     "قل لي ما في الصورة", "صف ما هو مرسوم."],
+    },
+    "tr": {
+        "colour": [QUESTIONS["tr"]["colour"], "Ne renk?", "hangi renk", "Şekillerin rengi ne?",
+                   "Nesneler hangi renkte?", "Şekillerin rengini söyler misin?", "renk?",
+                   "Lütfen şekillerin rengini söyle.", "Bunlar ne renk", "Resimdeki nesnelerin rengi nedir?",
+                   "Şekiller hangi renkte çizilmiş?", "Gördüğün renk ne?", "şekillerin rengi", "Bu şekillerin rengi ne",
+                   "Resimdeki cisimler ne renktir?"],
+        "shape": [QUESTIONS["tr"]["shape"], "Şekil ne?", "hangi şekil", "Nesnelerin şekli ne?",
+                  "Bunlar hangi şekil?", "Nesnelerin şeklini söyler misin?", "şekil?", "Lütfen şekli söyle.",
+                  "Bunlar ne şekil", "Resimdeki nesnelerin şekli nedir?", "Hangi geometrik şekil çizilmiş?",
+                  "Gördüğün şekil ne?", "nesnelerin şekli", "Bu nesneler ne şeklinde",
+                  "Resimdeki cisimlerin şekli nedir?"],
+        "count": [QUESTIONS["tr"]["count"], "Kaç tane var?", "kaç", "Kaç nesne görüyorsun?",
+                  "Şekilleri sayabilir misin?", "Resimde kaç tane nesne var", "şekil sayısı?", "Lütfen nesneleri say.",
+                  "Burada kaç şekil var?", "Resimdeki nesnelerin sayısı nedir?", "Kaç tane şekil çizilmiş?",
+                  "Kaç tane?", "nesne sayısı", "Kaç şekil görüyorsun", "Bana kaç şekil olduğunu söyle."],
+        "describe": ["Resmi anlat.", "Resimde ne var?", "anlat", "Ne görüyorsun?", "Bu resmi tarif edebilir misin?",
+                     "Resimde neler var", "Resmin ne gösterdiğini söyle.", "Lütfen gördüğünü anlat.",
+                     "Resim neyi gösteriyor?", "Resmi kısaca tarif et.", "bu ne", "Resmi kısaca anlat lütfen.",
+                     "Burada ne çizilmiş?", "Resimde ne olduğunu söyler misin?", "Çizileni tarif et."],
+    },
+    "ru": {
+        "colour": [QUESTIONS["ru"]["colour"], "Какого они цвета?", "какой цвет", "Какого цвета объекты?",
+                   "Скажи, пожалуйста, какого цвета фигуры.", "Цвет?", "Какого цвета эти фигуры",
+                   "Назовите цвет фигур.", "Каким цветом нарисованы фигуры?", "Какой цвет у предметов на картинке?",
+                   "Можете сказать, какого цвета фигуры?", "цвет фигур", "Какой цвет ты видишь?",
+                   "Какого цвета предметы на рисунке", "Подскажите цвет, пожалуйста."],
+        "shape": [QUESTIONS["ru"]["shape"], "Какой они формы?", "какая форма", "Какой формы фигуры?",
+                  "Скажи, пожалуйста, какой формы предметы.", "Форма?", "Какой формы эти предметы",
+                  "Назовите форму фигур.", "Какая фигура нарисована?", "Какая форма у предметов на картинке?",
+                  "Можете сказать, какой формы объекты?", "форма предметов", "Какую фигуру ты видишь?",
+                  "Какой формы предметы на рисунке", "Подскажите форму, пожалуйста."],
+        "count": [QUESTIONS["ru"]["count"], "Сколько их?", "сколько", "Сколько предметов ты видишь?",
+                  "Посчитай фигуры, пожалуйста.", "Количество?", "Сколько тут фигур", "Назовите количество объектов.",
+                  "Сколько фигур нарисовано?", "Сколько предметов на картинке?", "Можете посчитать фигуры?",
+                  "число фигур", "Сколько всего объектов?", "Сколько предметов на рисунке",
+                  "Подскажите, сколько здесь фигур."],
+        "describe": ["Опиши изображение.", "Что на картинке?", "опиши", "Что ты видишь?",
+                     "Можешь описать эту картинку?",
+                     "Что изображено", "Скажи, что показано на изображении.", "Пожалуйста, опишите, что вы видите.",
+                     "Что показывает картинка?", "Кратко опиши изображение.", "что это", "Опишите рисунок, пожалуйста.",
+                     "Что здесь нарисовано?", "Расскажи, что на картинке", "Опиши, что нарисовано."],
+    },
+}
+
+HELDOUT_PHRASINGS: Dict[str, Dict[str, List[str]]] = {
+    "en": {"colour": ["What colour is it?", "Which colour do the shapes have", "Tell me the color, please.",
+                      "what color are the objects in this image?", "In what colour are they drawn?"],
+           "shape": ["What shape is it?", "Which shape are the things in the picture?", "tell me the shape please",
+                     "What sort of shape do you see here?", "What shape has been drawn?"],
+           "count": ["How many shapes can you see?", "what's the number of objects here",
+                     "Count the figures in this picture.", "How many are drawn?",
+                     "Tell me how many objects there are, please"],
+           "describe": ["Describe this image in detail", "What's in the picture?", "What can you see in this image?",
+                        "Please tell me what is in the image.", "Briefly, what does this image show?"]},
+    "zh": {"colour": ["这个形状是什么颜色？", "图中物体的颜色是什么", "请告诉我颜色。", "这些东西是什么颜色的？", "图里画的是哪种颜色？"],
+           "shape": ["这个图形是什么形状？", "图中图形的形状是什么", "请告诉我形状。", "画的是什么形状的东西？", "图里是哪种形状？"],
+           "count": ["这张图片里有多少个物体？", "数数有几个", "请问一共有几个形状？", "图里画了多少个图形", "有几个东西？"],
+           "describe": ["详细描述这张图片", "这幅图里有什么？", "请告诉我图片里有什么。", "你在图中看到了什么", "简单说说这张图。"]},
+    "pt": {"colour": ["Qual é a cor?", "De que cor são os objetos", "Me diz a cor, por favor.",
+                      "Que cor têm as formas nesta imagem?", "Qual a cor das figuras desenhadas?"],
+           "shape": ["Qual é a forma?", "Que formato têm os objetos", "Me diz a forma, por favor.",
+                     "Que forma aparece nesta imagem?", "Qual o formato das figuras desenhadas?"],
+           "count": ["Quantas formas você vê?", "Quantos objetos há nesta imagem", "Conte as figuras.",
+                     "Qual a quantidade de formas na imagem?", "Quantas são, por favor?"],
+           "describe": ["Descreva esta imagem em detalhes", "O que há nesta imagem?",
+                        "Me diga o que aparece na figura.",
+                        "O que você consegue ver aqui", "Descreva brevemente a imagem, por favor."]},
+    "ar": {"colour": ["ما لون هذا الشكل؟", "ما هو اللون؟", "قل لي اللون من فضلك", "بأي لون الأشياء المرسومة؟",
+                      "ما لون الأجسام في هذه الصورة"],
+           "shape": ["ما شكل هذا؟", "ما هو الشكل؟", "قل لي الشكل من فضلك", "أي شكل هندسي مرسوم هنا؟",
+                     "ما شكل الأشياء في هذه الصورة"],
+           "count": ["كم شكلاً هنا؟", "ما هو عدد الأشكال في هذه الصورة", "عد الأجسام من فضلك",
+                     "كم عدد الأشياء المرسومة؟",
+                     "قل لي كم شكلاً ترى"],
+           "describe": ["صف هذه الصورة بالتفصيل", "ماذا يوجد في الصورة؟", "ما الذي تراه في هذه الصورة؟",
+                        "من فضلك أخبرني بما في الصورة", "باختصار، ماذا تظهر هذه الصورة؟"]},
+    "tr": {"colour": ["Bu ne renk?", "Şekiller ne renkte", "Rengi söyle lütfen.", "Bu resimdeki nesnelerin rengi ne?",
+                      "Çizilen şekiller hangi renk?"],
+           "shape": ["Bu hangi şekil?", "Nesneler ne şekilde", "Şekli söyle lütfen.", "Bu resimde hangi şekil var?",
+                     "Çizilen şey hangi şekilde?"],
+           "count": ["Kaç şekil var?", "Bu resimde kaç nesne var", "Şekilleri say lütfen.",
+                     "Resimde toplam kaç tane cisim var?", "Kaç tane çizilmiş?"],
+           "describe": ["Bu resmi ayrıntılı olarak anlat", "Bu resimde ne var?", "Resimde ne gördüğünü söyle.",
+                        "Neler görüyorsun burada", "Kısaca, bu resim ne gösteriyor?"]},
+    "ru": {"colour": ["Какой это цвет?", "Какого цвета предметы на этой картинке", "Назови цвет, пожалуйста.",
+                      "Каким цветом они нарисованы?", "Какой цвет у фигур?"],
+           "shape": ["Какая это форма?", "Какой формы предметы на этой картинке", "Назови форму, пожалуйста.",
+                     "Что за фигура тут нарисована?", "Какая форма у фигур?"],
+           "count": ["Сколько фигур ты видишь?", "Сколько объектов на этой картинке", "Посчитай предметы.",
+                     "Какое количество фигур на изображении?", "Сколько всего нарисовано?"],
+           "describe": ["Опиши это изображение подробно", "Что на этом рисунке?",
+                        "Расскажите, что изображено на картинке.", "Что ты тут видишь",
+                        "Коротко: что показано на этой картинке?"]},
+}
+
+# The words a description needs beyond WORDS: plurals, genders and agreement.
+_EN_PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars"}
+_ZH_COUNT = {1: "一", 2: "两", 3: "三", 4: "四"}
+_PT_FEMININE = {"star"}
+_PT_SHAPE_PLURAL = {"circle": "círculos", "square": "quadrados", "triangle": "triângulos", "star": "estrelas"}
+_PT_COUNT = {1: ("um", "uma"), 2: ("dois", "duas"), 3: ("três", "três"), 4: ("quatro", "quatro")}
+_PT_COLOUR = {  # masculine singular, feminine singular, masculine plural, feminine plural
+    "red": ("vermelho", "vermelha", "vermelhos", "vermelhas"), "green": ("verde", "verde", "verdes", "verdes"),
+    "blue": ("azul", "azul", "azuis", "azuis"), "yellow": ("amarelo", "amarela", "amarelos", "amarelas"),
+    "purple": ("roxo", "roxa", "roxos", "roxas"), "orange": ("laranja", "laranja", "laranja", "laranja")}
+_AR_FEMININE = {"circle", "star"}
+_AR_SHAPE = {  # singular, dual, plural
+    "circle": ("دائرة", "دائرتان", "دوائر"), "square": ("مربع", "مربعان", "مربعات"),
+    "triangle": ("مثلث", "مثلثان", "مثلثات"), "star": ("نجمة", "نجمتان", "نجوم")}
+_AR_COLOUR = {  # masculine, feminine (also for non-human plurals), masculine dual, feminine dual
+    "red": ("أحمر", "حمراء", "أحمران", "حمراوان"), "green": ("أخضر", "خضراء", "أخضران", "خضراوان"),
+    "blue": ("أزرق", "زرقاء", "أزرقان", "زرقاوان"), "yellow": ("أصفر", "صفراء", "أصفران", "صفراوان"),
+    "purple": ("بنفسجي", "بنفسجية", "بنفسجيان", "بنفسجيتان"),
+    "orange": ("برتقالي", "برتقالية", "برتقاليان", "برتقاليتان")}
+_RU_FEMININE = {"star"}
+_RU_SHAPE_GENITIVE = {"circle": "круга", "square": "квадрата", "triangle": "треугольника", "star": "звезды"}
+_RU_COLOUR = {  # feminine singular, plural nominative (after 2-4 with a feminine noun), plural genitive (masculine)
+    "red": ("красная", "красные", "красных"), "green": ("зелёная", "зелёные", "зелёных"),
+    "blue": ("синяя", "синие", "синих"), "yellow": ("жёлтая", "жёлтые", "жёлтых"),
+    "purple": ("фиолетовая", "фиолетовые", "фиолетовых"), "orange": ("оранжевая", "оранжевые", "оранжевых")}
+
+
+def describe(lang: str, colour: str, shape: str, count: int) -> str:
+    """The short answer to a "describe" request, in ``lang``: "two red circles", "两个红色圆形", "dois círculos
+    vermelhos", "دائرتان حمراوان", "iki kırmızı daire", "два красных круга"."""
+    w = WORDS[lang]
+    if lang == "en":
+        return f"{w[count]} {colour} {shape if count == 1 else _EN_PLURAL[shape]}"
+    if lang == "zh":
+        return f"{_ZH_COUNT[count]}个{w[colour]}{w[shape]}"
+    if lang == "pt":
+        fem = shape in _PT_FEMININE
+        if count == 1:
+            return f"{_PT_COUNT[1][fem]} {w[shape]} {_PT_COLOUR[colour][fem]}"
+        return f"{_PT_COUNT[count][fem]} {_PT_SHAPE_PLURAL[shape]} {_PT_COLOUR[colour][2 + fem]}"
+    if lang == "ar":
+        fem = shape in _AR_FEMININE
+        single, dual, plural = _AR_SHAPE[shape]
+        if count == 1:
+            return f"{single} {_AR_COLOUR[colour][fem]} {'واحدة' if fem else 'واحد'}"
+        if count == 2:
+            return f"{dual} {_AR_COLOUR[colour][2 + fem]}"
+        number = {3: ("ثلاثة", "ثلاث"), 4: ("أربعة", "أربع")}[count][fem]  # 3-10 take the opposite gender
+        return f"{number} {plural} {_AR_COLOUR[colour][1]}"
+    if lang == "tr":
+        return f"{w[count]} {w[colour]} {w[shape]}"  # Turkish nouns stay singular after a number
+    if lang == "ru":
+        fem = shape in _RU_FEMININE
+        if count == 1:
+            return f"{'одна' if fem else 'один'} {_RU_COLOUR[colour][0] if fem else w[colour]} {w[shape]}"
+        number = "две" if count == 2 and fem else w[count]
+        return f"{number} {_RU_COLOUR[colour][1 if fem else 2]} {_RU_SHAPE_GENITIVE[shape]}"
+    raise ValueError(f"unknown language {lang!r}")
+
 
 class DemoScene:
-    """A picture of ``count`` objects of one shape and colour, plus which question kinds the demo asks."""
+    """A picture of ``count`` objects of one shape and colour, plus which question kinds the demo asks: an open
+    question in the model's own wording, a multiple-choice one, and one in a wording the model never saw in
+    training (``HELDOUT_PHRASINGS``; ``para_kind`` may be "describe")."""
 
     def __init__(self, shape: str, colour: str, count: int, background: Tuple[int, int, int], open_kind: str,
-                 mc_kind: str, options: List[object]):
+                 mc_kind: str, options: List[object], para_kind: str):
         self.shape, self.colour, self.count, self.background = shape, colour, count, background
-        self.open_kind, self.mc_kind, self.options = open_kind, mc_kind, options
+        self.open_kind, self.mc_kind, self.options, self.para_kind = open_kind, mc_kind, options, para_kind
 
     @property
     def name(self) -> str:
@@ -91,10 +345,11 @@ class DemoScene:
 
 
 SCENES = [
-    DemoScene("circle", "red", 2, (245, 245, 245), "colour", "count", [3, 2, 4, 1]),
-    DemoScene("square", "blue", 1, (215, 230, 245), "shape", "colour", ["green", "yellow", "blue", "red"]),
-    DemoScene("triangle", "green", 3, (60, 60, 60), "count", "shape", ["triangle", "star", "circle", "square"]),
-    DemoScene("star", "orange", 4, (235, 225, 200), "shape", "colour", ["purple", "orange", "red"]),
+    DemoScene("circle", "red", 2, (245, 245, 245), "colour", "count", [3, 2, 4, 1], "describe"),
+    DemoScene("square", "blue", 1, (215, 230, 245), "shape", "colour", ["green", "yellow", "blue", "red"], "count"),
+    DemoScene("triangle", "green", 3, (60, 60, 60), "count", "shape", ["triangle", "star", "circle", "square"],
+              "colour"),
+    DemoScene("star", "orange", 4, (235, 225, 200), "shape", "colour", ["purple", "orange", "red"], "describe"),
 ]
 
 
@@ -296,27 +551,35 @@ def default_or_random_model(out: IO[str] = sys.stdout) -> "Tuple[object, bool]":
     return model, True
 
 
-def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.stdout) -> int:
-    """Runs the demo on ``model`` (default: the default model, else a random one built on the spot)."""
+def run(model: "object" = None, *, max_new_tokens: int = 24, paraphrases: bool = False,
+        out: IO[str] = sys.stdout) -> int:
+    """Runs the demo on ``model`` (default: the default model, else a random one built on the spot). With
+    ``paraphrases``, each picture is also asked one of ``HELDOUT_PHRASINGS`` per language."""
     random_model = False
     t_start = time.perf_counter()
     if model is None:
         model, random_model = default_or_random_model(out)
     print(f"model: {model}\n", file=out)
-    right = {False: 0, True: 0}
-    asked = {False: 0, True: 0}
-    for scene in SCENES:
+    if paraphrases:
+        print("--paraphrases: every picture is also asked in a wording the shipped model was NOT trained on (it\n"
+              "learnt one wording per question kind and language); expect many wrong answers to these.\n", file=out)
+    forms = ("open", "multiple choice", "paraphrased") if paraphrases else ("open", "multiple choice")
+    right = {form: 0 for form in forms}
+    asked = {form: 0 for form in forms}
+    for s, scene in enumerate(SCENES):
         img = draw_scene(scene)
         print(f"== {scene.name}", file=out)
-        for lang in LANGS:
+        for n, lang in enumerate(LANGS):
             words = WORDS[lang]
-            for kind, mc in ((scene.open_kind, False), (scene.mc_kind, True)):
-                question = QUESTIONS[lang][kind]
-                if mc:
-                    options = [words[o] for o in scene.options]
-                    prompt, want = mc_prompt(question, options, lang), "ABCD"[scene.options.index(scene.truth(kind))]
-                else:
-                    prompt, want = question, words[scene.truth(kind)]
+            options = [words[o] for o in scene.options]
+            wordings = HELDOUT_PHRASINGS[lang][scene.para_kind]
+            para_want = (describe(lang, scene.colour, scene.shape, scene.count) if scene.para_kind == "describe"
+                         else words[scene.truth(scene.para_kind)])
+            asks = [("open", QUESTIONS[lang][scene.open_kind], words[scene.truth(scene.open_kind)]),
+                    ("multiple choice", mc_prompt(QUESTIONS[lang][scene.mc_kind], options, lang),
+                     "ABCD"[scene.options.index(scene.truth(scene.mc_kind))]),
+                    ("paraphrased", wordings[(s + n) % len(wordings)], para_want)]
+            for form, prompt, want in asks[:len(forms)]:
                 t0 = time.perf_counter()
                 r = model.run(img, prompt, max_new_tokens=max_new_tokens)  # type: ignore[attr-defined]
                 dt = time.perf_counter() - t0
@@ -324,16 +587,16 @@ def run(model: "object" = None, *, max_new_tokens: int = 24, out: IO[str] = sys.
                 if random_model:
                     # noise bytes: show printable characters only
                     answer = "".join(c if c.isprintable() and c != "\ufffd" else "·" for c in answer)[:48]
-                asked[mc] += 1
-                right[mc] += answer == want
-                shown = prompt.replace("\n", " | ")
+                asked[form] += 1
+                right[form] += answer == want
+                shown = prompt.replace("\n", " | ") + ("   (a wording not trained on)" if form == "paraphrased" else "")
                 print(f"  [{lang}] {shown}\n       → {answer}{'' if answer == want else f'   (expected {want})'}"
                       f"\n       routing {_bars(r.routing)}   ({dt * 1000:.1f} ms"
                       f"{', image cached' if r.image_cache_hit else ''})", file=out)
         print(file=out)
     info = model.image_cache_info()  # type: ignore[attr-defined]
-    print(f"answers as expected: {right[False]}/{asked[False]} open, {right[True]}/{asked[True]} multiple choice; "
-          f"{time.perf_counter() - t_start:.2f} s in all", file=out)
+    print("answers as expected: " + ", ".join(f"{right[f]}/{asked[f]} {f}" for f in forms) +
+          f"; {time.perf_counter() - t_start:.2f} s in all", file=out)
     print(f"image-feature cache: {info.hits} hits, {info.misses} misses, "
           f"{info.seconds_saved * 1000:.0f} ms of vision + expert work saved", file=out)
     if random_model:

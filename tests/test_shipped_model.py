@@ -12,6 +12,12 @@ engine must
     every pair of languages further apart than any of 200 random relabellings of their questions).
 The shipped file must be exactly what `parrot convert` makes of training/checkpoint, and parrot.evaluate on
 the held-out MMMB TSVs must give the same multiple-choice accuracy as scoring the answers here.
+On what people type and draw (issue 20: 96 pictures from tests/people_pictures.py, a second renderer written apart
+from the training generator, each asked in every language with paraphrases training never saw), the targets are
+>= 85 % of the open and >= 85 % of the multiple-choice questions per language, the open answers in the question's
+language >= 99 % of the time, and never U+FFFD. The shipped model was trained on one wording per question kind and
+misses them: those tests are strict xfails stating its measured numbers (SHIPPED_MISSES), to become plain tests
+when a model trained on `python -m training.train --data people` ships.
 """
 import base64
 import glob
@@ -215,3 +221,227 @@ def test_demo_runs_on_the_shipped_model():
     import re
     right, asked = map(int, re.search(r"answers as expected: (\d+)/(\d+) open", r.stdout).groups())
     assert asked == 24 and right >= 0.9 * asked, r.stdout
+
+
+def test_demo_with_paraphrases_says_they_were_not_trained_on(engine):
+    """`parrot demo --paraphrases`: a third, held-out wording per picture and language, plainly marked."""
+    import io
+
+    from parrot import demo
+    out = io.StringIO()
+    assert demo.run(engine, max_new_tokens=MAX_NEW_TOKENS, paraphrases=True, out=out) == 0
+    text = out.getvalue()
+    assert "NOT trained on" in text and text.count("(a wording not trained on)") == 24
+    for lang in LANGS:  # four pictures: an open, a multiple-choice and a paraphrased question each
+        assert text.count(f"[{lang}]") == 12
+        assert any(q in text for kind in data.OPEN_KINDS for q in data.HELDOUT_PHRASINGS[lang][kind]), lang
+    assert "/24 paraphrased" in text
+
+
+# ---- what people type and draw: unseen paraphrases on a second renderer's pictures ---------------------------
+# tests/people_pictures.py draws the shapes with its own code (numpy signed distances, CSS colours, other sizes
+# and canvases); the questions are parrot.demo.HELDOUT_PHRASINGS, which training never sees. Every picture is
+# asked in all six languages: one open question (colour, shape, count or "describe", in turn) and one
+# multiple-choice question (colour, shape or count, in turn), each worded by a held-out paraphrase.
+import people_pictures  # noqa: E402
+
+# Where the shipped model misses a people target, its measured value (from `python3 -m pytest -s` on this file):
+# the test is then a strict xfail naming the number, and becomes a failure, to be made a plain test again, as soon
+# as a model that meets the target ships.
+SHIPPED_MISSES = {  # (lang, what): measured fraction
+    ("en", "people open"): 0.073, ("zh", "people open"): 0.021, ("pt", "people open"): 0.000,
+    ("ar", "people open"): 0.010, ("tr", "people open"): 0.115, ("ru", "people open"): 0.010,
+    ("en", "people mc"): 0.604, ("zh", "people mc"): 0.594, ("pt", "people mc"): 0.573,
+    ("ar", "people mc"): 0.625, ("tr", "people mc"): 0.583, ("ru", "people mc"): 0.583,
+    ("en", "people language"): 0.198, ("zh", "people language"): 0.281, ("pt", "people language"): 0.021,
+    ("ar", "people language"): 0.396, ("tr", "people language"): 0.667, ("ru", "people language"): 0.052,
+}
+
+
+def shipped_param(lang, what):
+    """`lang`, as a strict xfail stating the shipped model's number where it misses the target."""
+    measured = SHIPPED_MISSES.get((lang, what))
+    if measured is None:
+        return lang
+    return pytest.param(lang, marks=pytest.mark.xfail(strict=True, reason=(
+        f"shipped model: {measured:.3f} ({what}); trained on one wording per question kind, not on --data people")))
+
+
+PEOPLE_PICTURES = 96  # every (shape, colour, count) once: 96 open + 96 multiple-choice questions per language
+PEOPLE_SEED = 4242
+# Targets of issue 20: >= 85 % per language and form; the answer in the question's language >= 99 %.
+PEOPLE_TARGET, LANGUAGE_TARGET = 0.85, 0.99
+
+
+def _lexicon(lang):
+    """Every word (every character for Chinese) of the language's answers: single words and descriptions."""
+    answers = [str(w) for w in data.WORDS[lang].values()]
+    answers += [data.describe(lang, c, s, n) for c in data.COLOURS for s in data.SHAPES for n in data.COUNTS]
+    return {p for a in answers for p in (a if lang == "zh" else a.split())}
+
+
+LEXICON = {lang: _lexicon(lang) for lang in LANGS}
+
+
+def in_language(text, lang):
+    """The answer is made only of the question language's answer words (so "kırmızı" to a Russian question, or
+    a broken word like "кmelho", is not)."""
+    pieces = list(text) if lang == "zh" else text.split()
+    return bool(pieces) and all(p in LEXICON[lang] for p in pieces)
+
+
+@pytest.fixture(scope="module")
+def people_answers(engine):
+    """Per language: [dict(form, kind, question, text, want, ok)] on the second renderer's pictures."""
+    pictures = people_pictures.scenes(PEOPLE_PICTURES, PEOPLE_SEED)
+    rng = np.random.default_rng(PEOPLE_SEED)
+    out = {lang: [] for lang in LANGS}
+    for i, (image, truth) in enumerate(pictures):
+        pixels = np.asarray(image)
+        open_kind, mc_kind = data.OPEN_KINDS[i % 4], data.KINDS[i % 3]
+        for lang in LANGS:
+            phrasings = data.HELDOUT_PHRASINGS[lang]
+            question = phrasings[open_kind][rng.integers(len(phrasings[open_kind]))]
+            want = data.answer_text(truth, lang, open_kind)
+            text = engine.run(pixels, question, max_new_tokens=MAX_NEW_TOKENS).text
+            out[lang].append(dict(form="open", kind=open_kind, question=question, text=text, want=want,
+                                  ok=text == want))
+            question = phrasings[mc_kind][rng.integers(len(phrasings[mc_kind]))]
+            q = data.mc_question(rng, truth, lang, mc_kind, question)
+            options = {k: v for k, v in q["options"].items() if v}
+            text = engine.run(pixels, q["prompt"], max_new_tokens=MAX_NEW_TOKENS).text
+            out[lang].append(dict(form="mc", kind=mc_kind, question=q["prompt"], text=text, want=q["answer"],
+                                  ok=correct("mc", text, q["answer"], options)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def people_table(people_answers):
+    """{(lang, "open" | "mc" | "language"): fraction}, printed per kind with -s."""
+    table = {}
+    print("\nunseen paraphrases on the second renderer's pictures (C engine, greedy):")
+    for lang, rows in people_answers.items():
+        for form in ("open", "mc"):
+            table[(lang, form)] = float(np.mean([r["ok"] for r in rows if r["form"] == form]))
+        table[(lang, "language")] = float(np.mean([in_language(r["text"], lang) for r in rows
+                                                   if r["form"] == "open"]))
+        per_kind = {(f, k): np.mean([r["ok"] for r in rows if (r["form"], r["kind"]) == (f, k)])
+                    for f, ks in (("open", data.OPEN_KINDS), ("mc", data.KINDS)) for k in ks}
+        kinds = " ".join(f"{f} {k} {v:.2f}" for (f, k), v in per_kind.items())
+        print(f"  {lang}: open {table[(lang, 'open')]:.3f}  multiple choice {table[(lang, 'mc')]:.3f}  "
+              f"in the question's language {table[(lang, 'language')]:.3f}   ({kinds})")
+    for lang, rows in people_answers.items():
+        wrong = [(r["question"].split("\n")[0], r["text"], r["want"]) for r in rows if not r["ok"]][:4]
+        print(f"  {lang} wrong, e.g.: {wrong}")
+    return table
+
+
+@pytest.mark.parametrize("lang", [shipped_param(lang, "people open") for lang in LANGS])
+def test_people_open_questions_at_least_85_percent(people_table, lang):
+    assert people_table[(lang, "open")] >= PEOPLE_TARGET, people_table[(lang, "open")]
+
+
+@pytest.mark.parametrize("lang", [shipped_param(lang, "people mc") for lang in LANGS])
+def test_people_multiple_choice_at_least_85_percent(people_table, lang):
+    assert people_table[(lang, "mc")] >= PEOPLE_TARGET, people_table[(lang, "mc")]
+
+
+@pytest.mark.parametrize("lang", [shipped_param(lang, "people language") for lang in LANGS])
+def test_people_answers_come_in_the_question_language(people_table, people_answers, lang):
+    bad = [(r["question"], r["text"]) for r in people_answers[lang] if r["form"] == "open"
+           and not in_language(r["text"], lang)][:5]
+    assert people_table[(lang, "language")] >= LANGUAGE_TARGET, bad
+
+
+@pytest.mark.xfail(strict=True, reason="shipped model: U+FFFD in 11 of 1152 answers, e.g. to Chinese questions "
+                   "(half a character, then Arabic); trained on one wording per question kind, not on --data people")
+def test_people_answers_never_contain_a_replacement_character(people_answers):
+    bad = [(lang, r["question"], r["text"]) for lang, rows in people_answers.items() for r in rows
+           if "\ufffd" in r["text"]]
+    n = sum(len(rows) for rows in people_answers.values())
+    assert not bad, (f"{len(bad)} of {n}", bad)
+
+
+# ---- the data the numbers rest on ------------------------------------------------------------------------------
+def _normalised(text):
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
+    # the tokenizer corpora hold every string either training data uses
+    trained = {_normalised(t) for t in data.all_texts() + data.all_texts_people()}
+    for lang in LANGS:
+        for kind in data.OPEN_KINDS:
+            train, held = data.PHRASINGS[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
+            assert len(train) >= 15 and len({_normalised(t) for t in train}) == len(train), (lang, kind)
+            assert len(held) >= 5 and len({_normalised(t) for t in held}) == len(held), (lang, kind)
+            assert not {_normalised(t) for t in held} & trained, (lang, kind)
+            # with and without a question mark, as people type
+            marks = [t.rstrip()[-1:] in "?？؟" for t in train]
+            assert any(marks) and not all(marks), (lang, kind)
+
+
+def test_describe_answers_agree_in_number_and_gender():
+    """Hand-written grammar: plural after 2-4 (en, pt), the dual (ar), genitive after 2-4 (ru), none (tr, zh)."""
+    cases = {("en", "red", "circle", 2): "two red circles", ("en", "blue", "star", 1): "one blue star",
+             ("zh", "red", "circle", 2): "两个红色圆形", ("pt", "yellow", "star", 2): "duas estrelas amarelas",
+             ("pt", "blue", "circle", 3): "três círculos azuis", ("ar", "red", "circle", 2): "دائرتان حمراوان",
+             ("ar", "green", "square", 3): "ثلاثة مربعات خضراء", ("ar", "red", "star", 1): "نجمة حمراء واحدة",
+             ("tr", "red", "circle", 2): "iki kırmızı daire", ("ru", "red", "circle", 2): "два красных круга",
+             ("ru", "blue", "star", 2): "две синие звезды", ("ru", "yellow", "star", 1): "одна жёлтая звезда"}
+    for (lang, colour, shape, count), want in cases.items():
+        assert data.describe(lang, colour, shape, count) == want
+
+
+def test_people_training_pictures_vary_canvas_and_aspect_ratio():
+    rng = np.random.default_rng(5)
+    sizes = [data.canvas_size(rng) for _ in range(2000)]
+    ratios = np.array([w / h for w, h in sizes])
+    assert ratios.min() >= 1 / 4 - 0.05 and ratios.max() <= 4 + 0.25  # rounding of the short side (>= 16 px)
+    assert (ratios < 1 / 3).any() and (ratios > 3).any()
+    assert min(max(s) for s in sizes) >= 64 and max(max(s) for s in sizes) <= 320
+
+
+def test_second_renderer_colours_lie_in_the_named_ranges():
+    """Its CSS colours (Pillow's table, not the trainer's numbers) are inside parrot.demo.COLOUR_HSV."""
+    import colorsys
+
+    from PIL import ImageColor
+    for colour, names in people_pictures.CSS_COLOURS.items():
+        h0, h1, s0, v0 = data.COLOUR_HSV[colour]
+        for name in names:
+            h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in ImageColor.getrgb(name)[:3]))
+            h = h * 360 - (360 if h * 360 > h1 + 30 else 0)  # red wraps around 0
+            assert h0 <= h <= h1 and s >= s0 and v >= v0, (colour, name, h, s, v)
+
+
+@pytest.mark.parametrize("shape", people_pictures.SHAPES)
+def test_second_renderer_shapes_match_pillow(shape):
+    """Its signed-distance rasteriser covers the same pixels as Pillow's ImageDraw for the same outline (circle,
+    or the polygon through the same vertices). Both put each edge within a pixel of the true edge, so they can
+    disagree only on a one-pixel band along the outline: 1 - IoU <= perimeter / area, which is computed here from
+    the vertices (shoelace formula), 3.3 % for the circle of radius 60."""
+    from PIL import Image, ImageDraw
+
+    size, cx, cy, r = 160, 80.0, 80.0, 60.0
+    py, px = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    obj_pose = people_pictures.pose(shape, np.random.default_rng(3))
+    if shape == "square":
+        obj_pose = (obj_pose[0], 0.0)  # sharp corners, as Pillow's polygon has
+    mask = people_pictures.shape_sdf(shape, px, py, cx, cy, r, obj_pose) <= 0
+    ref = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(ref)
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        perimeter, area = 2 * np.pi * r, np.pi * r * r
+    else:
+        pts = people_pictures.shape_vertices(shape, cx, cy, r, obj_pose)
+        draw.polygon(pts, fill=255)
+        xy = np.array(pts)
+        nxt = np.roll(xy, -1, axis=0)
+        perimeter = np.hypot(*(nxt - xy).T).sum()
+        area = abs((xy[:, 0] * nxt[:, 1] - nxt[:, 0] * xy[:, 1]).sum()) / 2
+    ref = np.asarray(ref) > 0
+    iou = (mask & ref).sum() / (mask | ref).sum()
+    assert 1 - iou <= perimeter / area, (iou, perimeter / area)
+    assert abs(mask.sum() - area) <= 0.5 * perimeter  # and the covered area is the shape's

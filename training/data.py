@@ -4,15 +4,25 @@ A scene is 1-4 objects of one shape and one colour (sizes and positions vary) on
 canvas of random size and aspect ratio, so the SPEC preprocessing (pad to square, bicubic resize) is exercised.
 Questions ask for the colour, the shape or the count, in six languages, either open (answer = one word in the
 question's language) or MMMB-style multiple choice (options A-D, the language's instruction, answer = a letter).
+This is the data the shipped model was trained on, and the default of train.py and make_heldout.py.
+
+The "people" data (`--data people`; section at the end, not yet used for a shipped model) is closer to what people
+ask and show: canvases 64-320 px with aspect ratios from 1:4 to 4:1, grey or tinted backgrounds (flat or gradient),
+colours anywhere in each colour name's range (parrot.demo.COLOUR_HSV), turned squares, some objects overlapping
+(then outlined), outlines, anti-aliased or hard edges, pixel noise and JPEG artefacts; every question worded by one
+of the hand-written paraphrases of parrot.demo.PHRASINGS (parrot.demo.HELDOUT_PHRASINGS are never used), plus
+"describe" requests answered by a short phrase such as "two red circles" (parrot.demo.describe).
 """
 import base64
+import colorsys
 import io
 import math
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from parrot.demo import COLOUR_RGB, COLOURS, COUNTS, KINDS, LANGS, QUESTIONS, SHAPES, WORDS  # noqa: E402,F401
+from parrot.demo import (COLOUR_HSV, COLOUR_RGB, COLOURS, COUNTS, HELDOUT_PHRASINGS, KINDS, LANGS,  # noqa: F401
+                         OPEN_KINDS, PHRASINGS, QUESTIONS, SHAPES, WORDS, describe)
 # ^ the shipped model's world (colours, shapes, counts, their words and the questions in six languages) is
 #   defined once, in the package, where `parrot demo` asks about it
 
@@ -36,7 +46,11 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 # ---- images ----------------------------------------------------------------------------------------------------
-def _shape_polygon(shape, cx, cy, r, angle):
+def _shape_polygon(shape, cx, cy, r, angle, turn_square=False):
+    if shape == "square" and turn_square:  # half-diagonal 0.85 * r * sqrt(2), turned by `angle`
+        d = r * 0.85 * math.sqrt(2)
+        return [(cx + d * math.cos(angle + math.pi / 4 + k * math.pi / 2),
+                 cy + d * math.sin(angle + math.pi / 4 + k * math.pi / 2)) for k in range(4)]
     if shape == "square":
         h = r * 0.85
         return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
@@ -129,12 +143,19 @@ def _choices(kind):
     return {"colour": COLOURS, "shape": SHAPES, "count": COUNTS}[kind]
 
 
-def open_question(scene, lang, kind):
-    """-> (user text, answer text)."""
-    return QUESTIONS[lang][kind], WORDS[lang][_truth(scene, kind)]
+def open_question(scene, lang, kind, question=None):
+    """-> (user text, answer text); the question defaults to the kind's QUESTIONS wording."""
+    return question or QUESTIONS[lang][kind], answer_text(scene, lang, kind)
 
 
-def mc_question(rng, scene, lang, kind):
+def answer_text(scene, lang, kind):
+    """The open answer in the question's language: one word, or for "describe" a short phrase."""
+    if kind == "describe":
+        return describe(lang, scene["colour"], scene["shape"], scene["count"])
+    return WORDS[lang][_truth(scene, kind)]
+
+
+def mc_question(rng, scene, lang, kind, question=None):
     """MMMB-style multiple choice. -> dict(question, options {A..D: text or ''}, answer letter, prompt)."""
     truth = _truth(scene, kind)
     n_opts = 4 if rng.random() < 0.8 else 3
@@ -145,7 +166,7 @@ def mc_question(rng, scene, lang, kind):
     letters = "ABCD"
     options = {letters[i]: (WORDS[lang][picked[i]] if i < n_opts else "") for i in range(4)}
     answer = letters[picked.index(truth)]
-    question = QUESTIONS[lang][kind]
+    question = question or QUESTIONS[lang][kind]
     return {"question": question, "options": options, "answer": answer,
             "prompt": mmmb_prompt(question, options, lang)}
 
@@ -191,4 +212,145 @@ def all_texts():
 def png_base64(image):
     buf = io.BytesIO()
     image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---- the "people" data (--data people) ----------------------------------------------------------------------------
+def _hsv_rgb(h, s, v):
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb((h / 360.0) % 1.0, s, v))
+
+
+def object_colour(rng, colour):
+    """An RGB colour anywhere in the named colour's range (COLOUR_HSV)."""
+    h0, h1, s0, v0 = COLOUR_HSV[colour]
+    return _hsv_rgb(rng.uniform(h0, h1), rng.uniform(s0, 1.0), rng.uniform(v0, 1.0))
+
+
+def background_colour(rng):
+    """Grey from black to white, or a pale or dark tint: saturation <= 0.25 and value outside 0.3-0.65, so no
+    background is itself a named colour nor as dark or light as the darkest objects."""
+    v = rng.uniform(0.0, 0.3) if rng.random() < 0.35 else rng.uniform(0.65, 1.0)
+    s = 0.0 if rng.random() < 0.4 else rng.uniform(0.0, 0.25)
+    return np.array(_hsv_rgb(rng.uniform(0, 360), s, v), dtype=np.float32)
+
+
+def canvas_size(rng):
+    """(width, height): long side 64-320 px; aspect ratio 3:4-4:3 for 60 % of the pictures, else 1:4-4:1."""
+    lim = math.log(4 / 3) if rng.random() < 0.6 else math.log(4)
+    aspect = math.exp(rng.uniform(-lim, lim))
+    long_side = int(rng.integers(64, 321))
+    short = max(16, int(round(long_side / max(aspect, 1 / aspect))))
+    return (long_side, short) if aspect >= 1 else (short, long_side)
+
+
+def draw_scene_people(rng, shape, colour, count):
+    """A PIL RGB image of `count` objects of one shape and colour: canvas of random size and aspect ratio (1:4 to
+    4:1), background (grey or tinted, flat or gradient), object sizes and positions (some overlapping, then
+    outlined so they stay countable), outlines, anti-aliasing (drawn 3x larger and reduced) or none, pixel noise
+    and JPEG artefacts. Returns None when the objects do not fit (the caller draws a new scene)."""
+    w, h = canvas_size(rng)
+    ss = 3 if rng.random() < 0.6 else 1  # supersampling: anti-aliased edges
+    bg = background_colour(rng)
+    canvas = np.empty((h, w, 3), np.float32)
+    canvas[:] = bg
+    if rng.random() < 0.5:  # a gentle gradient
+        ramp = np.linspace(-1, 1, w if rng.random() < 0.5 else h)
+        ramp = ramp[None, :, None] if ramp.size == w else ramp[:, None, None]
+        canvas += ramp * rng.uniform(5, 25)
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
+    if ss > 1:
+        img = img.resize((w * ss, h * ss), Image.NEAREST)
+    draw = ImageDraw.Draw(img)
+    # Objects are sized by the room each has: the canvas split into a grid of about `count` cells shaped like the
+    # canvas. Sized by the short side alone, four objects on a 4:1 canvas would be 1-4 px wide after the resize
+    # to 64 px, too small to tell a star from a circle (the tower then learnt shape to 0.72, count to 0.81).
+    cols = int(np.clip(round(math.sqrt(count * w / h)), 1, count))
+    rows = -(-count // cols)
+    cell = min(w / cols, h / rows)
+    r_lo, r_hi = (0.14 * cell, 0.42 * cell) if count == 1 else (0.2 * cell, 0.4 * cell)
+    overlap = count > 1 and rng.random() < 0.25
+    outline = overlap or rng.random() < 0.3
+    fill_base = object_colour(rng, colour)
+    line = (tuple(int(c * rng.uniform(0.0, 0.5)) for c in fill_base) if rng.random() < 0.7
+            else tuple(int(v) for v in (255 - bg)))  # a dark edge, or one contrasting with the background
+    placed = []
+    for _ in range(count):
+        for _attempt in range(200):
+            r = rng.uniform(r_lo, r_hi)
+            cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
+            # overlapping objects may share up to ~30 % of their radii, so each stays visible
+            if all(math.hypot(cx - px, cy - py) > (0.7 if overlap else 1.0) * (r + pr) + (0 if overlap else 2)
+                   for px, py, pr in placed):
+                break
+        else:
+            return None
+        placed.append((cx, cy, r))
+        fill = tuple(int(v) for v in np.clip(np.array(fill_base) + rng.integers(-10, 11, 3), 0, 255))
+        width = max(1, int(round(r * rng.uniform(0.06, 0.14)))) * ss if outline else 0
+        X, Y, R = cx * ss, cy * ss, r * ss
+        if shape == "circle":
+            draw.ellipse([X - R, Y - R, X + R, Y + R], fill=fill, outline=line if outline else None, width=width)
+        else:
+            angle = rng.uniform(0, 2 * math.pi) if shape != "square" or rng.random() < 0.3 else 0.0
+            draw.polygon(_shape_polygon(shape, X, Y, R, angle, turn_square=True), fill=fill,
+                         outline=line if outline else None, width=width)
+    if ss > 1:
+        img = img.resize((w, h), Image.BOX)
+    noise = rng.standard_normal((h, w, 3), dtype=np.float32) * rng.uniform(0, 4)  # sensor noise
+    pixels = np.asarray(img, dtype=np.float32) + noise
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    if rng.random() < 0.35:  # JPEG artefacts
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(15, 86)))
+        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return img
+
+
+def random_labels(rng):
+    """A scene without its picture: {shape, colour, count}."""
+    return {"shape": SHAPES[rng.integers(len(SHAPES))], "colour": COLOURS[rng.integers(len(COLOURS))],
+            "count": COUNTS[rng.integers(len(COUNTS))]}
+
+
+def random_scene_people(rng):
+    scene = random_labels(rng)
+    while True:  # the same labels until they fit, so every count stays as frequent as the others
+        img = draw_scene_people(rng, scene["shape"], scene["colour"], scene["count"])
+        if img is not None:
+            return {**scene, "image": img}
+
+
+def sample_question_people(rng, scene, lang=None, kind=None, mc=None, phrasings=PHRASINGS):
+    """-> dict(lang, kind, mc, user, answer). The question's wording is drawn from `phrasings` (training's by
+    default); "describe" is always open."""
+    lang = lang or LANGS[rng.integers(len(LANGS))]
+    kind = kind or OPEN_KINDS[rng.integers(len(OPEN_KINDS))]
+    mc = bool(rng.random() < 0.5) if mc is None else mc
+    mc = mc and kind != "describe"
+    options = phrasings[lang][kind]
+    question = options[rng.integers(len(options))]
+    if mc:
+        q = mc_question(rng, scene, lang, kind, question)
+        return {"lang": lang, "kind": kind, "mc": True, "user": q["prompt"], "answer": q["answer"], "mcq": q}
+    user, answer = open_question(scene, lang, kind, question)
+    return {"lang": lang, "kind": kind, "mc": False, "user": user, "answer": answer}
+
+
+def all_texts_people():
+    """Every string the model reads or writes with the people data (tokenizer training corpus)."""
+    texts = [SYSTEM_PROMPT, "<|im_start|>system\n", "<|im_end|>\n", "<|im_start|>user\n", "<|im_start|>assistant\n"]
+    for lang in LANGS:
+        texts += [q for kind in OPEN_KINDS for q in PHRASINGS[lang][kind]] + [MC_INSTRUCTION[lang]]
+        texts += [str(v) for v in WORDS[lang].values()]
+        texts += [describe(lang, c, s, n) for c in COLOURS for s in SHAPES for n in COUNTS]
+        for word in WORDS[lang].values():
+            texts += [f"\n{letter}. {word}" for letter in "ABCD"]
+    return texts
+
+
+def jpeg_base64(image):
+    """Base64 JPEG (quality 95), as MMMB's TSVs store their images: small enough for csv's default 128 KiB field
+    limit even for the noisiest 320 px pictures (PNG is not)."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=95)
     return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,6 +1,7 @@
 """Train the shipped tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
 
     python -m training.train            # 2 threads (the default); writes training/checkpoint/
+    python -m training.train --data people --out DIR   # the same on the "people" data (training/data.py)
 
 Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
 instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
@@ -44,6 +45,8 @@ OPTION_LAYER = 2
 # A batch's conversations differ in length (1-3 turns, open or multiple choice): padded to the longest, 68 % of
 # the rows are real; in 3 length-sorted micro-batches about 88 %, and a step is ~1.25x faster. Same loss.
 MICRO_BATCHES = 3
+# --data people: share of conversations that are one "describe" request ("two red circles"); the rest ask 1-3 kinds.
+DESCRIBE_SHARE = 0.15
 
 
 def build_model(tok):
@@ -65,12 +68,13 @@ class Sampler:
     """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
     each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
-    def __init__(self, tok, pool_size, seed):
+    def __init__(self, tok, pool_size, seed, people=False):
         rng = np.random.default_rng(seed)
         self.tok = tok
+        self.people = people  # the "people" data: its pictures, paraphrased questions and "describe" turns
         self.scenes, images = [], []
         for _ in range(pool_size):
-            scene = data.random_scene(rng)
+            scene = data.random_scene_people(rng) if people else data.random_scene(rng)
             images.append(data.preprocess(scene.pop("image"), IMAGE_SIZE))
             self.scenes.append(scene)
         self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
@@ -91,10 +95,14 @@ class Sampler:
         """-> (ids with one image placeholder, label mask, option flags). Parrot's formatter: turns joined by "\n";
         labels on each assistant message, its <|im_end|> and (for non-final turns) the "\n" after it. Option
         flags: (index in ids, is the right option) for the last token of every multiple-choice option word."""
-        kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
+        if self.people and self.rng.random() < DESCRIBE_SHARE:  # alone: its answer names all three at once
+            kinds = ["describe"]
+        else:
+            kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
+        sample_question = data.sample_question_people if self.people else data.sample_question
         ids, labels, flags = [], [], []
         for t, kind in enumerate(kinds):
-            q = data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=bool(self.rng.random() < mc_prob))
+            q = sample_question(self.rng, scene, lang=lang, kind=kind, mc=bool(self.rng.random() < mc_prob))
             if t == 0:
                 head = self.ids(data.chat_prompt(q["user"]))
             else:
@@ -253,20 +261,20 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head):
 
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
-          log_every=50):
+          log_every=50, people=False):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
     # tokenizer corpus: every template string plus sampled full conversations
     rng = np.random.default_rng(seed + 100)
-    corpus = data.all_texts() * 5
+    corpus = (data.all_texts_people() if people else data.all_texts()) * 5
     for _ in range(3000):
-        scene = data.random_scene(rng)
-        q = data.sample_question(rng, scene)
+        scene = data.random_labels(rng) if people else data.random_scene(rng)  # people: text only, no picture
+        q = (data.sample_question_people if people else data.sample_question)(rng, scene)
         corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
     tok = train_tokenizer(corpus, vocab_size=1024)
     model = build_model(tok)
-    sampler = Sampler(tok, pool, seed + 200)
+    sampler = Sampler(tok, pool, seed + 200, people)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
@@ -323,7 +331,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     cpu_seconds = cpu.ru_utime + cpu.ru_stime
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
-                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}",
+                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}"
+                              + (" --data people" if people else ""),
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
@@ -339,9 +348,12 @@ def main():
     ap.add_argument("--stage2-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--pool", type=int, default=20000)
+    ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
+                    help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
     args = ap.parse_args()
     train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
-          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool)
+          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool,
+          people=args.data == "people")
 
 
 if __name__ == "__main__":
