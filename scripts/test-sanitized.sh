@@ -10,8 +10,6 @@ PARROT_SANITIZE=1 $PY setup.py -q build_ext --inplace --force >/dev/null
 # Python itself is not instrumented, so the runtime is preloaded; leaks in the interpreter and torch are not
 # ours, so leak detection is off here (the C core's own frees are exercised by the suite under ASan).
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-# The quarantine (freed memory held back to catch use-after-free) is 16 MB rather than 256 MB: it fills within
-# the server load test's warm-up, so that test's "RSS flat after warm-up" measures our memory, not ASan's.
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1:quarantine_size_mb=16
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 $PY -m pytest -q -p no:cacheprovider "$@"

@@ -389,8 +389,10 @@ def test_load_300_requests_16_clients(live, expected, uris):
     assert len(set(seen_ids)) == len(seen_ids) == 300               # none duplicated
     for k, text in got:
         assert text == expected[qs[k % len(qs)]].text
-    # a leaked KV cache per request would be >= 1 MB each (200 MB here); 20 MB leaves room for allocator noise
-    assert rss1 - rss0 < 20 << 20, (rss0, rss1)
+    # a leaked KV cache per request would be >= 1 MB each (200 MB here); 20 MB leaves room for allocator noise.
+    # Under ASan the RSS is the quarantine's (freed memory held back to catch use-after-free, 256 MB), not ours.
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        assert rss1 - rss0 < 20 << 20, (rss0, rss1)
     h = live.health()
     assert h["active"] == 0 and h["queued"] == 0 and h["failed"] == failed_before
 
