@@ -47,12 +47,7 @@ def hf_prompt_ids(tok, prompt, image=True, system=SYSTEM):
     query = ("<image>\n" + prompt) if image else prompt
     text = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n"
             f"<|im_start|>assistant\n")
-    ids = []
-    for i, chunk in enumerate(text.split("<image>")):
-        if i:
-            ids.append(IMAGE_TOKEN_INDEX)
-        ids += tok.encode(chunk, add_special_tokens=False).ids
-    return ids
+    return tiny_parrot.reference_ids(tok, text)
 
 
 def stop_ids(tok):

@@ -41,15 +41,6 @@ def image_part(rgb):
     return {"type": "image_url", "image_url": {"url": data_uri(rgb)}}
 
 
-def ref_ids(tok, text):
-    ids = []
-    for i, chunk in enumerate(text.split("<image>")):
-        if i:
-            ids.append(IMAGE_TOKEN_INDEX)
-        ids += tok.encode(chunk, add_special_tokens=False).ids
-    return ids
-
-
 def ref_text(turns, system=SYSTEM):
     """The reference conversation text, written out by hand: ChatML messages joined by newlines."""
     parts = [f"<|im_start|>system\n{system}<|im_end|>"] + [f"<|im_start|>{r}\n{t}<|im_end|>" for r, t in turns]
@@ -87,7 +78,7 @@ def test_single_turn_equals_generate_and_reference(tiny):
         r = model.create_chat_completion([{"role": "user", "content": [image_part(rgb),
                                                                         {"type": "text", "text": prompt}]}],
                                          max_tokens=N, temperature=0)
-        ids = ref_ids(tok, ref_text([("user", "<image>\n" + prompt)]))
+        ids = tiny_parrot.reference_ids(tok, ref_text([("user", "<image>\n" + prompt)]))
         with torch.no_grad():
             embeds, w = ref.prepare_inputs_embeds(ids, torch.from_numpy(model.preprocess(rgb)))
         want_ids, want_text = ref_answer(ref, tok, embeds)
@@ -105,12 +96,12 @@ def _ref_conversation(ref, tok, model, rgb, msgs, first_turn):
     """Reference answer of the 3-turn conversation, routed on all of it or on its first turn."""
     turns = [("user", "<image>\nWhat colour is the circle?"), ("assistant", msgs[1]["content"]),
              ("user", msgs[2]["content"])]
-    ids = ref_ids(tok, ref_text(turns))
+    ids = tiny_parrot.reference_ids(tok, ref_text(turns))
     px = torch.from_numpy(model.preprocess(rgb))
     with torch.no_grad():
         embeds, w = ref.prepare_inputs_embeds(ids, px)
         if first_turn:
-            first = ref_ids(tok, ref_text(turns[:1]))
+            first = tiny_parrot.reference_ids(tok, ref_text(turns[:1]))
             e1, w = ref.prepare_inputs_embeds(first, px)
             p, n_img = ids.index(IMAGE_TOKEN_INDEX), model.config["image_tokens"]
             embeds = torch.cat([embeds[:p], e1[p:p + n_img], embeds[p + n_img:]])

@@ -40,15 +40,6 @@ def prompt_text(q):
             f"<|im_start|>assistant\n")
 
 
-def hf_ids(tok, text):
-    ids = []
-    for i, chunk in enumerate(text.split("<image>")):
-        if i:
-            ids.append(IMAGE_TOKEN_INDEX)
-        ids += tok.encode(chunk, add_special_tokens=False).ids
-    return ids
-
-
 def assembled_inputs(core, ids, px):
     """The Python-assembled decoder inputs (what parrot.Model did before the C pipeline): the image's features
     and experts, the text embedded, routed, combined, spliced with numpy."""
@@ -64,7 +55,7 @@ def test_tokenize_prompt_equals_hf_tokenizers(tiny, model):
     _, tok, _ = tiny
     for q in PROMPTS + ["<image> twice <image>", ""]:
         text = prompt_text(q)
-        assert model._core.tokenize_prompt(text).tolist() == hf_ids(tok, text)
+        assert model._core.tokenize_prompt(text).tolist() == tiny_parrot.reference_ids(tok, text)
     assert model._core.tokenize_prompt("").tolist() == []
 
 
@@ -85,7 +76,7 @@ def test_features_hold_what_the_separate_calls_compute(model):
 def test_prefill_logits_equal_python_path_and_reference(tiny, model, q):
     ref, tok, _ = tiny
     px = pixels(model, 3)
-    ids = np.array(hf_ids(tok, prompt_text(q)), np.int32)
+    ids = np.array(tiny_parrot.reference_ids(tok, prompt_text(q)), np.int32)
     inputs, w_py = assembled_inputs(model._core, ids, px)
     f = model._core.encode_features(px)
     n = len(ids) - 1 + f.n_tokens
@@ -112,7 +103,7 @@ def test_one_features_object_serves_many_prompts(tiny, model):
     f = model._core.encode_features(px)
     routings = []
     for q in PROMPTS:
-        ids = np.array(hf_ids(tok, prompt_text(q)), np.int32)
+        ids = np.array(tiny_parrot.reference_ids(tok, prompt_text(q)), np.int32)
         logits, w = model._core.new_context(len(ids) + f.n_tokens).prefill(ids, f, all_logits=True)
         inputs, _ = assembled_inputs(model._core, ids, px)
         np.testing.assert_array_equal(logits, model._core.new_context(len(inputs)).decode(inputs, all_logits=True))
@@ -139,7 +130,7 @@ def test_bad_prefills_are_clear_errors_and_leave_the_context_alone(tiny, model, 
     _, tok, _ = tiny
     px = pixels(model)
     f = model._core.encode_features(px)
-    ids = np.array(hf_ids(tok, prompt_text("hi")), np.int32)
+    ids = np.array(tiny_parrot.reference_ids(tok, prompt_text("hi")), np.int32)
     ctx = model._core.new_context(len(ids) + f.n_tokens)
     with pytest.raises(ValueError, match="no image features were given"):
         ctx.prefill(ids)
@@ -207,7 +198,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny, tmp_path, dtype):
     model = parrot.load(path, threads=2)
     core = model._core
     f = core.encode_features(pixels(model, 7))
-    prompts = [(hf_ids(tok, prompt_text(q)), f) for q in PROMPTS] + \
+    prompts = [(tiny_parrot.reference_ids(tok, prompt_text(q)), f) for q in PROMPTS] + \
               [(tok.encode(t, add_special_tokens=False).ids, None) for t in ("hello there", "a", "Какого цвета")]
     steps = 10
     want = [greedy_alone(core, np.array(ids, np.int32), feats, steps) for ids, feats in prompts]

@@ -66,3 +66,15 @@ def build(tmp_dir, seed=0, vocab_size=300, edit=None, **overrides):
     out = parrot.convert(d, os.path.join(str(tmp_dir), f"tiny-{seed}.gguf"), dtype="f32", progress=False,
                          log=lambda s: None)
     return ref, tok, out
+
+
+def reference_ids(tok, text):
+    """The reference tokenisation of a formatted prompt (Parrot's tokenizer_image_token): split the text at
+    "<image>", tokenise each chunk on its own with the HF tokenizer, and put IMAGE_TOKEN_INDEX between them."""
+    from training.modeling_parrot import IMAGE_TOKEN_INDEX
+    ids = []
+    for i, chunk in enumerate(text.split("<image>")):
+        if i:
+            ids.append(IMAGE_TOKEN_INDEX)
+        ids += tok.encode(chunk, add_special_tokens=False).ids
+    return ids
