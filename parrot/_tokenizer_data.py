@@ -20,7 +20,7 @@ from gguf import GGUFValueType
 
 from parrot.errors import TokenizerError
 
-#: The pre-tokeniser regex of Qwen2 (SPEC, "Tokenizer"); the C tokenizer implements exactly this one.
+#: The pre-tokeniser regex of Qwen2 (docs/model.md §9); the C tokenizer implements exactly this one.
 QWEN2_PRE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                    r"\s*[\r\n]+|\s+(?!\S)|\s+")
 

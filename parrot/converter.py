@@ -52,7 +52,7 @@ DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 # general.file_type as llama.cpp numbers it (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0, MOSTLY_BF16)
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32}
 KNOWN_CLIP = {
-    # configuration of openai/clip-vit-large-patch14-336, used when only the name is known (SPEC)
+    # configuration of openai/clip-vit-large-patch14-336, used when only the name is known (docs/model.md §10)
     "openai/clip-vit-large-patch14-336": dict(
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
         patch_size=14, image_size=336, hidden_act="quick_gelu", layer_norm_eps=1e-5),

@@ -393,7 +393,7 @@ def draw_scene(scene: DemoScene, width: int = 96, height: int = 84) -> np.ndarra
 
 
 def mc_prompt(question: str, options: List[str], lang: str) -> str:
-    """The MMMB multiple-choice prompt (SPEC): question, ``\nA. option`` lines, ``\n`` + the instruction."""
+    """The MMMB multiple-choice prompt (docs/model.md §11): question, ``\nA. option`` lines, ``\n`` + the instruction."""
     from parrot.evaluation.prompts import EN_INSTRUCTION, INSTRUCTIONS
     text = question + "".join(f"\n{letter}. {o}" for letter, o in zip("ABCD", options))
     return text + "\n" + INSTRUCTIONS.get(lang, EN_INSTRUCTION)

@@ -213,7 +213,7 @@ def preprocess(image: ImageInput, *, size: int = 336, mean: Sequence[float] = CL
                std: Sequence[float] = CLIP_STD, pad: bool = True,
                max_pixels: int | None = MAX_PIXELS, exif: bool = True, max_bytes: int = MAX_FILE_BYTES
                ) -> np.ndarray:
-    """Parrot's image preprocessing (SPEC §1): a 3×size×size float32 CHW array for the CLIP vision tower.
+    """Parrot's image preprocessing (docs/model.md §1): a 3×size×size float32 CHW array for the CLIP vision tower.
 
     ``clip_pixels`` followed by ``x = float32(v * (1/255))`` and ``(x - mean) / std`` in float32, the
     arithmetic of transformers' rescale + normalize. Accepts everything ``load_image`` accepts, with its

@@ -2,10 +2,11 @@
 an MMBench-style TSV with circular rotations, through the Python API, the ``parrot eval`` command, two worker
 processes, and a run killed with SIGKILL then resumed.
 
-Independent references: pandas reads the TSVs (as VLMEvalKit does), the prompts are built here from SPEC's
+Independent references: pandas reads the TSVs (as VLMEvalKit does), the prompts are built here from
+docs/model.md §11's
 rule, Pillow re-encodes each image as JPEG (VLMEvalKit's decode_base64_to_image_file), ``model.run`` answers
 each prompt directly, and the wrapper clean-up, letter matching and vanilla/circular scoring are re-implemented
-here in a few lines for these rows (SPEC "Scoring exactly as VLMEvalKit does")."""
+here in a few lines for these rows (docs/model.md §12)."""
 import base64
 import csv
 import io
@@ -39,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_NEW = 12          # short replies keep the file fast; the journal records it, so every run here uses it
 CIRCULAR_BASE = 1_000_000
 
-# SPEC, "MMMB and multilingual MMBench": the instruction of each language (zh when the file is _cn or the
+# docs/model.md §11: the instruction of each language (zh when the file is _cn or the
 # prompt has a CJK ideograph); rows without options get the open-question instruction (VLMEvalKit's
 # Parrot.build_multi_choice_prompt: Chinese when the prompt has a CJK ideograph)
 INSTRUCTION = {
@@ -137,7 +138,7 @@ COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category"
 
 # ---------------------------------------------------------------- the reference, re-implemented for these rows
 def vlmeval_prompt(row, lang):
-    """Parrot.build_multi_choice_prompt on a pandas row (SPEC): hint, question, options, instruction."""
+    """Parrot.build_multi_choice_prompt on a pandas row (docs/model.md §11): hint, question, options, instruction."""
     text = row["question"]
     if "hint" in row and not pd.isna(row["hint"]):
         text = f"{row['hint']}\n{text}"
@@ -161,7 +162,7 @@ def reference_jpeg(field):
 
 
 def wrapper_answer(raw, prompt):
-    """Parrot.generate_inner's clean-up (SPEC scoring step 1), for prompts with the English instruction."""
+    """Parrot.generate_inner's clean-up (docs/model.md §12 step 1), for prompts with the English instruction."""
     ans = raw.strip()
     if not prompt.endswith(INSTRUCTION["en"]):
         return ans
@@ -184,7 +185,7 @@ def wrapper_answer(raw, prompt):
 
 
 def letter_of(prediction, options):
-    """can_infer (SPEC scoring step 2) with the prediction read back from a sheet (empty -> "nan"). A refusal
+    """can_infer (docs/model.md §12 step 2) with the prediction read back from a sheet (empty -> "nan"). A refusal
     or a lone "Z" can only score wrong here (every answer is A-D), so they fold into None."""
     pred = prediction if prediction else "nan"
     spaced = pred

@@ -310,7 +310,7 @@ def expand2square(im: Image.Image, bg: tuple[int, int, int]) -> Image.Image:
 
 
 def spec_pixels(a: np.ndarray, size: int, mean=MEAN) -> np.ndarray:
-    """SPEC §1 with Pillow: pad, resize((S, S), BICUBIC, reducing_gap=None)."""
+    """docs/model.md §1 with Pillow: pad, resize((S, S), BICUBIC, reducing_gap=None)."""
     bg = tuple(int(m * 255) for m in mean)
     sq = expand2square(Image.fromarray(a), bg)
     return np.asarray(sq.resize((size, size), Image.BICUBIC, reducing_gap=None))

@@ -1,5 +1,6 @@
-"""The torch reference Parrot (training/modeling_parrot.py) checked against a from-scratch computation of SPEC's
-formulas with plain torch ops on the state dict, and its checkpoint I/O against SPEC's layout."""
+"""The torch reference Parrot (training/modeling_parrot.py) checked against a from-scratch computation of the
+formulas of docs/model.md §1-§6 with plain torch ops on the state dict, and its checkpoint I/O against
+the layout of docs/model.md §10."""
 import json
 import math
 import os
@@ -27,7 +28,7 @@ def pixels_for(model, seed=0):
 
 
 def hand_clip_hidden(sd, vc, pixels, upto_layers):
-    """Embeddings -> pre_layrnorm -> `upto_layers` pre-LN encoder layers (SPEC step 2)."""
+    """Embeddings -> pre_layrnorm -> `upto_layers` pre-LN encoder layers (docs/model.md §2)."""
     p = "model.vision_tower.vision_tower.vision_model."
     eps, d, heads, ps = vc.layer_norm_eps, vc.hidden_size, vc.num_attention_heads, vc.patch_size
     conv = F.conv2d(pixels[None], sd[p + "embeddings.patch_embedding.weight"], stride=ps)[0]  # d, gh, gw
@@ -56,7 +57,7 @@ def hand_clip_hidden(sd, vc, pixels, upto_layers):
 
 
 def hand_moe(sd, cfg, x, T):
-    """SPEC step 4 with plain ops."""
+    """docs/model.md §4 with plain ops."""
     c = x[0]
     a = torch.softmax(T @ c / math.sqrt(x.shape[1]), 0)
     g = a @ T
@@ -70,7 +71,7 @@ def hand_moe(sd, cfg, x, T):
 
 
 def hand_qwen2_logits(sd, cfg, emb):
-    """SPEC step 6: RMSNorm, rotate-half RoPE, causal GQA attention with q/k/v biases, SwiGLU, lm_head."""
+    """docs/model.md §6: RMSNorm, rotate-half RoPE, causal GQA attention with q/k/v biases, SwiGLU, lm_head."""
     L, d = emb.shape
     nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
     hd = d // nh
@@ -263,7 +264,7 @@ def test_tokenizer_is_qwen2_format(tmp_path):
 
 
 def test_heldout_tsv_layout(tmp_path):
-    """Held-out files: SPEC's MMMB columns, decodable PNGs, shared-image indices, the same letters per language."""
+    """Held-out files: MMMB columns (docs/model.md §11), decodable PNGs, shared-image indices, the same letters per language."""
     import base64
     import csv
     import io

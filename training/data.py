@@ -1,7 +1,8 @@
 """Synthetic multilingual visual questions for the shipped tiny Parrot (numpy + Pillow only, fixed seeds).
 
 A scene is 1-4 objects of one shape and one colour (sizes and positions vary) on a varied background, drawn on a
-canvas of random size and aspect ratio, so the SPEC preprocessing (pad to square, bicubic resize) is exercised.
+canvas of random size and aspect ratio, so the preprocessing
+(docs/model.md §1: pad to square, bicubic resize) is exercised.
 Questions ask for the colour, the shape or the count, in six languages, either open (answer = one word in the
 question's language) or MMMB-style multiple choice (options A-D, the language's instruction, answer = a letter).
 This is the data the shipped model was trained on, and the default of train.py and make_heldout.py.
@@ -32,7 +33,7 @@ MMMB_FILE_CODE = {"en": "en", "zh": "cn", "pt": "pt", "ar": "ar", "tr": "tr", "r
 BACKGROUNDS = [(245, 245, 245), (200, 200, 200), (235, 225, 200), (215, 230, 245), (60, 60, 60), (20, 20, 20),
                (225, 240, 225), (245, 225, 235)]
 
-# SPEC: the MMMB instruction per language, appended after the options with a "\n"
+# docs/model.md §11: the MMMB instruction per language, appended after the options with a "\n"
 MC_INSTRUCTION = {
     "en": "Answer with the option's letter from the given choices directly.",
     "zh": "请直接用给定选项中的选项字母回答。",
@@ -113,7 +114,7 @@ def random_scene(rng):
 
 
 def preprocess(image, size):
-    """SPEC step 1 (image_aspect_ratio 'pad' + CLIPImageProcessor): RGB, pad to a square with the mean colour,
+    """docs/model.md §1 (image_aspect_ratio 'pad' + CLIPImageProcessor): RGB, pad to a square with the mean colour,
     bicubic resize (Pillow, reducing_gap=None) to size x size, centre crop. Returns uint8 HxWx3 (unnormalised)."""
     image = image.convert("RGB")
     w, h = image.size
@@ -172,7 +173,7 @@ def mc_question(rng, scene, lang, kind, question=None):
 
 
 def mmmb_prompt(question, options, lang, hint=""):
-    """SPEC: hint + "\\n" (if any) + question, "\\n{L}. {option}" per non-empty option, "\\n" + instruction."""
+    """docs/model.md §11: hint + "\\n" (if any) + question, "\\n{L}. {option}" per non-empty option, "\\n" + instruction."""
     prompt = (hint + "\n" if hint else "") + question
     for letter in "ABCD":
         if options.get(letter):

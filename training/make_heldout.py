@@ -2,7 +2,7 @@
 
     python -m training.make_heldout --out DIR [--scenes 110] [--seed 2024] [--data people]
 
-DIR/mmmb_tiny_{en,cn,pt,ar,tr,ru}.tsv: multiple choice, SPEC's columns (index, question, A, B, C, D, answer,
+DIR/mmmb_tiny_{en,cn,pt,ar,tr,ru}.tsv: multiple choice, columns of docs/model.md §11 (index, question, A, B, C, D, answer,
 category, l2-category, hint, image). Each scene is asked about three times (colour, shape, count); the 2nd and 3rd
 rows carry the index of the 1st instead of the image (MMMB's shared-image convention). All six files use the same
 scenes, options and answer letters (translations of one another, as in MMMB).

@@ -1,4 +1,4 @@
-"""Torch reference implementation of Parrot (arXiv:2406.02539), written from /work/shared/SPEC.md.
+"""Torch reference implementation of Parrot (arXiv:2406.02539), written from docs/model.md.
 
 The module tree mirrors the authors' ParrotQwen2ForCausalLM so that `state_dict()` gives the official
 Hugging Face tensor names:
@@ -11,12 +11,12 @@ Hugging Face tensor names:
 Vision tower prefix: in AIDC-AI/Parrot, `ParrotMetaModel.vision_tower` is a `CLIPVisionTower`
 (parrot/model/multimodal_encoder/clip_encoder.py) whose attribute `vision_tower` is a transformers
 `CLIPVisionModel`, and that model's own state dict starts with `vision_model.` (parrot_qwen2.py reads
-`self.model.vision_tower.vision_tower.vision_model.encoder.layers[0]...`). So SPEC's prefix
+`self.model.vision_tower.vision_tower.vision_model.encoder.layers[0]...`). So the prefix of docs/model.md §10,
 `model.vision_tower.vision_tower.` is followed by the CLIPVisionModel names, which begin with `vision_model.`:
 the full name is e.g. `model.vision_tower.vision_tower.vision_model.embeddings.class_embedding`.
 
-Two notes from reading the authors' code against SPEC:
-- `MultilingualMoE` falls back to `moe_weight = 1.0` when the config lacks the key, while SPEC (and this file)
+Two notes from reading the authors' code against docs/model.md:
+- `MultilingualMoE` falls back to `moe_weight = 1.0` when the config lacks the key, while model.md §10 (and this file)
   use the training default 0.1 for a missing key. Checkpoints written here always store the key.
 - During training the MoE's text tokens are the tokens whose label is IGNORE (system + user turn + the
   assistant role header), i.e. exactly the prompt tokens that inference sees, so training and inference route
@@ -34,7 +34,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionMode
 
 IMAGE_TOKEN_INDEX = -200  # the placeholder id where "<image>" stood in the prompt (Parrot's constants.py)
 
-# Config keys Parrot adds to Qwen2's, with the values a missing key takes (SPEC, Parrot-7B's values).
+# Config keys Parrot adds to Qwen2's, with the values a missing key takes (docs/model.md §10, Parrot-7B's values).
 PARROT_DEFAULTS = {
     "mm_vision_tower": "openai/clip-vit-large-patch14-336",
     "mm_hidden_size": 1024,
@@ -61,7 +61,7 @@ QWEN2_KEYS = [
     "max_window_layers", "attention_dropout", "bos_token_id", "eos_token_id",
 ]
 
-# The tower Parrot-7B/14B name; its configuration is known (SPEC) when no CLIP directory is given.
+# The tower Parrot-7B/14B name; its configuration is known (docs/model.md §10) when no CLIP directory is given.
 OPENAI_CLIP_L336 = {
     "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
     "patch_size": 14, "image_size": 336, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,

@@ -110,7 +110,7 @@ class Sampler:
             # open answers are taught with a leading space: then the answer's tokens are exactly the tokens of
             # the same word as a multiple-choice option ("\nA. red"), and with tied embeddings an option word's
             # input embedding is the output direction the open questions train, which makes matching an option
-            # to what the image shows easy. The reference decoding strips surrounding white space (SPEC).
+            # to what the image shows easy. The reference decoding strips surrounding white space (docs/model.md §7).
             answer = q["answer"] if q["mc"] else " " + q["answer"]
             tail = self.ids(answer + "<|im_end|>" + ("\n" if t < len(kinds) - 1 else ""))
             if q["mc"]:

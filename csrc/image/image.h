@@ -16,7 +16,7 @@
  * The EXIF Orientation (JPEG APP1 "Exif", PNG eXIf) is reported in pr_image.orientation, not applied.
  * libpng/libjpeg errors longjmp back here; nothing calls exit() and every error path frees what it took.
  *
- * Preprocessing is Parrot's (SPEC §1): pad to a square with the mean colour, Pillow's antialiased BICUBIC
+ * Preprocessing is Parrot's (docs/model.md §1): pad to a square with the mean colour, Pillow's antialiased BICUBIC
  * resize on uint8 (fixed-point, horizontal pass first, exactly ImagingResample's arithmetic), centre crop,
  * scale by 1/255 in double, normalise in float32 — bit-identical to Pillow + the PIL CLIPImageProcessor.
  */
@@ -53,7 +53,7 @@ int pr_image_decode_file(const char *path, uint64_t max_pixels, uint64_t max_byt
                          pr_error *err);
 void pr_image_free(pr_image *im);
 
-/* The pad colour of SPEC §1: tuple(int(m*255) for m in mean). */
+/* The pad colour of docs/model.md §1: tuple(int(m*255) for m in mean). */
 void pr_image_pad_color(const float mean[3], uint8_t bg[3]);
 
 /* Pillow's im.resize((out_w, out_h), Image.BICUBIC, reducing_gap=None) on an RGB image, bit for bit. */

@@ -1,4 +1,4 @@
-/* CLIP preprocessing as Parrot does it (SPEC §1): expand2square with the mean colour, the PIL
+/* CLIP preprocessing as Parrot does it (docs/model.md §1): expand2square with the mean colour, the PIL
  * CLIPImageProcessor's shortest-edge BICUBIC resize and centre crop, rescale and normalise. */
 #include <string.h>
 

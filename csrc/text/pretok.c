@@ -1,4 +1,4 @@
-/* Qwen2's pre-tokeniser: the split regex of SPEC, matched by hand with the exact semantics of the
+/* Qwen2's pre-tokeniser: the split regex of docs/model.md §9, matched by hand with the exact semantics of the
  * backtracking engine (Oniguruma) that `tokenizers` runs it with. The alternatives are tried in order at the
  * current position and the first that matches wins:
  *

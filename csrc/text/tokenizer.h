@@ -1,5 +1,5 @@
 /* The Qwen2 byte-level BPE tokenizer, exact to Hugging Face `tokenizers` with Qwen2TokenizerFast's
- * tokenizer.json (see /work/shared/SPEC.md, "Tokenizer", and docs/gguf-tokenizer.md for the GGUF keys).
+ * tokenizer.json (see docs/model.md §9, and docs/gguf-tokenizer.md for the GGUF keys).
  *
  * Encoding, step by step, as `tokenizers` does it:
  *   1. added tokens that are not "normalized" are cut out of the raw text (leftmost, longest match);

@@ -14,7 +14,7 @@ Two stages, each a transcription of VLMEvalKit's rules (the rules, not the code,
 2. :func:`can_infer` — ``can_infer`` / ``can_infer_option`` / ``can_infer_text`` in
    vlmeval/utils/matching_util.py, as called by ``extract_answer_from_item`` / ``prefetch_answer`` in
    vlmeval/dataset/utils/multiple_choice.py with no judge model. We follow the version in use when Parrot and
-   MMMB were added to VLMEvalKit (2024; also what ../shared/SPEC.md describes): no length gate on the
+   MMMB were added to VLMEvalKit (2024; also what docs/model.md §12 describes): no length gate on the
    prediction and no "letter must be near the end" rule, both of which later revisions added.
 """
 from __future__ import annotations
