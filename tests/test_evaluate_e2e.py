@@ -2,11 +2,10 @@
 an MMBench-style TSV with circular rotations, through the Python API, the ``parrot eval`` command, two worker
 processes, and a run killed with SIGKILL then resumed.
 
-Independent references: pandas reads the TSVs (as VLMEvalKit does), the prompts are built here from
-docs/model.md §11's
-rule, Pillow re-encodes each image as JPEG (VLMEvalKit's decode_base64_to_image_file), ``model.run`` answers
-each prompt directly, and the wrapper clean-up, letter matching and vanilla/circular scoring are re-implemented
-here in a few lines for these rows (docs/model.md §12)."""
+Independent references: pandas reads the TSVs (as VLMEvalKit does), the prompts are built here from the rule of
+docs/model.md §11, Pillow re-encodes each image as JPEG (VLMEvalKit's decode_base64_to_image_file), ``model.run``
+answers each prompt directly, and the wrapper clean-up, letter matching and vanilla/circular scoring are
+re-implemented here in a few lines for these rows (docs/model.md §12)."""
 import base64
 import csv
 import io

@@ -11,7 +11,7 @@ Hugging Face tensor names:
 Vision tower prefix: in AIDC-AI/Parrot, `ParrotMetaModel.vision_tower` is a `CLIPVisionTower`
 (parrot/model/multimodal_encoder/clip_encoder.py) whose attribute `vision_tower` is a transformers
 `CLIPVisionModel`, and that model's own state dict starts with `vision_model.` (parrot_qwen2.py reads
-`self.model.vision_tower.vision_tower.vision_model.encoder.layers[0]...`). So the prefix of docs/model.md §10,
+`self.model.vision_tower.vision_tower.vision_model.encoder.layers[0]...`). So the prefix (docs/model.md §10)
 `model.vision_tower.vision_tower.` is followed by the CLIPVisionModel names, which begin with `vision_model.`:
 the full name is e.g. `model.vision_tower.vision_tower.vision_model.embeddings.class_embedding`.
 
