@@ -5,7 +5,7 @@
  *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
- *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows:
+ *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: fewer for q4_0/q8_0 on VNNI CPUs):
  *             rows of ≥ GEMM_MIN_COLS values: the packed GEMM of gemm.c (weight panels widened or dequantised
  *             once per cache block, our f32 micro-kernels)
  *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
@@ -188,10 +188,17 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
  *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
  *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
  *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
- *   - at 16 rows and fewer the tiles win (2× at 8 rows).
+ *   - under 40 rows, against the int8 tiles (VNNI CPUs): on q8_0 weights the tiles win up to 20 rows, the GEMM
+ *     from 24 (251 vs 224 GFLOP/s at 24 rows × 4096²); on q4_0 weights the GEMM wins from 16 rows (197 vs 168;
+ *     1.4× at 20, the system turn a prefix pass runs), the tiles below (2× at 8 rows).
  * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 2048
+static int gemm_min_rows(const pr_kernels *k, int type) {
+    if (!k->int8_tiles) return GEMM_MIN_ROWS;
+    return type == PR_Q4_0 ? 16 : type == PR_Q8_0 ? 24 : GEMM_MIN_ROWS;
+}
+
 static int use_gemm(const pr_kernels *k, int type, long cols) {
     /* the scalar table's micro-kernel is the reference the others are tested against, not a fast path */
     return k->gemm_ukernel && k != &pr_kernels_scalar && type != PR_F32 && cols >= GEMM_MIN_COLS;
@@ -204,7 +211,8 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
     int many = n >= GEMM_MIN_ROWS;
-    int gemm = n > FEW_ROWS && (path == PR_MM_GEMM || (path == PR_MM_AUTO && many && use_gemm(k, W->type, j.cols)));
+    int gemm = n > FEW_ROWS && (path == PR_MM_GEMM || (path == PR_MM_AUTO && n >= gemm_min_rows(k, W->type) &&
+                                                       use_gemm(k, W->type, j.cols)));
     int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many && k->int8_tiles));
     if (quant && (n <= FEW_ROWS || tiles)) {
         /* the activation scratch belongs to the calling thread; workers only read it */
