@@ -53,11 +53,16 @@ void pr_tensor_to_f32(const pr_tensor *W, float *out) {
     for (long r = 0; r < rows; r++) pr_row_to_f32(W, r, out + r * W->ne[0]);
 }
 
-void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) {
+void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) { pr_add_bias_range(bias, y, rows, 0, n * rows); }
+
+void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1) {
     if (!bias) return; /* vectors are f32 in every file (weights.c checks) */
     const float *b = bias->data;
-    for (int i = 0; i < n; i++)
-        for (long j = 0; j < rows; j++) y[(long)i * rows + j] += b[j];
+    for (long e = e0; e < e1;) {
+        long j = e % rows, len = rows - j < e1 - e ? rows - j : e1 - e;
+        for (long t = 0; t < len; t++) y[e + t] += b[j + t];
+        e += len;
+    }
 }
 
 /* ---- one job description for every path */

@@ -122,6 +122,13 @@ void pr_split_range(long n, int ith, int nth, long *begin, long *end) {
     *end = *begin + per + (ith < rem ? 1 : 0);
 }
 
+void pr_split_aligned(long n, long align, int ith, int nth, long *begin, long *end) {
+    long g0, g1;
+    pr_split_range((n + align - 1) / align, ith, nth, &g0, &g1);
+    *begin = g0 * align < n ? g0 * align : n;
+    *end = g1 * align < n ? g1 * align : n;
+}
+
 int pr_physical_cores(void) {
     /* count distinct (physical id, core id) pairs; fall back to online CPUs */
     FILE *f = fopen("/proc/cpuinfo", "r");

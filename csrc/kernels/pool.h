@@ -16,6 +16,9 @@ void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg);
 unsigned long pr_pool_runs(const pr_pool *p);
 /* Splits [0, n) into nth near-equal contiguous ranges; range of thread ith. */
 void pr_split_range(long n, int ith, int nth, long *begin, long *end);
+/* The same on multiples of `align` (the last range ends at n): element-wise SIMD kernels then see the same
+ * vector/tail split whatever the thread count. */
+void pr_split_aligned(long n, long align, int ith, int nth, long *begin, long *end);
 /* Per-thread scratch memory that grows and is kept for the thread's life (freed when it exits), so hot paths
  * do not allocate per call. One buffer per slot; a slot's previous contents are not kept when it grows.
  * NULL if the allocation fails. */

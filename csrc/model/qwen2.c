@@ -278,19 +278,18 @@ static void fused_task(void *arg, int ith, int nth) {
     }
 }
 
-/* the biases and the epilogue of a long pass's products, each thread on its share of the activation rows */
+/* the biases and the epilogue of a long pass's products, each thread on its share of the outputs (on multiples
+ * of 16 values: the SIMD epilogues split their work the same way whatever the thread count) */
 static void epilogue_task(void *arg, int ith, int nth) {
     const fused_job *f = arg;
-    long i0, i1;
-    pr_split_range(f->n, ith, nth, &i0, &i1);
-    for (int p = 0; p < f->n_out; p++) {
+    long e0, e1;
+    for (int p = 0; p < f->n_out; p++) { /* same_rows: out[1]'s share of silu_mul is the one it adds its bias to */
         const fused_out *o = &f->out[p];
         long rows = (long)o->W->ne[1];
-        if (o->bias)
-            for (long i = i0; i < i1; i++)
-                for (long r = 0; r < rows; r++) o->y[i * rows + r] += pr_f32(o->bias)[r];
+        pr_split_aligned(f->n * rows, 16, ith, nth, &e0, &e1);
+        pr_add_bias_range(o->bias, o->y, rows, e0, e1);
     }
-    long rows = (long)f->out[0].W->ne[1], e0 = i0 * rows, e1 = i1 * rows;
+    pr_split_aligned(f->n * (long)f->out[0].W->ne[1], 16, ith, nth, &e0, &e1);
     if (f->epilogue == EPI_SILU_MUL) pr_kern()->silu_mul(f->out[0].y + e0, f->out[1].y + e0, e1 - e0);
     if (f->epilogue == EPI_ADD_TO)
         for (long e = e0; e < e1; e++) f->res[e] += f->out[0].y[e];
