@@ -5,7 +5,7 @@
  *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
- *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: fewer for q4_0/q8_0 on VNNI CPUs):
+ *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: 20 for q4_0 on VNNI CPUs):
  *             rows of ≥ GEMM_MIN_COLS values: the packed GEMM of gemm.c (weight panels widened or dequantised
  *             once per cache block, our f32 micro-kernels)
  *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
@@ -193,16 +193,13 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
  *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
  *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
  *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
- *   - under 40 rows, against the int8 tiles (VNNI CPUs): on q8_0 weights the tiles win up to 20 rows, the GEMM
- *     from 24 (251 vs 224 GFLOP/s at 24 rows × 4096²); on q4_0 weights the GEMM wins from 16 rows (197 vs 168;
- *     1.4× at 20, the system turn a prefix pass runs), the tiles below (2× at 8 rows).
+ *   - under 40 rows, against the int8 tiles (VNNI CPUs): on q4_0 weights the GEMM wins from 20 rows (1.1–1.4× at
+ *     20 rows × 4096², 1.4–1.7× at 24), the tiles below (2× at 8 rows; 16 rows: either, by the run); on q8_0
+ *     weights the two are within the noise at 24 rows (0.87–1.12×), so the tiles keep up to 32.
  * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 2048
-static int gemm_min_rows(const pr_kernels *k, int type) {
-    if (!k->int8_tiles) return GEMM_MIN_ROWS;
-    return type == PR_Q4_0 ? 16 : type == PR_Q8_0 ? 24 : GEMM_MIN_ROWS;
-}
+static int gemm_min_rows(const pr_kernels *k, int type) { return k->int8_tiles && type == PR_Q4_0 ? 20 : GEMM_MIN_ROWS; }
 
 static int use_gemm(const pr_kernels *k, int type, long cols) {
     /* the scalar table's micro-kernel is the reference the others are tested against, not a fast path */
