@@ -199,7 +199,9 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
  * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 2048
-static int gemm_min_rows(const pr_kernels *k, int type) { return k->int8_tiles && type == PR_Q4_0 ? 20 : GEMM_MIN_ROWS; }
+static int gemm_min_rows(const pr_kernels *k, int type) {
+    return k->int8_tiles && type == PR_Q4_0 ? 20 : GEMM_MIN_ROWS;
+}
 
 static int use_gemm(const pr_kernels *k, int type, long cols) {
     /* the scalar table's micro-kernel is the reference the others are tested against, not a fast path */

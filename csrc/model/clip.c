@@ -39,14 +39,16 @@ static void vit_step_task(void *arg, int ith, int nth) {
     long e0, e1;
     if (s->step == STEP_LN) {
         pr_split_range(s->n, ith, nth, &e0, &e1);
-        for (long i = e0; i < e1; i++) pr_layernorm(s->y + i * s->w, s->res + i * s->w, s->b, s->ln_b, s->w, s->c->v_eps);
+        for (long i = e0; i < e1; i++)
+            pr_layernorm(s->y + i * s->w, s->res + i * s->w, s->b, s->ln_b, s->w, s->c->v_eps);
         return;
     }
     pr_split_aligned(s->n * s->w, 16, ith, nth, &e0, &e1);
     pr_add_bias_range(s->b, s->y, s->w, e0, e1);
     if (s->step == STEP_BIAS_ADD)
         for (long e = e0; e < e1; e++) s->res[e] += s->y[e];
-    if (s->step == STEP_BIAS_ACT && s->act == PR_ACT_QUICK_GELU) pr_kern()->quick_gelu(s->y + e0, e1 - e0); /* x·σ(1.702x) */
+    if (s->step == STEP_BIAS_ACT && s->act == PR_ACT_QUICK_GELU)
+        pr_kern()->quick_gelu(s->y + e0, e1 - e0); /* x·σ(1.702x) */
     else if (s->step == STEP_BIAS_ACT)
         for (long e = e0; e < e1; e++) s->y[e] = gelu_erf(s->y[e]);
 }
