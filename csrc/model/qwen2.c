@@ -24,7 +24,8 @@
 #include "util/mem.h"
 
 #define PREFILL_CHUNK 256 /* positions per pass: bounds the activations' memory and lets Ctrl-C in between */
-#define FEW_ROWS 4        /* passes of up to this many positions (decoding) run their products as fused jobs */
+#define FEW_ROWS 8        /* passes of up to this many positions (decoding; a batch of sequences) run their
+                           * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
 
