@@ -306,7 +306,7 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
     float *x = r->x;
     rope_factors(r, seqs, n_seqs, (int)hd);
     for (int l = 0; l < cf->n_layer; l++) {
-        if (pr_should_abort(m)) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
+        if (pr_should_abort()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
         for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
         fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
