@@ -85,6 +85,15 @@ const pr_kernels *pr_kernels_get(const char *isa, pr_error *err);
 /* Space-separated names of the ISAs this CPU and build can run, best last, e.g. "scalar avx2". */
 const char *pr_kernels_available(void);
 
+/* The few-rows int8 kernels (gemm_q8_0/gemm_q4_0) read a pass's 4 weight rows as 4 interleaved streams, which
+ * the hardware prefetchers follow poorly: streaming a 143 MB q8_0 matrix ran at half the speed of a
+ * one-row-at-a-time loop. They ask for each row's bytes this many rows ahead (a later pass, about 32 KB
+ * ahead, a multiple of the 4 rows; benchmarks/RESULTS.md). */
+static inline long pr_mv_prefetch_rows(long ldw) {
+    long rows = (32768 / ldw + 3) / 4 * 4;
+    return rows < 4 ? 4 : rows;
+}
+
 /* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI). */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);

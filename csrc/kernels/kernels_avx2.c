@@ -180,6 +180,7 @@ ALWAYS_INLINE __m256i madd_u8s8(__m256i u, __m256i s) {
 ALWAYS_INLINE void mv_pass(int fmt, int R, const char *W, long ldw, const block_q8_0 *x, long nb, float *Y) {
     __m256 acc[MV_ROWS];
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    long pf_rows = pr_mv_prefetch_rows(ldw);
     for (long b = 0; b < nb; b++) {
         __m256i xq = load32(x[b].qs);
         __m256i corr = fmt == 4 ? _mm256_sub_epi32(_mm256_setzero_si256(), madd_u8s8(_mm256_set1_epi8(8), xq))
@@ -188,6 +189,7 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, const char *W, long ldw, const block_
         for (int r = 0; r < R; r++) {
             __m256i s;
             float dw;
+            __builtin_prefetch(W + (r + pf_rows) * ldw + b * (fmt == 4 ? 18 : 34));
             if (fmt == 4) {
                 const block_q4_0 *w = (const block_q4_0 *)(W + r * ldw) + b;
                 __m128i q = _mm_loadu_si128((const __m128i *)w->qs);

@@ -345,13 +345,17 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
 
 /* One pass: R weight rows × A activation rows (fmt 4: q4_0, 8: q8_0; all constants after inlining). */
 ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx,
-                           long b, __m512 acc[MV_ROWS][MV_ACTS]) {
+                           long b, long pf_rows, __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
     for (int j = 0; j < A; j++) {
         const block_q8_0 *xb = (const block_q8_0 *)(X + j * ldx) + b;
         x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
     }
     for (int r = 0; r < R; r++) {
+        /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
+        const char *pf = W + (r + pf_rows) * ldw + b * (fmt == 4 ? 18 : 34);
+        __builtin_prefetch(pf);
+        if (fmt == 8) __builtin_prefetch(pf + 64);
         w_pair w = fmt == 4 ? w_q4_0((const block_q4_0 *)(W + r * ldw) + b, two)
                             : w_q8_0((const block_q8_0 *)(W + r * ldw) + b, two);
         for (int j = 0; j < A; j++) {
@@ -367,8 +371,9 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const
     for (int r = 0; r < R; r++)
         for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
     long b = 0;
-    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, acc);
-    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, acc);
+    long pf_rows = pr_mv_prefetch_rows(ldw);
+    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf_rows, acc);
+    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf_rows, acc);
     for (int r = 0; r < R; r++)
         for (int j = 0; j < A; j++) Y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
 }
