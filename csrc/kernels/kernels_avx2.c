@@ -189,7 +189,7 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, const char *W, long ldw, const block_
         for (int r = 0; r < R; r++) {
             __m256i s;
             float dw;
-            __builtin_prefetch(W + (r + pf_rows) * ldw + b * (fmt == 4 ? 18 : 34));
+            __builtin_prefetch(W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0)));
             if (fmt == 4) {
                 const block_q4_0 *w = (const block_q4_0 *)(W + r * ldw) + b;
                 __m128i q = _mm_loadu_si128((const __m128i *)w->qs);

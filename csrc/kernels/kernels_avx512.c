@@ -343,7 +343,8 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
     return p;
 }
 
-/* One pass: R weight rows × A activation rows (fmt 4: q4_0, 8: q8_0; all constants after inlining). */
+/* One step of a pass: blocks b and b+1 of R weight rows × A activation rows (fmt 4: q4_0, 8: q8_0; all
+ * constants after inlining). */
 ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx,
                            long b, long pf_rows, __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
@@ -353,7 +354,7 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
     }
     for (int r = 0; r < R; r++) {
         /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
-        const char *pf = W + (r + pf_rows) * ldw + b * (fmt == 4 ? 18 : 34);
+        const char *pf = W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
         __builtin_prefetch(pf);
         if (fmt == 8) __builtin_prefetch(pf + 64);
         w_pair w = fmt == 4 ? w_q4_0((const block_q4_0 *)(W + r * ldw) + b, two)
@@ -365,6 +366,7 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
     }
 }
 
+/* One pass: R weight rows × A activation rows over all nb blocks, in pairs. */
 ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb,
                            float *Y, long ldy) {
     __m512 acc[MV_ROWS][MV_ACTS];
