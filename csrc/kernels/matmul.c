@@ -1,11 +1,12 @@
 /* Matrix products for every weight dtype, split across the pool's threads by weight rows. Each output
  * element is computed by one thread in a fixed order, so results do not depend on timing.
  *
- *   few activation rows (decode, n ≤ 4):  one dot product per weight row and activation row; the x rows are
- *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
+ *   few activation rows (decode, batched decode; n ≤ FEW_ROWS): one dot product per weight row and activation
+ *       row; for q8_0/q4_0 weights the x rows are quantised to q8_0 first and the table's int8 kernel takes a
+ *       thread's whole slice of rows against all of them. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
- *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: 20 for q4_0 on VNNI CPUs):
+ *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: 64 / 256 for q4_0 / q8_0 on VNNI CPUs):
  *             rows of ≥ GEMM_MIN_COLS values: the packed GEMM of gemm.c (weight panels widened or dequantised
  *             once per cache block, our f32 micro-kernels)
  *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
@@ -23,7 +24,8 @@
 #include "kernels/gemm.h"
 #include "util/mem.h"
 
-#define FEW_ROWS 4    /* up to this many activation rows: dot products (matrix-vector) */
+#define FEW_ROWS 8    /* up to this many activation rows: dot products (matrix-vector; a batch of decoded
+                       * sequences reads each weight row once) */
 #define PANEL_BYTES (2 << 20) /* f32 weight rows widened at a time for sgemm: big enough that sgemm's packing
                                 * of the activations is amortised, small enough to stay in L2/L3 */
 #define ROW_ALIGN 4   /* thread slices start on multiples of the tile kernels' 4 weight rows */
@@ -101,23 +103,22 @@ static float dot_dequant(const mm_job *j, long r, const float *x) {
     return s;
 }
 
+/* f32/f16/bf16 weights, or q*_0 without scratch for the quantised activations */
 static void matvec_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     const pr_kernels *k = j->k;
-    long r0, r1, nb = j->cols / PR_QK;
+    long r0, r1;
     slice(j, ith, nth, &r0, &r1);
     for (long r = r0; r < r1; r++) {
         const void *w = wrow(j, r);
         for (int i = 0; i < j->n; i++) {
             const float *x = j->x + (long)i * j->cols;
-            const void *xq = j->xq ? (const char *)j->xq + (size_t)i * j->ldxq : NULL;
             float s;
             switch (j->W->type) {
             case PR_F32: s = k->dot_f32(w, x, j->cols); break;
             case PR_F16: s = k->dot_f16(w, x, j->cols); break;
             case PR_BF16: s = k->dot_bf16(w, x, j->cols); break;
-            case PR_Q8_0: s = xq ? k->dot_q8_0(w, xq, nb) : dot_dequant(j, r, x); break;
-            case PR_Q4_0: s = xq ? k->dot_q4_0(w, xq, nb) : dot_dequant(j, r, x); break;
+            case PR_Q8_0: case PR_Q4_0: s = dot_dequant(j, r, x); break;
             default: s = 0; break;
             }
             j->y[(long)i * j->rows + r] = s;
@@ -193,14 +194,16 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
  *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
  *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
  *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
- *   - under 40 rows, against the int8 tiles (VNNI CPUs): on q4_0 weights the GEMM wins from 20 rows (1.1–1.4× at
- *     20 rows × 4096², 1.4–1.7× at 24), the tiles below (2× at 8 rows; 16 rows: either, by the run); on q8_0
- *     weights the two are within the noise at 24 rows (0.87–1.12×), so the tiles keep up to 32.
+ *   - against the int8 kernel of few rows (VNNI CPUs; `bench_gemm.py --shapes "128 rows,64 rows,40 rows,..."`):
+ *     on q4_0 weights it is as fast as the GEMM at 64 rows (328 vs 323 GFLOP/s) and faster below (321 vs 180
+ *     at 12 rows), the GEMM ahead at 128 (357 vs 331); on q8_0 weights it is ahead up to 128 rows (370 vs 347),
+ *     the GEMM at 603 (410 vs 367): q4_0 goes to the GEMM from 64 rows, q8_0 from 256 (between the two).
  * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 2048
 static int gemm_min_rows(const pr_kernels *k, int type) {
-    return k->int8_tiles && type == PR_Q4_0 ? 20 : GEMM_MIN_ROWS;
+    if (!k->int8_tiles) return GEMM_MIN_ROWS;
+    return type == PR_Q4_0 ? 64 : type == PR_Q8_0 ? 256 : GEMM_MIN_ROWS;
 }
 
 static int use_gemm(const pr_kernels *k, int type, long cols) {
@@ -214,11 +217,13 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
     mm_job j = {k, W, x, NULL, 0, n, y, (long)W->ne[1], (long)W->ne[0], 0};
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
-    int many = n >= GEMM_MIN_ROWS;
-    int gemm = n > FEW_ROWS && (path == PR_MM_GEMM || (path == PR_MM_AUTO && n >= gemm_min_rows(k, W->type) &&
-                                                       use_gemm(k, W->type, j.cols)));
-    int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many && k->int8_tiles));
-    if (quant && (n <= FEW_ROWS || tiles)) {
+    int many = n >= GEMM_MIN_ROWS, few = n <= FEW_ROWS && path == PR_MM_AUTO; /* a forced path is taken */
+    int gemm = !few && (path == PR_MM_GEMM || (path == PR_MM_AUTO && n >= gemm_min_rows(k, W->type) &&
+                                               use_gemm(k, W->type, j.cols)));
+    /* long q8_0/q4_0 rows below the GEMM's threshold: the int8 kernel, also from GEMM_MIN_ROWS rows */
+    int long_q = quant && k->int8_tiles && use_gemm(k, W->type, j.cols) && n < gemm_min_rows(k, W->type);
+    int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && ((!many && k->int8_tiles) || long_q)));
+    if (quant && (few || tiles)) {
         /* the activation scratch belongs to the calling thread; workers only read it */
         j.ldxq = (size_t)(j.cols / PR_QK) * sizeof(block_q8_0);
         void *xq = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
@@ -227,15 +232,15 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
             j.xq = xq;
         }
     }
-    if (n <= FEW_ROWS) {
+    if (quant && j.xq) { /* few rows or tiles: the table's int8 kernel */
+        pr_pool_run(pool, tile_task, &j);
+        return;
+    }
+    if (few) {
         pr_pool_run(pool, matvec_task, &j);
         return;
     }
     if (gemm && !pr_gemm_packed(k, pool, W, x, n, y)) return;
-    if (quant && j.xq) {
-        pr_pool_run(pool, tile_task, &j);
-        return;
-    }
     if (W->type == PR_BF16 && k->gemm_bf16 && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many))) {
         j.ldxq = (size_t)j.cols * 2 * sizeof(uint16_t);
         void *xs = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);

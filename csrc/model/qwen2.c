@@ -26,7 +26,8 @@
 #define PASS_ROWS_MAX 1024 /* positions per pass: bounds the activations' memory (~150 MB at 7B) while every
                            * weight panel the GEMM packs serves the whole prompt of a typical question (an image's
                            * 577 positions and its text); longer prompts run in equal passes */
-#define FEW_ROWS 4        /* passes of up to this many positions (decoding) run their products as fused jobs */
+#define FEW_ROWS 8        /* passes of up to this many positions (decoding; a batch of sequences) run their
+                           * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
 
@@ -365,7 +366,7 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
     rope_factors(r, seqs, n_seqs, (int)hd);
     rows_job rj = {.cf = cf, .r = r, .seqs = seqs, .n_seqs = n_seqs, .n = n};
     for (int l = 0; l < cf->n_layer; l++) {
-        if (pr_should_abort(m)) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
+        if (pr_should_abort()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
         rj.layer = l;
         rows_step(m, &rj, ROWS_NORM, L->attn_norm);
