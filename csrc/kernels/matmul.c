@@ -190,7 +190,7 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
 
 /* Many activation rows: the packed GEMM where it was measured to win (benchmarks/bench_gemm.py, table in
  * benchmarks/RESULTS.md; 2 threads, AVX-512 VNNI/BF16 CPU, OpenBLAS choosing its own kernels):
- *   - from 40 rows on it beats the int8 tiles by 1.7–2.4× and the bf16 tiles by ~1.4×, so no tiles there;
+ *   - from 40 rows on it beats the bf16 tiles by ~1.4× (and the int8 tiles before their rewrite by 1.7–2.4×);
  *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
  *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
  *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
