@@ -49,13 +49,13 @@ MICRO_BATCHES = 3
 DESCRIBE_SHARE = 0.15
 
 
-def build_model(tok):
+def build_model(tok, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"]):
     # Qwen checkpoints pad the embedding matrix past the tokenizer's size; do the same (multiple of 64).
     vocab = int(math.ceil(tok.get_vocab_size() / 64) * 64)
     config = Qwen2Config(vocab_size=vocab, bos_token_id=None, eos_token_id=tok.token_to_id("<|im_end|>"),
                          mm_hidden_size=VISION["hidden_size"], moe_hidden_size=LLM["hidden_size"], **LLM, **PARROT)
     config._attn_implementation = "sdpa"  # training speed; the saved checkpoint is implementation-independent
-    vision = CLIPVisionConfig(**VISION)
+    vision = CLIPVisionConfig(**{**VISION, "image_size": image_size, "patch_size": patch_size})
     vision._attn_implementation = "sdpa"
     model = ParrotQwen2ForCausalLM(config, vision)
     # nn.Linear's default init for the modules Parrot adds; a larger gate init makes routing language-sensitive
@@ -68,14 +68,14 @@ class Sampler:
     """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
     each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
-    def __init__(self, tok, pool_size, seed, people=False):
+    def __init__(self, tok, pool_size, seed, people=False, image_size=IMAGE_SIZE):
         rng = np.random.default_rng(seed)
         self.tok = tok
         self.people = people  # the "people" data: its pictures, paraphrased questions and "describe" turns
         self.scenes, images = [], []
         for _ in range(pool_size):
             scene = data.random_scene_people(rng) if people else data.random_scene(rng)
-            images.append(data.preprocess(scene.pop("image"), IMAGE_SIZE))
+            images.append(data.preprocess(scene.pop("image"), image_size))
             self.scenes.append(scene)
         self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
         self.seed = seed
@@ -191,6 +191,7 @@ def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0):
             print(f"tower step {step + 1}/{steps} loss {running / log_every:.4f} train-acc {acc} "
                   f"t {time.time() - t0:.0f}s", flush=True)
             running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+    return heads
 
 
 def _schedule(opt, steps):
@@ -261,7 +262,7 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head):
 
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
-          log_every=50, people=False):
+          log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"]):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -273,8 +274,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         q = (data.sample_question_people if people else data.sample_question)(rng, scene)
         corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
     tok = train_tokenizer(corpus, vocab_size=1024)
-    model = build_model(tok)
-    sampler = Sampler(tok, pool, seed + 200, people)
+    model = build_model(tok, image_size, patch_size)
+    sampler = Sampler(tok, pool, seed + 200, people, image_size)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
@@ -331,8 +332,10 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     cpu_seconds = cpu.ru_utime + cpu.ru_stime
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
-                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}"
-                              + (" --data people" if people else ""),
+                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} --pool {pool}"
+                              + (" --data people" if people else "")
+                              + (f" --image-size {image_size} --patch-size {patch_size}"
+                                 if (image_size, patch_size) != (IMAGE_SIZE, VISION["patch_size"]) else ""),
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
@@ -348,12 +351,14 @@ def main():
     ap.add_argument("--stage2-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--pool", type=int, default=20000)
+    ap.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="the tower's input side in pixels")
+    ap.add_argument("--patch-size", type=int, default=VISION["patch_size"])
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
                     help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
     args = ap.parse_args()
     train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
           stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool,
-          people=args.data == "people")
+          people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size)
 
 
 if __name__ == "__main__":
