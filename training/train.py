@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 from transformers import CLIPVisionConfig, Qwen2Config
 
 from training import data
@@ -262,24 +263,34 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head):
 
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
-          log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"]):
+          log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None):
+    """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
+    the experts as they are: tower_steps and stage1_steps must be 0)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
-    # tokenizer corpus: every template string plus sampled full conversations
-    rng = np.random.default_rng(seed + 100)
-    corpus = (data.all_texts_people() if people else data.all_texts()) * 5
-    for _ in range(3000):
-        scene = data.random_labels(rng) if people else data.random_scene(rng)  # people: text only, no picture
-        q = (data.sample_question_people if people else data.sample_question)(rng, scene)
-        corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
-    tok = train_tokenizer(corpus, vocab_size=1024)
-    model = build_model(tok, image_size, patch_size)
+    if init:
+        assert tower_steps == 0 and stage1_steps == 0, "--init continues stage 2 only"
+        tok = Tokenizer.from_file(os.path.join(init, "tokenizer.json"))
+        model = ParrotQwen2ForCausalLM.from_pretrained(init)
+        model.config._attn_implementation = model.vision_config._attn_implementation = "sdpa"  # as build_model
+        image_size = model.vision_config.image_size
+    else:
+        # tokenizer corpus: every template string plus sampled full conversations
+        rng = np.random.default_rng(seed + 100)
+        corpus = (data.all_texts_people() if people else data.all_texts()) * 5
+        for _ in range(3000):
+            scene = data.random_labels(rng) if people else data.random_scene(rng)  # people: text only, no picture
+            q = (data.sample_question_people if people else data.sample_question)(rng, scene)
+            corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
+        tok = train_tokenizer(corpus, vocab_size=1024)
+        model = build_model(tok, image_size, patch_size)
     sampler = Sampler(tok, pool, seed + 200, people, image_size)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
-    pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
+    if tower_steps:
+        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
     # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
     # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
     # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
@@ -294,7 +305,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         model.model.vision_tower.requires_grad_(train_tower)
         if not train_tower and feats is None:
             feats = tower_features(model, sampler.pixels)
-        if use_moe:
+        if use_moe and not init:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
             # decoder's residual updates; in 4 of the 5 runs made with 0.1, colour fell to chance in stage 2.)
@@ -333,9 +344,11 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
                               f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} --pool {pool}"
+                              + (f" --lr {lr:g}" if lr != 2e-3 else "")
                               + (" --data people" if people else "")
                               + (f" --image-size {image_size} --patch-size {patch_size}"
-                                 if (image_size, patch_size) != (IMAGE_SIZE, VISION["patch_size"]) else ""),
+                                 if (image_size, patch_size) != (IMAGE_SIZE, VISION["patch_size"]) and not init else "")
+                              + (f" --init {init}" if init else ""),
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
@@ -353,12 +366,15 @@ def main():
     ap.add_argument("--pool", type=int, default=20000)
     ap.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="the tower's input side in pixels")
     ap.add_argument("--patch-size", type=int, default=VISION["patch_size"])
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of every stage")
+    ap.add_argument("--init", default=None, help="continue stage 2 from this checkpoint (with --tower-steps 0 "
+                    "--stage1-steps 0)")
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
                     help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
     args = ap.parse_args()
     train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
-          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool,
-          people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size)
+          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool, lr=args.lr,
+          people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init)
 
 
 if __name__ == "__main__":
