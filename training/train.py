@@ -1,7 +1,12 @@
 """Train the shipped tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
 
     python -m training.train            # 2 threads (the default); writes training/checkpoint/
-    python -m training.train --data people --out DIR   # the same on the "people" data (training/data.py)
+
+The best model on the "people" data so far (training/README.md; not shipped):
+
+    python -m training.train --data people --image-size 96 --patch-size 12 --tower-steps 10000 --out /tmp/ck1
+    python -m training.train --data people --init /tmp/ck1 --seed 1 --tower-steps 0 --stage1-steps 0 \
+        --stage2-steps 2000 --lr 1e-3 --out /tmp/ck2
 
 Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
 instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
@@ -26,6 +31,8 @@ from training.tokenizer import SPECIAL_TOKENS, encode_prompt, train_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# --data people runs use 96 px in 12 px patches (--image-size 96 --patch-size 12): the same 64 patches, so the
+# decoder costs the same, but small objects on wide canvases keep more of their outline (training/README.md).
 IMAGE_SIZE = 64
 VISION = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, patch_size=8,
               image_size=IMAGE_SIZE, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=64, num_channels=3)
@@ -342,13 +349,10 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = cpu.ru_utime + cpu.ru_stime
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
-        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
-                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} --pool {pool}"
-                              + (f" --lr {lr:g}" if lr != 2e-3 else "")
-                              + (" --data people" if people else "")
-                              + (f" --image-size {image_size} --patch-size {patch_size}"
-                                 if (image_size, patch_size) != (IMAGE_SIZE, VISION["patch_size"]) and not init else "")
-                              + (f" --init {init}" if init else ""),
+        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
+                              f"--stage1-steps {stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} "
+                              f"--pool {pool} --lr {lr:g} --data {'people' if people else 'shapes'}"
+                              + (f" --init {init}" if init else f" --image-size {image_size} --patch-size {patch_size}"),
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
