@@ -208,6 +208,8 @@ class BuildExt(build_ext):
                 depends=ext.depends)
         ext.sources = [s for s, _ in plain]
         ext.extra_objects = list(ext.extra_objects or []) + objects
+        # the library is relinked only when a source or dependency is newer: count the SIMD files too
+        ext.depends = list(ext.depends) + [s for s, _ in special]
         super().build_extension(ext)
 
 

@@ -1,7 +1,8 @@
 """Decode speed against the memory-bandwidth bound, measured in one run.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_decode.py [--threads 2]
-        [--shapes 0.5b,1.8b] [--dtypes q8_0,q4_0] [--workdir /tmp/parrot-bench-decode] [--out FILE]
+        [--shapes 0.5b,1.8b] [--dtypes q8_0,q4_0] [--batch 2,4,8] [--llama] [--workdir /tmp/parrot-bench-decode]
+        [--out FILE]
 
 For each Qwen1.5 shape (benchmarks/bench_parrot.py's LLM_SHAPES) and weight dtype, a GGUF with random
 weights is written straight in that dtype (no checkpoint, no conversion: random q8_0/q4_0 blocks with sane
@@ -28,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_parrot import ENV_DROP, LLM_SHAPES  # noqa: E402
+from bench_parrot import ENV_DROP, LLM_SHAPES, write_llama_gguf  # noqa: E402
 
 PROMPT, STEPS, REPEATS = 64, 16, 6
 BLOCK = {"q8_0": (34, [("d", "<f2"), ("qs", "i1", 32)]), "q4_0": (18, [("d", "<f2"), ("qs", "u1", 16)])}
@@ -104,11 +105,13 @@ def w_decode(spec):
     sys.path.insert(0, ROOT)
     import torch
 
-    import parrot
-
     torch.set_num_threads(spec["threads"])
     probe = torch.ones(256 * 1024 * 1024)
     probe.sum()
+    if spec.get("llama"):
+        return w_llama_decode(spec, probe)
+    import parrot
+
     m = parrot.load(spec["path"], threads=spec["threads"])
     core = m._core
     ids = np.random.default_rng(1).integers(0, m.config["vocab_size"], PROMPT + STEPS + 1).astype(np.int32)
@@ -145,6 +148,29 @@ def w_decode(spec):
     return res
 
 
+def w_llama_decode(spec, probe):
+    """The same interleaving with llama.cpp (llama-cpp-python) decoding the same weights (a `qwen2` copy of the
+    file, bench_parrot.write_llama_gguf), f16 KV cache (its default), the same positions."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=spec["path"], n_ctx=PROMPT + STEPS + 8, n_threads=spec["threads"],
+                n_threads_batch=spec["threads"], verbose=False)
+    ids = np.random.default_rng(1).integers(0, llm.n_vocab(), PROMPT + STEPS + 1).tolist()
+    bw, tps = [], []
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        probe.sum()
+        bw.append(probe.numel() * 4 / (time.perf_counter() - t) / 1e9)
+        llm.reset()
+        llm.eval(ids[:PROMPT + 1])  # the prompt, and the first step untimed as ours
+        t = time.perf_counter()
+        for i in range(PROMPT + 1, PROMPT + 1 + STEPS):
+            llm.eval(ids[i:i + 1])
+        tps.append(STEPS / (time.perf_counter() - t))
+    return dict(read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
+                decode_tps_median=float(np.median(tps)), jobs_per_token=None)
+
+
 def run_worker(spec, env):
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], env=env,
                        capture_output=True, text=True)
@@ -163,6 +189,8 @@ def main(argv=None):
     ap.add_argument("--out", help="also write the markdown table here")
     ap.add_argument("--batch", default="", help="also measure batched decoding of these numbers of sequences, "
                     "e.g. 2,4,8 (aggregate tokens/s)")
+    ap.add_argument("--llama", action="store_true", help="also decode each file with llama.cpp (llama-cpp-python, "
+                    "the `bench` extra) on a `qwen2` copy of the same weights, OMP_WAIT_POLICY=PASSIVE")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -184,11 +212,17 @@ def main(argv=None):
             batch = [int(b) for b in args.batch.split(",") if b]
             r = run_worker(dict(path=path, threads=args.threads, batch=batch), env)
             need = bytes_per_token(LLM_SHAPES[name], dt, PROMPT + STEPS // 2)
-            rows.append((name, dt, need, r))
-            print(f"  {name} {dt}: {r['decode_tps']:.2f} tok/s (median {r['decode_tps_median']:.2f}), read "
-                  f"{r['read_gbps']:.1f} GB/s (median {r['read_gbps_median']:.1f}): "
-                  f"{100 * r['decode_tps'] * need / 1e9 / r['read_gbps']:.0f} % of the bound, "
-                  f"{r['jobs_per_token']:.0f} pool jobs/token", flush=True)
+            rows.append(("ours", name, dt, need, r))
+            if args.llama:
+                lp = write_llama_gguf(path, os.path.join(args.workdir, f"qwen-{name}-{dt}-llamacpp.gguf"),
+                                      lambda s: print(s, flush=True))
+                # OpenMP threads that spin at barriers stall each other on a shared machine (see bench_parrot.py)
+                rl = run_worker(dict(path=lp, threads=args.threads, llama=True), dict(env, OMP_WAIT_POLICY="PASSIVE"))
+                rows.append(("llama.cpp", name, dt, need, rl))
+            for who, _, _, _, r in rows[-2 if args.llama else -1:]:
+                print(f"  {who} {name} {dt}: {r['decode_tps']:.2f} tok/s (median {r['decode_tps_median']:.2f}), "
+                      f"read {r['read_gbps']:.1f} GB/s (median {r['read_gbps_median']:.1f}): "
+                      f"{100 * r['decode_tps'] * need / 1e9 / r['read_gbps']:.0f} % of the bound", flush=True)
     shown = [a for a in (sys.argv[1:] if argv is None else argv)]
     if "--out" in shown:
         i = shown.index("--out")
@@ -198,23 +232,34 @@ def main(argv=None):
            f"One process per row interleaves {REPEATS} samples of the read bandwidth (1 GiB f32 sum, "
            f"{args.threads} threads) with {REPEATS} runs of {STEPS} decoded tokens; the table gives the best of "
            f"each (medians in brackets). Bound = read bandwidth ÷ bytes per token.", "",
-           "| shape | weights | MB read per token | read GB/s | bound tok/s | decode tok/s | decode GB/s | "
+           "| engine | shape | weights | MB read per token | read GB/s | bound tok/s | decode tok/s | decode GB/s | "
            "% of bound | pool jobs per token |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for name, dt, need, r in rows:
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for who, name, dt, need, r in rows:
         bound, bound_med = r["read_gbps"] * 1e9 / need, r["read_gbps_median"] * 1e9 / need
-        out.append(f"| Qwen1.5-{name.upper()} | {dt} | {need / 1e6:.0f} | {r['read_gbps']:.1f} "
+        jobs = "—" if r["jobs_per_token"] is None else f"{r['jobs_per_token']:.0f}"
+        out.append(f"| {who} | Qwen1.5-{name.upper()} | {dt} | {need / 1e6:.0f} | {r['read_gbps']:.1f} "
                    f"({r['read_gbps_median']:.1f}) | {bound:.1f} | {r['decode_tps']:.1f} ({r['decode_tps_median']:.1f}) | "
                    f"{r['decode_tps'] * need / 1e9:.1f} | {100 * r['decode_tps'] / bound:.0f} % "
-                   f"({100 * r['decode_tps_median'] / bound_med:.0f} %) | {r['jobs_per_token']:.0f} |")
+                   f"({100 * r['decode_tps_median'] / bound_med:.0f} %) | {jobs} |")
+    if args.llama:
+        out += ["", "Ours ÷ llama.cpp on the same file and machine (decode tokens/s, best of runs; medians in "
+                "brackets; > 1 = ours faster), and each against its own run's bound:", "",
+                "| shape | weights | ours ÷ llama.cpp | ours % of bound | llama.cpp % of bound |", "|---|---|---|---|---|"]
+        for (_, name, dt, need, r), (_, _, _, _, rl) in zip(rows[0::2], rows[1::2]):
+            pct = lambda x: 100 * x["decode_tps"] * need / 1e9 / x["read_gbps"]
+            out.append(f"| Qwen1.5-{name.upper()} | {dt} | {r['decode_tps'] / rl['decode_tps']:.2f}× "
+                       f"({r['decode_tps_median'] / rl['decode_tps_median']:.2f}×) | {pct(r):.0f} % | {pct(rl):.0f} % |")
     batch = [int(b) for b in args.batch.split(",") if b]
     if batch:
-        out += ["", "Batched decoding (`Model.decode_batch`, one pass over the weights per 4 sequences): aggregate "
+        out += ["", "Batched decoding (`Model.decode_batch`, one pass over the weights per 8 sequences): aggregate "
                 "tokens/s of B sequences, best of the same number of runs, and the speed-up over one sequence "
                 "(the decode column above).", "",
                 "| shape | weights | " + " | ".join(f"B = {b}" for b in batch) + " |",
                 "|---|---|" + "---|" * len(batch)]
-        for name, dt, need, r in rows:
+        for who, name, dt, need, r in rows:
+            if who != "ours":
+                continue
             out.append(f"| Qwen1.5-{name.upper()} | {dt} | " + " | ".join(
                 f"{r[f'batch{b}_tps']:.1f} ({r[f'batch{b}_tps'] / r['decode_tps']:.2f}×)" for b in batch) + " |")
     text = "\n".join(out)

@@ -284,7 +284,7 @@ def write_llama_gguf(ours, out, log):
     log(f"writing {os.path.basename(out)} for llama.cpp ...")
     r = gguf.GGUFReader(ours)
     f = {k: v for k, v in r.fields.items()}
-    val = lambda k: f[k].parts[f[k].data[0]][0].item()
+    val = lambda k, default=None: f[k].parts[f[k].data[0]][0].item() if k in f else default
     w = gguf.GGUFWriter(out, "qwen2")
     n_vocab = int(val("parrot.vocab_size"))
     w.add_context_length(int(val("parrot.context_length")))
@@ -293,9 +293,11 @@ def write_llama_gguf(ours, out, log):
     w.add_feed_forward_length(int(val("parrot.feed_forward_length")))
     w.add_head_count(int(val("parrot.attention.head_count")))
     w.add_head_count_kv(int(val("parrot.attention.head_count_kv")))
-    w.add_rope_freq_base(float(val("parrot.rope.freq_base")))
-    w.add_layer_norm_rms_eps(float(val("parrot.attention.layer_norm_rms_epsilon")))
-    w.add_file_type(int(val("general.file_type")))
+    # absent keys: our loader's defaults (csrc/model/config.c)
+    w.add_rope_freq_base(float(val("parrot.rope.freq_base", 1e6)))
+    w.add_layer_norm_rms_eps(float(val("parrot.attention.layer_norm_rms_epsilon", 1e-6)))
+    if "general.file_type" in f:
+        w.add_file_type(int(val("general.file_type")))
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs, n = bs[:], 0
     for b in range(256):  # GPT-2's byte-to-unicode table: every byte is a token

@@ -153,10 +153,8 @@ const struct gguf_file *pr_model_gguf(const pr_model *m);
 struct pr_tokenizer;
 const struct pr_tokenizer *pr_model_tokenizer(const pr_model *m); /* NULL if the file has none */
 
-/* Stopping long work: the per-model flag, or the process-wide one (async-signal-safe to set, for a SIGINT
- * handler), is checked between layers and chunks; functions then return PR_ERR_INTERRUPTED. The caller
- * clears the flags. */
-volatile int *pr_model_abort_flag(pr_model *m);
+/* Stopping long work: a process-wide flag (async-signal-safe to set, for a SIGINT handler) is checked between
+ * layers and chunks; functions then return PR_ERR_INTERRUPTED. The caller clears the flag. */
 void pr_interrupt_request(void); /* async-signal-safe */
 void pr_interrupt_clear(void);
 

@@ -51,7 +51,7 @@ def bound(wf, x):
     return (k + 2) * EPS * (np.abs(x).astype(np.float64) @ np.abs(wf).astype(np.float64).T) + 1e-30
 
 
-CASES = [  # (dtype, rows, cols, n): n = 1..4 runs the matrix-vector path, larger n the tiled/sgemm path
+CASES = [  # (dtype, rows, cols, n): n = 1..8 runs the matrix-vector path, larger n the tiled/sgemm path
     ("f32", 7, 37, 1), ("f32", 33, 1031, 3), ("f32", 13, 100, 67),
     ("f16", 7, 37, 1), ("f16", 33, 1031, 4), ("f16", 13, 100, 67),
     ("bf16", 7, 37, 2), ("bf16", 33, 1031, 1), ("bf16", 13, 100, 67),
@@ -61,10 +61,10 @@ CASES = [  # (dtype, rows, cols, n): n = 1..4 runs the matrix-vector path, large
 
 
 def paths(dtype, n):
-    """Matrix-vector for n ≤ 4; for more rows the packed GEMM (weights widened to f32 per panel, our micro-kernel)
+    """Matrix-vector for n ≤ 8; for more rows the packed GEMM (weights widened to f32 per panel, our micro-kernel)
     and the widened panels + OpenBLAS sgemm (both with f32 activations), and for quantised weights the int8 tiles
     (quantised activations)."""
-    if n <= 4:
+    if n <= 8:
         return ["auto"]
     return ["tiles", "panels", "gemm"] if dtype.startswith("q") else ["auto", "panels", "gemm"]
 
@@ -148,6 +148,65 @@ def test_matmul_deterministic_and_thread_count_independent():
                 assert np.array_equal(a, b), dtype
                 if path in ("tiles", "gemm") or n == 1:  # our kernels: each element summed in a fixed order
                     assert np.array_equal(a, _core.matmul(raw, dtype, 320, x, threads=1, path=path)), dtype
+
+
+def dequantize_by_hand(raw, dtype):
+    """q8_0 / q4_0 rows (uint8, ggml's block layout) to float64 in numpy: d·q per block (d an f16 scale;
+    q8_0: 32 int8; q4_0: 16 bytes, value i the low nibble of byte i and value i+16 its high nibble, minus 8)."""
+    size = 34 if dtype == "q8_0" else 18
+    blocks = raw.reshape(raw.shape[0], -1, size)
+    d = blocks[:, :, :2].copy().view(np.float16).astype(np.float64)
+    if dtype == "q8_0":
+        q = blocks[:, :, 2:].view(np.int8).astype(np.float64)
+    else:
+        b = blocks[:, :, 2:].astype(np.int16)
+        q = np.concatenate([(b & 15) - 8, (b >> 4) - 8], axis=2).astype(np.float64)
+    return (d * q).reshape(raw.shape[0], -1)
+
+
+# The int8 kernels behind decoding (n ≤ 8 activation rows: one or a batch of sequences) and short prompts:
+# weight rows around the kernels' 4-row passes, activation rows around the AVX-512 kernel's 2 per pass, block
+# counts odd and even (the AVX-512 kernel takes blocks in pairs).
+FEW_SHAPES = [(1, 1, 32), (2, 3, 64), (3, 5, 96), (4, 7, 32 * 9), (5, 13, 32 * 38), (7, 6, 32 * 3), (8, 70, 32 * 37)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("n,rows,cols", FEW_SHAPES)
+def test_int8_matvec_matches_numpy(isa, dtype, n, rows, cols):
+    """Every table's q8_0/q4_0 kernel for few activation rows against numpy in float64 on the hand-dequantised
+    weights and activations: the integer block sums are exact, so the only errors are f32 roundings of the
+    scale product d_w·d_x, of its product with the block sum and of the sum over blocks (any order): within
+    4·γ_k·Σ|w||x| as for the scalar reference above."""
+    rng = np.random.default_rng(n * 7919 + rows * 31 + cols)
+    w = rng.normal(size=(rows, cols)).astype(np.float32)
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    raw = np.ascontiguousarray(_core.quantize(w, dtype).reshape(rows, -1))
+    wf = dequantize_by_hand(raw, dtype)
+    xs = dequantize_by_hand(np.stack([_core.quantize_act(row, "scalar") for row in x]), "q8_0")
+    got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2)
+    assert got.shape == (n, rows)
+    assert (np.abs(got - xs @ wf.T) <= 4 * bound(wf, xs)).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+def test_int8_matvec_same_bits_whatever_the_batch(isa, dtype):
+    """What decoding a batch of sequences relies on (pr_decode_batch): each output of the few-rows kernel is
+    bit for bit the same whether its activation row comes alone or with up to 7 others, whichever place it
+    takes in the batch, and wherever its weight row falls in the kernels' 4-row passes or the threads' slices."""
+    rng = np.random.default_rng(11)
+    rows, cols = 45, 32 * 7
+    w = rng.normal(size=(rows, cols)).astype(np.float32)
+    x = rng.normal(size=(8, cols)).astype(np.float32)
+    raw = np.ascontiguousarray(_core.quantize(w, dtype).reshape(rows, -1))
+    alone = np.stack([_core.matmul(raw, dtype, cols, x[i:i + 1], isa=isa)[0] for i in range(8)])
+    for n in (2, 3, 5, 8):
+        for start in (0, 8 - n):
+            got = _core.matmul(raw, dtype, cols, x[start:start + n], isa=isa, threads=2)
+            assert np.array_equal(got, alone[start:start + n]), (n, start)
+    for r0 in (1, 2, 3):  # weight rows shifted against the 4-row passes
+        assert np.array_equal(_core.matmul(raw[r0:], dtype, cols, x[:3], isa=isa, threads=1), alone[:3, r0:])
 
 
 @pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
@@ -307,7 +366,8 @@ def test_avx512_bf16_vnni_table_emulated(tmp_path):
     exe = str(tmp_path / "check")
     subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-psabi", "-Werror",
                     "-mavx2", "-mfma", "-mf16c", "-DPR_EMULATE_AVX512", "-Icsrc", "tests/c/kernels_check.c",
-                    *KERNEL_FILES, "csrc/kernels/kernels_avx512.c", "-DTABLE=pr_kernels_avx512_bf16", "-lm",
+                    *KERNEL_FILES, "csrc/kernels/kernels_avx512.c", "csrc/kernels/kernels_avx2.c",
+                    "-DTABLE=pr_kernels_avx512_bf16", "-lm",
                     "-o", exe], cwd=ROOT, check=True)
     r = subprocess.run([exe], capture_output=True, text=True)
     assert r.returncode == 0 and "avx512: 0 failures" in r.stdout, r.stdout + r.stderr

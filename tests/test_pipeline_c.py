@@ -185,9 +185,9 @@ def greedy_alone(core, ids, features, steps):
     return out, all_logits
 
 
-@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+@pytest.mark.parametrize("dtype", ["f32", "q8_0", "q4_0"])
 def test_batched_greedy_equals_one_at_a_time(tiny, tmp_path, dtype):
-    """Six sequences (two groups: 4 + 2) of different lengths, with and without the image, advanced together:
+    """Nine sequences (two groups: 8 + 1) of different lengths, with and without the image, advanced together:
     every step's logits equal the lone sequence's exactly (same dot products; see pr_decode_batch)."""
     import os
 
@@ -199,7 +199,8 @@ def test_batched_greedy_equals_one_at_a_time(tiny, tmp_path, dtype):
     core = model._core
     f = core.encode_features(pixels(model, 7))
     prompts = [(tiny_parrot.reference_ids(tok, prompt_text(q)), f) for q in PROMPTS] + \
-              [(tok.encode(t, add_special_tokens=False).ids, None) for t in ("hello there", "a", "Какого цвета")]
+              [(tok.encode(t, add_special_tokens=False).ids, None)
+               for t in ("hello there", "a", "Какого цвета", "the red square", "圆", "a blue circle on white")]
     steps = 10
     want = [greedy_alone(core, np.array(ids, np.int32), feats, steps) for ids, feats in prompts]
     ctxs, nxt = [], []

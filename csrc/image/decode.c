@@ -26,6 +26,31 @@ int pr_image_check_dims(uint64_t w, uint64_t h, const char *name, uint64_t max_p
     return 0;
 }
 
+int pr_codec_finish(pr_codec_job *c, int failed, const char *format, const char *unknown, int orientation,
+                    pr_image *out) {
+    int rc = 0;
+    if (failed) {
+        if (c->refused)
+            rc = PR_ERR_IMAGE;
+        else if (c->truncated)
+            rc = pr_set_error(c->err, PR_ERR_IMAGE, "%s: truncated %s (data ends after %zu bytes)", c->name, format,
+                              c->len);
+        else
+            rc = pr_set_error(c->err, PR_ERR_IMAGE, "%s: corrupt or unsupported %s: %s", c->name, format,
+                              c->msg[0] ? c->msg : unknown);
+    }
+    if (rc) {
+        pr_free(c->pixels);
+        c->pixels = NULL;
+        return rc;
+    }
+    out->w = (int)c->w;
+    out->h = (int)c->h;
+    out->rgb = c->pixels;
+    out->orientation = orientation;
+    return 0;
+}
+
 int pr_image_decode(const uint8_t *data, size_t len, const char *name, uint64_t max_pixels, pr_image *out,
                     pr_error *err) {
     if (!out) return pr_set_error(err, PR_ERR_ARG, "pr_image_decode: out is NULL");

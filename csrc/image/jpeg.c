@@ -20,16 +20,7 @@ typedef struct jpeg_job {
     struct jpeg_source_mgr src;
     struct jpeg_progress_mgr progress;
     jmp_buf jmp;
-    const uint8_t *data;
-    size_t len;
-    const char *name;
-    uint64_t max_pixels;
-    pr_error *err;
-    int truncated;   /* the decoder asked for bytes past the end */
-    int refused;     /* we refused the image; err is filled */
-    char msg[JMSG_LENGTH_MAX + 64];
-    uint32_t w, h;   /* output size, kept past jpeg_destroy_decompress */
-    uint8_t *pixels; /* the RGB result */
+    pr_codec_job c;  /* input, limit, outcome, pixels (kept past jpeg_destroy_decompress) */
     uint8_t *line;   /* one CMYK scanline */
 } jpeg_job;
 
@@ -39,7 +30,7 @@ static void on_error_exit(j_common_ptr cinfo) {
     jpeg_job *j = job_of(cinfo);
     char text[JMSG_LENGTH_MAX];
     cinfo->err->format_message(cinfo, text);
-    if (!j->msg[0]) snprintf(j->msg, sizeof j->msg, "%s", text);
+    if (!j->c.msg[0]) snprintf(j->c.msg, sizeof j->c.msg, "%s", text);
     longjmp(j->jmp, 1);
 }
 
@@ -50,7 +41,7 @@ static void src_init(j_decompress_ptr cinfo) { (void)cinfo; }
 
 /* The whole file is in the buffer from the start, so a request for more means the data ended early. */
 static boolean src_fill(j_decompress_ptr cinfo) {
-    job_of((j_common_ptr)cinfo)->truncated = 1;
+    job_of((j_common_ptr)cinfo)->c.truncated = 1;
     ERREXIT(cinfo, JERR_INPUT_EOF);
     return FALSE;
 }
@@ -68,7 +59,7 @@ static void src_term(j_decompress_ptr cinfo) { (void)cinfo; }
 static void on_progress(j_common_ptr cinfo) {
     j_decompress_ptr d = (j_decompress_ptr)cinfo;
     if (d->input_scan_number > MAX_SCANS) {
-        snprintf(job_of(cinfo)->msg, sizeof job_of(cinfo)->msg,
+        snprintf(job_of(cinfo)->c.msg, sizeof job_of(cinfo)->c.msg,
                  "progressive JPEG with more than %d scans refused", MAX_SCANS);
         longjmp(job_of(cinfo)->jmp, 1);
     }
@@ -88,8 +79,8 @@ static int jpeg_run(jpeg_job *j) {
     jpeg_create_decompress(ci);
     ci->client_data = j;
     ci->src = &j->src;
-    j->src.next_input_byte = j->data;
-    j->src.bytes_in_buffer = j->len;
+    j->src.next_input_byte = j->c.data;
+    j->src.bytes_in_buffer = j->c.len;
     j->src.init_source = src_init;
     j->src.fill_input_buffer = src_fill;
     j->src.skip_input_data = src_skip;
@@ -99,12 +90,12 @@ static int jpeg_run(jpeg_job *j) {
     ci->progress = &j->progress;
 
     jpeg_read_header(ci, TRUE);
-    if (pr_image_check_dims(ci->image_width, ci->image_height, j->name, j->max_pixels, j->err)) {
-        j->refused = 1;
+    if (pr_image_check_dims(ci->image_width, ci->image_height, j->c.name, j->c.max_pixels, j->c.err)) {
+        j->c.refused = 1;
         return -1;
     }
     if (ci->data_precision != 8) {
-        snprintf(j->msg, sizeof j->msg, "%d-bit JPEG samples are not supported", ci->data_precision);
+        snprintf(j->c.msg, sizeof j->c.msg, "%d-bit JPEG samples are not supported", ci->data_precision);
         return -1;
     }
     int cmyk = 0;
@@ -113,17 +104,17 @@ static int jpeg_run(jpeg_job *j) {
     case 3: ci->out_color_space = JCS_RGB; break;
     case 4: ci->out_color_space = JCS_CMYK; cmyk = 1; break; /* YCCK is turned into CMYK by libjpeg */
     default:
-        snprintf(j->msg, sizeof j->msg, "JPEG with %d colour components is not supported", ci->num_components);
+        snprintf(j->c.msg, sizeof j->c.msg, "JPEG with %d colour components is not supported", ci->num_components);
         return -1;
     }
     jpeg_start_decompress(ci);
     size_t w = ci->output_width, h = ci->output_height, stride = w * 3;
-    j->w = ci->output_width;
-    j->h = ci->output_height;
-    j->pixels = pr_alloc(w, h, 3);
+    j->c.w = ci->output_width;
+    j->c.h = ci->output_height;
+    j->c.pixels = pr_alloc(w, h, 3);
     if (cmyk) j->line = pr_alloc(w, 4, 1);
-    if (!j->pixels || (cmyk && !j->line)) {
-        snprintf(j->msg, sizeof j->msg, "out of memory for %zux%zu pixels", w, h);
+    if (!j->c.pixels || (cmyk && !j->line)) {
+        snprintf(j->c.msg, sizeof j->c.msg, "out of memory for %zux%zu pixels", w, h);
         return -1;
     }
     while (ci->output_scanline < h) {
@@ -131,7 +122,7 @@ static int jpeg_run(jpeg_job *j) {
         if (cmyk) {
             JSAMPROW row = j->line;
             if (jpeg_read_scanlines(ci, &row, 1) != 1) break;
-            uint8_t *o = j->pixels + y * stride;
+            uint8_t *o = j->c.pixels + y * stride;
             for (size_t x = 0; x < w; x++) {
                 const uint8_t *p = j->line + 4 * x;
                 o[3 * x] = cmyk_channel(p[0], p[3]);
@@ -141,12 +132,12 @@ static int jpeg_run(jpeg_job *j) {
         } else {
             JSAMPROW rows[8];
             size_t n = h - y < 8 ? h - y : 8;
-            for (size_t i = 0; i < n; i++) rows[i] = j->pixels + (y + i) * stride;
+            for (size_t i = 0; i < n; i++) rows[i] = j->c.pixels + (y + i) * stride;
             if (jpeg_read_scanlines(ci, rows, (JDIMENSION)n) == 0) break;
         }
     }
     if (ci->output_scanline < h) {
-        snprintf(j->msg, sizeof j->msg, "decoder stopped at row %u of %zu", ci->output_scanline, h);
+        snprintf(j->c.msg, sizeof j->c.msg, "decoder stopped at row %u of %zu", ci->output_scanline, h);
         return -1;
     }
     /* No jpeg_finish_decompress: the pixels are complete, whatever follows them is not needed. */
@@ -188,35 +179,15 @@ int pr_jpeg_decode(const uint8_t *data, size_t len, const char *name, uint64_t m
     if (jpeg_scan(data, len, name, &orientation, err)) return PR_ERR_IMAGE;
     jpeg_job *j = pr_calloc(1, sizeof *j, 1);
     if (!j) return pr_set_error(err, PR_ERR_NOMEM, "%s: out of memory", name);
-    j->data = data;
-    j->len = len;
-    j->name = name;
-    j->max_pixels = max_pixels;
-    j->err = err;
+    j->c = (pr_codec_job){.data = data, .len = len, .name = name, .max_pixels = max_pixels, .err = err};
     j->cinfo.err = jpeg_std_error(&j->jerr);
     j->jerr.error_exit = on_error_exit;
     j->jerr.output_message = on_output_message;
     j->cinfo.client_data = j;
 
-    int rc = 0;
-    if (jpeg_run(j) != 0) {
-        if (j->refused)
-            rc = PR_ERR_IMAGE;
-        else if (j->truncated)
-            rc = pr_set_error(err, PR_ERR_IMAGE, "%s: truncated JPEG (data ends after %zu bytes)", name, len);
-        else
-            rc = pr_set_error(err, PR_ERR_IMAGE, "%s: corrupt or unsupported JPEG: %s", name,
-                              j->msg[0] ? j->msg : "unknown libjpeg error");
-    }
+    int failed = jpeg_run(j) != 0;
     jpeg_destroy_decompress(&j->cinfo);
-    if (rc == 0) {
-        out->w = (int)j->w;
-        out->h = (int)j->h;
-        out->rgb = j->pixels;
-        out->orientation = orientation;
-    } else {
-        pr_free(j->pixels);
-    }
+    int rc = pr_codec_finish(&j->c, failed, "JPEG", "unknown libjpeg error", orientation, out);
     pr_free(j->line);
     pr_free(j);
     return rc;

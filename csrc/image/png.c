@@ -10,25 +10,17 @@
 #include "util/mem.h"
 
 typedef struct png_job {
-    const uint8_t *data;
-    size_t len, pos;
-    const char *name;
-    uint64_t max_pixels;
-    pr_error *err;
-    int truncated;         /* the reader ran out of data */
-    int refused;           /* we refused the image ourselves; err is already filled */
-    char msg[200];         /* libpng's own error text */
-    uint32_t w, h;
+    pr_codec_job c;        /* input, limit, outcome, pixels */
+    size_t pos;            /* read position in c.data */
     int bit_depth, color_type;
     uint8_t lut[256 * 3];  /* palette; entries beyond PLTE stay black, as Pillow shows them */
-    uint8_t *pixels;       /* the RGB result */
     uint8_t *raw;          /* libpng's rows before conversion */
     png_bytep *rows;       /* row pointers into raw (interlaced images) */
 } png_job;
 
 static void on_error(png_structp png, png_const_charp msg) {
     png_job *j = png_get_error_ptr(png);
-    snprintf(j->msg, sizeof j->msg, "%s", msg);
+    snprintf(j->c.msg, sizeof j->c.msg, "%s", msg);
     png_longjmp(png, 1);
 }
 
@@ -40,18 +32,18 @@ static void on_warning(png_structp png, png_const_charp msg) {
 
 static void on_read(png_structp png, png_bytep dst, size_t n) {
     png_job *j = png_get_io_ptr(png);
-    if (n > j->len - j->pos) {
-        j->truncated = 1;
+    if (n > j->c.len - j->pos) {
+        j->c.truncated = 1;
         png_error(png, "unexpected end of data");
     }
-    memcpy(dst, j->data + j->pos, n);
+    memcpy(dst, j->c.data + j->pos, n);
     j->pos += n;
 }
 
 /* One row of libpng output (after packing to a byte per sample and 16→8 stripping, except 16-bit grey)
  * → w RGB pixels. */
 static void convert_row(const png_job *j, const uint8_t *in, uint8_t *out) {
-    uint32_t w = j->w;
+    uint32_t w = j->c.w;
     switch (j->color_type) {
     case PNG_COLOR_TYPE_GRAY:
         if (j->bit_depth == 16) {
@@ -92,19 +84,19 @@ static int png_run(png_job *j, png_structp png, png_infop info) {
     png_uint_32 w, h;
     int bit_depth, color_type, interlace;
     png_get_IHDR(png, info, &w, &h, &bit_depth, &color_type, &interlace, NULL, NULL);
-    j->w = w;
-    j->h = h;
+    j->c.w = w;
+    j->c.h = h;
     j->bit_depth = bit_depth;
     j->color_type = color_type;
-    if (pr_image_check_dims(w, h, j->name, j->max_pixels, j->err)) {
-        j->refused = 1;
+    if (pr_image_check_dims(w, h, j->c.name, j->c.max_pixels, j->c.err)) {
+        j->c.refused = 1;
         return -1;
     }
     if (color_type == PNG_COLOR_TYPE_PALETTE) {
         png_colorp pal;
         int n = 0;
         if (!png_get_PLTE(png, info, &pal, &n)) {
-            snprintf(j->msg, sizeof j->msg, "palette image without a PLTE chunk");
+            snprintf(j->c.msg, sizeof j->c.msg, "palette image without a PLTE chunk");
             return -1;
         }
         for (int i = 0; i < n && i < 256; i++) {
@@ -119,9 +111,9 @@ static int png_run(png_job *j, png_structp png, png_infop info) {
     png_read_update_info(png, info);
     size_t rowbytes = png_get_rowbytes(png, info);
 
-    j->pixels = pr_alloc(w, h, 3);
-    if (!j->pixels) {
-        snprintf(j->msg, sizeof j->msg, "out of memory for %ux%u pixels", (unsigned)w, (unsigned)h);
+    j->c.pixels = pr_alloc(w, h, 3);
+    if (!j->c.pixels) {
+        snprintf(j->c.msg, sizeof j->c.msg, "out of memory for %ux%u pixels", (unsigned)w, (unsigned)h);
         return -1;
     }
     size_t out_stride = (size_t)w * 3;
@@ -130,24 +122,24 @@ static int png_run(png_job *j, png_structp png, png_infop info) {
         j->raw = pr_alloc(rowbytes, h, 1);
         j->rows = pr_alloc(h, sizeof(png_bytep), 1);
         if (!j->raw || !j->rows) {
-            snprintf(j->msg, sizeof j->msg, "out of memory for an interlaced %ux%u image", (unsigned)w,
+            snprintf(j->c.msg, sizeof j->c.msg, "out of memory for an interlaced %ux%u image", (unsigned)w,
                      (unsigned)h);
             return -1;
         }
         for (png_uint_32 y = 0; y < h; y++) j->rows[y] = j->raw + (size_t)y * rowbytes;
         png_read_image(png, j->rows);
-        for (png_uint_32 y = 0; y < h; y++) convert_row(j, j->rows[y], j->pixels + y * out_stride);
+        for (png_uint_32 y = 0; y < h; y++) convert_row(j, j->rows[y], j->c.pixels + y * out_stride);
     } else if (color_type == PNG_COLOR_TYPE_RGB && bit_depth == 8) {
-        for (png_uint_32 y = 0; y < h; y++) png_read_row(png, j->pixels + y * out_stride, NULL);
+        for (png_uint_32 y = 0; y < h; y++) png_read_row(png, j->c.pixels + y * out_stride, NULL);
     } else {
         j->raw = pr_alloc(rowbytes, 1, 1);
         if (!j->raw) {
-            snprintf(j->msg, sizeof j->msg, "out of memory for a row of %zu bytes", rowbytes);
+            snprintf(j->c.msg, sizeof j->c.msg, "out of memory for a row of %zu bytes", rowbytes);
             return -1;
         }
         for (png_uint_32 y = 0; y < h; y++) {
             png_read_row(png, j->raw, NULL);
-            convert_row(j, j->raw, j->pixels + y * out_stride);
+            convert_row(j, j->raw, j->c.pixels + y * out_stride);
         }
     }
     /* Like Pillow, the chunks after the image data (up to IEND) are not required. */
@@ -200,11 +192,7 @@ int pr_png_decode(const uint8_t *data, size_t len, const char *name, uint64_t ma
     }
     png_job *j = pr_calloc(1, sizeof *j, 1);
     if (!j) return pr_set_error(err, PR_ERR_NOMEM, "%s: out of memory", name);
-    j->data = data;
-    j->len = len;
-    j->name = name;
-    j->max_pixels = max_pixels;
-    j->err = err;
+    j->c = (pr_codec_job){.data = data, .len = len, .name = name, .max_pixels = max_pixels, .err = err};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, j, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
@@ -215,25 +203,9 @@ int pr_png_decode(const uint8_t *data, size_t len, const char *name, uint64_t ma
     png_set_read_fn(png, j, on_read);
 
     /* read the header first so the pixel limit is checked before anything large is allocated */
-    int rc = 0;
-    if (png_run(j, png, info) != 0) {
-        if (j->refused)
-            rc = PR_ERR_IMAGE;
-        else if (j->truncated)
-            rc = pr_set_error(err, PR_ERR_IMAGE, "%s: truncated PNG (data ends after %zu bytes)", name, len);
-        else
-            rc = pr_set_error(err, PR_ERR_IMAGE, "%s: corrupt or unsupported PNG: %s", name,
-                              j->msg[0] ? j->msg : "unknown libpng error");
-    }
+    int failed = png_run(j, png, info) != 0;
     png_destroy_read_struct(&png, &info, NULL);
-    if (rc == 0) {
-        out->w = (int)j->w;
-        out->h = (int)j->h;
-        out->rgb = j->pixels;
-        out->orientation = orientation;
-    } else {
-        pr_free(j->pixels);
-    }
+    int rc = pr_codec_finish(&j->c, failed, "PNG", "unknown libpng error", orientation, out);
     pr_free(j->raw);
     pr_free(j->rows);
     pr_free(j);

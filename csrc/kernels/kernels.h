@@ -7,7 +7,8 @@
  * asking for one this CPU or build lacks is an error naming what is available.
  *
  * Quantised weights (q8_0, q4_0) are multiplied in integers: the activation row is first quantised to q8_0
- * blocks (per 32 values, as ggml), then each block product is an int32 sum scaled by d_w·d_x. */
+ * blocks (per 32 values, as ggml), then each block product is an int32 sum scaled by d_w·d_x (gemm_q8_0 /
+ * gemm_q4_0, one flat kernel per type and table). */
 #ifndef PR_KERNELS_KERNELS_H
 #define PR_KERNELS_KERNELS_H
 #include <stdint.h>
@@ -22,12 +23,10 @@ typedef void (*pr_gemm_fn)(const void *W, long ldw, long nw, const void *X, long
 
 typedef struct pr_kernels {
     const char *isa; /* "scalar", "avx2", "avx512", "neon" */
-    /* dot products of one weight row with one activation row (n values; nb blocks for q*_0) */
+    /* dot products of one weight row with one activation row (n values) */
     float (*dot_f32)(const float *w, const float *x, long n);
     float (*dot_f16)(const uint16_t *w, const float *x, long n);
     float (*dot_bf16)(const uint16_t *w, const float *x, long n);
-    float (*dot_q8_0)(const block_q8_0 *w, const block_q8_0 *x, long nb);
-    float (*dot_q4_0)(const block_q4_0 *w, const block_q8_0 *x, long nb);
     /* y += a·x for one row (attention over a KV cache when decoding: o += p_t·v_t) */
     void (*axpy_f32)(float a, const float *x, float *y, long n);
     void (*axpy_f16)(float a, const uint16_t *x, float *y, long n);
@@ -40,9 +39,13 @@ typedef struct pr_kernels {
     /* q*_0 rows back to f32 (n a multiple of 32), exactly d·q as the reference: panels for sgemm */
     void (*dequantize_q8_0)(const block_q8_0 *x, float *y, long n);
     void (*dequantize_q4_0)(const block_q4_0 *x, float *y, long n);
-    /* tiled matrix-matrix kernels: k is in blocks for q*_0 (X is q8_0), values for bf16 (X is f32).
-     * gemm_bf16 is NULL where widening to f32 + sgemm is faster (no bf16 dot product instruction). */
-    pr_gemm_fn gemm_q8_0, gemm_q4_0, gemm_bf16;
+    /* quantised weights × a few activation rows quantised to q8_0 (k in blocks): decoding one or a batch of
+     * sequences, short prompts. Each output is summed in an order that does not depend on nw, nx or its place
+     * in the call, so batching and the threads' slices do not change results. */
+    pr_gemm_fn gemm_q8_0, gemm_q4_0;
+    /* bf16 tiles (k values; X holds each activation row split into bf16 hi and lo halves): NULL where widening
+     * to f32 + sgemm is faster (no bf16 dot product instruction) */
+    pr_gemm_fn gemm_bf16;
     /* 1 if gemm_q8_0/gemm_q4_0 beat widening to f32 + sgemm on many rows (int8 dot-product instructions) */
     int int8_tiles;
     /* f32 GEMM micro-kernel of the packed path (gemm.c): the MR × NR tile C (rows ldc apart; row i = activation
@@ -82,9 +85,20 @@ const pr_kernels *pr_kernels_get(const char *isa, pr_error *err);
 /* Space-separated names of the ISAs this CPU and build can run, best last, e.g. "scalar avx2". */
 const char *pr_kernels_available(void);
 
+/* The few-rows int8 kernels (gemm_q8_0/gemm_q4_0) read a pass's 4 weight rows as 4 interleaved streams, which
+ * the hardware prefetchers follow poorly: streaming a 143 MB q8_0 matrix ran at half the speed of a
+ * one-row-at-a-time loop. They ask for each row's bytes this many rows ahead (a later pass, about 32 KB
+ * ahead, a multiple of the 4 rows; benchmarks/RESULTS.md). */
+static inline long pr_mv_prefetch_rows(long ldw) {
+    long rows = (32768 / ldw + 3) / 4 * 4;
+    return rows < 4 ? 4 : rows;
+}
+
+/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI). */
+void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */
-float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb);
-float pr_scalar_dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb);
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
 void pr_scalar_silu_mul(float *x, const float *u, long n);
 void pr_scalar_quick_gelu(float *x, long n);

@@ -81,12 +81,6 @@ static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
 }
 
-/* 8 int32 partial sums of w·x over one block of 32 int8, as floats */
-static inline __m256 block_dot(__m256i w, __m256i x) {
-    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
-
 /* the 32 q4_0 values of a block as int8 −8..7, in value order (low nibbles are values 0..15) */
 static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
@@ -96,32 +90,6 @@ static inline __m256i unpack_q4_0(const uint8_t *qs) {
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 static inline __m256i load32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
-
-static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    long b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(load32(w[b].qs), load32(x[b].qs)), a0);
-        a1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b + 1].d) * f16(x[b + 1].d)),
-                             block_dot(load32(w[b + 1].qs), load32(x[b + 1].qs)), a1);
-    }
-    for (; b < nb; b++)
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(load32(w[b].qs), load32(x[b].qs)), a0);
-    return hsum(_mm256_add_ps(a0, a1));
-}
-
-static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-    long b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(unpack_q4_0(w[b].qs), load32(x[b].qs)), a0);
-        a1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b + 1].d) * f16(x[b + 1].d)),
-                             block_dot(unpack_q4_0(w[b + 1].qs), load32(x[b + 1].qs)), a1);
-    }
-    for (; b < nb; b++)
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(unpack_q4_0(w[b].qs), load32(x[b].qs)), a0);
-    return hsum(_mm256_add_ps(a0, a1));
-}
 
 static void quantize_q8_0(const float *x, block_q8_0 *y, long n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -190,49 +158,79 @@ static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
     }
 }
 
-/* ---- tiled int8 products: 4 weight rows × 2 activation rows per step, 8 accumulators in registers; each
- * weight block is unpacked once for both activation rows, each activation block loaded once for 4 weight rows */
-#define RM 4
-#define RN 2
+/* ---- quantised weights × a few activation rows (decoding, batched decoding, short prompts): Y[j·ldy + i] =
+ * W_i · X_j with X quantised to q8_0. A pass takes up to 4 weight rows against one activation row: each
+ * activation block is loaded once for the 4 rows, whose accumulators are independent chains. vpmaddubsw
+ * multiplies unsigned by signed bytes, so:
+ *   q4_0: the nibbles n = q + 8 (0..15) are the unsigned side and each lane adds −8·Σx of its 4 values
+ *         (shared by the rows), giving Σ (n − 8)·x;
+ *   q8_0: |w| against x with w's signs (vpsignb).
+ * Pair sums stay inside int16 (≤ 2·15·127), so each int32 lane is the exact sum of 4 products as in the
+ * scalar reference; d_w·d_x scales it in f32. An output's 8 lanes accumulate block after block in the same
+ * order whatever the number of rows in the call and its place there: batching and threads' slices do not
+ * change a bit. The plain AVX-512 table uses these too (it has no VNNI; vpmaddubsw is the same at 256 bits). */
+#define MV_ROWS 4
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-#define GEMM_Q(NAME, WBLOCK, UNPACK, DOT)                                                                        \
-    static void NAME(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,     \
-                     long ldy) {                                                                                 \
-        const char *Wc = W, *Xc = X;                                                                             \
-        long nw4 = nw - nw % RM, nx2 = nx - nx % RN;                                                             \
-        for (long j0 = 0; j0 < nx2; j0 += 64)      /* 64 activation rows stay in L2 while W streams by */       \
-            for (long i = 0; i < nw4; i += RM) {                                                                 \
-                long j1 = j0 + 64 < nx2 ? j0 + 64 : nx2;                                                         \
-                const WBLOCK *w[RM];                                                                             \
-                for (int r = 0; r < RM; r++) w[r] = (const WBLOCK *)(Wc + (i + r) * ldw);                        \
-                for (long j = j0; j < j1; j += RN) {                                                             \
-                    const block_q8_0 *x0 = (const block_q8_0 *)(Xc + j * ldx), *x1 = (const block_q8_0 *)(Xc + (j + 1) * ldx); \
-                    __m256 acc[RM][RN];                                                                          \
-                    for (int r = 0; r < RM; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();                    \
-                    for (long b = 0; b < nb; b++) {                                                              \
-                        __m256i xv0 = load32(x0[b].qs), xv1 = load32(x1[b].qs);                                  \
-                        float dx0 = f16(x0[b].d), dx1 = f16(x1[b].d);                                            \
-                        for (int r = 0; r < RM; r++) {                                                           \
-                            __m256i wv = UNPACK;                                                                 \
-                            float dw = f16(w[r][b].d);                                                           \
-                            acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx0), block_dot(wv, xv0), acc[r][0]); \
-                            acc[r][1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx1), block_dot(wv, xv1), acc[r][1]); \
-                        }                                                                                        \
-                    }                                                                                            \
-                    for (int r = 0; r < RM; r++) {                                                               \
-                        Y[j * ldy + i + r] = hsum(acc[r][0]);                                                    \
-                        Y[(j + 1) * ldy + i + r] = hsum(acc[r][1]);                                              \
-                    }                                                                                            \
-                }                                                                                                \
-            }                                                                                                    \
-        /* the edges: leftover weight rows and activation rows, one dot product each */                         \
-        for (long j = 0; j < nx; j++)                                                                            \
-            for (long i = (j < nx2 ? nw4 : 0); i < nw; i++)                                                      \
-                Y[j * ldy + i] = DOT((const WBLOCK *)(Wc + i * ldw), (const block_q8_0 *)(Xc + j * ldx), nb);    \
+ALWAYS_INLINE __m256i madd_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* one pass, R rows (fmt 4: q4_0, 8: q8_0; constants after inlining) */
+ALWAYS_INLINE void mv_pass(int fmt, int R, const char *W, long ldw, const block_q8_0 *x, long nb, float *Y) {
+    __m256 acc[MV_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    long pf_rows = pr_mv_prefetch_rows(ldw);
+    for (long b = 0; b < nb; b++) {
+        __m256i xq = load32(x[b].qs);
+        __m256i corr = fmt == 4 ? _mm256_sub_epi32(_mm256_setzero_si256(), madd_u8s8(_mm256_set1_epi8(8), xq))
+                                : _mm256_setzero_si256();
+        float dx = f16(x[b].d);
+        for (int r = 0; r < R; r++) {
+            __m256i s;
+            float dw;
+            __builtin_prefetch(W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0)));
+            if (fmt == 4) {
+                const block_q4_0 *w = (const block_q4_0 *)(W + r * ldw) + b;
+                __m128i q = _mm_loadu_si128((const __m128i *)w->qs);
+                __m256i n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+                s = _mm256_add_epi32(madd_u8s8(n, xq), corr);
+                dw = f16(w->d);
+            } else {
+                const block_q8_0 *w = (const block_q8_0 *)(W + r * ldw) + b;
+                __m256i wq = load32(w->qs);
+                s = madd_u8s8(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+                dw = f16(w->d);
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * dx), acc[r]);
+        }
     }
+    for (int r = 0; r < R; r++) Y[r] = hsum(acc[r]);
+}
 
-GEMM_Q(gemm_q8_0, block_q8_0, load32(w[r][b].qs), dot_q8_0)
-GEMM_Q(gemm_q4_0, block_q4_0, unpack_q4_0(w[r][b].qs), dot_q4_0)
+ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                      long ldy) {
+    for (long i = 0; i < nw; i += MV_ROWS)
+        for (long j = 0; j < nx; j++) {
+            const char *w = (const char *)W + i * ldw;
+            const block_q8_0 *x = (const block_q8_0 *)((const char *)X + j * ldx);
+            float *y = Y + j * ldy + i;
+            switch (nw - i < MV_ROWS ? nw - i : MV_ROWS) {
+            case 1: mv_pass(fmt, 1, w, ldw, x, nb, y); break;
+            case 2: mv_pass(fmt, 2, w, ldw, x, nb, y); break;
+            case 3: mv_pass(fmt, 3, w, ldw, x, nb, y); break;
+            default: mv_pass(fmt, 4, w, ldw, x, nb, y); break;
+            }
+        }
+}
+
+void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
+    mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+}
+
+void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
+    mv(8, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+}
 
 /* ---- exp: e^x = 2^n · e^r with n = round(x·log2 e), |r| ≤ ln2/2, e^r by Cephes' degree-6 polynomial
  * (≤ 2 ulp on this range); below −87.3 the result is 0, above 88.7 it is clamped (callers only divide by it) */
@@ -329,12 +327,12 @@ static double peak(int kind, long iters) {
 
 const pr_kernels pr_kernels_avx2 = {
     .isa = "avx2",
-    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
     .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
-    .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_mr = 6, .gemm_nr = 16, .gemm_pack8 = gemm_pack8, .peak = peak,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };

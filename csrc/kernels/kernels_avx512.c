@@ -81,39 +81,12 @@ static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
 }
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
-static inline __m256i load32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
     __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
     return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
 }
-/* sign trick as in kernels_avx2.c: |w| × (x·sign w) */
-static inline __m256 block_dot(__m256i w, __m256i x) {
-    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
-
-static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
-    __m256 acc = _mm256_setzero_ps();
-    for (long b = 0; b < nb; b++)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(load32(w[b].qs), load32(x[b].qs)), acc);
-    return hsum8(acc);
-}
-
-static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
-    __m256 acc = _mm256_setzero_ps();
-    for (long b = 0; b < nb; b++)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot(unpack_q4_0(w[b].qs), load32(x[b].qs)), acc);
-    return hsum8(acc);
-}
-
 static void quantize_q8_0(const float *x, block_q8_0 *y, long n) {
     for (long b = 0; b < n / PR_QK; b++, x += PR_QK) {
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
@@ -167,44 +140,6 @@ static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
     }
 }
 
-/* tiled int8 products, 4 weight rows × 2 activation rows (see kernels_avx2.c); BLOCK_DOT picks maddubs or VNNI */
-#define GEMM_Q(NAME, WBLOCK, UNPACK, DOT, BLOCK_DOT)                                                             \
-    static void NAME(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,     \
-                     long ldy) {                                                                                 \
-        const char *Wc = W, *Xc = X;                                                                             \
-        long nw4 = nw - nw % 4, nx2 = nx - nx % 2;                                                               \
-        for (long j0 = 0; j0 < nx2; j0 += 64)                                                                    \
-            for (long i = 0; i < nw4; i += 4) {                                                                  \
-                long j1 = j0 + 64 < nx2 ? j0 + 64 : nx2;                                                         \
-                const WBLOCK *w[4];                                                                              \
-                for (int r = 0; r < 4; r++) w[r] = (const WBLOCK *)(Wc + (i + r) * ldw);                         \
-                for (long j = j0; j < j1; j += 2) {                                                              \
-                    const block_q8_0 *x0 = (const block_q8_0 *)(Xc + j * ldx), *x1 = (const block_q8_0 *)(Xc + (j + 1) * ldx); \
-                    __m256 acc[4][2];                                                                            \
-                    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();                     \
-                    for (long b = 0; b < nb; b++) {                                                              \
-                        __m256i xv0 = load32(x0[b].qs), xv1 = load32(x1[b].qs);                                  \
-                        float dx0 = f16(x0[b].d), dx1 = f16(x1[b].d);                                            \
-                        for (int r = 0; r < 4; r++) {                                                            \
-                            __m256i wv = UNPACK;                                                                 \
-                            float dw = f16(w[r][b].d);                                                           \
-                            acc[r][0] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx0), BLOCK_DOT(wv, xv0), acc[r][0]); \
-                            acc[r][1] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx1), BLOCK_DOT(wv, xv1), acc[r][1]); \
-                        }                                                                                        \
-                    }                                                                                            \
-                    for (int r = 0; r < 4; r++) {                                                                \
-                        Y[j * ldy + i + r] = hsum8(acc[r][0]);                                                   \
-                        Y[(j + 1) * ldy + i + r] = hsum8(acc[r][1]);                                             \
-                    }                                                                                            \
-                }                                                                                                \
-            }                                                                                                    \
-        for (long j = 0; j < nx; j++)                                                                            \
-            for (long i = (j < nx2 ? nw4 : 0); i < nw; i++)                                                      \
-                Y[j * ldy + i] = DOT((const WBLOCK *)(Wc + i * ldw), (const block_q8_0 *)(Xc + j * ldx), nb);    \
-    }
-
-GEMM_Q(gemm_q8_0, block_q8_0, load32(w[r][b].qs), dot_q8_0, block_dot)
-GEMM_Q(gemm_q4_0, block_q4_0, unpack_q4_0(w[r][b].qs), dot_q4_0, block_dot)
 
 /* exp as in kernels_avx2.c, 16 lanes */
 static inline __m512 exp16(__m512 x) {
@@ -302,12 +237,12 @@ static double peak(int kind, long iters) {
 
 const pr_kernels pr_kernels_avx512 = {
     .isa = "avx512",
-    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, 
     .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
-    .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
+    .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
@@ -318,29 +253,163 @@ const pr_kernels pr_kernels_avx512 = {
 
 /* ---------------------------------------------------------------- AVX512_BF16 + AVX512_VNNI section */
 
-/* VNNI: vpdpbusd sums 4 adjacent u8×s8 products into each int32 lane, without the int16 saturation step */
-static inline __m256 block_dot_vnni(__m256i w, __m256i x) {
-    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    return _mm256_cvtepi32_ps(s);
+/* ---- quantised weights × a few activation rows: decoding, batched decoding and short prompts (matmul.c's
+ * matrix-vector path and its int8 tiles). Y[j·ldy + i] = W_i · X_j, X rows quantised to q8_0.
+ *
+ * One pass takes up to 4 weight rows and up to 2 activation rows and walks their blocks two at a time, one
+ * zmm per pair of blocks: each activation pair is loaded once for the 4 rows, each unpacked weight pair serves
+ * both activation rows, and the 8 (weight row, activation row) accumulators are independent chains. vpdpbusd
+ * multiplies unsigned by signed bytes, so:
+ *   q4_0: the nibbles n = q + 8 (0..15) are the unsigned side; the accumulator starts at −8·Σx of the lane,
+ *         so each int32 lane is Σ (n − 8)·x exactly;
+ *   q8_0: x + 128 (1..255) is the unsigned side; the accumulator starts at −128·Σw of the lane.
+ * Either way a lane is the exact integer sum of 4 products, as in the scalar reference; the scale product
+ * d_w·d_x multiplies it in f32. An output's 16 lanes accumulate pair after pair in the same order whatever
+ * the number of rows in the call and the output's place in it: batching sequences or slicing rows between
+ * threads does not change a bit. An odd last block runs as a pair with a zero second block. */
+#define MV_ROWS 4 /* weight rows per pass */
+#define MV_ACTS 2 /* activation rows per pass */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* two f16 scales as the 16-lane pattern idx picks from the 16-bit words of (a, b), in f32 */
+ALWAYS_INLINE __m512 scale_pattern(__m256i a, __m256i idx, __m256i b) {
+    return _mm512_cvtph_ps(_mm256_permutex2var_epi16(a, idx, b));
 }
 
-static float dot_q8_0_vnni(const block_q8_0 *w, const block_q8_0 *x, long nb) {
-    __m256 acc = _mm256_setzero_ps();
-    for (long b = 0; b < nb; b++)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), block_dot_vnni(load32(w[b].qs), load32(x[b].qs)), acc);
-    return hsum8(acc);
+/* Activation blocks b, b+1 of one row laid out for a weight format: the bytes, their lane correction and
+ * the lanes' x scales. `two` = 0: block b alone (the second is zero). */
+typedef struct {
+    __m512i q, corr;
+    __m512 d;
+} act_pair;
+
+/* q4_0 unpacks a pair of blocks to [lo_b, lo_b+1, hi_b, hi_b+1] (16 values each), so x is shuffled to match */
+ALWAYS_INLINE act_pair act_q4_0(const block_q8_0 *x, int two) {
+    act_pair a;
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)x[0].qs);
+    __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)x[1].qs) : _mm256_setzero_si256();
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+    a.q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), z);
+    a.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a.q));
+    __m512 d0 = _mm512_set1_ps(f16(x[0].d)), d1 = _mm512_set1_ps(two ? f16(x[1].d) : 0.0f);
+    a.d = _mm512_mask_blend_ps(0xf0f0, d0, d1);
+    return a;
 }
 
-static float dot_q4_0_vnni(const block_q4_0 *w, const block_q8_0 *x, long nb) {
-    __m256 acc = _mm256_setzero_ps();
-    for (long b = 0; b < nb; b++)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w[b].d) * f16(x[b].d)),
-                              block_dot_vnni(unpack_q4_0(w[b].qs), load32(x[b].qs)), acc);
-    return hsum8(acc);
+/* q8_0: blocks in order [b, b+1]; x + 128 as the unsigned bytes (the correction is the weights') */
+ALWAYS_INLINE act_pair act_q8_0(const block_q8_0 *x, int two) {
+    act_pair a;
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)x[0].qs);
+    __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)x[1].qs) : _mm256_setzero_si256();
+    /* a missing second block reads 128 here, against zero weights */
+    a.q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1), _mm512_set1_epi8((char)0x80));
+    a.corr = _mm512_setzero_si512();
+    __m512 d0 = _mm512_set1_ps(f16(x[0].d)), d1 = _mm512_set1_ps(two ? f16(x[1].d) : 0.0f);
+    a.d = _mm512_mask_blend_ps(0xff00, d0, d1);
+    return a;
 }
 
-GEMM_Q(gemm_q8_0_vnni, block_q8_0, load32(w[r][b].qs), dot_q8_0_vnni, block_dot_vnni)
-GEMM_Q(gemm_q4_0_vnni, block_q4_0, unpack_q4_0(w[r][b].qs), dot_q4_0_vnni, block_dot_vnni)
+/* weight pair of one row: unsigned/signed bytes in the activation's layout, and the lanes' w scales */
+typedef struct {
+    __m512i q, corr;
+    __m512 d;
+} w_pair;
+
+ALWAYS_INLINE w_pair w_q4_0(const block_q4_0 *w, int two) {
+    w_pair p;
+    __m256i t = two ? _mm256_loadu2_m128i((const __m128i *)w[1].qs, (const __m128i *)w[0].qs)
+                    : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)w[0].qs));
+    p.q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1), _mm512_set1_epi8(0x0f));
+    p.corr = _mm512_setzero_si512();
+    if (two) /* the pair's 36 bytes hold d_b at word 0 and d_b+1 at word 9 of the first 32 */
+        p.d = scale_pattern(_mm256_loadu_si256((const __m256i *)w), _mm256_setr_epi16(0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9),
+                            _mm256_setzero_si256());
+    else
+        p.d = _mm512_maskz_mov_ps(0x0f0f, _mm512_set1_ps(f16(w[0].d)));
+    return p;
+}
+
+ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
+    w_pair p;
+    __m256i w0 = _mm256_loadu_si256((const __m256i *)w[0].qs);
+    __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)w[1].qs) : _mm256_setzero_si256();
+    p.q = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+    p.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), p.q));
+    if (two) /* d_b and d_b+1 are word 0 of 32-byte loads at each block */
+        p.d = scale_pattern(_mm256_loadu_si256((const __m256i *)w), _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16),
+                            _mm256_loadu_si256((const __m256i *)&w[1]));
+    else
+        p.d = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(f16(w[0].d)));
+    return p;
+}
+
+/* One step of a pass: blocks b and b+1 of R weight rows × A activation rows (fmt 4: q4_0, 8: q8_0; all
+ * constants after inlining). */
+ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx,
+                           long b, long pf_rows, __m512 acc[MV_ROWS][MV_ACTS]) {
+    act_pair x[MV_ACTS];
+    for (int j = 0; j < A; j++) {
+        const block_q8_0 *xb = (const block_q8_0 *)(X + j * ldx) + b;
+        x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
+    }
+    for (int r = 0; r < R; r++) {
+        /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
+        const char *pf = W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
+        __builtin_prefetch(pf);
+        if (fmt == 8) __builtin_prefetch(pf + 64);
+        w_pair w = fmt == 4 ? w_q4_0((const block_q4_0 *)(W + r * ldw) + b, two)
+                            : w_q8_0((const block_q8_0 *)(W + r * ldw) + b, two);
+        for (int j = 0; j < A; j++) {
+            __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, w.q, x[j].q) : _mm512_dpbusd_epi32(w.corr, x[j].q, w.q);
+            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(w.d, x[j].d), acc[r][j]);
+        }
+    }
+}
+
+/* One pass: R weight rows × A activation rows over all nb blocks, in pairs. */
+ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb,
+                           float *Y, long ldy) {
+    __m512 acc[MV_ROWS][MV_ACTS];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
+    long b = 0;
+    long pf_rows = pr_mv_prefetch_rows(ldw);
+    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf_rows, acc);
+    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf_rows, acc);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < A; j++) Y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
+}
+
+/* every pass of a call, each pass shape compiled with constant R and A */
+ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                      long ldy) {
+    for (long i = 0; i < nw; i += MV_ROWS)
+        for (long j = 0; j < nx; j += MV_ACTS) {
+            const char *w = (const char *)W + i * ldw, *x = (const char *)X + j * ldx;
+            float *y = Y + j * ldy + i;
+            int R = nw - i < MV_ROWS ? (int)(nw - i) : MV_ROWS, A = nx - j < MV_ACTS ? (int)(nx - j) : MV_ACTS;
+            switch (R * 2 + A - 3) { /* R 1..4, A 1..2 */
+            case 0: mv_pass(fmt, 1, 1, w, ldw, x, ldx, nb, y, ldy); break;
+            case 1: mv_pass(fmt, 1, 2, w, ldw, x, ldx, nb, y, ldy); break;
+            case 2: mv_pass(fmt, 2, 1, w, ldw, x, ldx, nb, y, ldy); break;
+            case 3: mv_pass(fmt, 2, 2, w, ldw, x, ldx, nb, y, ldy); break;
+            case 4: mv_pass(fmt, 3, 1, w, ldw, x, ldx, nb, y, ldy); break;
+            case 5: mv_pass(fmt, 3, 2, w, ldw, x, ldx, nb, y, ldy); break;
+            case 6: mv_pass(fmt, 4, 1, w, ldw, x, ldx, nb, y, ldy); break;
+            default: mv_pass(fmt, 4, 2, w, ldw, x, ldx, nb, y, ldy); break;
+            }
+        }
+}
+
+static void gemm_q4_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                           long ldy) {
+    mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+}
+
+static void gemm_q8_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                           long ldy) {
+    mv(8, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+}
 
 /* bf16 weights × f32 activations with vdpbf16ps. An activation x is split as x = hi + lo, both bf16
  * (lo = bf16(x − hi)), so W·x = W·hi + W·lo keeps ~16 significant bits of x instead of bf16's 8: results stay
@@ -439,8 +508,8 @@ static double peak_bf16_vnni(int kind, long iters) {
 
 const pr_kernels pr_kernels_avx512_bf16 = {
     .isa = "avx512",
-    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0_vnni,
-    .dot_q4_0 = dot_q4_0_vnni, .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
+    .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,

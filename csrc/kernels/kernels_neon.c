@@ -148,7 +148,7 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
 /* element-wise functions: the scalar ones (expf per element; not on any hot path measured here) */
 const pr_kernels pr_kernels_neon = {
     .isa = "neon",
-    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, .dot_q8_0 = dot_q8_0, .dot_q4_0 = dot_q4_0,
+    .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
     .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,

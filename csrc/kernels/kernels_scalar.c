@@ -31,7 +31,7 @@ static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
 }
 
 /* Σ_blocks d_w·d_x · Σ_i q_w[i]·q_x[i], the inner sum exact in int32 */
-float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
+static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
     float s = 0;
     for (long b = 0; b < nb; b++) {
         int32_t acc = 0;
@@ -41,7 +41,7 @@ float pr_scalar_dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
     return s;
 }
 
-float pr_scalar_dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
+static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
     float s = 0;
     for (long b = 0; b < nb; b++) {
         int32_t acc = 0;
@@ -82,7 +82,7 @@ static void gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx,
                       long ldy) {
     for (long j = 0; j < nx; j++)
         for (long i = 0; i < nw; i++)
-            Y[j * ldy + i] = pr_scalar_dot_q8_0((const block_q8_0 *)((const char *)W + i * ldw),
+            Y[j * ldy + i] = dot_q8_0((const block_q8_0 *)((const char *)W + i * ldw),
                                                 (const block_q8_0 *)((const char *)X + j * ldx), nb);
 }
 
@@ -90,7 +90,7 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
                       long ldy) {
     for (long j = 0; j < nx; j++)
         for (long i = 0; i < nw; i++)
-            Y[j * ldy + i] = pr_scalar_dot_q4_0((const block_q4_0 *)((const char *)W + i * ldw),
+            Y[j * ldy + i] = dot_q4_0((const block_q4_0 *)((const char *)W + i * ldw),
                                                 (const block_q8_0 *)((const char *)X + j * ldx), nb);
 }
 
@@ -126,7 +126,6 @@ float pr_scalar_exp_sum(float *x, long n, float m) {
 const pr_kernels pr_kernels_scalar = {
     .isa = "scalar",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .dot_q8_0 = pr_scalar_dot_q8_0, .dot_q4_0 = pr_scalar_dot_q4_0,
     .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
     .quantize_q8_0 = pr_scalar_quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,

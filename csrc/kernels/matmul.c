@@ -1,8 +1,9 @@
 /* Matrix products for every weight dtype, split across the pool's threads by weight rows. Each output
  * element is computed by one thread in a fixed order, so results do not depend on timing.
  *
- *   few activation rows (decode, n ≤ 4):  one dot product per weight row and activation row; the x rows are
- *       quantised to q8_0 first for q8_0/q4_0 weights. Memory-bound: every weight byte is read once.
+ *   few activation rows (decode, batched decode; n ≤ FEW_ROWS): one dot product per weight row and activation
+ *       row; for q8_0/q4_0 weights the x rows are quantised to q8_0 first and the table's int8 kernel takes a
+ *       thread's whole slice of rows against all of them. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
  *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows:
@@ -23,7 +24,8 @@
 #include "kernels/gemm.h"
 #include "util/mem.h"
 
-#define FEW_ROWS 4    /* up to this many activation rows: dot products (matrix-vector) */
+#define FEW_ROWS 8    /* up to this many activation rows: dot products (matrix-vector; a batch of decoded
+                       * sequences reads each weight row once) */
 #define PANEL_BYTES (2 << 20) /* f32 weight rows widened at a time for sgemm: big enough that sgemm's packing
                                 * of the activations is amortised, small enough to stay in L2/L3 */
 #define ROW_ALIGN 4   /* thread slices start on multiples of the tile kernels' 4 weight rows */
@@ -96,23 +98,22 @@ static float dot_dequant(const mm_job *j, long r, const float *x) {
     return s;
 }
 
+/* f32/f16/bf16 weights, or q*_0 without scratch for the quantised activations */
 static void matvec_task(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     const pr_kernels *k = j->k;
-    long r0, r1, nb = j->cols / PR_QK;
+    long r0, r1;
     slice(j, ith, nth, &r0, &r1);
     for (long r = r0; r < r1; r++) {
         const void *w = wrow(j, r);
         for (int i = 0; i < j->n; i++) {
             const float *x = j->x + (long)i * j->cols;
-            const void *xq = j->xq ? (const char *)j->xq + (size_t)i * j->ldxq : NULL;
             float s;
             switch (j->W->type) {
             case PR_F32: s = k->dot_f32(w, x, j->cols); break;
             case PR_F16: s = k->dot_f16(w, x, j->cols); break;
             case PR_BF16: s = k->dot_bf16(w, x, j->cols); break;
-            case PR_Q8_0: s = xq ? k->dot_q8_0(w, xq, nb) : dot_dequant(j, r, x); break;
-            case PR_Q4_0: s = xq ? k->dot_q4_0(w, xq, nb) : dot_dequant(j, r, x); break;
+            case PR_Q8_0: case PR_Q4_0: s = dot_dequant(j, r, x); break;
             default: s = 0; break;
             }
             j->y[(long)i * j->rows + r] = s;
@@ -203,10 +204,10 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
     mm_job j = {k, W, x, NULL, 0, n, y, (long)W->ne[1], (long)W->ne[0], 0};
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
-    int many = n >= GEMM_MIN_ROWS;
-    int gemm = n > FEW_ROWS && (path == PR_MM_GEMM || (path == PR_MM_AUTO && many && use_gemm(k, W->type, j.cols)));
+    int many = n >= GEMM_MIN_ROWS, few = n <= FEW_ROWS && path == PR_MM_AUTO; /* a forced path is taken */
+    int gemm = !few && (path == PR_MM_GEMM || (path == PR_MM_AUTO && many && use_gemm(k, W->type, j.cols)));
     int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many && k->int8_tiles));
-    if (quant && (n <= FEW_ROWS || tiles)) {
+    if (quant && (few || tiles)) {
         /* the activation scratch belongs to the calling thread; workers only read it */
         j.ldxq = (size_t)(j.cols / PR_QK) * sizeof(block_q8_0);
         void *xq = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
@@ -215,15 +216,15 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
             j.xq = xq;
         }
     }
-    if (n <= FEW_ROWS) {
+    if (quant && j.xq) { /* few rows or tiles: the table's int8 kernel */
+        pr_pool_run(pool, tile_task, &j);
+        return;
+    }
+    if (few) {
         pr_pool_run(pool, matvec_task, &j);
         return;
     }
     if (gemm && !pr_gemm_packed(k, pool, W, x, n, y)) return;
-    if (quant && j.xq) {
-        pr_pool_run(pool, tile_task, &j);
-        return;
-    }
     if (W->type == PR_BF16 && k->gemm_bf16 && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many))) {
         j.ldxq = (size_t)j.cols * 2 * sizeof(uint16_t);
         void *xs = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);

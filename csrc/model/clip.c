@@ -34,7 +34,7 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
         goto done;
     }
     for (int l = 0; l < c->n_layer_run; l++) {
-        if (pr_should_abort(m)) {
+        if (pr_should_abort()) {
             rc = pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
             goto done;
         }

@@ -60,13 +60,12 @@ int pr_model_n_tensors(const pr_model *m) { return gguf_n_tensors(m->gguf); }
 const pr_tensor *pr_model_tensor_at(const pr_model *m, int i) { return gguf_tensor_at(m->gguf, i); }
 const struct gguf_file *pr_model_gguf(const pr_model *m) { return m->gguf; }
 const struct pr_tokenizer *pr_model_tokenizer(const pr_model *m) { return m->tok; }
-volatile int *pr_model_abort_flag(pr_model *m) { return &m->abort_flag; }
 
 #include <signal.h>
 static volatile sig_atomic_t interrupt_requested;
 void pr_interrupt_request(void) { interrupt_requested = 1; }
 void pr_interrupt_clear(void) { interrupt_requested = 0; }
-int pr_should_abort(const pr_model *m) { return m->abort_flag || interrupt_requested; }
+int pr_should_abort(void) { return interrupt_requested; }
 
 /* ---- numeric helpers shared by the model files */
 

@@ -41,7 +41,6 @@ struct pr_model {
     pr_weights w;
     pr_pool *pool;
     struct pr_tokenizer *tok;
-    volatile int abort_flag;
 };
 
 int pr_config_read(const gguf_file *f, pr_config *c, pr_error *err);
@@ -58,6 +57,6 @@ static inline const float *pr_f32(const pr_tensor *t) { return (const float *)t-
 /* The model a context decodes with */
 pr_model *pr_context_model(const pr_context *c);
 
-/* 1 if the work on m should stop (per-model flag or process-wide interrupt) */
-int pr_should_abort(const pr_model *m);
+/* 1 if long work should stop (pr_interrupt_request was called) */
+int pr_should_abort(void);
 #endif

@@ -59,7 +59,7 @@ int pr_moe_experts(pr_model *m, const float *x, int n_tok, float *out, pr_error 
     }
     int rc = 0;
     for (int e = 0; e < c->n_expert; e++) {
-        if (pr_should_abort(m)) {
+        if (pr_should_abort()) {
             rc = pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
             break;
         }

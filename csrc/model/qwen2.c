@@ -24,7 +24,8 @@
 #include "util/mem.h"
 
 #define PREFILL_CHUNK 256 /* positions per pass: bounds the activations' memory and lets Ctrl-C in between */
-#define FEW_ROWS 4        /* passes of up to this many positions (decoding) run their products as fused jobs */
+#define FEW_ROWS 8        /* passes of up to this many positions (decoding; a batch of sequences) run their
+                           * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
 
@@ -305,7 +306,7 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
     float *x = r->x;
     rope_factors(r, seqs, n_seqs, (int)hd);
     for (int l = 0; l < cf->n_layer; l++) {
-        if (pr_should_abort(m)) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
+        if (pr_should_abort()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
         for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
         fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
