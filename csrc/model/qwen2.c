@@ -69,6 +69,8 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     size_t n = (size_t)rows, nth = (size_t)pr_pool_size(c->m->pool);
     long widest = (long)(ff > d + 2 * kv ? ff : d + 2 * kv);
     long part_rows = widest / (long)nth + 2 * SLICE_ALIGN;
+    long head_rows = (long)((cf->n_head_kv + nth - 1) / nth * (d / cf->n_head_kv)); /* attention_block's q slice */
+    if (part_rows < head_rows) part_rows = head_rows;
     run_state_free(r);
     r->x = pr_alloc(n, d, sizeof(float));
     r->a = pr_alloc(n, d, sizeof(float));
@@ -296,6 +298,85 @@ static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
         for (long i = 0; i < (long)f->n * rows; i++) f->res[i] += f->out[0].y[i];
 }
 
+/* Columns [c0, c0+nc) of the new keys and values of one sequence's rows into its layer-l cache. */
+static void kv_store(const seq_rows *q, const pr_run_state *r, int l, long kv, long c0, long nc) {
+    pr_context *c = q->c;
+    for (int i = 0; i < q->n; i++) {
+        size_t at = ((size_t)(c->n_past + i) * kv + c0) * c->kv_elt;
+        const float *kn = r->k + (long)(q->row0 + i) * kv + c0, *vn = r->v + (long)(q->row0 + i) * kv + c0;
+        if (c->kv_type == PR_F16) {
+            pr_kern()->f32_to_f16(kn, (uint16_t *)((char *)c->k[l] + at), nc);
+            pr_kern()->f32_to_f16(vn, (uint16_t *)((char *)c->v[l] + at), nc);
+        } else {
+            memcpy((char *)c->k[l] + at, kn, (size_t)nc * sizeof(float));
+            memcpy((char *)c->v[l] + at, vn, (size_t)nc * sizeof(float));
+        }
+    }
+}
+
+/* Attention of one sequence's rows (their q, the layer-l cache up to them) into r->o. */
+static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_run_state *r, int l) {
+    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
+    pr_context *c = q->c;
+    return (pr_attn){.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
+                     .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
+                     .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
+                     .causal = 1};
+}
+
+/* ---- decoding's attention block as one pool job: each thread takes whole kv heads with their query heads, so
+ * the q, k, v rows of its heads, their rotation, their cache columns and their attention need nothing from the
+ * other threads — one job instead of the qkv product and the attention job. Every value is computed as on the
+ * unfused path (the same dot products, the direct attention path), so results are bit-identical. */
+typedef struct {
+    pr_model *m;
+    const pr_run_state *rs;
+    const pr_llm_layer *L;
+    int l;
+    const seq_rows *seqs;
+    int n_seqs, n;
+    int failed; /* set (atomically) by a thread that could not get scratch memory */
+} attn_block_job;
+
+/* Whether a pass takes attn_block_task: few rows, each sequence's on the direct attention path, and heads
+ * that start on slice boundaries. */
+static int fuse_attention(const pr_config *cf, const seq_rows *seqs, int n_seqs, int n) {
+    if (n > FEW_ROWS || (cf->n_embd / cf->n_head) % SLICE_ALIGN) return 0;
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].n > PR_ATTN_FEW_QUERIES) return 0;
+    return 1;
+}
+
+static void attn_block_task(void *arg, int ith, int nth) {
+    const attn_block_job *j = arg;
+    const pr_config *cf = &j->m->cfg;
+    const pr_llm_layer *L = j->L;
+    const pr_run_state *r = j->rs;
+    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, group = cf->n_head / cf->n_head_kv;
+    long g0, g1;
+    pr_split_range(cf->n_head_kv, ith, nth, &g0, &g1);
+    if (g1 <= g0) return;
+    long h0 = g0 * group, h1 = g1 * group;
+    float *part = r->part + (size_t)ith * FEW_ROWS * (size_t)r->part_rows;
+    fused_job f = {.rs = r, .x = r->a, .n = j->n};
+    fused_out q = {L->wq, L->bq, r->q}, k = {L->wk, L->bk, r->k}, v = {L->wv, L->bv, r->v};
+    fused_slice(&f, &q, h0 * hd, h1 * hd, part);
+    fused_slice(&f, &k, g0 * hd, g1 * hd, part);
+    fused_slice(&f, &v, g0 * hd, g1 * hd, part);
+    for (int i = 0; i < j->n; i++) {
+        rope(r->q + i * d + h0 * hd, (int)(h1 - h0), (int)hd, r->rope + i * hd);
+        rope(r->k + i * kv + g0 * hd, (int)(g1 - g0), (int)hd, r->rope + i * hd);
+    }
+    for (int s = 0; s < j->n_seqs; s++) {
+        kv_store(&j->seqs[s], r, j->l, kv, g0 * hd, (g1 - g0) * hd);
+        pr_attn at = seq_attention(cf, &j->seqs[s], r, j->l);
+        if (pr_attention_heads(pr_kern(), &at, (int)h0, (int)h1)) {
+            __atomic_store_n(&((attn_block_job *)arg)->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
 /* One pass of the n rows of r->x (n ≤ r->rows) through the decoder layers, updated in place to the final hidden
  * states. Each sequence's rows take its next positions and go into its KV cache; products read the weights once
  * for all rows. The caller has reserved the caches. */
@@ -309,32 +390,24 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         if (pr_should_abort()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
         for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
-        fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
-                                                                {L->wv, L->bv, r->v}}};
-        products(m, r, &qkv);
-        for (int i = 0; i < n; i++) {
-            rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
-            rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
-        }
-        for (int s = 0; s < n_seqs; s++) {
-            const seq_rows *q = &seqs[s];
-            pr_context *c = q->c;
-            char *kc = (char *)c->k[l] + (size_t)c->n_past * kv * c->kv_elt;
-            char *vc = (char *)c->v[l] + (size_t)c->n_past * kv * c->kv_elt;
-            const float *kn = r->k + (long)q->row0 * kv, *vn = r->v + (long)q->row0 * kv;
-            if (c->kv_type == PR_F16) {
-                K->f32_to_f16(kn, (uint16_t *)kc, q->n * kv);
-                K->f32_to_f16(vn, (uint16_t *)vc, q->n * kv);
-            } else {
-                memcpy(kc, kn, (size_t)q->n * kv * sizeof(float));
-                memcpy(vc, vn, (size_t)q->n * kv * sizeof(float));
+        if (fuse_attention(cf, seqs, n_seqs, n)) {
+            attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
+            pr_pool_run(m->pool, attn_block_task, &ab);
+            if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
+        } else {
+            fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
+                                                                    {L->wv, L->bv, r->v}}};
+            products(m, r, &qkv);
+            for (int i = 0; i < n; i++) {
+                rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
+                rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
             }
-            pr_attn at = {.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
-                          .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
-                          .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
-                          .causal = 1};
-            int rc = pr_attention(K, m->pool, &at, err);
-            if (rc) return rc;
+            for (int s = 0; s < n_seqs; s++) {
+                kv_store(&seqs[s], r, l, kv, 0, kv);
+                pr_attn at = seq_attention(cf, &seqs[s], r, l);
+                int rc = pr_attention(K, m->pool, &at, err);
+                if (rc) return rc;
+            }
         }
         fused_job wo = {.x = r->o, .n = n, .n_out = 1, .out = {{L->wo, NULL, r->a}}, .same_rows = 1,
                         .epilogue = EPI_ADD_TO, .res = x};
