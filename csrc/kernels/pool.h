@@ -1,6 +1,8 @@
-/* One persistent pool of worker threads per model. pr_pool_run(fn) runs fn(arg, ith, nth) on every thread
- * (the caller is thread 0) and returns when all are done. Idle workers sleep on a condition variable, so they
- * do not compete with OpenBLAS's own threads, which run only between pool jobs. */
+/* One persistent pool of worker threads per model. pr_pool_run_chunks(fn, n) runs fn(arg, i, n) for every chunk
+ * i < n, each once, on whichever thread (the caller or a worker) claims it first, and returns when all are done;
+ * pr_pool_run is n = the pool's thread count. A chunk's index, not the thread, identifies its share: chunks of one
+ * job may run one after another on the same thread. Idle workers sleep on a condition variable, so they do not
+ * compete with OpenBLAS's own threads, which run only between pool jobs. */
 #ifndef PR_KERNELS_POOL_H
 #define PR_KERNELS_POOL_H
 #include <stddef.h>
@@ -12,6 +14,7 @@ int pr_pool_new(int n_threads, pr_pool **out);
 void pr_pool_free(pr_pool *p);
 int pr_pool_size(const pr_pool *p);
 void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg);
+void pr_pool_run_chunks(pr_pool *p, pr_task_fn fn, void *arg, int n_chunks);
 /* Jobs run so far (each wakes every worker once): for counting wake-ups per token. */
 unsigned long pr_pool_runs(const pr_pool *p);
 /* Splits [0, n) into nth near-equal contiguous ranges; range of thread ith. */
