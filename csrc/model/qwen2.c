@@ -28,6 +28,8 @@
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
+#define CHUNKS_PER_THREAD 4 /* a fused job's chunks (pool.h) per pool thread: a worker that wakes late still
+                             * finds most of the job unclaimed, and the caller's wait at the end is short */
 
 /* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
  * kept, so decoding token after token allocates nothing. */
@@ -40,7 +42,7 @@ typedef struct pr_run_state {
     float *o;          /* rows × d    attention output */
     float *g, *u;      /* rows × ff   MLP gate and up */
     float *rope;       /* rows × hd   cos then sin of each position's rotary angles (hd/2 each) */
-    float *part;       /* n_threads × FEW_ROWS × part_rows: a thread's slice of a product, before scattering */
+    float *part;       /* chunks × FEW_ROWS × part_rows: a fused job chunk's slice of a product, before scattering */
     long part_rows;
 } pr_run_state;
 
@@ -60,16 +62,28 @@ static void run_state_free(pr_run_state *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Chunks of a fused job (fused_task) and of the attention block (attn_block_task, whole kv heads each). */
+static int fused_chunks(const pr_model *m) {
+    int nth = pr_pool_size(m->pool);
+    return nth == 1 ? 1 : nth * CHUNKS_PER_THREAD;
+}
+
+static int attn_block_chunks(const pr_model *m) {
+    int n = fused_chunks(m);
+    return n < m->cfg.n_head_kv ? n : m->cfg.n_head_kv;
+}
+
 /* Room for passes of `rows` positions. */
 static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     pr_run_state *r = &c->rs;
     if (rows <= r->rows) return 0;
     const pr_config *cf = &c->m->cfg;
     size_t d = (size_t)cf->n_embd, hd = d / (size_t)cf->n_head, kv = hd * (size_t)cf->n_head_kv, ff = (size_t)cf->n_ff;
-    size_t n = (size_t)rows, nth = (size_t)pr_pool_size(c->m->pool);
+    size_t n = (size_t)rows;
     long widest = (long)(ff > d + 2 * kv ? ff : d + 2 * kv);
-    long part_rows = widest / (long)nth + 2 * SLICE_ALIGN;
-    long head_rows = (long)((cf->n_head_kv + nth - 1) / nth * (d / cf->n_head_kv)); /* attention_block's q slice */
+    size_t chunks = fused_chunks(c->m), head_chunks = attn_block_chunks(c->m);
+    long part_rows = widest / (long)chunks + 2 * SLICE_ALIGN;
+    long head_rows = (long)((cf->n_head_kv + head_chunks - 1) / head_chunks * (d / cf->n_head_kv)); /* q slice */
     if (part_rows < head_rows) part_rows = head_rows;
     run_state_free(r);
     r->x = pr_alloc(n, d, sizeof(float));
@@ -81,7 +95,7 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     r->g = pr_alloc(n, ff, sizeof(float));
     r->u = pr_alloc(n, ff, sizeof(float));
     r->rope = pr_alloc(n, hd, sizeof(float));
-    r->part = pr_alloc(nth * FEW_ROWS, (size_t)part_rows, sizeof(float));
+    r->part = pr_alloc(chunks * FEW_ROWS, (size_t)part_rows, sizeof(float));
     if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || !r->part) {
         run_state_free(r);
         return pr_set_error(err, PR_ERR_NOMEM, "out of memory for the activations of %d positions", rows);
@@ -284,7 +298,7 @@ static void fused_task(void *arg, int ith, int nth) {
 static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
         f->rs = r;
-        pr_pool_run(m->pool, fused_task, f);
+        pr_pool_run_chunks(m->pool, fused_task, f, fused_chunks(m));
         return;
     }
     for (int p = 0; p < f->n_out; p++) {
@@ -392,7 +406,7 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
         if (fuse_attention(cf, seqs, n_seqs, n)) {
             attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
-            pr_pool_run(m->pool, attn_block_task, &ab);
+            pr_pool_run_chunks(m->pool, attn_block_task, &ab, attn_block_chunks(m));
             if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
         } else {
             fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
