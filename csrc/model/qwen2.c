@@ -269,15 +269,15 @@ static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1
             for (long r = r0; r < r1; r++) o->y[(long)i * rows + r] += pr_f32(o->bias)[r];
 }
 
-static void fused_task(void *arg, int ith, int nth) {
+static void fused_task(void *arg, int chunk, int n_chunks) {
     const fused_job *f = arg;
     long total = 0;
     for (int p = 0; p < f->n_out; p++) total = f->same_rows ? (long)f->out[p].W->ne[1] : total + (long)f->out[p].W->ne[1];
     long g0, g1, groups = (total + SLICE_ALIGN - 1) / SLICE_ALIGN;
-    pr_split_range(groups, ith, nth, &g0, &g1);
+    pr_split_range(groups, chunk, n_chunks, &g0, &g1);
     long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
     if (s1 <= s0) return;
-    float *part = f->rs->part + (size_t)ith * FEW_ROWS * (size_t)f->rs->part_rows;
+    float *part = f->rs->part + (size_t)chunk * FEW_ROWS * (size_t)f->rs->part_rows;
     long base = 0;
     for (int p = 0; p < f->n_out; p++) {
         long rows = (long)f->out[p].W->ne[1], r0 = s0 > base ? s0 - base : 0, r1 = s1 - base < rows ? s1 - base : rows;
@@ -338,7 +338,7 @@ static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_ru
                      .causal = 1};
 }
 
-/* ---- decoding's attention block as one pool job: each thread takes whole kv heads with their query heads, so
+/* ---- decoding's attention block as one pool job: each chunk takes whole kv heads with their query heads, so
  * the q, k, v rows of its heads, their rotation, their cache columns and their attention need nothing from the
  * other threads — one job instead of the qkv product and the attention job. Every value is computed as on the
  * unfused path (the same dot products, the direct attention path), so results are bit-identical. */
@@ -361,17 +361,17 @@ static int fuse_attention(const pr_config *cf, const seq_rows *seqs, int n_seqs,
     return 1;
 }
 
-static void attn_block_task(void *arg, int ith, int nth) {
+static void attn_block_task(void *arg, int chunk, int n_chunks) {
     const attn_block_job *j = arg;
     const pr_config *cf = &j->m->cfg;
     const pr_llm_layer *L = j->L;
     const pr_run_state *r = j->rs;
     long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, group = cf->n_head / cf->n_head_kv;
     long g0, g1;
-    pr_split_range(cf->n_head_kv, ith, nth, &g0, &g1);
+    pr_split_range(cf->n_head_kv, chunk, n_chunks, &g0, &g1);
     if (g1 <= g0) return;
     long h0 = g0 * group, h1 = g1 * group;
-    float *part = r->part + (size_t)ith * FEW_ROWS * (size_t)r->part_rows;
+    float *part = r->part + (size_t)chunk * FEW_ROWS * (size_t)r->part_rows;
     fused_job f = {.rs = r, .x = r->a, .n = j->n};
     fused_out q = {L->wq, L->bq, r->q}, k = {L->wk, L->bk, r->k}, v = {L->wv, L->bv, r->v};
     fused_slice(&f, &q, h0 * hd, h1 * hd, part);
