@@ -339,8 +339,8 @@ static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_ru
 }
 
 /* ---- decoding's attention block as one pool job: each chunk takes whole kv heads with their query heads, so
- * the q, k, v rows of its heads, their rotation, their cache columns and their attention need nothing from the
- * other threads — one job instead of the qkv product and the attention job. Every value is computed as on the
+ * the q, k, v rows of its heads, their rotation, their cache columns and their attention need nothing from
+ * other chunks — one job instead of the qkv product and the attention job. Every value is computed as on the
  * unfused path (the same dot products, the direct attention path), so results are bit-identical. */
 typedef struct {
     pr_model *m;
