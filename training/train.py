@@ -1,7 +1,12 @@
 """Train the shipped tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
 
     python -m training.train            # 2 threads (the default); writes training/checkpoint/
-    python -m training.train --data people --out DIR   # the same on the "people" data (training/data.py)
+
+The best model on the "people" data so far (training/README.md; not shipped):
+
+    python -m training.train --data people --image-size 96 --patch-size 12 --tower-steps 10000 --out /tmp/ck1
+    python -m training.train --data people --init /tmp/ck1 --seed 1 --tower-steps 0 --stage1-steps 0 \
+        --stage2-steps 2000 --lr 1e-3 --out /tmp/ck2
 
 Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
 instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
@@ -17,6 +22,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 from transformers import CLIPVisionConfig, Qwen2Config
 
 from training import data
@@ -25,6 +31,8 @@ from training.tokenizer import SPECIAL_TOKENS, encode_prompt, train_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# --data people runs use 96 px in 12 px patches (--image-size 96 --patch-size 12): the same 64 patches, so the
+# decoder costs the same, but small objects on wide canvases keep more of their outline (training/README.md).
 IMAGE_SIZE = 64
 VISION = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, patch_size=8,
               image_size=IMAGE_SIZE, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=64, num_channels=3)
@@ -49,13 +57,13 @@ MICRO_BATCHES = 3
 DESCRIBE_SHARE = 0.15
 
 
-def build_model(tok):
+def build_model(tok, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"]):
     # Qwen checkpoints pad the embedding matrix past the tokenizer's size; do the same (multiple of 64).
     vocab = int(math.ceil(tok.get_vocab_size() / 64) * 64)
     config = Qwen2Config(vocab_size=vocab, bos_token_id=None, eos_token_id=tok.token_to_id("<|im_end|>"),
                          mm_hidden_size=VISION["hidden_size"], moe_hidden_size=LLM["hidden_size"], **LLM, **PARROT)
     config._attn_implementation = "sdpa"  # training speed; the saved checkpoint is implementation-independent
-    vision = CLIPVisionConfig(**VISION)
+    vision = CLIPVisionConfig(**{**VISION, "image_size": image_size, "patch_size": patch_size})
     vision._attn_implementation = "sdpa"
     model = ParrotQwen2ForCausalLM(config, vision)
     # nn.Linear's default init for the modules Parrot adds; a larger gate init makes routing language-sensitive
@@ -68,14 +76,14 @@ class Sampler:
     """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
     each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
-    def __init__(self, tok, pool_size, seed, people=False):
+    def __init__(self, tok, pool_size, seed, people=False, image_size=IMAGE_SIZE):
         rng = np.random.default_rng(seed)
         self.tok = tok
         self.people = people  # the "people" data: its pictures, paraphrased questions and "describe" turns
         self.scenes, images = [], []
         for _ in range(pool_size):
             scene = data.random_scene_people(rng) if people else data.random_scene(rng)
-            images.append(data.preprocess(scene.pop("image"), IMAGE_SIZE))
+            images.append(data.preprocess(scene.pop("image"), image_size))
             self.scenes.append(scene)
         self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
         self.seed = seed
@@ -191,6 +199,7 @@ def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0):
             print(f"tower step {step + 1}/{steps} loss {running / log_every:.4f} train-acc {acc} "
                   f"t {time.time() - t0:.0f}s", flush=True)
             running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+    return heads
 
 
 def _schedule(opt, steps):
@@ -261,24 +270,34 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head):
 
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
-          log_every=50, people=False):
+          log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None):
+    """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
+    the experts as they are: tower_steps and stage1_steps must be 0)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
-    # tokenizer corpus: every template string plus sampled full conversations
-    rng = np.random.default_rng(seed + 100)
-    corpus = (data.all_texts_people() if people else data.all_texts()) * 5
-    for _ in range(3000):
-        scene = data.random_labels(rng) if people else data.random_scene(rng)  # people: text only, no picture
-        q = (data.sample_question_people if people else data.sample_question)(rng, scene)
-        corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
-    tok = train_tokenizer(corpus, vocab_size=1024)
-    model = build_model(tok)
-    sampler = Sampler(tok, pool, seed + 200, people)
+    if init:
+        assert tower_steps == 0 and stage1_steps == 0, "--init continues stage 2 only"
+        tok = Tokenizer.from_file(os.path.join(init, "tokenizer.json"))
+        model = ParrotQwen2ForCausalLM.from_pretrained(init)
+        model.config._attn_implementation = model.vision_config._attn_implementation = "sdpa"  # as build_model
+        image_size = model.vision_config.image_size
+    else:
+        # tokenizer corpus: every template string plus sampled full conversations
+        rng = np.random.default_rng(seed + 100)
+        corpus = (data.all_texts_people() if people else data.all_texts()) * 5
+        for _ in range(3000):
+            scene = data.random_labels(rng) if people else data.random_scene(rng)  # people: text only, no picture
+            q = (data.sample_question_people if people else data.sample_question)(rng, scene)
+            corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
+        tok = train_tokenizer(corpus, vocab_size=1024)
+        model = build_model(tok, image_size, patch_size)
+    sampler = Sampler(tok, pool, seed + 200, people, image_size)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
-    pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
+    if tower_steps:
+        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
     # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
     # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
     # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
@@ -293,7 +312,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         model.model.vision_tower.requires_grad_(train_tower)
         if not train_tower and feats is None:
             feats = tower_features(model, sampler.pixels)
-        if use_moe:
+        if use_moe and not init:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
             # decoder's residual updates; in 4 of the 5 runs made with 0.1, colour fell to chance in stage 2.)
@@ -330,9 +349,10 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = cpu.ru_utime + cpu.ru_stime
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
-        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} --stage1-steps "
-                              f"{stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size}"
-                              + (" --data people" if people else ""),
+        json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
+                              f"--stage1-steps {stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} "
+                              f"--pool {pool} --lr {lr:g} --data {'people' if people else 'shapes'}"
+                              + (f" --init {init}" if init else f" --image-size {image_size} --patch-size {patch_size}"),
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
@@ -348,12 +368,17 @@ def main():
     ap.add_argument("--stage2-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--pool", type=int, default=20000)
+    ap.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="the tower's input side in pixels")
+    ap.add_argument("--patch-size", type=int, default=VISION["patch_size"])
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of every stage")
+    ap.add_argument("--init", default=None, help="continue stage 2 from this checkpoint (with --tower-steps 0 "
+                    "--stage1-steps 0)")
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
                     help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
     args = ap.parse_args()
     train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
-          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool,
-          people=args.data == "people")
+          stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool, lr=args.lr,
+          people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init)
 
 
 if __name__ == "__main__":
