@@ -2,73 +2,48 @@
 #include "kernels/pool.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* A job is n_chunks calls fn(arg, i, n_chunks). Threads claim chunks one at a time from an atomic counter, so a
- * worker that wakes late (tens of microseconds on a busy or virtual machine) finds the chunks the caller has
- * not yet started rather than holding the caller up until it has run a fixed share: the caller waits only for
- * chunks already running. The counter carries the job's generation in its high half, so a worker still
- * looking at a finished job cannot claim a chunk of it. */
 struct pr_pool {
     int n;
     pthread_t *threads;
-    /* the current job: written before claim is published (release) and read after it is loaded (acquire); a
-     * worker may read a newer job's values here, but then its claim (compare-exchange on the old generation)
-     * fails and it does not use them */
-    _Atomic(pr_task_fn) fn;
-    _Atomic(void *) arg;
-    atomic_int n_chunks;
-    atomic_ullong claim;      /* generation << 32 | next chunk to claim */
-    atomic_int done;          /* chunks of the current job finished */
-    atomic_int caller_asleep; /* the caller sleeps (or is about to) on finished */
-    atomic_int quit;
-    atomic_ulong runs;        /* jobs run, also on a one-thread pool (pr_pool_runs) */
-    unsigned generation;      /* the caller's (under job_mu) */
-    pthread_mutex_t mu;       /* with wake: workers sleep until claim's generation changes or quit */
-    pthread_cond_t wake, finished;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    pr_task_fn fn;
+    void *arg;
+    unsigned long generation; /* bumped for every job */
+    unsigned long runs;       /* jobs run, also on a one-thread pool (pr_pool_runs) */
+    int pending;              /* workers still running the current job */
+    int quit;
     /* calls from several Python threads are serialised here: a job owns the pool until it returns */
     pthread_mutex_t job_mu;
 };
 
-/* Runs chunks of job `gen` until none is left to claim. */
-static void run_chunks(pr_pool *p, unsigned gen) {
-    for (;;) {
-        unsigned long long c = atomic_load_explicit(&p->claim, memory_order_acquire);
-        if ((unsigned)(c >> 32) != gen) return;
-        pr_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-        void *arg = atomic_load_explicit(&p->arg, memory_order_relaxed);
-        int n_chunks = atomic_load_explicit(&p->n_chunks, memory_order_relaxed);
-        int i = (int)(c & 0xffffffffu);
-        if (i >= n_chunks) return;
-        if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
-            continue;
-        fn(arg, i, n_chunks);
-        /* the last chunk wakes the caller if it sleeps: it sees done == n_chunks before sleeping, or we see
-         * caller_asleep (both seq_cst) */
-        if (atomic_fetch_add(&p->done, 1) + 1 == n_chunks && atomic_load(&p->caller_asleep)) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->finished);
-            pthread_mutex_unlock(&p->mu);
-        }
-    }
-}
+typedef struct {
+    pr_pool *p;
+    int ith;
+} worker_arg;
 
 static void *worker(void *a) {
-    pr_pool *p = a;
-    unsigned seen = 0;
+    worker_arg *wa = a;
+    pr_pool *p = wa->p;
+    int ith = wa->ith;
+    free(wa);
+    unsigned long seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!atomic_load(&p->quit) && (unsigned)(atomic_load(&p->claim) >> 32) == seen)
-            pthread_cond_wait(&p->wake, &p->mu);
-        if (atomic_load(&p->quit)) break;
-        seen = (unsigned)(atomic_load(&p->claim) >> 32);
+        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->wake, &p->mu);
+        if (p->quit) break;
+        seen = p->generation;
+        pr_task_fn fn = p->fn;
+        void *arg = p->arg;
         pthread_mutex_unlock(&p->mu);
-        run_chunks(p, seen);
+        fn(arg, ith, p->n);
         pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -83,14 +58,16 @@ int pr_pool_new(int n_threads, pr_pool **out) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->job_mu, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->finished, NULL);
+    pthread_cond_init(&p->done, NULL);
     p->threads = calloc((size_t)n_threads, sizeof(pthread_t));
     if (!p->threads) {
         free(p);
         return -1;
     }
     for (int i = 1; i < n_threads; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p)) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (!wa || pthread_create(&p->threads[i], NULL, worker, wa ? (wa->p = p, wa->ith = i, wa) : NULL)) {
+            free(wa);
             p->n = i; /* run with the threads we got */
             break;
         }
@@ -102,57 +79,71 @@ int pr_pool_new(int n_threads, pr_pool **out) {
 void pr_pool_free(pr_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    atomic_store(&p->quit, 1);
+    p->quit = 1;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->job_mu);
     pthread_cond_destroy(&p->wake);
-    pthread_cond_destroy(&p->finished);
+    pthread_cond_destroy(&p->done);
     free(p->threads);
     free(p);
 }
 
 int pr_pool_size(const pr_pool *p) { return p ? p->n : 1; }
 
-unsigned long pr_pool_runs(const pr_pool *p) {
-    return p ? atomic_load_explicit(&((pr_pool *)p)->runs, memory_order_relaxed) : 0;
-}
+unsigned long pr_pool_runs(const pr_pool *p) { return p ? __atomic_load_n(&p->runs, __ATOMIC_RELAXED) : 0; }
 
-void pr_pool_run_chunks(pr_pool *p, pr_task_fn fn, void *arg, int n_chunks) {
-    if (p) atomic_fetch_add_explicit(&p->runs, 1, memory_order_relaxed);
-    if (!p || p->n == 1 || n_chunks == 1) {
-        for (int i = 0; i < n_chunks; i++) fn(arg, i, n_chunks);
+void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg) {
+    if (p) __atomic_fetch_add(&p->runs, 1, __ATOMIC_RELAXED);
+    if (!p || p->n == 1) {
+        fn(arg, 0, 1);
         return;
     }
     pthread_mutex_lock(&p->job_mu);
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&p->n_chunks, n_chunks, memory_order_relaxed);
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    unsigned gen = ++p->generation;
     pthread_mutex_lock(&p->mu);
-    atomic_store_explicit(&p->claim, (unsigned long long)gen << 32, memory_order_release);
+    p->fn = fn;
+    p->arg = arg;
+    p->pending = p->n - 1;
+    p->generation++;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
-    run_chunks(p, gen);
-    if (atomic_load(&p->done) != n_chunks) {
-        pthread_mutex_lock(&p->mu);
-        atomic_store(&p->caller_asleep, 1);
-        while (atomic_load(&p->done) != n_chunks) pthread_cond_wait(&p->finished, &p->mu);
-        atomic_store(&p->caller_asleep, 0);
-        pthread_mutex_unlock(&p->mu);
-    }
+    fn(arg, 0, p->n);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&p->job_mu);
 }
 
-void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg) { pr_pool_run_chunks(p, fn, arg, pr_pool_size(p)); }
+/* chunks i, i + n, i + 2n, ... of the job on pool thread i: one pool job, with each chunk's share fixed */
+typedef struct {
+    pr_task_fn fn;
+    void *arg;
+    int n_chunks;
+} chunks_job;
+
+static void chunks_task(void *arg, int ith, int nth) {
+    const chunks_job *j = arg;
+    for (int c = ith; c < j->n_chunks; c += nth) j->fn(j->arg, c, j->n_chunks);
+}
+
+void pr_pool_run_chunks(pr_pool *p, pr_task_fn fn, void *arg, int n_chunks) {
+    chunks_job j = {fn, arg, n_chunks};
+    pr_pool_run(p, chunks_task, &j);
+}
 
 void pr_split_range(long n, int ith, int nth, long *begin, long *end) {
     long per = n / nth, rem = n % nth;
     *begin = ith * per + (ith < rem ? ith : rem);
     *end = *begin + per + (ith < rem ? 1 : 0);
+}
+
+void pr_split_aligned(long n, long align, int ith, int nth, long *begin, long *end) {
+    long g0, g1;
+    pr_split_range((n + align - 1) / align, ith, nth, &g0, &g1);
+    *begin = g0 * align < n ? g0 * align : n;
+    *end = g1 * align < n ? g1 * align : n;
 }
 
 int pr_physical_cores(void) {

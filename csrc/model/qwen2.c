@@ -28,8 +28,7 @@
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
-#define CHUNKS_PER_THREAD 4 /* a fused job's chunks (pool.h) per pool thread: a worker that wakes late still
-                             * finds most of the job unclaimed, and the caller's wait at the end is short */
+#define CHUNKS_PER_THREAD 1 /* a fused job's chunks (pool.h) per pool thread */
 
 /* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
  * kept, so decoding token after token allocates nothing. */
