@@ -26,7 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {  # name: (n, rows, cols)
     "vit qkv/out": (577, 1024, 1024), "vit fc1": (577, 4096, 1024), "vit fc2": (577, 1024, 4096),
     "moe/proj 4096²": (577, 4096, 4096), "7b qkvo": (603, 4096, 4096), "7b gate/up": (603, 11008, 4096),
-    "7b down": (603, 4096, 11008), "40 rows": (40, 4096, 4096), "16 rows": (16, 4096, 4096),
+    "7b down": (603, 4096, 11008), "128 rows": (128, 4096, 4096), "64 rows": (64, 4096, 4096), "40 rows": (40, 4096, 4096), "24 rows": (24, 4096, 4096),
+    "20 rows": (20, 4096, 4096), "16 rows": (16, 4096, 4096), "12 rows": (12, 4096, 4096),
     "8 rows": (8, 4096, 4096),
 }
 ENV_DROP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")

@@ -81,3 +81,15 @@ def test_prefill_in_pieces_equals_whole(tmp_path):
              ctx.decode(ids[101:].astype(np.int32), all_logits=True)]
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-4 * np.abs(whole).max())
     assert ctx.n_past == len(ids)
+
+
+def test_prompt_longer_than_one_pass_matches_transformers(tmp_path):
+    # 1100 positions run as two equal passes of 550 (the decoder's passes hold at most 1024 positions), the second
+    # attending to the first's KV cache; RMSNorm, RoPE, biases and SwiGLU split by rows over 3 threads.
+    model, d = make_qwen2(tmp_path, hidden=64, heads=4, kv_heads=2, layers=2, ff=96, max_pos=2048)
+    m = parrot.load(parrot.convert(d, tmp_path / "m.gguf", dtype="f32", progress=False), threads=3)
+    ids = np.random.default_rng(1).integers(0, model.config.vocab_size, 1100)
+    got, want = m.logits(ids), ref_logits(model, list(ids))
+    # as the f32 test above: summation order only, 1e-4 relative to the logits' scale, at every position
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert got.shape == want.shape and rel <= 1e-4, rel

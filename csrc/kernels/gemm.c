@@ -18,6 +18,8 @@
 #include "kernels/gemm.h"
 
 #include <string.h>
+#include <stdlib.h>
+static long envl(const char *n, long d) { const char *v = getenv(n); return v ? atol(v) : d; }
 
 #include "kernels/matmul.h"
 
@@ -114,8 +116,8 @@ static void gemm_task(void *arg, int ith, int nth) {
     }
     float *rows8 = bp + j->kc * NR;
     float tile[MAX_TILE];
-    for (long r0 = r_begin; r0 < r_end; r0 += NC) {
-        long r1 = r_end - r0 < NC ? r_end : r0 + NC;
+    for (long r0 = r_begin; r0 < r_end; r0 += envl("NCB", NC)) {
+        long r1 = r_end - r0 < envl("NCB", NC) ? r_end : r0 + envl("NCB", NC);
         for (long k0 = 0; k0 < j->cols; k0 += j->kc) {
             long kc = kc_of(j, k0);
             int acc = k0 > 0;
@@ -147,7 +149,7 @@ int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     j.mpad = (n + k->gemm_mr - 1) / k->gemm_mr * k->gemm_mr;
     j.kc = A_BUDGET / (j.mpad * (long)sizeof(float)) / PR_QK * PR_QK;
-    j.kc = j.kc > KC_MAX ? KC_MAX : j.kc < 2 * PR_QK ? 2 * PR_QK : j.kc;
+    j.kc = j.kc > envl("KCMAX", KC_MAX) ? envl("KCMAX", KC_MAX) : j.kc < 2 * PR_QK ? 2 * PR_QK : j.kc;
     j.ap = pr_scratch(PR_SCRATCH_ACT, (size_t)j.mpad * (size_t)j.cols * sizeof(float));
     if (!j.ap) return -1;
     pr_pool_run(pool, pack_a_task, &j);

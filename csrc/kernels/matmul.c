@@ -6,7 +6,7 @@
  *       thread's whole slice of rows against all of them. Memory-bound: every weight byte is read once.
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
- *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows:
+ *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: 64 / 256 for q4_0 / q8_0 on VNNI CPUs):
  *             rows of ≥ GEMM_MIN_COLS values: the packed GEMM of gemm.c (weight panels widened or dequantised
  *             once per cache block, our f32 micro-kernels)
  *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
@@ -55,11 +55,16 @@ void pr_tensor_to_f32(const pr_tensor *W, float *out) {
     for (long r = 0; r < rows; r++) pr_row_to_f32(W, r, out + r * W->ne[0]);
 }
 
-void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) {
+void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) { pr_add_bias_range(bias, y, rows, 0, n * rows); }
+
+void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1) {
     if (!bias) return; /* vectors are f32 in every file (weights.c checks) */
     const float *b = bias->data;
-    for (int i = 0; i < n; i++)
-        for (long j = 0; j < rows; j++) y[(long)i * rows + j] += b[j];
+    for (long e = e0; e < e1;) {
+        long j = e % rows, len = rows - j < e1 - e ? rows - j : e1 - e;
+        for (long t = 0; t < len; t++) y[e + t] += b[j + t];
+        e += len;
+    }
 }
 
 /* ---- one job description for every path */
@@ -185,14 +190,22 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
 
 /* Many activation rows: the packed GEMM where it was measured to win (benchmarks/bench_gemm.py, table in
  * benchmarks/RESULTS.md; 2 threads, AVX-512 VNNI/BF16 CPU, OpenBLAS choosing its own kernels):
- *   - from 40 rows on it beats the int8 tiles by 1.7–2.4× and the bf16 tiles by ~1.4×, so no tiles there;
+ *   - from 40 rows on it beats the bf16 tiles by ~1.4× (and the int8 tiles before their rewrite by 1.7–2.4×);
  *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
  *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
  *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
- *   - at 16 rows and fewer the tiles win (2× at 8 rows).
+ *   - against the int8 kernel of few rows (VNNI CPUs; `bench_gemm.py --shapes "128 rows,64 rows,40 rows,..."`):
+ *     on q4_0 weights it is as fast as the GEMM at 64 rows (328 vs 323 GFLOP/s) and faster below (321 vs 180
+ *     at 12 rows), the GEMM ahead at 128 (357 vs 331); on q8_0 weights it is ahead up to 128 rows (370 vs 347),
+ *     the GEMM at 603 (410 vs 367): q4_0 goes to the GEMM from 64 rows, q8_0 from 256 (between the two).
  * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 2048
+static int gemm_min_rows(const pr_kernels *k, int type) {
+    if (!k->int8_tiles) return GEMM_MIN_ROWS;
+    return type == PR_Q4_0 ? 64 : type == PR_Q8_0 ? 256 : GEMM_MIN_ROWS;
+}
+
 static int use_gemm(const pr_kernels *k, int type, long cols) {
     /* the scalar table's micro-kernel is the reference the others are tested against, not a fast path */
     return k->gemm_ukernel && k != &pr_kernels_scalar && type != PR_F32 && cols >= GEMM_MIN_COLS;
@@ -205,8 +218,11 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
     int many = n >= GEMM_MIN_ROWS, few = n <= FEW_ROWS && path == PR_MM_AUTO; /* a forced path is taken */
-    int gemm = !few && (path == PR_MM_GEMM || (path == PR_MM_AUTO && many && use_gemm(k, W->type, j.cols)));
-    int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many && k->int8_tiles));
+    int gemm = !few && (path == PR_MM_GEMM || (path == PR_MM_AUTO && n >= gemm_min_rows(k, W->type) &&
+                                               use_gemm(k, W->type, j.cols)));
+    /* long q8_0/q4_0 rows below the GEMM's threshold: the int8 kernel, also from GEMM_MIN_ROWS rows */
+    int long_q = quant && k->int8_tiles && use_gemm(k, W->type, j.cols) && n < gemm_min_rows(k, W->type);
+    int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && ((!many && k->int8_tiles) || long_q)));
     if (quant && (few || tiles)) {
         /* the activation scratch belongs to the calling thread; workers only read it */
         j.ldxq = (size_t)(j.cols / PR_QK) * sizeof(block_q8_0);

@@ -21,6 +21,8 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
                  int path);
 /* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) */
 void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows);
+/* the same on the elements [e0, e1) of y only, counted row after row (a thread's share) */
+void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1);
 /* Row r of W as f32 (cols values). */
 void pr_row_to_f32(const pr_tensor *W, long r, float *out);
 /* Whole 1-D/2-D tensor as f32 into out (ne[0]*ne[1] values). */

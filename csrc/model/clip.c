@@ -19,6 +19,42 @@
 
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
 
+/* ---- the element-wise steps between the products, each a pool job: every thread takes its share of the rows
+ * (layer norms) or of the values, on multiples of 16 (the SIMD activations then split their work the same way
+ * whatever the thread count) */
+enum { STEP_LN, STEP_BIAS, STEP_BIAS_ADD, STEP_BIAS_ACT };
+
+typedef struct {
+    const pr_config *c;
+    int step;
+    long n, w;                   /* rows, values per row */
+    const pr_tensor *b, *ln_b;   /* a bias (or NULL); the layer norm's weight is b, its bias ln_b */
+    float *y;                    /* n × w: the values the step updates */
+    float *res;                  /* STEP_BIAS_ADD: res += y + b;  STEP_LN: y = LayerNorm(res) */
+    int act;                     /* STEP_BIAS_ACT: PR_ACT_QUICK_GELU or else exact-erf GELU */
+} vit_step;
+
+static void vit_step_task(void *arg, int ith, int nth) {
+    const vit_step *s = arg;
+    long e0, e1;
+    if (s->step == STEP_LN) {
+        pr_split_range(s->n, ith, nth, &e0, &e1);
+        for (long i = e0; i < e1; i++)
+            pr_layernorm(s->y + i * s->w, s->res + i * s->w, s->b, s->ln_b, s->w, s->c->v_eps);
+        return;
+    }
+    pr_split_aligned(s->n * s->w, 16, ith, nth, &e0, &e1);
+    pr_add_bias_range(s->b, s->y, s->w, e0, e1);
+    if (s->step == STEP_BIAS_ADD)
+        for (long e = e0; e < e1; e++) s->res[e] += s->y[e];
+    if (s->step == STEP_BIAS_ACT && s->act == PR_ACT_QUICK_GELU)
+        pr_kern()->quick_gelu(s->y + e0, e1 - e0); /* x·σ(1.702x) */
+    else if (s->step == STEP_BIAS_ACT)
+        for (long e = e0; e < e1; e++) s->y[e] = gelu_erf(s->y[e]);
+}
+
+static void run_step(pr_model *m, vit_step s) { pr_pool_run(m->pool, vit_step_task, &s); }
+
 /* x: n × vd, updated in place through `n_run` encoder layers */
 static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
     const pr_config *c = &m->cfg;
@@ -39,30 +75,24 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
             goto done;
         }
         const pr_vit_layer *L = &m->w.v_layers[l];
-        for (int i = 0; i < n; i++) pr_layernorm(h + i * vd, x + i * vd, L->ln1_w, L->ln1_b, vd, c->v_eps);
+        run_step(m, (vit_step){c, STEP_LN, n, vd, L->ln1_w, L->ln1_b, h, x, 0});
         pr_matmul(m->pool, L->wq, h, n, q);
-        pr_add_bias(L->bq, q, n, vd);
         pr_matmul(m->pool, L->wk, h, n, k);
-        pr_add_bias(L->bk, k, n, vd);
         pr_matmul(m->pool, L->wv, h, n, v);
-        pr_add_bias(L->bv, v, n, vd);
+        run_step(m, (vit_step){c, STEP_BIAS, n, vd, L->bq, NULL, q, NULL, 0});
+        run_step(m, (vit_step){c, STEP_BIAS, n, vd, L->bk, NULL, k, NULL, 0});
+        run_step(m, (vit_step){c, STEP_BIAS, n, vd, L->bv, NULL, v, NULL, 0});
         pr_attn at = {.q = q, .k = k, .v = v, .kv_type = PR_F32, .out = o, .ldq = vd, .ldkv = vd, .ldo = vd,
                       .n_q = n, .n_kv = n, .n_head = c->v_head, .n_head_kv = c->v_head, .hd = hd, .causal = 0};
         if ((rc = pr_attention(K, m->pool, &at, err))) goto done;
         pr_matmul(m->pool, L->wo, o, n, h);
-        pr_add_bias(L->bo, h, n, vd);
-        for (long i = 0; i < n * vd; i++) x[i] += h[i];
+        run_step(m, (vit_step){c, STEP_BIAS_ADD, n, vd, L->bo, NULL, h, x, 0}); /* x += o·Woᵀ + bo */
 
-        for (int i = 0; i < n; i++) pr_layernorm(h + i * vd, x + i * vd, L->ln2_w, L->ln2_b, vd, c->v_eps);
+        run_step(m, (vit_step){c, STEP_LN, n, vd, L->ln2_w, L->ln2_b, h, x, 0});
         pr_matmul(m->pool, L->fc1_w, h, n, f);
-        pr_add_bias(L->fc1_b, f, n, ff);
-        if (c->v_act == PR_ACT_QUICK_GELU)
-            K->quick_gelu(f, n * ff); /* x·σ(1.702x) */
-        else
-            for (long i = 0; i < n * ff; i++) f[i] = gelu_erf(f[i]);
+        run_step(m, (vit_step){c, STEP_BIAS_ACT, n, ff, L->fc1_b, NULL, f, NULL, c->v_act});
         pr_matmul(m->pool, L->fc2_w, f, n, h);
-        pr_add_bias(L->fc2_b, h, n, vd);
-        for (long i = 0; i < n * vd; i++) x[i] += h[i];
+        run_step(m, (vit_step){c, STEP_BIAS_ADD, n, vd, L->fc2_b, NULL, h, x, 0});
     }
 done:
     pr_free(h); pr_free(q); pr_free(k); pr_free(v); pr_free(o); pr_free(f);
@@ -86,10 +116,9 @@ int pr_project(pr_model *m, const float *F, int n, float *Y, pr_error *err) {
     float *h = pr_alloc((size_t)n, (size_t)d, sizeof(float));
     if (!h) return pr_set_error(err, PR_ERR_NOMEM, "out of memory in the projector");
     pr_matmul(m->pool, m->w.mm0_w, F, n, h);
-    pr_add_bias(m->w.mm0_b, h, n, d);
-    for (long i = 0; i < n * d; i++) h[i] = gelu_erf(h[i]);
+    run_step(m, (vit_step){c, STEP_BIAS_ACT, n, d, m->w.mm0_b, NULL, h, NULL, PR_ACT_GELU});
     pr_matmul(m->pool, m->w.mm2_w, h, n, Y);
-    pr_add_bias(m->w.mm2_b, Y, n, d);
+    run_step(m, (vit_step){c, STEP_BIAS, n, d, m->w.mm2_b, NULL, Y, NULL, 0});
     pr_free(h);
     return 0;
 }

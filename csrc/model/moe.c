@@ -48,6 +48,20 @@ int pr_moe_routing(const pr_model *m, const float *x, const float *T, int n_text
     return 0;
 }
 
+typedef struct {
+    float *g;
+    const float *u;
+    long n;
+} silu_job;
+
+/* g = silu(g) ⊙ u, each thread on its share (multiples of 16 values: the same SIMD split for any thread count) */
+static void silu_task(void *arg, int ith, int nth) {
+    const silu_job *j = arg;
+    long e0, e1;
+    pr_split_aligned(j->n, 16, ith, nth, &e0, &e1);
+    pr_kern()->silu_mul(j->g + e0, j->u + e0, e1 - e0);
+}
+
 int pr_moe_experts(pr_model *m, const float *x, int n_tok, float *out, pr_error *err) {
     const pr_config *c = &m->cfg;
     long d = c->n_embd, ff = c->moe_ff;
@@ -66,7 +80,8 @@ int pr_moe_experts(pr_model *m, const float *x, int n_tok, float *out, pr_error 
         const pr_expert *E = &m->w.experts[e];
         pr_matmul(m->pool, E->gate, x, n_tok, gt);
         pr_matmul(m->pool, E->up, x, n_tok, up);
-        pr_kern()->silu_mul(gt, up, n_tok * ff); /* gt = silu(gt) ⊙ up */
+        silu_job sj = {gt, up, n_tok * ff};
+        pr_pool_run(m->pool, silu_task, &sj); /* gt = silu(gt) ⊙ up */
         pr_matmul(m->pool, E->down, gt, n_tok, out + (long)e * n_tok * d);
     }
     pr_free(gt); pr_free(up);

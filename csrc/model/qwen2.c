@@ -23,7 +23,9 @@
 #include "model/model.h"
 #include "util/mem.h"
 
-#define PREFILL_CHUNK 256 /* positions per pass: bounds the activations' memory and lets Ctrl-C in between */
+#define PASS_ROWS_MAX 1024 /* positions per pass: bounds the activations' memory (~150 MB at 7B) while every
+                           * weight panel the GEMM packs serves the whole prompt of a typical question (an image's
+                           * 577 positions and its text); longer prompts run in equal passes */
 #define FEW_ROWS 8        /* passes of up to this many positions (decoding; a batch of sequences) run their
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
@@ -292,6 +294,23 @@ static void fused_task(void *arg, int chunk, int n_chunks) {
     }
 }
 
+/* the biases and the epilogue of a long pass's products, each thread on its share of the outputs (on multiples
+ * of 16 values: the SIMD epilogues split their work the same way whatever the thread count) */
+static void epilogue_task(void *arg, int ith, int nth) {
+    const fused_job *f = arg;
+    long e0, e1;
+    for (int p = 0; p < f->n_out; p++) { /* same_rows: out[1]'s share of silu_mul is the one it adds its bias to */
+        const fused_out *o = &f->out[p];
+        long rows = (long)o->W->ne[1];
+        pr_split_aligned(f->n * rows, 16, ith, nth, &e0, &e1);
+        pr_add_bias_range(o->bias, o->y, rows, e0, e1);
+    }
+    pr_split_aligned(f->n * (long)f->out[0].W->ne[1], 16, ith, nth, &e0, &e1);
+    if (f->epilogue == EPI_SILU_MUL) pr_kern()->silu_mul(f->out[0].y + e0, f->out[1].y + e0, e1 - e0);
+    if (f->epilogue == EPI_ADD_TO)
+        for (long e = e0; e < e1; e++) f->res[e] += f->out[0].y[e];
+}
+
 /* y_p = x·W_pᵀ (+ b_p) for up to three weights, then the epilogue, in one pool job (n ≤ FEW_ROWS) or as
  * separate products (longer passes, where the products are compute-bound and use the pool themselves). */
 static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
@@ -300,15 +319,55 @@ static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
         pr_pool_run_chunks(m->pool, fused_task, f, fused_chunks(m));
         return;
     }
-    for (int p = 0; p < f->n_out; p++) {
-        const fused_out *o = &f->out[p];
-        pr_matmul(m->pool, o->W, f->x, f->n, o->y);
-        pr_add_bias(o->bias, o->y, f->n, (long)o->W->ne[1]);
+    for (int p = 0; p < f->n_out; p++) pr_matmul(m->pool, f->out[p].W, f->x, f->n, f->out[p].y);
+    if (f->epilogue != EPI_NONE || f->out[0].bias) pr_pool_run(m->pool, epilogue_task, f);
+}
+
+/* ---- the element-wise steps between products, each thread on its share of the pass's rows (a long pass: on
+ * one thread they would leave the other cores idle; a few rows run on the calling thread, adding no pool job) */
+enum { ROWS_NORM, ROWS_ROPE_KV };
+
+typedef struct {
+    const pr_config *cf;
+    pr_run_state *r;
+    const seq_rows *seqs;
+    int n_seqs, n, layer, step;
+    const pr_tensor *norm; /* ROWS_NORM: a = RMSNorm(x)·norm */
+} rows_job;
+
+static void rows_task(void *arg, int ith, int nth) {
+    const rows_job *j = arg;
+    const pr_config *cf = j->cf;
+    pr_run_state *r = j->r;
+    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, i0, i1;
+    pr_split_range(j->n, ith, nth, &i0, &i1);
+    if (j->step == ROWS_NORM) {
+        for (long i = i0; i < i1; i++) pr_rmsnorm(r->a + i * d, r->x + i * d, j->norm, d, cf->rms_eps);
+        return;
     }
-    long rows = (long)f->out[0].W->ne[1];
-    if (f->epilogue == EPI_SILU_MUL) pr_kern()->silu_mul(f->out[0].y, f->out[1].y, (long)f->n * rows);
-    if (f->epilogue == EPI_ADD_TO)
-        for (long i = 0; i < (long)f->n * rows; i++) f->res[i] += f->out[0].y[i];
+    for (int s = 0; s < j->n_seqs; s++) { /* RoPE on q and k, then the new keys and values into the caches */
+        const seq_rows *q = &j->seqs[s];
+        pr_context *c = q->c;
+        long a = i0 > q->row0 ? i0 : q->row0, b = i1 < q->row0 + q->n ? i1 : q->row0 + q->n;
+        for (long i = a; i < b; i++) {
+            rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
+            rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
+            size_t at = (size_t)(c->n_past + i - q->row0) * kv * c->kv_elt;
+            if (c->kv_type == PR_F16) {
+                pr_kern()->f32_to_f16(r->k + i * kv, (uint16_t *)((char *)c->k[j->layer] + at), kv);
+                pr_kern()->f32_to_f16(r->v + i * kv, (uint16_t *)((char *)c->v[j->layer] + at), kv);
+            } else {
+                memcpy((char *)c->k[j->layer] + at, r->k + i * kv, (size_t)kv * sizeof(float));
+                memcpy((char *)c->v[j->layer] + at, r->v + i * kv, (size_t)kv * sizeof(float));
+            }
+        }
+    }
+}
+
+static void rows_step(pr_model *m, rows_job *j, int step, const pr_tensor *norm) {
+    j->step = step;
+    j->norm = norm;
+    pr_pool_run(j->n > FEW_ROWS ? m->pool : NULL, rows_task, j);
 }
 
 /* Columns [c0, c0+nc) of the new keys and values of one sequence's rows into its layer-l cache. */
@@ -395,14 +454,16 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
  * for all rows. The caller has reserved the caches. */
 static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seqs, int n, pr_error *err) {
     const pr_config *cf = &m->cfg;
-    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
+    long d = cf->n_embd, hd = d / cf->n_head;
     const pr_kernels *K = pr_kern();
     float *x = r->x;
     rope_factors(r, seqs, n_seqs, (int)hd);
+    rows_job rj = {.cf = cf, .r = r, .seqs = seqs, .n_seqs = n_seqs, .n = n};
     for (int l = 0; l < cf->n_layer; l++) {
         if (pr_should_abort()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         const pr_llm_layer *L = &m->w.layers[l];
-        for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->attn_norm, d, cf->rms_eps);
+        rj.layer = l;
+        rows_step(m, &rj, ROWS_NORM, L->attn_norm);
         if (fuse_attention(cf, seqs, n_seqs, n)) {
             attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
             pr_pool_run_chunks(m->pool, attn_block_task, &ab, attn_block_chunks(m));
@@ -411,12 +472,8 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
             fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
                                                                     {L->wv, L->bv, r->v}}};
             products(m, r, &qkv);
-            for (int i = 0; i < n; i++) {
-                rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
-                rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
-            }
+            rows_step(m, &rj, ROWS_ROPE_KV, NULL);
             for (int s = 0; s < n_seqs; s++) {
-                kv_store(&seqs[s], r, l, kv, 0, kv);
                 pr_attn at = seq_attention(cf, &seqs[s], r, l);
                 int rc = pr_attention(K, m->pool, &at, err);
                 if (rc) return rc;
@@ -426,7 +483,7 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
                         .epilogue = EPI_ADD_TO, .res = x};
         products(m, r, &wo); /* x += o·Woᵀ */
 
-        for (int i = 0; i < n; i++) pr_rmsnorm(r->a + i * d, x + i * d, L->ffn_norm, d, cf->rms_eps);
+        rows_step(m, &rj, ROWS_NORM, L->ffn_norm);
         fused_job gate_up = {.x = r->a, .n = n, .n_out = 2, .out = {{L->w_gate, NULL, r->g}, {L->w_up, NULL, r->u}},
                              .same_rows = 1, .epilogue = EPI_SILU_MUL};
         products(m, r, &gate_up); /* g = silu(a·W_gateᵀ) ⊙ a·W_upᵀ */
@@ -452,7 +509,7 @@ static int decode(pr_context *c, const float *embd, const int32_t *ids, int n, f
             if (ids[i] < 0 || ids[i] >= cf->n_vocab)
                 return pr_set_error(err, PR_ERR_ARG, "token id %d at position %d is outside the vocabulary (0..%d)",
                                     ids[i], i, cf->n_vocab - 1);
-    int chunk = n < PREFILL_CHUNK ? n : PREFILL_CHUNK;
+    int passes = (n + PASS_ROWS_MAX - 1) / PASS_ROWS_MAX, chunk = (n + passes - 1) / passes;
     int rc = reserve(c, c->n_past + n, err);
     if (!rc) rc = run_state_reserve(c, chunk, err);
     if (rc) return rc;
