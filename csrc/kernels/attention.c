@@ -97,45 +97,52 @@ static void attn_task(void *arg, int ith, int nth) {
     }
 }
 
-#define FEW_QUERIES 4
+/* One (head h, query i) pair of the direct path; s has room for n_kv scores. */
+static void attn_row(const pr_kernels *K, const pr_attn *a, float *s, int h, int i) {
+    int hd = a->hd, g = h / (a->n_head / a->n_head_kv), past = a->n_kv - a->n_q;
+    int T = a->causal ? past + i + 1 : a->n_kv;
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *q = a->q + (long)i * a->ldq + (long)h * hd;
+    float *o = a->out + (long)i * a->ldo + (long)h * hd, mx = -INFINITY;
+    for (int p = 0; p < T; p++) {
+        long off = (long)p * a->ldkv + (long)g * hd;
+        s[p] = scale * (a->kv_type == PR_F16 ? K->dot_f16((const uint16_t *)a->k + off, q, hd)
+                                             : K->dot_f32((const float *)a->k + off, q, hd));
+        mx = s[p] > mx ? s[p] : mx;
+    }
+    float inv = 1.0f / K->exp_sum(s, T, mx);
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (int p = 0; p < T; p++) {
+        long off = (long)p * a->ldkv + (long)g * hd;
+        if (a->kv_type == PR_F16) K->axpy_f16(s[p] * inv, (const uint16_t *)a->v + off, o, hd);
+        else K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
+    }
+}
 
 static void attn_rows_task(void *arg, int ith, int nth) {
     attn_job *j = arg;
     const pr_attn *a = j->a;
-    const pr_kernels *K = j->k;
-    int hd = a->hd, group = a->n_head / a->n_head_kv, past = a->n_kv - a->n_q;
     float *s = pr_scratch(PR_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
     if (!s) {
         __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
         return;
     }
-    float scale = 1.0f / sqrtf((float)hd);
     long t0, t1;
     pr_split_range((long)a->n_head * a->n_q, ith, nth, &t0, &t1);
-    for (long t = t0; t < t1; t++) {
-        int h = (int)(t / a->n_q), i = (int)(t % a->n_q), g = h / group;
-        int T = a->causal ? past + i + 1 : a->n_kv;
-        const float *q = a->q + (long)i * a->ldq + (long)h * hd;
-        float *o = a->out + (long)i * a->ldo + (long)h * hd, mx = -INFINITY;
-        for (int p = 0; p < T; p++) {
-            long off = (long)p * a->ldkv + (long)g * hd;
-            s[p] = scale * (a->kv_type == PR_F16 ? K->dot_f16((const uint16_t *)a->k + off, q, hd)
-                                                 : K->dot_f32((const float *)a->k + off, q, hd));
-            mx = s[p] > mx ? s[p] : mx;
-        }
-        float inv = 1.0f / K->exp_sum(s, T, mx);
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < T; p++) {
-            long off = (long)p * a->ldkv + (long)g * hd;
-            if (a->kv_type == PR_F16) K->axpy_f16(s[p] * inv, (const uint16_t *)a->v + off, o, hd);
-            else K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
-        }
-    }
+    for (long t = t0; t < t1; t++) attn_row(j->k, a, s, (int)(t / a->n_q), (int)(t % a->n_q));
+}
+
+int pr_attention_heads(const pr_kernels *k, const pr_attn *a, int h0, int h1) {
+    float *s = pr_scratch(PR_SCRATCH_ATTN, (size_t)a->n_kv * sizeof(float));
+    if (!s) return -1;
+    for (int h = h0; h < h1; h++)
+        for (int i = 0; i < a->n_q; i++) attn_row(k, a, s, h, i);
+    return 0;
 }
 
 int pr_attention(const pr_kernels *k, pr_pool *pool, const pr_attn *a, pr_error *err) {
     attn_job j = {k, a, (a->n_q + BQ - 1) / BQ, a->n_kv < BK_MAX ? a->n_kv : BK_MAX, 0};
-    pr_pool_run(pool, a->n_q <= FEW_QUERIES ? attn_rows_task : attn_task, &j);
+    pr_pool_run(pool, a->n_q <= PR_ATTN_FEW_QUERIES ? attn_rows_task : attn_task, &j);
     if (j.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
     return 0;
 }

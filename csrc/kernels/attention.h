@@ -18,4 +18,10 @@ typedef struct pr_attn {
 /* Runs on the pool; each (head, block of queries) is one job keeping a running max and sum (online softmax)
  * over tiles of keys. 0, or PR_ERR_NOMEM with err filled. */
 int pr_attention(const pr_kernels *k, pr_pool *pool, const pr_attn *a, pr_error *err);
+/* Up to this many queries take a direct path: per (head, query), scores against the cache as stored, softmax,
+ * weighted sum of values. */
+#define PR_ATTN_FEW_QUERIES 4
+/* The direct path for heads [h0, h1) only, on the calling thread (a pool job's share); every output equals
+ * pr_attention's bit for bit. n_q ≤ PR_ATTN_FEW_QUERIES. 0, or −1 when out of scratch memory. */
+int pr_attention_heads(const pr_kernels *k, const pr_attn *a, int h0, int h1);
 #endif

@@ -116,6 +116,23 @@ void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg) {
     pthread_mutex_unlock(&p->job_mu);
 }
 
+/* chunks i, i + n, i + 2n, ... of the job on pool thread i: one pool job, with each chunk's share fixed */
+typedef struct {
+    pr_task_fn fn;
+    void *arg;
+    int n_chunks;
+} chunks_job;
+
+static void chunks_task(void *arg, int ith, int nth) {
+    const chunks_job *j = arg;
+    for (int c = ith; c < j->n_chunks; c += nth) j->fn(j->arg, c, j->n_chunks);
+}
+
+void pr_pool_run_chunks(pr_pool *p, pr_task_fn fn, void *arg, int n_chunks) {
+    chunks_job j = {fn, arg, n_chunks};
+    pr_pool_run(p, chunks_task, &j);
+}
+
 void pr_split_range(long n, int ith, int nth, long *begin, long *end) {
     long per = n / nth, rem = n % nth;
     *begin = ith * per + (ith < rem ? ith : rem);

@@ -12,6 +12,8 @@ int pr_pool_new(int n_threads, pr_pool **out);
 void pr_pool_free(pr_pool *p);
 int pr_pool_size(const pr_pool *p);
 void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg);
+/* fn(arg, i, n_chunks) for every chunk i < n_chunks as one job: pool thread t runs chunks t, t + n, ... */
+void pr_pool_run_chunks(pr_pool *p, pr_task_fn fn, void *arg, int n_chunks);
 /* Jobs run so far (each wakes every worker once): for counting wake-ups per token. */
 unsigned long pr_pool_runs(const pr_pool *p);
 /* Splits [0, n) into nth near-equal contiguous ranges; range of thread ith. */

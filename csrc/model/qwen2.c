@@ -30,6 +30,7 @@
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
+#define CHUNKS_PER_THREAD 1 /* a fused job's chunks (pool.h) per pool thread */
 
 /* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
  * kept, so decoding token after token allocates nothing. */
@@ -42,7 +43,7 @@ typedef struct pr_run_state {
     float *o;          /* rows × d    attention output */
     float *g, *u;      /* rows × ff   MLP gate and up */
     float *rope;       /* rows × hd   cos then sin of each position's rotary angles (hd/2 each) */
-    float *part;       /* n_threads × FEW_ROWS × part_rows: a thread's slice of a product, before scattering */
+    float *part;       /* chunks × FEW_ROWS × part_rows: a fused job chunk's slice of a product, before scattering */
     long part_rows;
 } pr_run_state;
 
@@ -62,15 +63,29 @@ static void run_state_free(pr_run_state *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Chunks of a fused job (fused_task) and of the attention block (attn_block_task, whole kv heads each). */
+static int fused_chunks(const pr_model *m) {
+    int nth = pr_pool_size(m->pool);
+    return nth == 1 ? 1 : nth * CHUNKS_PER_THREAD;
+}
+
+static int attn_block_chunks(const pr_model *m) {
+    int n = fused_chunks(m);
+    return n < m->cfg.n_head_kv ? n : m->cfg.n_head_kv;
+}
+
 /* Room for passes of `rows` positions. */
 static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     pr_run_state *r = &c->rs;
     if (rows <= r->rows) return 0;
     const pr_config *cf = &c->m->cfg;
     size_t d = (size_t)cf->n_embd, hd = d / (size_t)cf->n_head, kv = hd * (size_t)cf->n_head_kv, ff = (size_t)cf->n_ff;
-    size_t n = (size_t)rows, nth = (size_t)pr_pool_size(c->m->pool);
+    size_t n = (size_t)rows;
     long widest = (long)(ff > d + 2 * kv ? ff : d + 2 * kv);
-    long part_rows = widest / (long)nth + 2 * SLICE_ALIGN;
+    size_t chunks = fused_chunks(c->m), head_chunks = attn_block_chunks(c->m);
+    long part_rows = widest / (long)chunks + 2 * SLICE_ALIGN;
+    long head_rows = (long)((cf->n_head_kv + head_chunks - 1) / head_chunks * (d / cf->n_head_kv)); /* q slice */
+    if (part_rows < head_rows) part_rows = head_rows;
     run_state_free(r);
     r->x = pr_alloc(n, d, sizeof(float));
     r->a = pr_alloc(n, d, sizeof(float));
@@ -81,7 +96,7 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     r->g = pr_alloc(n, ff, sizeof(float));
     r->u = pr_alloc(n, ff, sizeof(float));
     r->rope = pr_alloc(n, hd, sizeof(float));
-    r->part = pr_alloc(nth * FEW_ROWS, (size_t)part_rows, sizeof(float));
+    r->part = pr_alloc(chunks * FEW_ROWS, (size_t)part_rows, sizeof(float));
     if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || !r->part) {
         run_state_free(r);
         return pr_set_error(err, PR_ERR_NOMEM, "out of memory for the activations of %d positions", rows);
@@ -255,15 +270,15 @@ static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1
             for (long r = r0; r < r1; r++) o->y[(long)i * rows + r] += pr_f32(o->bias)[r];
 }
 
-static void fused_task(void *arg, int ith, int nth) {
+static void fused_task(void *arg, int chunk, int n_chunks) {
     const fused_job *f = arg;
     long total = 0;
     for (int p = 0; p < f->n_out; p++) total = f->same_rows ? (long)f->out[p].W->ne[1] : total + (long)f->out[p].W->ne[1];
     long g0, g1, groups = (total + SLICE_ALIGN - 1) / SLICE_ALIGN;
-    pr_split_range(groups, ith, nth, &g0, &g1);
+    pr_split_range(groups, chunk, n_chunks, &g0, &g1);
     long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
     if (s1 <= s0) return;
-    float *part = f->rs->part + (size_t)ith * FEW_ROWS * (size_t)f->rs->part_rows;
+    float *part = f->rs->part + (size_t)chunk * FEW_ROWS * (size_t)f->rs->part_rows;
     long base = 0;
     for (int p = 0; p < f->n_out; p++) {
         long rows = (long)f->out[p].W->ne[1], r0 = s0 > base ? s0 - base : 0, r1 = s1 - base < rows ? s1 - base : rows;
@@ -301,7 +316,7 @@ static void epilogue_task(void *arg, int ith, int nth) {
 static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
         f->rs = r;
-        pr_pool_run(m->pool, fused_task, f);
+        pr_pool_run_chunks(m->pool, fused_task, f, fused_chunks(m));
         return;
     }
     for (int p = 0; p < f->n_out; p++) pr_matmul(m->pool, f->out[p].W, f->x, f->n, f->out[p].y);
@@ -355,12 +370,91 @@ static void rows_step(pr_model *m, rows_job *j, int step, const pr_tensor *norm)
     pr_pool_run(j->n > FEW_ROWS ? m->pool : NULL, rows_task, j);
 }
 
+/* Columns [c0, c0+nc) of the new keys and values of one sequence's rows into its layer-l cache. */
+static void kv_store(const seq_rows *q, const pr_run_state *r, int l, long kv, long c0, long nc) {
+    pr_context *c = q->c;
+    for (int i = 0; i < q->n; i++) {
+        size_t at = ((size_t)(c->n_past + i) * kv + c0) * c->kv_elt;
+        const float *kn = r->k + (long)(q->row0 + i) * kv + c0, *vn = r->v + (long)(q->row0 + i) * kv + c0;
+        if (c->kv_type == PR_F16) {
+            pr_kern()->f32_to_f16(kn, (uint16_t *)((char *)c->k[l] + at), nc);
+            pr_kern()->f32_to_f16(vn, (uint16_t *)((char *)c->v[l] + at), nc);
+        } else {
+            memcpy((char *)c->k[l] + at, kn, (size_t)nc * sizeof(float));
+            memcpy((char *)c->v[l] + at, vn, (size_t)nc * sizeof(float));
+        }
+    }
+}
+
+/* Attention of one sequence's rows (their q, the layer-l cache up to them) into r->o. */
+static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_run_state *r, int l) {
+    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
+    pr_context *c = q->c;
+    return (pr_attn){.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
+                     .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
+                     .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
+                     .causal = 1};
+}
+
+/* ---- decoding's attention block as one pool job: each chunk takes whole kv heads with their query heads, so
+ * the q, k, v rows of its heads, their rotation, their cache columns and their attention need nothing from
+ * other chunks — one job instead of the qkv product and the attention job. Every value is computed as on the
+ * unfused path (the same dot products, the direct attention path), so results are bit-identical. */
+typedef struct {
+    pr_model *m;
+    const pr_run_state *rs;
+    const pr_llm_layer *L;
+    int l;
+    const seq_rows *seqs;
+    int n_seqs, n;
+    int failed; /* set (atomically) by a thread that could not get scratch memory */
+} attn_block_job;
+
+/* Whether a pass takes attn_block_task: few rows, each sequence's on the direct attention path, and heads
+ * that start on slice boundaries. */
+static int fuse_attention(const pr_config *cf, const seq_rows *seqs, int n_seqs, int n) {
+    if (n > FEW_ROWS || (cf->n_embd / cf->n_head) % SLICE_ALIGN) return 0;
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].n > PR_ATTN_FEW_QUERIES) return 0;
+    return 1;
+}
+
+static void attn_block_task(void *arg, int chunk, int n_chunks) {
+    const attn_block_job *j = arg;
+    const pr_config *cf = &j->m->cfg;
+    const pr_llm_layer *L = j->L;
+    const pr_run_state *r = j->rs;
+    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, group = cf->n_head / cf->n_head_kv;
+    long g0, g1;
+    pr_split_range(cf->n_head_kv, chunk, n_chunks, &g0, &g1);
+    if (g1 <= g0) return;
+    long h0 = g0 * group, h1 = g1 * group;
+    float *part = r->part + (size_t)chunk * FEW_ROWS * (size_t)r->part_rows;
+    fused_job f = {.rs = r, .x = r->a, .n = j->n};
+    fused_out q = {L->wq, L->bq, r->q}, k = {L->wk, L->bk, r->k}, v = {L->wv, L->bv, r->v};
+    fused_slice(&f, &q, h0 * hd, h1 * hd, part);
+    fused_slice(&f, &k, g0 * hd, g1 * hd, part);
+    fused_slice(&f, &v, g0 * hd, g1 * hd, part);
+    for (int i = 0; i < j->n; i++) {
+        rope(r->q + i * d + h0 * hd, (int)(h1 - h0), (int)hd, r->rope + i * hd);
+        rope(r->k + i * kv + g0 * hd, (int)(g1 - g0), (int)hd, r->rope + i * hd);
+    }
+    for (int s = 0; s < j->n_seqs; s++) {
+        kv_store(&j->seqs[s], r, j->l, kv, g0 * hd, (g1 - g0) * hd);
+        pr_attn at = seq_attention(cf, &j->seqs[s], r, j->l);
+        if (pr_attention_heads(pr_kern(), &at, (int)h0, (int)h1)) {
+            __atomic_store_n(&((attn_block_job *)arg)->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
 /* One pass of the n rows of r->x (n ≤ r->rows) through the decoder layers, updated in place to the final hidden
  * states. Each sequence's rows take its next positions and go into its KV cache; products read the weights once
  * for all rows. The caller has reserved the caches. */
 static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seqs, int n, pr_error *err) {
     const pr_config *cf = &m->cfg;
-    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
+    long d = cf->n_embd, hd = d / cf->n_head;
     const pr_kernels *K = pr_kern();
     float *x = r->x;
     rope_factors(r, seqs, n_seqs, (int)hd);
@@ -370,19 +464,20 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         const pr_llm_layer *L = &m->w.layers[l];
         rj.layer = l;
         rows_step(m, &rj, ROWS_NORM, L->attn_norm);
-        fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
-                                                                {L->wv, L->bv, r->v}}};
-        products(m, r, &qkv);
-        rows_step(m, &rj, ROWS_ROPE_KV, NULL);
-        for (int s = 0; s < n_seqs; s++) {
-            const seq_rows *q = &seqs[s];
-            pr_context *c = q->c;
-            pr_attn at = {.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
-                          .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
-                          .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
-                          .causal = 1};
-            int rc = pr_attention(K, m->pool, &at, err);
-            if (rc) return rc;
+        if (fuse_attention(cf, seqs, n_seqs, n)) {
+            attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
+            pr_pool_run_chunks(m->pool, attn_block_task, &ab, attn_block_chunks(m));
+            if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
+        } else {
+            fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
+                                                                    {L->wv, L->bv, r->v}}};
+            products(m, r, &qkv);
+            rows_step(m, &rj, ROWS_ROPE_KV, NULL);
+            for (int s = 0; s < n_seqs; s++) {
+                pr_attn at = seq_attention(cf, &seqs[s], r, l);
+                int rc = pr_attention(K, m->pool, &at, err);
+                if (rc) return rc;
+            }
         }
         fused_job wo = {.x = r->o, .n = n, .n_out = 1, .out = {{L->wo, NULL, r->a}}, .same_rows = 1,
                         .epilogue = EPI_ADD_TO, .res = x};
