@@ -415,6 +415,11 @@ double gguf_arr_float(const gguf_kv *kv, uint64_t i) {
 int64_t gguf_arr_int(const gguf_kv *kv, uint64_t i) {
     gguf_kv tmp = {0};
     load_scalar(kv->arr_type, kv->arr_data + i * scalar_size(kv->arr_type), &tmp);
-    if (kv->arr_type == GGUF_F32 || kv->arr_type == GGUF_F64) return (int64_t)tmp.v.f;
+    if (kv->arr_type == GGUF_F32 || kv->arr_type == GGUF_F64) {
+        /* a float outside int64's range (or NaN) in a hostile file: converting it is undefined behaviour, so
+         * return INT64_MIN, which every caller rejects as an id or type (found by fuzz_gguf) */
+        double x = tmp.v.f;
+        return x >= -9.2e18 && x <= 9.2e18 ? (int64_t)x : INT64_MIN;
+    }
     return is_signed(kv->arr_type) ? tmp.v.i : (int64_t)tmp.v.u;
 }
