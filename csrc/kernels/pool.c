@@ -5,10 +5,13 @@
  * worker that is late (descheduled, or still waking up) thus delays nothing: the caller takes its chunks.
  *
  * Waiting is hybrid: a thread that waits (a worker for the next job, the caller for the last running chunks)
- * spins for a bounded time, with pause and then sched_yield, and then sleeps on a futex (Linux) or a condition
- * variable. Decoding a token runs ~100 short jobs back to back: a spinning worker starts a job in well under a
+ * spins for a bounded time on the word it waits for, then sleeps on a futex (Linux) or a condition variable.
+ * Decoding a token runs ~100 short jobs back to back: a spinning worker starts a job in well under a
  * microsecond, a sleeping one ~30–60 µs later. The bound keeps an idle pool from holding a CPU that another
- * process (or OpenBLAS's threads, which run between our jobs) needs.
+ * process (or OpenBLAS's threads, which run between our jobs) needs. The spin has no sched_yield: on Linux's
+ * EEVDF scheduler each yield pushes the thread's deadline back by a slice, so a worker that yields while it
+ * waits falls behind any other process on its core and then misses the jobs (measured while other processes
+ * kept both vCPUs busy: the worker ran 4 % of decoding's chunks when it yielded, ~40 % when it did not).
  *
  * Words (all C11 atomics):
  *   claim  = gen << 32 | n_chunks << 16 | next   the current job: its generation, its chunks, the next unclaimed
@@ -34,7 +37,6 @@
 
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,10 +58,9 @@
 #define USE_FUTEX 1
 #endif
 
-#define SPIN_NS 50000L     /* how long a waiting thread spins before it sleeps (decoding's jobs follow each other
-                            * within a few µs; a token's Python step between them takes ~20–100 µs) */
-#define PAUSE_NS 5000L     /* of which the first part with pause only; then sched_yield, so a spinner that shares a
-                            * core with a thread that has work gives that thread the core */
+#define SPIN_NS 50000L     /* how long a waiting thread spins before it sleeps: a decoding worker waits for the
+                            * next job about one chunk (~10–40 µs); between tokens (sampling in Python, ~50–100 µs)
+                            * it sleeps. PARROT_POOL_SPIN_NS overrides it (tests: 0, every wait sleeps) */
 #define MAX_CHUNKS 0xffff  /* chunks one job can have (16 bits of `claim`); more run grouped */
 
 struct pr_pool {
@@ -73,7 +74,7 @@ struct pr_pool {
     _Atomic int sleepers, caller_sleeps;
     _Atomic int quit;
     _Atomic unsigned long runs; /* jobs run, also on a one-thread pool (pr_pool_runs) */
-    long spin_ns, pause_ns;
+    long spin_ns;
 #ifndef USE_FUTEX
     pthread_mutex_t sleep_mu;
     pthread_cond_t sleep_cv;
@@ -118,14 +119,10 @@ static uint32_t spin_while(const pr_pool *p, _Atomic uint32_t *w, uint32_t seen)
     for (unsigned i = 0;; i++) {
         uint32_t v = atomic_load_explicit(w, memory_order_acquire);
         if (v != seen) return v;
-        if ((i & 63) == 0) {
+        if ((i & 63) == 0) { /* ~64 pauses between clock reads (a few µs at most) */
             long t = now_ns();
             if (!t0) t0 = t;
             else if (t - t0 >= p->spin_ns) return v;
-            if (t - t0 >= p->pause_ns) {
-                sched_yield();
-                continue;
-            }
         }
         cpu_relax();
     }
@@ -180,7 +177,6 @@ int pr_pool_new(int n_threads, pr_pool **out) {
     if (!p) return -1;
     p->n = n_threads;
     p->spin_ns = env_ns("PARROT_POOL_SPIN_NS", SPIN_NS);
-    p->pause_ns = env_ns("PARROT_POOL_PAUSE_NS", PAUSE_NS);
     pthread_mutex_init(&p->job_mu, NULL);
 #ifndef USE_FUTEX
     pthread_mutex_init(&p->sleep_mu, NULL);
