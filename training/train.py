@@ -2,11 +2,15 @@
 
     python -m training.train            # 2 threads (the default); writes training/checkpoint/
 
-The best model on the "people" data so far (training/README.md; not shipped):
+The "people" data (training/README.md): session 6's two runs (the second continues the first's stage 2),
 
     python -m training.train --data people --image-size 96 --patch-size 12 --tower-steps 10000 --out /tmp/ck1
     python -m training.train --data people --init /tmp/ck1 --seed 1 --tower-steps 0 --stage1-steps 0 \
         --stage2-steps 2000 --lr 1e-3 --out /tmp/ck2
+
+and session 7's one-run recipe (RECIPES below):
+
+    python -m training.train --recipe people2 --out /tmp/ck
 
 Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
 instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
