@@ -5,7 +5,8 @@
  *     for each tile of up to BK keys (only those a causal query block can see):
  *       pack the tile's keys transposed (Kᵀ, NR keys interleaved per step) and its values (NR head
  *       dimensions interleaved per step), widening an f16 cache here
- *       for each strip of MR queries (packed once per block, pre-scaled by 1/√d):
+ *       for each strip of MR queries (packed once per block, pre-scaled by 1/√d), over the keys its last
+ *       query sees (causal: a prefix of the tile):
  *         S = Q·Kᵀ                                      (micro-kernel, MR × tile)
  *         m' = max(m, rowmax S);  P = exp(S − m');  l = l·e^(m−m') + rowsum P;  O = O·e^(m−m')
  *         O += P·V                                      (P transposed to k-major, micro-kernel)
@@ -138,27 +139,30 @@ static void attn_task(void *arg, int ith, int nth) {
             }
             for (int s = 0; s < strips; s++) {
                 int i0 = s * MR, rows = nq - i0 < MR ? nq - i0 : MR;
-                for (long c = 0; c < nk; c += NR) u->gemm_ukernel(hd, Qp + (long)i0 * hd, Kp + c * hd, S + c, bkp, 0);
+                int ns = a->causal ? past + q0 + i0 + rows - k0 : nk; /* keys the strip's last query sees */
+                if (ns > nk) ns = nk;
+                if (ns <= 0) continue; /* none in this tile: the strip's m, l and O stay as they are */
+                for (long c = 0; c < ns; c += NR) u->gemm_ukernel(hd, Qp + (long)i0 * hd, Kp + c * hd, S + c, bkp, 0);
                 for (int i = 0; i < MR; i++) {
                     float *sr = S + (long)i * bkp;
                     int qi = i0 + i;
-                    int lim = i >= rows ? 0 : a->causal ? past + q0 + qi + 1 - k0 : nk; /* keys [0, lim) visible */
-                    if (lim > nk) lim = nk;
+                    int lim = i >= rows ? 0 : a->causal ? past + q0 + qi + 1 - k0 : ns; /* keys [0, lim) visible */
+                    if (lim > ns) lim = ns;
                     if (lim <= 0) { /* a padding row, or no visible key in this tile */
-                        memset(sr, 0, (size_t)nk * sizeof(float));
+                        memset(sr, 0, (size_t)ns * sizeof(float));
                         continue;
                     }
                     float mx = row_max(sr, lim, m[qi]);
                     float corr = expf(m[qi] - mx); /* 0 on the first tile (m = −∞) */
                     l[qi] = l[qi] * corr + j->k->exp_sum(sr, lim, mx);
                     m[qi] = mx;
-                    if (lim < nk) memset(sr + lim, 0, (size_t)(nk - lim) * sizeof(float));
+                    if (lim < ns) memset(sr + lim, 0, (size_t)(ns - lim) * sizeof(float));
                     if (corr != 1.0f && k0 > 0) /* (O is still 0 on the first tile) */
                         for (long e = 0; e < hd; e++) O[(long)qi * hdp + e] *= corr;
                 }
-                pack_rows(u, S, bkp, MR, MR, nk, Pp, MR); /* P k-major: nk steps of MR queries */
+                pack_rows(u, S, bkp, MR, MR, ns, Pp, MR); /* P k-major: ns steps of MR queries */
                 for (long e0 = 0; e0 < hdp; e0 += NR)
-                    u->gemm_ukernel(nk, Pp, Vp + e0 * BK, O + (long)i0 * hdp + e0, hdp, 1);
+                    u->gemm_ukernel(ns, Pp, Vp + e0 * BK, O + (long)i0 * hdp + e0, hdp, 1);
             }
         }
         for (int i = 0; i < nq; i++) {
