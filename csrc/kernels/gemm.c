@@ -36,7 +36,6 @@ typedef struct {
     const pr_tensor *W;  /* the first part: dtype and columns of all */
     const char *part[MAX_PARTS]; /* each part's data */
     long part_end[MAX_PARTS];    /* each part's last row + 1, counted over all parts */
-    int n_w;
     const pr_epilogue *ep;       /* or NULL */
     const float *x;
     float *y, *ap;       /* ap: packed activations, ceil(n/MR)·MR × cols */
@@ -185,7 +184,7 @@ int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *W
         n_w > MAX_PARTS)
         return -1;
     const pr_tensor *W = Ws[0];
-    gemm_job j = {.k = k, .W = W, .n_w = n_w, .ep = ep, .x = x, .y = y, .n = n, .cols = (long)W->ne[0]};
+    gemm_job j = {.k = k, .W = W, .ep = ep, .x = x, .y = y, .n = n, .cols = (long)W->ne[0]};
     for (int p = 0; p < n_w; p++) {
         if (Ws[p]->type != W->type || Ws[p]->ne[0] != W->ne[0]) return -1;
         j.part[p] = Ws[p]->data;

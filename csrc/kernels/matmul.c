@@ -7,8 +7,8 @@
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
  *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: 64 / 256 for q4_0 / q8_0 on VNNI CPUs):
- *             rows of ≥ GEMM_MIN_COLS (1024) values: the packed GEMM of gemm.c (weight panels widened or dequantised
- *             once per cache block, our f32 micro-kernels)
+ *             rows of ≥ GEMM_MIN_COLS (1024) values: the packed GEMM of gemm.c (weight panels widened or
+ *             dequantised once per cache block, our f32 micro-kernels)
  *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
  *       fewer rows:
  *       bf16  the table's bf16 tile kernel where the CPU has bf16 dot products (AVX512_BF16)
@@ -56,8 +56,6 @@ void pr_tensor_to_f32(const pr_tensor *W, float *out) {
     for (int d = 1; d < W->n_dims; d++) rows *= (long)W->ne[d];
     for (long r = 0; r < rows; r++) pr_row_to_f32(W, r, out + r * W->ne[0]);
 }
-
-void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) { pr_add_bias_range(bias, y, rows, 0, n * rows); }
 
 void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1) {
     if (!bias) return; /* vectors are f32 in every file (weights.c checks) */

@@ -43,9 +43,8 @@ int pr_matmul_fused(pr_pool *pool, const pr_tensor *const *W, const pr_tensor *c
  * epilogue inside, PR_MM_PANELS each weight through pr_matmul_k (its own choice) and the epilogue after. */
 int pr_matmul_fused_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *W, const pr_tensor *const *bias,
                       int n_w, const float *x, int n, float *y, int act, float *res, int path);
-/* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) */
-void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows);
-/* the same on the elements [e0, e1) of y only, counted row after row (a thread's share) */
+/* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) on the elements [e0, e1) of y only, counted row
+ * after row (a thread's share) */
 void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1);
 /* Row r of W as f32 (cols values). */
 void pr_row_to_f32(const pr_tensor *W, long r, float *out);

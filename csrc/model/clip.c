@@ -9,7 +9,6 @@
  *   F = x, or x without the CLS row for select_feature "patch"
  *   projector mlp2x_gelu: Y = GELU(F·W0ᵀ + b0)·W2ᵀ + b2   (exact erf GELU); linear: Y = F·W0ᵀ + b0
  */
-#include <math.h>
 #include <string.h>
 
 #include "kernels/attention.h"
