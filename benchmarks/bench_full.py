@@ -1,13 +1,17 @@
 """Parrot-7B's time to an answer on this machine, beside the machine's own limits measured in the same run.
 
     flock /work/.heavy.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
-        python benchmarks/bench_full.py [--shape 7b] [--dtypes f16,q8_0,q4_0] [--threads 2] [--cache DIR]
+        python benchmarks/bench_full.py [--shape 7b|14b] [--dtypes f16,q8_0,q4_0] [--threads 2] [--cache DIR]
                                         [--keep-f16] [--out benchmarks/RESULTS.md]
 
 1. builds (once, cached) the Parrot-7B-shaped random checkpoint (benchmarks/fullscale_checkpoint.py) and
    converts it with parrot.convert to f16, q8_0 and q4_0 (q4_0 = the decoder layers in q4_0, embeddings,
    lm_head, vision tower, projector and experts in q8_0: the converter's q4_0 mode); GGUFs are cached beside
    the checkpoint under DIR/gguf/, except the f16 one (16 GB), deleted after its run unless --keep-f16;
+   --shape 14b (Qwen1.5-14B decoder, the projector and 6 experts at its width 5120, CLIP-L) skips the f16
+   checkpoint, whose 27 GiB do not fit beside 7B's on this disk: its GGUFs (q4_0 by default) are written by
+   parrot.convert straight from random values (fullscale_checkpoint.write_gguf_direct); the 7B row is the
+   one that proves the conversion of a sharded checkpoint;
 2. measures the machine's limits in a subprocess before and after the engines (the higher of the two counts):
    our FMA-peak loop (csrc/kernels: 2 threads, many independent FMA chains; AVX2 ymm and AVX-512 zmm; on
    AVX512_BF16/VNNI CPUs also the bf16 and int8 dot-product peaks), the best library sgemm (numpy's and
@@ -151,7 +155,7 @@ def cpu_info():
 
 
 def stage_flops(shape, positions):
-    v = bp.vision_flops()
+    v = bp.vision_flops(bp.LLM_SHAPES[shape]["hidden_size"])
     return dict(vision=v["vit"] + v["projector"], moe=v["moe"], prefill=bp.prefill_flops(shape, positions))
 
 
@@ -170,9 +174,12 @@ def report(shape, lim, runs, sizes, T, cmd):
            f"Load average when this was written (1, 5, 15 min): {load} (other jobs share the machine; the "
            f"limits below were measured under the same load)  ",
            f"Threads: {T}. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for every measurement. "
-           f"Random weights in the published layout (10 f16 shards + CLIP ViT-L/14-336), converted by "
-           f"`parrot.convert`; photo: matplotlib's sample `grace_hopper.jpg`; question: \"{QUESTION}\", "
-           f"{DECODE} new tokens.", "",
+           + (f"Random weights in the published layout (10 f16 shards + CLIP ViT-L/14-336), converted by "
+              f"`parrot.convert`" if shape == "7b" else
+              "Random weights written by `parrot.convert` straight into the GGUF (no f16 checkpoint: it does not "
+              "fit on this disk; the 7B table proves the conversion of a sharded checkpoint), CLIP ViT-L/14-336 "
+              "from the cached CLIP directory")
+           + f"; photo: matplotlib's sample `grace_hopper.jpg`; question: \"{QUESTION}\", {DECODE} new tokens.", "",
            "Limits measured in the same run (the higher of a measurement before and after the engines):", "",
            "| limit | value |", "|---|---|"]
     for k in sorted(lim):
@@ -230,7 +237,7 @@ def write(args, lim, runs, sizes, T, cmd):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="7b", choices=("7b", "14b"))
-    ap.add_argument("--dtypes", default="q4_0,q8_0,f16")
+    ap.add_argument("--dtypes", default=None, help="default: q4_0,q8_0,f16 for 7b, q4_0 for 14b")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=fc.DEFAULT_CACHE)
     ap.add_argument("--keep-f16", action="store_true", help="keep the 16 GB f16 GGUF after its run")
@@ -244,7 +251,8 @@ def main(argv=None):
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's sgemm threads sleep between calls, as ours do (bench_parrot.py)
     log = lambda s: print(s, flush=True)  # noqa: E731
     T = args.threads
-    hf, clip = fc.ensure(args.shape, args.cache, log)
+    args.dtypes = args.dtypes or ("q4_0,q8_0,f16" if args.shape == "7b" else "q4_0")
+    hf, clip = fc.ensure(args.shape, args.cache, log) if args.shape == "7b" else (None, None)
     gdir = os.path.join(args.cache, "gguf")
     os.makedirs(gdir, exist_ok=True)
     photo = photo_path()
@@ -257,7 +265,10 @@ def main(argv=None):
            + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip())
     for dt in [d for d in args.dtypes.split(",") if d]:
         path = os.path.join(gdir, f"parrot-{args.shape}-{dt}.gguf")
-        if not os.path.exists(path):
+        if not os.path.exists(path) and hf is None:
+            log(f"writing {path} straight from random values ...")
+            fc.write_gguf_direct(args.shape, path, dt, args.cache, log)
+        elif not os.path.exists(path):
             log(f"converting to {dt} ...")
             t = time.perf_counter()
             parrot.convert(hf, path, clip=clip, dtype=dt, progress=False, log=lambda s: None)

@@ -342,11 +342,12 @@ def weight_bytes_per_token(path):
 
 
 # ------------------------------------------------------------------------------------------------ report
-def vision_flops():
+def vision_flops(d_llm=4096):
+    """CLIP-L/336 to layer −2, the projector to the LLM's width d_llm and 6 experts of d_llm × 4096"""
     n, d, ff, L = (IMAGE // 14) ** 2 + 1, 1024, 4096, 23
     vit = L * (2 * n * (4 * d * d + 2 * d * ff) + 4 * n * n * d) + 2 * (n - 1) * 588 * d
-    proj = 2 * n * (d * 4096 + 4096 * 4096)
-    moe = 6 * 2 * n * 3 * 4096 * 4096
+    proj = 2 * n * (d * d_llm + d_llm * d_llm)
+    moe = 6 * 2 * n * 3 * d_llm * 4096
     return dict(vit=vit, projector=proj, moe=moe)
 
 

@@ -14,6 +14,9 @@ Writes
 Shapes: Qwen1.5-7B (32 layers, hidden 4096, MLP 11008, vocab 151936, untied lm_head) or Qwen1.5-14B (40 layers,
 hidden 5120, MLP 13696, vocab 152064), CLIP ViT-L/14-336, the mlp2x_gelu projector, 6 experts of 4096.
 
+write_gguf_direct(shape, out) writes a GGUF of the shape straight from random values through parrot.convert,
+without the f16 checkpoint (bench_full.py uses it for 14B, whose 27 GiB checkpoint does not fit beside 7B's).
+
 Memory stays bounded: each shard's header is computed from the shapes, then every tensor is generated in
 chunks of at most CHUNK values and written straight to the file (the 7B checkpoint is ~16 GB; this process
 stays under ~1 GB). Values: matrices N(0, 0.02) (transformers' initializer_range), biases N(0, 0.02), norm
@@ -164,6 +167,12 @@ def build_llm(d, shape, log):
         weight_map.update({name: fn for name, _, _ in group})
     with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    write_llm_config(d, shape)
+
+
+def write_llm_config(d, shape):
+    """config.json and the tokenizer files of a Parrot checkpoint of this shape (no weights)"""
+    s = LLM_SHAPES[shape]
     src = os.path.join(ROOT, "training", "checkpoint")
     for fn in TOKENIZER_FILES:
         shutil.copy(os.path.join(src, fn), os.path.join(d, fn))
@@ -196,20 +205,91 @@ def build_clip(d, log):
                    "size": {"shortest_edge": 336}, "image_processor_type": "CLIPImageProcessor"}, f, indent=2)
 
 
+def _ensure_dir(d, build, log):
+    if not os.path.exists(os.path.join(d, ".complete")):
+        log(f"building {d} ...")
+        t = time.perf_counter()
+        os.makedirs(d, exist_ok=True)
+        build(d)
+        open(os.path.join(d, ".complete"), "w").close()
+        log(f"  done in {time.perf_counter() - t:.0f} s")
+    return d
+
+
+def ensure_clip(cache=DEFAULT_CACHE, log=print):
+    """the CLIP-L/336 directory, built if not complete yet"""
+    return _ensure_dir(os.path.join(cache, "clip-vit-large-patch14-336"), lambda d: build_clip(d, log), log)
+
+
 def ensure(shape="7b", cache=DEFAULT_CACHE, log=print):
     """(checkpoint dir, CLIP dir), building whichever is not complete yet."""
-    out = []
-    for d, build in ((os.path.join(cache, f"parrot-{shape}"), lambda d: build_llm(d, shape, log)),
-                     (os.path.join(cache, "clip-vit-large-patch14-336"), lambda d: build_clip(d, log))):
-        if not os.path.exists(os.path.join(d, ".complete")):
-            log(f"building {d} ...")
-            t = time.perf_counter()
-            os.makedirs(d, exist_ok=True)
-            build(d)
-            open(os.path.join(d, ".complete"), "w").close()
-            log(f"  done in {time.perf_counter() - t:.0f} s")
-        out.append(d)
-    return tuple(out)
+    return (_ensure_dir(os.path.join(cache, f"parrot-{shape}"), lambda d: build_llm(d, shape, log), log),
+            ensure_clip(cache, log))
+
+
+# ------------------------------------------------------------------------------------------------ straight to GGUF
+class RandomCheckpoint:
+    """The LLM, projector and MoE tensors of a shape (llm_tensors), with the values generated when they are read
+    instead of read from a file: a Checkpoint (parrot._safetensors) for the converter. Each read of elements
+    [first, first + count) draws from a generator seeded by the tensor's name and `first`, so any chunk is
+    made alone and memory stays one chunk (the converter reads whole rows, ≤ 32 Mi values at a time). The
+    values are those the f16 checkpoint would hold (N(0, 0.02); norms 1 + N(0, 0.02)) before f16 rounding, but
+    not the same draws."""
+
+    def __init__(self, shape):
+        from parrot._safetensors import Checkpoint, TensorInfo
+
+        self._ckpt = Checkpoint()
+        self.files = self._ckpt.files
+        self.kinds = {}
+        for name, shp, kind in llm_tensors(shape):
+            self._ckpt.tensors[name] = TensorInfo(name, "F32", tuple(shp), 0, 4 * int(np.prod(shp)), f"<random:{name}>")
+            self.kinds[name] = kind
+        self.tensors = self._ckpt.tensors
+
+    def read(self, info, first=0, count=None):
+        if info.path.startswith("<random:"):
+            count = info.numel - first if count is None else count
+            seed = int.from_bytes(hashlib.sha256(info.name.encode()).digest()[:8], "little")
+            x = np.random.default_rng([seed, first]).standard_normal(count, dtype=np.float32)
+            x *= 0.02
+            if self.kinds[info.name] == "norm":
+                x += 1.0
+            return x
+        return self._ckpt.read(info, first, count)  # the CLIP tower's, added by the converter from its files
+
+    def close(self):
+        self._ckpt.close()
+
+
+def write_gguf_direct(shape, out, dtype="q4_0", cache=DEFAULT_CACHE, log=print):
+    """A GGUF of this shape written by parrot.convert straight from random values (RandomCheckpoint), with no
+    f16 checkpoint on disk: the LLM side needs only its config and tokenizer files (DIR/parrot-SHAPE-config/),
+    the CLIP tower is the cached CLIP-L directory. The converter runs as for a real checkpoint (config and
+    shape checks, chunked conversion, finite checks); only its open_checkpoint is pointed at the random
+    tensors for that directory. Disk: the output file; memory: the converter's chunk (~0.5 GB)."""
+    from unittest import mock
+
+    import parrot
+    import parrot.converter as conv
+
+    d = os.path.join(cache, f"parrot-{shape}-config")
+    os.makedirs(d, exist_ok=True)
+    write_llm_config(d, shape)
+    clip = ensure_clip(cache, log)
+    real = conv.open_checkpoint
+
+    def open_random(directory, ckpt=None):
+        if os.path.abspath(directory) == os.path.abspath(d):
+            return RandomCheckpoint(shape)
+        return real(directory, ckpt)
+
+    t = time.perf_counter()
+    with mock.patch.object(conv, "open_checkpoint", open_random):
+        parrot.convert(d, out, clip=clip, dtype=dtype, progress=False, log=lambda s: None)
+    log(f"  wrote {out} straight from random values ({os.path.getsize(out) / 2 ** 30:.1f} GiB, "
+        f"{time.perf_counter() - t:.0f} s)")
+    return out
 
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 computations (numpy in float64, the gguf package's quantisers, numpy's float16).
 
 Sizes are deliberately odd: not multiples of the vector width (8/16 floats) nor of the tile kernels' 4 weight
-rows × 2 activation rows nor of the attention tiles (128 queries × up to 1024 keys), nor of the packed GEMM's
-tiles (4×8, 6×16, 14×32) and 256-value K blocks."""
+rows × 2 activation rows nor of the attention's query blocks (48 micro-kernel strips: 192, 288 or 672 queries)
+and key tiles (up to 1024), nor of the packed GEMM's tiles (4×8, 6×16, 14×32) and 256-value K blocks."""
 import os
 import platform
 import re
@@ -133,6 +133,59 @@ def test_packed_gemm_ragged_shapes(isa, dtype, n, rows, cols):
     assert (np.abs(got - ref) <= 2 * bound(wf, x)).all()
     # thread count does not change a single bit: each output's K blocks are summed in a fixed order
     assert np.array_equal(got, _core.matmul(raw, dtype, cols, x, isa=isa, threads=1, path="gemm"))
+
+
+def act_ref(y, act):
+    """float64 activations as transformers defines them: quick_gelu y·σ(1.702y), gelu the exact erf form"""
+    if act == "quick_gelu":
+        return y / (1 + np.exp(-1.702 * y))
+    if act == "gelu":
+        import math
+        return 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
+    return y
+
+
+# q/k/v-like parts whose rows straddle the micro-kernels' NR-row groups (8, 16, 32), with and without biases;
+# ragged K blocks and activation strips as in GEMM_SHAPES. n ≥ 256: the separate path multiplies f32
+# activations too (fewer rows of q8_0/q4_0 weights take the int8 kernels on quantised activations)
+FUSED_CASES = [((31, 33, 17), (True, False, True), 288, 263), ((40,), (True,), 96, 281), ((8, 8), (False, False), 64, 266)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["f16", "q8_0", "q4_0"])
+@pytest.mark.parametrize("parts,biased,cols,n", FUSED_CASES)
+@pytest.mark.parametrize("act,residual", [("none", False), ("none", True), ("quick_gelu", False), ("gelu", True)])
+def test_fused_products_and_epilogue(isa, dtype, parts, biased, cols, n, act, residual):
+    """pr_matmul_fused (the vision tower's layers): several weights side by side in one product, then bias,
+    activation and residual, against numpy in float64 on the same (rounded or quantised) weights. The packed
+    GEMM with the epilogue inside its tiles and the separate path (each weight through pr_matmul, the
+    epilogue as a pool job) are both within the product's summation bound γ_k·Σ|w||x| (times the activation's
+    slope, ≤ 1.13 for both GELUs) plus a few roundings of the epilogue's own values (bias add, the
+    activation's exp/erf to a few ulp, residual add): 8 ulp of the largest of them."""
+    rng = np.random.default_rng(len(parts) * 100 + cols + n)
+    ws = [rng.normal(size=(r, cols)).astype(np.float32) for r in parts]
+    raws, wfs = zip(*(weight_raw(w, dtype) for w in ws))
+    biases = [rng.normal(size=r).astype(np.float32) if b else None for r, b in zip(parts, biased)]
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    wf = np.concatenate(wfs)
+    b = np.concatenate([bb if bb is not None else np.zeros(r, np.float32) for bb, r in zip(biases, parts)])
+    res0 = rng.normal(size=(n, sum(parts))).astype(np.float32) if residual else None
+    pre = x.astype(np.float64) @ wf.astype(np.float64).T + b
+    want_y = act_ref(pre, act)
+    tol = 1.13 * bound(wf, x) + 8 * EPS * (np.abs(pre) + np.abs(b) + np.abs(want_y))
+    outs = {}
+    for path in ("gemm", "separate"):
+        for threads in (2, 1):
+            res = res0.copy() if residual else None
+            y = _core.matmul_fused(list(raws), dtype, cols, x, biases, act, res, isa=isa, threads=threads, path=path)
+            assert (np.abs(y - want_y) <= tol).all(), (path, threads)
+            if residual:
+                assert (np.abs(res - (res0 + want_y)) <= tol + 4 * EPS * np.abs(res0 + want_y)).all(), (path, threads)
+            outs[path, threads] = (y, res)
+    # the GEMM's tiles and epilogue segments do not depend on the thread count: not a bit changes (the separate
+    # path's products may be OpenBLAS's, whose blocking follows each thread's slice)
+    for a, bb in zip(outs["gemm", 2], outs["gemm", 1]):
+        assert a is None or np.array_equal(a, bb)
 
 
 def test_matmul_deterministic_and_thread_count_independent():
@@ -299,8 +352,9 @@ def attention_ref(q, k, v, n_head, n_head_kv, causal):
     (1, 1, 2, 1, 8, True),          # first decode step
     (1, 300, 4, 2, 24, True),       # decode over more than one key tile, GQA
     (67, 300, 3, 3, 20, True),      # prefill after a cached prefix
-    (300, 1400, 2, 1, 16, True),    # three query blocks (128, 128, 44) after a prefix, two key tiles
-    (150, 150, 2, 1, 64, True),     # prefill from empty, two query blocks
+    (300, 1400, 2, 1, 16, True),    # two query blocks (192 + 108 scalar, 288 + 12 AVX2) after a prefix, two key tiles
+    (700, 760, 2, 1, 8, True),      # two query blocks on every table (672 + 28 AVX-512)
+    (150, 150, 2, 1, 64, True),     # prefill from empty
     (91, 91, 3, 3, 16, False),      # vision tower: bidirectional
     (70, 333, 2, 2, 8, False),
     (3, 1100, 2, 1, 16, True),      # decode past one 1024-key tile: the running max and sum carry over

@@ -368,17 +368,44 @@ def _normalised(text):
 
 
 def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
-    # the tokenizer corpora hold every string either training data uses
-    trained = {_normalised(t) for t in data.all_texts() + data.all_texts_people()}
+    # the tokenizer corpora hold every string either training data uses (people2: with data.MORE_PHRASINGS)
+    trained = {_normalised(t) for t in data.all_texts() + data.all_texts_people()
+               + data.all_texts_people(data.PHRASINGS_MORE)}
     for lang in LANGS:
         for kind in data.OPEN_KINDS:
-            train, held = data.PHRASINGS[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
+            train, held = data.PHRASINGS_MORE[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
+            assert train[:len(data.PHRASINGS[lang][kind])] == data.PHRASINGS[lang][kind]
             assert len(train) >= 15 and len({_normalised(t) for t in train}) == len(train), (lang, kind)
             assert len(held) >= 5 and len({_normalised(t) for t in held}) == len(held), (lang, kind)
             assert not {_normalised(t) for t in held} & trained, (lang, kind)
             # with and without a question mark, as people type
             marks = [t.rstrip()[-1:] in "?？؟" for t in train]
             assert any(marks) and not all(marks), (lang, kind)
+
+
+def test_routing_balance_loss_is_the_kl_divergence_from_uniform():
+    """train.balance_loss against the formula computed by hand in numpy: 0 for balanced mean routing (also when
+    every conversation goes to its own expert), log(6) when all go to one expert."""
+    from training.train import balance_loss
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(6), size=24)
+    m = w.mean(0)
+    assert abs(float(balance_loss(torch.tensor(w))) - float(np.sum(m * np.log(6 * m)))) < 1e-6
+    assert abs(float(balance_loss(torch.eye(6, dtype=torch.float64)))) < 1e-12
+    one = torch.zeros(24, 6, dtype=torch.float64)
+    one[:, 3] = 1
+    assert abs(float(balance_loss(one)) - np.log(6)) < 1e-9
+
+
+def test_tower_augmentation_is_the_eight_flips_and_quarter_turns():
+    """train.dihedral(x, k), k = 0-7, gives exactly numpy's 8 rotations/reflections of each picture."""
+    from training.train import dihedral
+    x = np.random.default_rng(1).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    want = [np.rot90(y, r, axes=(-2, -1)) for y in (x, np.swapaxes(x, -1, -2)) for r in range(4)]
+    got = [dihedral(torch.from_numpy(x), k).numpy() for k in range(8)]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    assert len({g.tobytes() for g in got}) == 8
 
 
 def test_describe_answers_agree_in_number_and_gender():

@@ -337,11 +337,44 @@ def sample_question_people(rng, scene, lang=None, kind=None, mc=None, phrasings=
     return {"lang": lang, "kind": kind, "mc": False, "user": user, "answer": answer}
 
 
-def all_texts_people():
+# --recipe people2: 5 more hand-written training wordings per kind for the Latin-script languages, whose held-out
+# wordings share fewer words with PHRASINGS than the others' (run 2 in training/README.md answered some Portuguese
+# and English requests in Turkish). Never any of HELDOUT_PHRASINGS (tests/test_shipped_model.py checks).
+MORE_PHRASINGS = {
+    "en": {"colour": ["What colour are these?", "Which colour is used for the shapes?", "What's their colour?",
+                      "Do you know what colour the objects are?", "What colour have they been painted"],
+           "shape": ["What shape are these?", "What is the shape of these things?", "What shapes do you see",
+                     "Do you know what shape the objects are?", "What's their shape?"],
+           "count": ["How many are in the picture?", "How many do you see", "What's the count?",
+                     "Do you know how many shapes there are?", "how many objects"],
+           "describe": ["What does the drawing show?", "Describe it.", "Tell me about the picture.",
+                        "What is drawn in this picture?", "Explain what the picture shows"]},
+    "pt": {"colour": ["Que cor é essa?", "De que cor estão pintados os objetos?", "Sabe qual é a cor delas?",
+                      "E a cor, qual é?", "Qual cor aparece nas figuras"],
+           "shape": ["Que formas são essas?", "Os objetos têm que forma?", "Sabe qual é o formato delas?",
+                     "E a forma, qual é?", "Qual figura está na imagem"],
+           "count": ["Quantos objetos tem aqui?", "Quantas figuras aparecem?", "Sabe quantas formas são?",
+                     "Conta pra mim quantos objetos há.", "quantas tem"],
+           "describe": ["Descreve a imagem pra mim.", "O que tem aqui?", "Fale sobre a imagem.", "Como é a imagem?",
+                        "O que foi desenhado"]},
+    "tr": {"colour": ["Bunların rengi ne?", "Nesnelerin rengi hangisi?", "Hangi renkteler?", "Rengi nedir?",
+                      "Şekiller hangi renge boyanmış"],
+           "shape": ["Bunların şekli ne?", "Nesneler hangi biçimde?", "Şekli nedir?", "Ne şekil bunlar?",
+                     "Hangi şekli görüyorsun"],
+           "count": ["Kaç nesne var?", "Kaç tane şekil görüyorsun?", "Nesneleri sayar mısın?", "Sayısı kaç?",
+                     "Kaç cisim görünüyor"],
+           "describe": ["Resmi tarif et.", "Ne çizilmiş?", "Bana resmi anlatır mısın?", "Resimde ne görünüyor?",
+                        "Resim hakkında bilgi ver"]},
+}
+PHRASINGS_MORE = {lang: {kind: PHRASINGS[lang][kind] + MORE_PHRASINGS.get(lang, {}).get(kind, [])
+                         for kind in OPEN_KINDS} for lang in LANGS}
+
+
+def all_texts_people(phrasings=PHRASINGS):
     """Every string the model reads or writes with the people data (tokenizer training corpus)."""
     texts = [SYSTEM_PROMPT, "<|im_start|>system\n", "<|im_end|>\n", "<|im_start|>user\n", "<|im_start|>assistant\n"]
     for lang in LANGS:
-        texts += [q for kind in OPEN_KINDS for q in PHRASINGS[lang][kind]] + [MC_INSTRUCTION[lang]]
+        texts += [q for kind in OPEN_KINDS for q in phrasings[lang][kind]] + [MC_INSTRUCTION[lang]]
         texts += [str(v) for v in WORDS[lang].values()]
         texts += [describe(lang, c, s, n) for c in COLOURS for s in SHAPES for n in COUNTS]
         for word in WORDS[lang].values():

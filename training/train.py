@@ -2,11 +2,15 @@
 
     python -m training.train            # 2 threads (the default); writes training/checkpoint/
 
-The best model on the "people" data so far (training/README.md; not shipped):
+The "people" data (training/README.md): session 6's two runs (the second continues the first's stage 2),
 
     python -m training.train --data people --image-size 96 --patch-size 12 --tower-steps 10000 --out /tmp/ck1
     python -m training.train --data people --init /tmp/ck1 --seed 1 --tower-steps 0 --stage1-steps 0 \
         --stage2-steps 2000 --lr 1e-3 --out /tmp/ck2
+
+and session 7's one-run recipe (RECIPES below):
+
+    python -m training.train --recipe people2 --out /tmp/ck
 
 Two stages as in Parrot: (1) alignment with the MoE switched off, on English questions only; (2) multilingual
 instruction tuning with the MoE on. Unlike Parrot, the CLIP tower is trained too (there is no pretrained CLIP
@@ -76,13 +80,18 @@ class Sampler:
     """Deterministic stream of conversations about a fixed pool of scenes: per scene 1-3 turns in one language,
     each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
-    def __init__(self, tok, pool_size, seed, people=False, image_size=IMAGE_SIZE):
+    def __init__(self, tok, pool_size, seed, people=False, image_size=IMAGE_SIZE, shapes_share=0.0,
+                 phrasings=data.PHRASINGS):
         rng = np.random.default_rng(seed)
         self.tok = tok
         self.people = people  # the "people" data: its pictures, paraphrased questions and "describe" turns
+        self.phrasings = phrasings  # the people data's training wordings
         self.scenes, images = [], []
         for _ in range(pool_size):
-            scene = data.random_scene_people(rng) if people else data.random_scene(rng)
+            # shapes_share (people data only): that share of the pool drawn by the first generator, whose plain
+            # pictures are also what `parrot demo` shows
+            first = not people or (shapes_share > 0 and rng.random() < shapes_share)
+            scene = data.random_scene(rng) if first else data.random_scene_people(rng)
             images.append(data.preprocess(scene.pop("image"), image_size))
             self.scenes.append(scene)
         self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
@@ -107,10 +116,11 @@ class Sampler:
             kinds = ["describe"]
         else:
             kinds = [data.KINDS[k] for k in self.rng.permutation(len(data.KINDS))[:1 + self.rng.integers(3)]]
-        sample_question = data.sample_question_people if self.people else data.sample_question
         ids, labels, flags = [], [], []
         for t, kind in enumerate(kinds):
-            q = sample_question(self.rng, scene, lang=lang, kind=kind, mc=bool(self.rng.random() < mc_prob))
+            mc = bool(self.rng.random() < mc_prob)
+            q = (data.sample_question_people(self.rng, scene, lang=lang, kind=kind, mc=mc, phrasings=self.phrasings)
+                 if self.people else data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=mc))
             if t == 0:
                 head = self.ids(data.chat_prompt(q["user"]))
             else:
@@ -160,10 +170,19 @@ def tower_features(model, pixels, batch=256):
     return torch.cat(feats)
 
 
-def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0):
+def dihedral(pixels, k):
+    """One of the 8 flips and quarter turns (k in 0-7) of a batch (B, 3, H, W). Colour, shape and count stay what
+    they were: a turned or mirrored triangle or star is still one (the generators draw them at any angle)."""
+    if k & 4:
+        pixels = pixels.transpose(-1, -2)
+    return torch.rot90(pixels, k & 3, dims=(-2, -1))
+
+
+def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment=False):
     """Stage 0, standing in for CLIP's own pretraining (Parrot starts from a pretrained, frozen CLIP; none exists
     here): the tower learns colour, shape and count as classification from its selected layer (CLS row and mean
-    of the patch rows), with linear heads that are thrown away afterwards."""
+    of the patch rows), with linear heads that are thrown away afterwards. `augment`: every batch flipped or
+    turned (one of 8, at random), so the tower sees 8 times the pool's pictures and learns it less by heart."""
     tower = model.model.vision_tower.vision_tower.vision_model
     d = model.vision_config.hidden_size
     heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(2 * d, len(data.COLOURS)),
@@ -179,7 +198,8 @@ def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0):
     running, correct, seen = 0.0, {k: 0 for k in heads}, 0
     for step in range(steps):
         idx = torch.from_numpy(rng.integers(len(sampler.scenes), size=batch_size))
-        hidden = tower(pixel_values=sampler.pixels[idx], output_hidden_states=True).hidden_states
+        pixels = dihedral(sampler.pixels[idx], int(rng.integers(8))) if augment else sampler.pixels[idx]
+        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
         h = hidden[model.config.mm_vision_select_layer]
         pooled = torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
         loss = 0.0
@@ -213,7 +233,7 @@ def batch_loss(model, pixels, convs, pad_id, tower_feats=None, option_head=None)
     """Batched Parrot forward (same math as prepare_inputs_embeds; the MoE routes on the unlabelled tokens, as
     Parrot's training does, which for one turn are exactly the prompt tokens inference sees).
     -> (summed cross-entropy of the labelled tokens, summed auxiliary option loss (see OPTION_LAYER; 0 without
-    `option_head`)); sums, so that micro-batches add up to the batch (see step_gradients)."""
+    `option_head`), routing weights (B, experts)); sums, so that micro-batches add up to the batch (step_gradients)."""
     p = convs[0][0].index(IMAGE_TOKEN_INDEX)
     assert all(ids.index(IMAGE_TOKEN_INDEX) == p for ids, _, _ in convs)  # the chat header before <image> is constant
     texts = [ids[:p] + ids[p + 1:] for ids, _, _ in convs]
@@ -226,7 +246,7 @@ def batch_loss(model, pixels, convs, pad_id, tower_feats=None, option_head=None)
         question_mask[b, :len(t)] = ~torch.tensor(lab)
     T = model.model.embed_tokens(ids)
     image = model.encode_images(pixels) if tower_feats is None else model.model.mm_projector(tower_feats)
-    out, _ = model.moe(image, T, question_mask)  # (rows, routing weights)
+    out, routing = model.moe(image, T, question_mask)
     N = out.shape[1]
     # right padding + causal attention: the pad rows never influence real rows, so no attention mask is needed
     embeds = torch.cat([T[:, :p], out, T[:, p:]], dim=1)
@@ -246,36 +266,54 @@ def batch_loss(model, pixels, convs, pad_id, tower_feats=None, option_head=None)
         b, pos, right = (torch.tensor(v) for v in zip(*flags))
         hidden = result.hidden_states[OPTION_LAYER][b, pos]
         option_loss = F.cross_entropy(option_head(hidden), right.long(), reduction="sum")
-    return answer_loss, option_loss
+    return answer_loss, option_loss, routing
 
 
-def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head):
+def balance_loss(routing):
+    """KL(mean routing weights of the batch || uniform): 0 when the conversations, on average, use every expert
+    alike, log(experts) when all go to one. Only the mean is pushed towards uniform, so each conversation (each
+    language) can still prefer its own experts. A training-time loss only: the model and what the engine
+    computes are unchanged (training/README.md, --balance)."""
+    mean = routing.mean(0)
+    return (mean * (mean * mean.numel()).clamp_min(1e-12).log()).sum()
+
+
+def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance=0.0):
     """Gradient of the batch's loss — mean cross-entropy over all its answer tokens, plus the mean option loss over
-    all its option words — accumulated over MICRO_BATCHES groups of conversations of similar length, each padded
-    only to its own longest. Returns the loss."""
+    all its option words, plus `balance` x balance_loss of each micro-batch (weighted by its share of the batch)
+    when the MoE is on — accumulated over MICRO_BATCHES groups of conversations of similar length, each padded
+    only to its own longest. Returns (loss, summed routing weights (experts,))."""
     n_labels = sum(sum(lab) for _, lab, _ in convs)
     n_flags = sum(len(fl) for _, _, fl in convs) if option_head is not None else 0
     order = sorted(range(len(convs)), key=lambda b: len(convs[b][0]))
-    total = 0.0
+    total, routing_sum = 0.0, 0.0
     for part in np.array_split(np.array(order), MICRO_BATCHES):
         rows = torch.from_numpy(part)
         pixels = sampler.pixels[idx[rows]] if feats is None else None
-        answer_loss, option_loss = batch_loss(model, pixels, [convs[b] for b in part], pad_id,
-                                              tower_feats=None if feats is None else feats[idx[rows]],
-                                              option_head=option_head)
+        answer_loss, option_loss, routing = batch_loss(model, pixels, [convs[b] for b in part], pad_id,
+                                                       tower_feats=None if feats is None else feats[idx[rows]],
+                                                       option_head=option_head)
         loss = answer_loss / n_labels + (option_loss / n_flags if n_flags else 0.0)
+        if balance and model.config.use_moe:
+            loss = loss + balance * balance_loss(routing) * len(part) / len(convs)
         loss.backward()
         total += loss.item()
-    return total
+        routing_sum = routing_sum + routing.detach().sum(0)
+    return total, routing_sum
 
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
-          log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None):
+          log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
+          augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
-    the experts as they are: tower_steps and stage1_steps must be 0)."""
+    the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
+    `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
+    `more_phrasings` adds data.MORE_PHRASINGS, `stage2_lr` is stage 2's own peak learning rate (default `lr`),
+    `balance` weighs balance_loss in stage 2."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
+    phrasings = data.PHRASINGS_MORE if more_phrasings else data.PHRASINGS
     if init:
         assert tower_steps == 0 and stage1_steps == 0, "--init continues stage 2 only"
         tok = Tokenizer.from_file(os.path.join(init, "tokenizer.json"))
@@ -285,25 +323,27 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     else:
         # tokenizer corpus: every template string plus sampled full conversations
         rng = np.random.default_rng(seed + 100)
-        corpus = (data.all_texts_people() if people else data.all_texts()) * 5
+        corpus = (data.all_texts_people(phrasings) if people else data.all_texts()) * 5
         for _ in range(3000):
             scene = data.random_labels(rng) if people else data.random_scene(rng)  # people: text only, no picture
-            q = (data.sample_question_people if people else data.sample_question)(rng, scene)
+            q = (data.sample_question_people(rng, scene, phrasings=phrasings) if people
+                 else data.sample_question(rng, scene))
             corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
         tok = train_tokenizer(corpus, vocab_size=1024)
         model = build_model(tok, image_size, patch_size)
-    sampler = Sampler(tok, pool, seed + 200, people, image_size)
+    sampler = Sampler(tok, pool, seed + 200, people, image_size, shapes_share, phrasings)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
     if tower_steps:
-        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0)
+        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0, augment)
+        print(f"tower done t {time.time() - t0:.0f}s cpu {_cpu_seconds():.0f}s", flush=True)
     # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
     # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
     # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
     feats = None
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
-              ("moe", stage2_steps, data.LANGS, 0.6, True, False, lr)]
+              ("moe", stage2_steps, data.LANGS, 0.6, True, False, stage2_lr or lr)]
     for name, steps, langs, mc_prob, use_moe, train_tower, stage_lr in stages:
         if steps == 0:
             continue
@@ -326,19 +366,22 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         opt = torch.optim.AdamW(params, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
         sched = _schedule(opt, steps)
         model.train()
-        running = 0.0
+        running, routing = 0.0, 0.0
         for step in range(steps):
             idx, convs = sampler.batch(batch_size, langs, mc_prob)
             opt.zero_grad(set_to_none=True)
-            running += step_gradients(model, sampler, idx, convs, pad_id, feats, option_head)
+            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance)
+            running += loss
+            routing = routing + routing_sum
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             if (step + 1) % log_every == 0:
-                usage = resource.getrusage(resource.RUSAGE_SELF)
+                experts = (" routing " + " ".join(f"{v:.2f}" for v in (routing / (log_every * batch_size)).tolist())
+                           if use_moe else "")
                 print(f"{name} step {step + 1}/{steps} loss {running / log_every:.4f} "
-                      f"t {time.time() - t0:.0f}s cpu {usage.ru_utime + usage.ru_stime:.0f}s", flush=True)
-                running = 0.0
+                      f"t {time.time() - t0:.0f}s cpu {_cpu_seconds():.0f}s{experts}", flush=True)
+                running, routing = 0.0, 0.0
     model.config.use_moe = True
     model.requires_grad_(True)
     model.eval()
@@ -346,16 +389,33 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     model.vision_config._attn_implementation = "eager"
     model.save_pretrained(out_dir, vision_inside=True, tokenizer=tok, dtype=torch.float32)
     elapsed = time.time() - t0
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_seconds = cpu.ru_utime + cpu.ru_stime
+    cpu_seconds = _cpu_seconds()
+    extra = ((" --augment" if augment else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
+             + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
+             + (f" --balance {balance:g}" if balance else ""))
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
                               f"--stage1-steps {stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} "
                               f"--pool {pool} --lr {lr:g} --data {'people' if people else 'shapes'}"
-                              + (f" --init {init}" if init else f" --image-size {image_size} --patch-size {patch_size}"),
+                              + (f" --init {init}" if init else f" --image-size {image_size} --patch-size {patch_size}")
+                              + extra,
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
     return model, tok
+
+
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --recipe NAME: a named set of the options below (given options still override it). The defaults are the shipped
+# model's recipe. people2 (session 7, training/README.md) combines what runs 1-2 on the people data suggested:
+# 96 px tower with flips/turns, a fifth of the pool from the first generator (the demo's plain pictures), 5 more
+# wordings per kind in en/pt/tr, one long stage 2 at a lower peak (multiple choice formed at 1e-3 in run 2, not
+# at 2e-3 in run 1) and a routing-balance loss against the MoE sending everything to one expert.
+RECIPES = {"people2": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
+                           shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_lr=1e-3, balance=0.1)}
 
 
 def main():
@@ -375,10 +435,24 @@ def main():
                     "--stage1-steps 0)")
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
                     help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--augment", action="store_true", help="flip/turn the tower's pictures in stage 0")
+    ap.add_argument("--shapes-share", type=float, default=0.0,
+                    help="people data: this share of the pool drawn by the first (shapes) generator")
+    ap.add_argument("--more-phrasings", action="store_true", help="people data: add data.MORE_PHRASINGS")
+    ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
+    ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                    help="a named set of these options (RECIPES); options given explicitly override it")
+    recipe = ap.parse_known_args()[0].recipe
+    if recipe:
+        ap.set_defaults(**RECIPES[recipe])
     args = ap.parse_args()
     train(args.out, threads=args.threads, seed=args.seed, tower_steps=args.tower_steps, stage1_steps=args.stage1_steps,
           stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool, lr=args.lr,
-          people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init)
+          people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
+          augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
+          stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every)
 
 
 if __name__ == "__main__":

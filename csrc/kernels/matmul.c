@@ -7,8 +7,8 @@
  *   many rows (prefill, vision tower, projector, MoE experts): compute-bound, blocked kernels:
  *       f32   OpenBLAS sgemm, each thread on its slice of weight rows (OpenBLAS itself single-threaded)
  *       f16, bf16, q8_0, q4_0, from GEMM_MIN_ROWS rows (gemm_min_rows: 64 / 256 for q4_0 / q8_0 on VNNI CPUs):
- *             rows of ≥ GEMM_MIN_COLS values: the packed GEMM of gemm.c (weight panels widened or dequantised
- *             once per cache block, our f32 micro-kernels)
+ *             rows of ≥ GEMM_MIN_COLS (1024) values: the packed GEMM of gemm.c (weight panels widened or
+ *             dequantised once per cache block, our f32 micro-kernels)
  *             shorter rows: panels of weight rows widened to f32 in per-thread scratch, then sgemm on them
  *       fewer rows:
  *       bf16  the table's bf16 tile kernel where the CPU has bf16 dot products (AVX512_BF16)
@@ -19,6 +19,8 @@
 #include "kernels/matmul.h"
 
 #include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/gemm.h"
@@ -54,8 +56,6 @@ void pr_tensor_to_f32(const pr_tensor *W, float *out) {
     for (int d = 1; d < W->n_dims; d++) rows *= (long)W->ne[d];
     for (long r = 0; r < rows; r++) pr_row_to_f32(W, r, out + r * W->ne[0]);
 }
-
-void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows) { pr_add_bias_range(bias, y, rows, 0, n * rows); }
 
 void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1) {
     if (!bias) return; /* vectors are f32 in every file (weights.c checks) */
@@ -192,7 +192,10 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
  * benchmarks/RESULTS.md; 2 threads, AVX-512 VNNI/BF16 CPU, OpenBLAS choosing its own kernels):
  *   - from 40 rows on it beats the bf16 tiles by ~1.4× (and the int8 tiles before their rewrite by 1.7–2.4×);
  *   - against widening + OpenBLAS it wins on long rows (≥ 4096 columns: +0–8 %; 11008 columns: ~2×, where the
- *     widened panels are only 47 rows) and loses 3–7 % on 1024-column products (CLIP-L's layers);
+ *     widened panels are only 47 rows) and matches it on 1024-column products (CLIP-L's layers, Qwen1.5-0.5B's:
+ *     577 × 1024 × 1024 and 577 × 4096 × 1024 q8_0, 437–449 against 435–445 GFLOP/s once the next weight rows
+ *     are prefetched), where its epilogue then saves the separate bias/activation/residual passes
+ *     (pr_matmul_fused);
  *   - f32 weights need no widening: OpenBLAS's sgemm is 7–12 % faster than ours there (AVX2 and AVX-512);
  *   - against the int8 kernel of few rows (VNNI CPUs; `bench_gemm.py --shapes "128 rows,64 rows,40 rows,..."`):
  *     on q4_0 weights it is as fast as the GEMM at 64 rows (328 vs 323 GFLOP/s) and faster below (321 vs 180
@@ -200,7 +203,7 @@ static void split_bf16_x(const mm_job *j, uint16_t *xs) {
  *     the GEMM at 603 (410 vs 367): q4_0 goes to the GEMM from 64 rows, q8_0 from 256 (between the two).
  * The AVX2 table on the same machine with OpenBLAS's Haswell kernels gives the same picture. */
 #define GEMM_MIN_ROWS 32
-#define GEMM_MIN_COLS 2048
+#define GEMM_MIN_COLS 1024
 static int gemm_min_rows(const pr_kernels *k, int type) {
     if (!k->int8_tiles) return GEMM_MIN_ROWS;
     return type == PR_Q4_0 ? 64 : type == PR_Q8_0 ? 256 : GEMM_MIN_ROWS;
@@ -211,6 +214,13 @@ static int use_gemm(const pr_kernels *k, int type, long cols) {
     return k->gemm_ukernel && k != &pr_kernels_scalar && type != PR_F32 && cols >= GEMM_MIN_COLS;
 }
 
+/* the packed GEMM for n activation rows against W (path as pr_matmul_k's) */
+static int takes_gemm(const pr_kernels *k, const pr_tensor *W, int n, int path) {
+    if (n <= FEW_ROWS && path == PR_MM_AUTO) return 0;
+    return path == PR_MM_GEMM || (path == PR_MM_AUTO && n >= gemm_min_rows(k, W->type) &&
+                                  use_gemm(k, W->type, (long)W->ne[0]));
+}
+
 void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
                  int path) {
     if (n <= 0) return;
@@ -218,8 +228,7 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     int quant = W->type == PR_Q8_0 || W->type == PR_Q4_0;
     int many = n >= GEMM_MIN_ROWS, few = n <= FEW_ROWS && path == PR_MM_AUTO; /* a forced path is taken */
-    int gemm = !few && (path == PR_MM_GEMM || (path == PR_MM_AUTO && n >= gemm_min_rows(k, W->type) &&
-                                               use_gemm(k, W->type, j.cols)));
+    int gemm = takes_gemm(k, W, n, path);
     /* long q8_0/q4_0 rows below the GEMM's threshold: the int8 kernel, also from GEMM_MIN_ROWS rows */
     int long_q = quant && k->int8_tiles && use_gemm(k, W->type, j.cols) && n < gemm_min_rows(k, W->type);
     int tiles = !gemm && (path == PR_MM_TILES || (path == PR_MM_AUTO && ((!many && k->int8_tiles) || long_q)));
@@ -240,7 +249,7 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
         pr_pool_run(pool, matvec_task, &j);
         return;
     }
-    if (gemm && !pr_gemm_packed(k, pool, W, x, n, y)) return;
+    if (gemm && !pr_gemm_packed(k, pool, &W, 1, x, n, y, NULL)) return;
     if (W->type == PR_BF16 && k->gemm_bf16 && (path == PR_MM_TILES || (path == PR_MM_AUTO && !many))) {
         j.ldxq = (size_t)j.cols * 2 * sizeof(uint16_t);
         void *xs = pr_scratch(PR_SCRATCH_ACT, (size_t)n * j.ldxq);
@@ -256,4 +265,78 @@ void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const f
 
 void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y) {
     pr_matmul_k(pr_kern(), pool, W, x, n, y, PR_MM_AUTO);
+}
+
+static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+
+void pr_epilogue_row(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long len) {
+    if (ep->bias)
+        for (long q = 0; q < len; q++) y[q] += ep->bias[c0 + q];
+    if (ep->act == PR_ACT_QUICK_GELU) k->quick_gelu(y, len); /* x·σ(1.702x) */
+    else if (ep->act == PR_ACT_GELU)
+        for (long q = 0; q < len; q++) y[q] = gelu_erf(y[q]);
+    if (res)
+        for (long q = 0; q < len; q++) res[q] += y[q];
+}
+
+typedef struct {
+    const pr_kernels *k;
+    const pr_epilogue *ep;
+    float *y;
+    long n, cols;
+} epilogue_job;
+
+/* each thread its share of whole rows: every row sees the same calls whatever the thread count */
+static void epilogue_task(void *arg, int ith, int nth) {
+    const epilogue_job *e = arg;
+    long i0, i1;
+    pr_split_range(e->n, ith, nth, &i0, &i1);
+    for (long i = i0; i < i1; i++)
+        pr_epilogue_row(e->k, e->ep, 0, e->y + i * e->cols, e->ep->res ? e->ep->res + i * e->cols : NULL, e->cols);
+}
+
+int pr_matmul_fused(pr_pool *pool, const pr_tensor *const *W, const pr_tensor *const *bias, int n_w, const float *x,
+                    int n, float *y, int act, float *res) {
+    return pr_matmul_fused_k(pr_kern(), pool, W, bias, n_w, x, n, y, act, res, PR_MM_AUTO);
+}
+
+int pr_matmul_fused_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *W, const pr_tensor *const *bias,
+                      int n_w, const float *x, int n, float *y, int act, float *res, int path) {
+    long R = 0, off = 0;
+    int same = 1, biased = 0, rc = 0;
+    for (int p = 0; p < n_w; p++) {
+        R += (long)W[p]->ne[1];
+        same &= W[p]->type == W[0]->type && W[p]->ne[0] == W[0]->ne[0];
+        biased |= bias[p] != NULL;
+    }
+    float *b = biased && n_w > 1 ? malloc((size_t)R * sizeof(float)) : NULL; /* the biases end to end */
+    if (biased && n_w > 1 && !b) return -1;
+    for (int p = 0; b && p < n_w; off += (long)W[p]->ne[1], p++) {
+        if (bias[p]) memcpy(b + off, bias[p]->data, (size_t)W[p]->ne[1] * sizeof(float));
+        else memset(b + off, 0, (size_t)W[p]->ne[1] * sizeof(float));
+    }
+    pr_epilogue ep = {b ? b : biased ? (const float *)bias[0]->data : NULL, act, res};
+    int gemm = path == PR_MM_GEMM || (path == PR_MM_AUTO && takes_gemm(k, W[0], n, PR_MM_AUTO));
+    if (same && gemm && !pr_gemm_packed(k, pool, W, n_w, x, n, y, &ep)) goto done;
+    if (n_w == 1) {
+        pr_matmul_k(k, pool, W[0], x, n, y, PR_MM_AUTO);
+    } else { /* each weight into its own columns of y */
+        off = 0;
+        for (int p = 0; p < n_w && !rc; off += (long)W[p]->ne[1], p++) {
+            long rows = (long)W[p]->ne[1];
+            float *t = pr_alloc((size_t)n, (size_t)rows, sizeof(float));
+            if (!t) {
+                rc = -1;
+                break;
+            }
+            pr_matmul_k(k, pool, W[p], x, n, t, PR_MM_AUTO);
+            for (long i = 0; i < n; i++) memcpy(y + i * R + off, t + i * rows, (size_t)rows * sizeof(float));
+            pr_free(t);
+        }
+    }
+    epilogue_job e = {k, &ep, y, n, R};
+    if (!rc && (ep.bias || act != PR_ACT_NONE || res)) pr_pool_run(pool, epilogue_task, &e);
+done:
+    free(b);
+    return rc;
 }

@@ -19,9 +19,32 @@ void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *
 enum { PR_MM_AUTO, PR_MM_TILES, PR_MM_PANELS, PR_MM_GEMM };
 void pr_matmul_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *W, const float *x, int n, float *y,
                  int path);
-/* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) */
-void pr_add_bias(const pr_tensor *bias, float *y, int n, long rows);
-/* the same on the elements [e0, e1) of y only, counted row after row (a thread's share) */
+/* What happens to each output once its sum is complete, while its tile is still in cache (pr_matmul_fused, the packed GEMM):
+ * y += bias, then the activation, then res += y. */
+typedef struct pr_epilogue {
+    const float *bias; /* one value per output column (all parts end to end), or NULL */
+    int act;           /* PR_ACT_QUICK_GELU, PR_ACT_GELU or PR_ACT_NONE */
+    float *res;        /* n × columns, the layout of y, or NULL */
+} pr_epilogue;
+#define PR_ACT_NONE (-1)
+
+/* One row segment: y[0..len) are columns c0 .. c0 + len of an output row, res the same columns of its
+ * residual row (or NULL). */
+void pr_epilogue_row(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long len);
+
+/* A layer's products of one input and the element-wise steps after them: y[n × R] = x · [W_0; ...; W_{n_w−1}]ᵀ
+ * (R: the weights' rows together, y's columns), + the biases (bias[p] NULL: none), the activation act
+ * (PR_ACT_QUICK_GELU, PR_ACT_GELU or PR_ACT_NONE), then res[n × R] += y (res NULL: none). Where the packed
+ * GEMM is the path for these weights they make one product with the steps in its epilogue; otherwise each
+ * weight runs through pr_matmul and the steps follow as a pool job. n_w ≤ 3. 0, or -1 when out of memory. */
+int pr_matmul_fused(pr_pool *pool, const pr_tensor *const *W, const pr_tensor *const *bias, int n_w, const float *x,
+                    int n, float *y, int act, float *res);
+/* The same with a given kernel table and path (tests): PR_MM_AUTO as above, PR_MM_GEMM the packed GEMM with the
+ * epilogue inside, PR_MM_PANELS each weight through pr_matmul_k (its own choice) and the epilogue after. */
+int pr_matmul_fused_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *W, const pr_tensor *const *bias,
+                      int n_w, const float *x, int n, float *y, int act, float *res, int path);
+/* y[n × rows] += bias[rows] (an f32 vector; NULL does nothing) on the elements [e0, e1) of y only, counted row
+ * after row (a thread's share) */
 void pr_add_bias_range(const pr_tensor *bias, float *y, long rows, long e0, long e1);
 /* Row r of W as f32 (cols values). */
 void pr_row_to_f32(const pr_tensor *W, long r, float *out);

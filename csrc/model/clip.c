@@ -9,7 +9,6 @@
  *   F = x, or x without the CLS row for select_feature "patch"
  *   projector mlp2x_gelu: Y = GELU(F·W0ᵀ + b0)·W2ᵀ + b2   (exact erf GELU); linear: Y = F·W0ᵀ + b0
  */
-#include <math.h>
 #include <string.h>
 
 #include "kernels/attention.h"
@@ -17,55 +16,45 @@
 #include "model/model.h"
 #include "util/mem.h"
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
-
-/* ---- the element-wise steps between the products, each a pool job: every thread takes its share of the rows
- * (layer norms) or of the values, on multiples of 16 (the SIMD activations then split their work the same way
- * whatever the thread count) */
-enum { STEP_LN, STEP_BIAS, STEP_BIAS_ADD, STEP_BIAS_ACT };
-
+/* the layer norms between the products, a pool job: each thread takes its share of the rows */
 typedef struct {
     const pr_config *c;
-    int step;
     long n, w;                   /* rows, values per row */
-    const pr_tensor *b, *ln_b;   /* a bias (or NULL); the layer norm's weight is b, its bias ln_b */
-    float *y;                    /* n × w: the values the step updates */
-    float *res;                  /* STEP_BIAS_ADD: res += y + b;  STEP_LN: y = LayerNorm(res) */
-    int act;                     /* STEP_BIAS_ACT: PR_ACT_QUICK_GELU or else exact-erf GELU */
-} vit_step;
+    const pr_tensor *ln_w, *ln_b;
+    float *y;                    /* n × w: y = LayerNorm(x) */
+    const float *x;
+} ln_job;
 
-static void vit_step_task(void *arg, int ith, int nth) {
-    const vit_step *s = arg;
-    long e0, e1;
-    if (s->step == STEP_LN) {
-        pr_split_range(s->n, ith, nth, &e0, &e1);
-        for (long i = e0; i < e1; i++)
-            pr_layernorm(s->y + i * s->w, s->res + i * s->w, s->b, s->ln_b, s->w, s->c->v_eps);
-        return;
-    }
-    pr_split_aligned(s->n * s->w, 16, ith, nth, &e0, &e1);
-    pr_add_bias_range(s->b, s->y, s->w, e0, e1);
-    if (s->step == STEP_BIAS_ADD)
-        for (long e = e0; e < e1; e++) s->res[e] += s->y[e];
-    if (s->step == STEP_BIAS_ACT && s->act == PR_ACT_QUICK_GELU)
-        pr_kern()->quick_gelu(s->y + e0, e1 - e0); /* x·σ(1.702x) */
-    else if (s->step == STEP_BIAS_ACT)
-        for (long e = e0; e < e1; e++) s->y[e] = gelu_erf(s->y[e]);
+static void ln_task(void *arg, int ith, int nth) {
+    const ln_job *s = arg;
+    long i0, i1;
+    pr_split_range(s->n, ith, nth, &i0, &i1);
+    for (long i = i0; i < i1; i++) pr_layernorm(s->y + i * s->w, s->x + i * s->w, s->ln_w, s->ln_b, s->w, s->c->v_eps);
 }
 
-static void run_step(pr_model *m, vit_step s) { pr_pool_run(m->pool, vit_step_task, &s); }
+static void layernorm(pr_model *m, long n, long w, const pr_tensor *ln_w, const pr_tensor *ln_b, float *y, const float *x) {
+    ln_job j = {&m->cfg, n, w, ln_w, ln_b, y, x};
+    pr_pool_run(m->pool, ln_task, &j);
+}
+
+/* y = act(x·W_pᵀ + b_p for each p, side by side) (+ res += y): pr_matmul_fused, out of memory as an error */
+static int linear(pr_model *m, int n_w, const pr_tensor *const *W, const pr_tensor *const *b, const float *x, int n,
+                  float *y, int act, float *res, pr_error *err) {
+    if (pr_matmul_fused(m->pool, W, b, n_w, x, n, y, act, res))
+        return pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
+    return 0;
+}
 
 /* x: n × vd, updated in place through `n_run` encoder layers */
 static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
     const pr_config *c = &m->cfg;
     long vd = c->v_embd, ff = c->v_ff;
     int hd = c->v_embd / c->v_head;
-    float *h = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *q = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
-    float *k = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *v = pr_alloc((size_t)n, (size_t)vd, sizeof(float));
+    float *h = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *qkv = pr_alloc((size_t)n, 3 * (size_t)vd, sizeof(float));
     float *o = pr_alloc((size_t)n, (size_t)vd, sizeof(float)), *f = pr_alloc((size_t)n, (size_t)ff, sizeof(float));
     const pr_kernels *K = pr_kern();
     int rc = 0;
-    if (!h || !q || !k || !v || !o || !f) {
+    if (!h || !qkv || !o || !f) {
         rc = pr_set_error(err, PR_ERR_NOMEM, "out of memory in the vision tower");
         goto done;
     }
@@ -75,27 +64,23 @@ static int vit_layers(pr_model *m, float *x, int n, pr_error *err) {
             goto done;
         }
         const pr_vit_layer *L = &m->w.v_layers[l];
-        run_step(m, (vit_step){c, STEP_LN, n, vd, L->ln1_w, L->ln1_b, h, x, 0});
-        pr_matmul(m->pool, L->wq, h, n, q);
-        pr_matmul(m->pool, L->wk, h, n, k);
-        pr_matmul(m->pool, L->wv, h, n, v);
-        run_step(m, (vit_step){c, STEP_BIAS, n, vd, L->bq, NULL, q, NULL, 0});
-        run_step(m, (vit_step){c, STEP_BIAS, n, vd, L->bk, NULL, k, NULL, 0});
-        run_step(m, (vit_step){c, STEP_BIAS, n, vd, L->bv, NULL, v, NULL, 0});
-        pr_attn at = {.q = q, .k = k, .v = v, .kv_type = PR_F32, .out = o, .ldq = vd, .ldkv = vd, .ldo = vd,
-                      .n_q = n, .n_kv = n, .n_head = c->v_head, .n_head_kv = c->v_head, .hd = hd, .causal = 0};
+        layernorm(m, n, vd, L->ln1_w, L->ln1_b, h, x);
+        /* q, k, v side by side in each row of qkv: one product over the three weights */
+        if ((rc = linear(m, 3, (const pr_tensor *[]){L->wq, L->wk, L->wv}, (const pr_tensor *[]){L->bq, L->bk, L->bv},
+                         h, n, qkv, PR_ACT_NONE, NULL, err)))
+            goto done;
+        pr_attn at = {.q = qkv, .k = qkv + vd, .v = qkv + 2 * vd, .kv_type = PR_F32, .out = o, .ldq = 3 * vd,
+                      .ldkv = 3 * vd, .ldo = vd, .n_q = n, .n_kv = n, .n_head = c->v_head, .n_head_kv = c->v_head,
+                      .hd = hd, .causal = 0};
         if ((rc = pr_attention(K, m->pool, &at, err))) goto done;
-        pr_matmul(m->pool, L->wo, o, n, h);
-        run_step(m, (vit_step){c, STEP_BIAS_ADD, n, vd, L->bo, NULL, h, x, 0}); /* x += o·Woᵀ + bo */
+        if ((rc = linear(m, 1, &L->wo, &L->bo, o, n, h, PR_ACT_NONE, x, err))) goto done; /* x += o·Woᵀ + bo */
 
-        run_step(m, (vit_step){c, STEP_LN, n, vd, L->ln2_w, L->ln2_b, h, x, 0});
-        pr_matmul(m->pool, L->fc1_w, h, n, f);
-        run_step(m, (vit_step){c, STEP_BIAS_ACT, n, ff, L->fc1_b, NULL, f, NULL, c->v_act});
-        pr_matmul(m->pool, L->fc2_w, f, n, h);
-        run_step(m, (vit_step){c, STEP_BIAS_ADD, n, vd, L->fc2_b, NULL, h, x, 0});
+        layernorm(m, n, vd, L->ln2_w, L->ln2_b, h, x);
+        if ((rc = linear(m, 1, &L->fc1_w, &L->fc1_b, h, n, f, c->v_act, NULL, err))) goto done;
+        if ((rc = linear(m, 1, &L->fc2_w, &L->fc2_b, f, n, h, PR_ACT_NONE, x, err))) goto done;
     }
 done:
-    pr_free(h); pr_free(q); pr_free(k); pr_free(v); pr_free(o); pr_free(f);
+    pr_free(h); pr_free(qkv); pr_free(o); pr_free(f);
     return rc;
 }
 
@@ -108,19 +93,13 @@ int pr_project(pr_model *m, const float *F, int n, float *Y, pr_error *err) {
         memcpy(Y, F, (size_t)n * d * sizeof(float));
         return 0;
     }
-    if (c->projector_type == PR_PROJ_LINEAR) {
-        pr_matmul(m->pool, m->w.mm0_w, F, n, Y);
-        pr_add_bias(m->w.mm0_b, Y, n, d);
-        return 0;
-    }
+    if (c->projector_type == PR_PROJ_LINEAR) return linear(m, 1, &m->w.mm0_w, &m->w.mm0_b, F, n, Y, PR_ACT_NONE, NULL, err);
     float *h = pr_alloc((size_t)n, (size_t)d, sizeof(float));
     if (!h) return pr_set_error(err, PR_ERR_NOMEM, "out of memory in the projector");
-    pr_matmul(m->pool, m->w.mm0_w, F, n, h);
-    run_step(m, (vit_step){c, STEP_BIAS_ACT, n, d, m->w.mm0_b, NULL, h, NULL, PR_ACT_GELU});
-    pr_matmul(m->pool, m->w.mm2_w, h, n, Y);
-    run_step(m, (vit_step){c, STEP_BIAS, n, d, m->w.mm2_b, NULL, Y, NULL, 0});
+    int rc = linear(m, 1, &m->w.mm0_w, &m->w.mm0_b, F, n, h, PR_ACT_GELU, NULL, err); /* exact-erf GELU */
+    if (!rc) rc = linear(m, 1, &m->w.mm2_w, &m->w.mm2_b, h, n, Y, PR_ACT_NONE, NULL, err);
     pr_free(h);
-    return 0;
+    return rc;
 }
 
 int pr_vision_features(pr_model *m, const float *pixels, float *out, pr_error *err) {

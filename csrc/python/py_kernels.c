@@ -189,6 +189,93 @@ done:
     return (PyObject *)y;
 }
 
+/* ---- matmul_fused(raws, dtype, cols, x, biases, act, res=None, isa="best", threads=1, path="auto")
+ * -> act(x·[W_0; ...]ᵀ + [b_0, ...]) (+ res), res updated in place as the C code does */
+static PyObject *py_matmul_fused(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"raws", "dtype", "cols", "x", "biases", "act", "res", "isa", "threads", "path", NULL};
+    PyObject *ro, *xo, *bo, *reso = Py_None;
+    const char *dname, *aname, *isa = "best", *pname = "auto";
+    Py_ssize_t cols;
+    int threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OsnOOs|Osis", kwlist, &ro, &dname, &cols, &xo, &bo, &aname, &reso,
+                                     &isa, &threads, &pname))
+        return NULL;
+    int act = !strcmp(aname, "none") ? PR_ACT_NONE : !strcmp(aname, "quick_gelu") ? PR_ACT_QUICK_GELU
+            : !strcmp(aname, "gelu") ? PR_ACT_GELU : -2;
+    int path = !strcmp(pname, "auto") ? PR_MM_AUTO : !strcmp(pname, "gemm") ? PR_MM_GEMM
+             : !strcmp(pname, "separate") ? PR_MM_PANELS : -1;
+    if (act == -2 || path < 0) return PyErr_Format(PyExc_ValueError, "act must be none|quick_gelu|gelu and path auto|gemm|separate");
+    int type = dtype_id(dname);
+    const pr_kernels *k = type < 0 ? NULL : table(isa);
+    if (!k) return NULL;
+    if (!PyList_Check(ro) || !PyList_Check(bo) || PyList_GET_SIZE(ro) < 1 || PyList_GET_SIZE(ro) > 3 ||
+        PyList_GET_SIZE(bo) != PyList_GET_SIZE(ro) || threads < 1 || threads > 64)
+        return PyErr_Format(PyExc_ValueError, "raws and biases: lists of 1..3 (the same length); threads 1..64");
+    int n_w = (int)PyList_GET_SIZE(ro);
+    PyArrayObject *raw[3] = {0}, *bias[3] = {0}, *x = NULL, *res = NULL, *y = NULL;
+    pr_tensor t[3], bt[3];
+    const pr_tensor *W[3], *B[3];
+    pr_pool *pool = NULL;
+    long R = 0;
+    for (int p = 0; p < n_w; p++) {
+        if (!(raw[p] = as_array(PyList_GET_ITEM(ro, p), NPY_UINT8, 2, "raw")) || weight_view(raw[p], type, cols, &t[p]))
+            goto done;
+        W[p] = &t[p];
+        R += (long)t[p].ne[1];
+        B[p] = NULL;
+        if (PyList_GET_ITEM(bo, p) == Py_None) continue;
+        if (!(bias[p] = as_array(PyList_GET_ITEM(bo, p), NPY_FLOAT32, 1, "bias"))) goto done;
+        if (PyArray_DIM(bias[p], 0) != (npy_intp)t[p].ne[1]) {
+            PyErr_SetString(PyExc_ValueError, "a bias needs one value per weight row");
+            goto done;
+        }
+        bt[p] = (pr_tensor){.type = PR_F32, .n_dims = 1, .ne = {t[p].ne[1], 1, 1, 1}, .data = PyArray_DATA(bias[p])};
+        B[p] = &bt[p];
+    }
+    if (!(x = as_array(xo, NPY_FLOAT32, 2, "x"))) goto done;
+    if (PyArray_DIM(x, 1) != cols) {
+        PyErr_SetString(PyExc_ValueError, "x's columns differ from the weights'");
+        goto done;
+    }
+    npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)R};
+    if (reso != Py_None) {
+        if (!(res = as_array(reso, NPY_FLOAT32, 2, "res"))) goto done;
+        if ((PyObject *)res != reso || !PyArray_ISWRITEABLE(res)) {
+            PyErr_SetString(PyExc_ValueError, "res must be a writeable C-contiguous float32 array (updated in place)");
+            goto done;
+        }
+        if (PyArray_DIM(res, 0) != dims[0] || PyArray_DIM(res, 1) != dims[1]) {
+            PyErr_SetString(PyExc_ValueError, "res must be n × (the weights' rows together)");
+            goto done;
+        }
+    }
+    if (!(y = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32))) goto done;
+    if (pr_pool_new(threads, &pool)) {
+        Py_CLEAR(y);
+        PyErr_NoMemory();
+        goto done;
+    }
+    pr_blas_single_thread();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pr_matmul_fused_k(k, pool, W, B, n_w, PyArray_DATA(x), (int)dims[0], PyArray_DATA(y), act,
+                           res ? PyArray_DATA(res) : NULL, path);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        Py_CLEAR(y);
+        PyErr_NoMemory();
+    }
+done:
+    pr_pool_free(pool);
+    for (int p = 0; p < 3; p++) {
+        Py_XDECREF(raw[p]);
+        Py_XDECREF(bias[p]);
+    }
+    Py_XDECREF(x);
+    Py_XDECREF(res);
+    return (PyObject *)y;
+}
+
 /* ---- quantize_act(x 1-D f32, isa) -> uint8 bytes of q8_0 blocks, with the table's activation quantiser */
 static PyObject *py_quantize_act(PyObject *self, PyObject *args) {
     PyObject *xo;
@@ -379,6 +466,9 @@ static PyMethodDef kernel_methods[] = {
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
      "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels'|'gemm') -> x·Wᵀ, W given as "
      "uint8 rows of its dtype"},
+    {"matmul_fused", (PyCFunction)(void (*)(void))py_matmul_fused, METH_VARARGS | METH_KEYWORDS,
+     "matmul_fused(raws, dtype, cols, x, biases, act, res=None, isa='best', threads=1, path='auto'|'gemm'|'separate')"
+     " -> act(x·[W_0; ...]ᵀ + biases), added into res (updated in place) when given"},
     {"quantize_act", py_quantize_act, METH_VARARGS,
      "quantize_act(x: float32 [n], isa) -> uint8 q8_0 blocks from the table's activation quantiser"},
     {"elementwise", py_elementwise, METH_VARARGS,
