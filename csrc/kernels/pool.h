@@ -1,6 +1,7 @@
-/* One persistent pool of worker threads per model. pr_pool_run(fn) runs fn(arg, ith, nth) on every thread
- * (the caller is thread 0) and returns when all are done. Idle workers sleep on a condition variable, so they
- * do not compete with OpenBLAS's own threads, which run only between pool jobs. */
+/* One persistent pool of worker threads per model. A job is a number of chunks: fn(arg, i, n) for every i < n,
+ * each run once, on whichever pool thread (the caller included) claims it first; the call returns when all are
+ * done. Chunks must not wait for each other (one thread may run several in turn). Waiting threads spin for a
+ * bounded time, then sleep (pool.c explains the protocol), so an idle pool does not compete with other work. */
 #ifndef PR_KERNELS_POOL_H
 #define PR_KERNELS_POOL_H
 #include <stddef.h>
@@ -11,10 +12,11 @@ typedef void (*pr_task_fn)(void *arg, int ith, int nth);
 int pr_pool_new(int n_threads, pr_pool **out);
 void pr_pool_free(pr_pool *p);
 int pr_pool_size(const pr_pool *p);
+/* fn(arg, ith, nth) for ith < nth = pr_pool_size(p): one share per pool thread. A NULL pool runs fn(arg, 0, 1). */
 void pr_pool_run(pr_pool *p, pr_task_fn fn, void *arg);
-/* fn(arg, i, n_chunks) for every chunk i < n_chunks as one job: pool thread t runs chunks t, t + n, ... */
+/* fn(arg, i, n_chunks) for every chunk i < n_chunks as one job (in turn on the caller for a NULL pool). */
 void pr_pool_run_chunks(pr_pool *p, pr_task_fn fn, void *arg, int n_chunks);
-/* Jobs run so far (each wakes every worker once): for counting wake-ups per token. */
+/* Jobs run so far (each a hand-over to the workers): for counting synchronisations per token. */
 unsigned long pr_pool_runs(const pr_pool *p);
 /* Splits [0, n) into nth near-equal contiguous ranges; range of thread ith. */
 void pr_split_range(long n, int ith, int nth, long *begin, long *end);

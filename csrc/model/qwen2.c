@@ -30,7 +30,10 @@
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
-#define CHUNKS_PER_THREAD 1 /* a fused job's chunks (pool.h) per pool thread */
+#define CHUNK_BYTES (512 << 10) /* weight bytes per chunk of a fused job, about: threads claim chunks as they
+                                 * go (pool.h), so a thread that starts late or is preempted leaves only its
+                                 * current chunk to wait for; smaller chunks would pay more per chunk */
+#define MAX_CHUNKS_PER_THREAD 8 /* (the lm_head: 87 MB at the 0.5B shape in q4_0) */
 
 /* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
  * kept, so decoding token after token allocates nothing. */
@@ -43,8 +46,8 @@ typedef struct pr_run_state {
     float *o;          /* rows × d    attention output */
     float *g, *u;      /* rows × ff   MLP gate and up */
     float *rope;       /* rows × hd   cos then sin of each position's rotary angles (hd/2 each) */
-    float *part;       /* chunks × FEW_ROWS × part_rows: a fused job chunk's slice of a product, before scattering */
-    long part_rows;
+    float *part;       /* FEW_ROWS × widest product: a fused job chunk's slice of a product, before scattering
+                        * (at FEW_ROWS × its first row); only for passes of 2..FEW_ROWS rows */
 } pr_run_state;
 
 struct pr_context {
@@ -63,15 +66,11 @@ static void run_state_free(pr_run_state *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* Chunks of a fused job (fused_task) and of the attention block (attn_block_task, whole kv heads each). */
-static int fused_chunks(const pr_model *m) {
-    int nth = pr_pool_size(m->pool);
-    return nth == 1 ? 1 : nth * CHUNKS_PER_THREAD;
-}
-
-static int attn_block_chunks(const pr_model *m) {
-    int n = fused_chunks(m);
-    return n < m->cfg.n_head_kv ? n : m->cfg.n_head_kv;
+/* Chunks of a fused job that reads `bytes` of weights: about CHUNK_BYTES each, at least one per thread. */
+static int job_chunks(const pr_model *m, size_t bytes) {
+    long nth = pr_pool_size(m->pool), n = (long)(bytes / CHUNK_BYTES);
+    if (nth == 1) return 1;
+    return (int)(n < nth ? nth : n > nth * MAX_CHUNKS_PER_THREAD ? nth * MAX_CHUNKS_PER_THREAD : n);
 }
 
 /* Room for passes of `rows` positions. */
@@ -82,10 +81,7 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     size_t d = (size_t)cf->n_embd, hd = d / (size_t)cf->n_head, kv = hd * (size_t)cf->n_head_kv, ff = (size_t)cf->n_ff;
     size_t n = (size_t)rows;
     long widest = (long)(ff > d + 2 * kv ? ff : d + 2 * kv);
-    size_t chunks = fused_chunks(c->m), head_chunks = attn_block_chunks(c->m);
-    long part_rows = widest / (long)chunks + 2 * SLICE_ALIGN;
-    long head_rows = (long)((cf->n_head_kv + head_chunks - 1) / head_chunks * (d / cf->n_head_kv)); /* q slice */
-    if (part_rows < head_rows) part_rows = head_rows;
+    if (widest < cf->n_vocab) widest = cf->n_vocab; /* the lm_head */
     run_state_free(r);
     r->x = pr_alloc(n, d, sizeof(float));
     r->a = pr_alloc(n, d, sizeof(float));
@@ -96,13 +92,12 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     r->g = pr_alloc(n, ff, sizeof(float));
     r->u = pr_alloc(n, ff, sizeof(float));
     r->rope = pr_alloc(n, hd, sizeof(float));
-    r->part = pr_alloc(chunks * FEW_ROWS, (size_t)part_rows, sizeof(float));
-    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || !r->part) {
+    r->part = rows > 1 ? pr_alloc(FEW_ROWS, (size_t)widest, sizeof(float)) : NULL;
+    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || (rows > 1 && !r->part)) {
         run_state_free(r);
         return pr_set_error(err, PR_ERR_NOMEM, "out of memory for the activations of %d positions", rows);
     }
     r->rows = rows;
-    r->part_rows = part_rows;
     return 0;
 }
 
@@ -278,7 +273,7 @@ static void fused_task(void *arg, int chunk, int n_chunks) {
     pr_split_range(groups, chunk, n_chunks, &g0, &g1);
     long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
     if (s1 <= s0) return;
-    float *part = f->rs->part + (size_t)chunk * FEW_ROWS * (size_t)f->rs->part_rows;
+    float *part = f->n > 1 ? f->rs->part + (size_t)FEW_ROWS * (size_t)s0 : NULL;
     long base = 0;
     for (int p = 0; p < f->n_out; p++) {
         long rows = (long)f->out[p].W->ne[1], r0 = s0 > base ? s0 - base : 0, r1 = s1 - base < rows ? s1 - base : rows;
@@ -315,8 +310,10 @@ static void epilogue_task(void *arg, int ith, int nth) {
  * separate products (longer passes, where the products are compute-bound and use the pool themselves). */
 static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
+        size_t bytes = 0;
+        for (int p = 0; p < f->n_out; p++) bytes += f->out[p].W->nbytes;
         f->rs = r;
-        pr_pool_run_chunks(m->pool, fused_task, f, fused_chunks(m));
+        pr_pool_run_chunks(m->pool, fused_task, f, job_chunks(m, bytes));
         return;
     }
     for (int p = 0; p < f->n_out; p++) pr_matmul(m->pool, f->out[p].W, f->x, f->n, f->out[p].y);
@@ -429,7 +426,7 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
     pr_split_range(cf->n_head_kv, chunk, n_chunks, &g0, &g1);
     if (g1 <= g0) return;
     long h0 = g0 * group, h1 = g1 * group;
-    float *part = r->part + (size_t)chunk * FEW_ROWS * (size_t)r->part_rows;
+    float *part = j->n > 1 ? r->part + (size_t)FEW_ROWS * (size_t)(h0 * hd) : NULL;
     fused_job f = {.rs = r, .x = r->a, .n = j->n};
     fused_out q = {L->wq, L->bq, r->q}, k = {L->wk, L->bk, r->k}, v = {L->wv, L->bv, r->v};
     fused_slice(&f, &q, h0 * hd, h1 * hd, part);
@@ -466,7 +463,8 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         rows_step(m, &rj, ROWS_NORM, L->attn_norm);
         if (fuse_attention(cf, seqs, n_seqs, n)) {
             attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
-            pr_pool_run_chunks(m->pool, attn_block_task, &ab, attn_block_chunks(m));
+            int chunks = job_chunks(m, L->wq->nbytes + L->wk->nbytes + L->wv->nbytes);
+            pr_pool_run_chunks(m->pool, attn_block_task, &ab, chunks < cf->n_head_kv ? chunks : cf->n_head_kv);
             if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
         } else {
             fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
@@ -492,6 +490,12 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         products(m, r, &down); /* x += g·W_downᵀ */
     }
     return 0;
+}
+
+/* logits = hn·W_lm_headᵀ for n rows of final normed hidden states (a fused job of chunks for a few rows) */
+static void lm_head(pr_model *m, const pr_run_state *r, const float *hn, int n, float *logits) {
+    fused_job f = {.x = hn, .n = n, .n_out = 1, .out = {{m->w.lm_head, NULL, logits}}, .same_rows = 1};
+    products(m, r, &f);
 }
 
 /* Runs n positions given as embeddings (embd) or token ids (ids) through the decoder, a chunk at a time. */
@@ -526,10 +530,10 @@ static int decode(pr_context *c, const float *embd, const int32_t *ids, int n, f
         if (!logits) continue;
         if (all_logits) {
             for (int i = 0; i < nc; i++) pr_rmsnorm(hn + i * d, x + i * d, m->w.out_norm, d, cf->rms_eps);
-            pr_matmul(m->pool, m->w.lm_head, hn, nc, logits + (long)s * cf->n_vocab);
+            lm_head(m, &c->rs, hn, nc, logits + (long)s * cf->n_vocab);
         } else if (s + nc == n) {
             pr_rmsnorm(hn, x + (long)(nc - 1) * d, m->w.out_norm, d, cf->rms_eps);
-            pr_matmul(m->pool, m->w.lm_head, hn, 1, logits);
+            lm_head(m, &c->rs, hn, 1, logits);
         }
     }
     if (rc) c->n_past = start_past; /* a failed pass leaves the sequence as it was */
@@ -581,7 +585,7 @@ int pr_decode_batch(pr_context *const *ctxs, const int32_t *tokens, int n_seq, f
         advanced += g;
         if (!logits) continue;
         for (int i = 0; i < g; i++) pr_rmsnorm(r->a + i * d, r->x + i * d, m->w.out_norm, d, cf->rms_eps);
-        pr_matmul(m->pool, m->w.lm_head, r->a, g, logits + (long)s0 * cf->n_vocab);
+        lm_head(m, r, r->a, g, logits + (long)s0 * cf->n_vocab);
     }
     if (rc) /* the failed group did not advance; take the earlier groups' step back too */
         for (int s = 0; s < advanced; s++) ctxs[s]->n_past--;
