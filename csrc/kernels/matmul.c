@@ -316,8 +316,7 @@ int pr_matmul_fused_k(const pr_kernels *k, pr_pool *pool, const pr_tensor *const
         else memset(b + off, 0, (size_t)W[p]->ne[1] * sizeof(float));
     }
     pr_epilogue ep = {b ? b : biased ? (const float *)bias[0]->data : NULL, act, res};
-    int gemm = path == PR_MM_GEMM || (path == PR_MM_AUTO && takes_gemm(k, W[0], n, PR_MM_AUTO));
-    if (same && gemm && !pr_gemm_packed(k, pool, W, n_w, x, n, y, &ep)) goto done;
+    if (same && takes_gemm(k, W[0], n, path) && !pr_gemm_packed(k, pool, W, n_w, x, n, y, &ep)) goto done;
     if (n_w == 1) {
         pr_matmul_k(k, pool, W[0], x, n, y, PR_MM_AUTO);
     } else { /* each weight into its own columns of y */
