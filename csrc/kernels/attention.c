@@ -17,7 +17,10 @@
  * Each output is computed by one thread in a fixed order, whatever the thread count.
  *
  * A few queries (decoding) take a direct path instead: one row of scores per (query, head) from dot products
- * against the cached keys as stored (f32 or f16), softmax, then o = Σ p_t·v_t — no copies of the cache. */
+ * against the cached keys as stored (f32 or f16), softmax, then o = Σ p_t·v_t — no copies of the cache. An f16
+ * cache (the default for decoding) takes two kernel calls per (query, head), each over all cached positions
+ * with several rows in flight (kernels.h: attn_scores_f16, attn_values_f16); an f32 cache one call per
+ * position. */
 #include "kernels/attention.h"
 
 #include <math.h>
@@ -179,18 +182,24 @@ static void attn_row(const pr_kernels *K, const pr_attn *a, float *s, int h, int
     float scale = 1.0f / sqrtf((float)hd);
     const float *q = a->q + (long)i * a->ldq + (long)h * hd;
     float *o = a->out + (long)i * a->ldo + (long)h * hd, mx = -INFINITY;
+    if (a->kv_type == PR_F16) { /* one call for all T scores, one for the weighted sum, then 1/Σ once */
+        long off = (long)g * hd;
+        K->attn_scores_f16((const uint16_t *)a->k + off, a->ldkv, T, q, hd, scale, s);
+        float inv = 1.0f / K->exp_sum(s, T, row_max(s, T, -INFINITY));
+        K->attn_values_f16(s, (const uint16_t *)a->v + off, a->ldkv, T, hd, o);
+        for (int e = 0; e < hd; e++) o[e] *= inv;
+        return;
+    }
     for (int p = 0; p < T; p++) {
         long off = (long)p * a->ldkv + (long)g * hd;
-        s[p] = scale * (a->kv_type == PR_F16 ? K->dot_f16((const uint16_t *)a->k + off, q, hd)
-                                             : K->dot_f32((const float *)a->k + off, q, hd));
+        s[p] = scale * K->dot_f32((const float *)a->k + off, q, hd);
         mx = s[p] > mx ? s[p] : mx;
     }
     float inv = 1.0f / K->exp_sum(s, T, mx);
     memset(o, 0, (size_t)hd * sizeof(float));
     for (int p = 0; p < T; p++) {
         long off = (long)p * a->ldkv + (long)g * hd;
-        if (a->kv_type == PR_F16) K->axpy_f16(s[p] * inv, (const uint16_t *)a->v + off, o, hd);
-        else K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
+        K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
     }
 }
 
