@@ -30,10 +30,10 @@
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
-#define CHUNK_BYTES (512 << 10) /* weight bytes per chunk of a fused job, about: threads claim chunks as they
-                                 * go (pool.h), so a thread that starts late or is preempted leaves only its
-                                 * current chunk to wait for; smaller chunks would pay more per chunk */
-#define MAX_CHUNKS_PER_THREAD 8 /* (the lm_head: 87 MB at the 0.5B shape in q4_0) */
+#define CHUNK_MIN_BYTES (64 << 10) /* weight bytes of a fused job's smallest chunks: threads claim guided chunks
+                                     * as they go (pool.h), shrinking to this size at the job's end, so a thread
+                                     * that starts late or is preempted leaves only a small chunk to wait for;
+                                     * smaller chunks would pay more per chunk (quantising x, the claim) */
 
 /* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
  * kept, so decoding token after token allocates nothing. */
@@ -64,13 +64,6 @@ static void run_state_free(pr_run_state *r) {
     pr_free(r->x); pr_free(r->a); pr_free(r->q); pr_free(r->k); pr_free(r->v); pr_free(r->o);
     pr_free(r->g); pr_free(r->u); pr_free(r->rope); pr_free(r->part);
     memset(r, 0, sizeof *r);
-}
-
-/* Chunks of a fused job that reads `bytes` of weights: about CHUNK_BYTES each, at least one per thread. */
-static int job_chunks(const pr_model *m, size_t bytes) {
-    long nth = pr_pool_size(m->pool), n = (long)(bytes / CHUNK_BYTES);
-    if (nth == 1) return 1;
-    return (int)(n < nth ? nth : n > nth * MAX_CHUNKS_PER_THREAD ? nth * MAX_CHUNKS_PER_THREAD : n);
 }
 
 /* Room for passes of `rows` positions. */
@@ -244,6 +237,7 @@ typedef struct {
                     * 0: the outputs' rows are laid end to end and sliced as one range */
     int epilogue;  /* EPI_SILU_MUL: y0 = silu(y0) ⊙ y1;  EPI_ADD_TO: res += y0 (same_rows) */
     float *res;
+    long start[PR_GUIDED_MAX + 1]; /* chunk c: groups of SLICE_ALIGN rows [start[c], start[c+1]) */
 } fused_job;
 
 static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1, float *part) {
@@ -265,13 +259,17 @@ static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1
             for (long r = r0; r < r1; r++) o->y[(long)i * rows + r] += pr_f32(o->bias)[r];
 }
 
-static void fused_task(void *arg, int chunk, int n_chunks) {
-    const fused_job *f = arg;
+/* rows of a fused job's outputs: laid end to end, or those of each when they have the same */
+static long fused_rows(const fused_job *f) {
     long total = 0;
     for (int p = 0; p < f->n_out; p++) total = f->same_rows ? (long)f->out[p].W->ne[1] : total + (long)f->out[p].W->ne[1];
-    long g0, g1, groups = (total + SLICE_ALIGN - 1) / SLICE_ALIGN;
-    pr_split_range(groups, chunk, n_chunks, &g0, &g1);
-    long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
+    return total;
+}
+
+static void fused_task(void *arg, int chunk, int n_chunks) {
+    const fused_job *f = arg;
+    long total = fused_rows(f);
+    long s0 = f->start[chunk] * SLICE_ALIGN, s1 = f->start[chunk + 1] * SLICE_ALIGN < total ? f->start[chunk + 1] * SLICE_ALIGN : total;
     if (s1 <= s0) return;
     float *part = f->n > 1 ? f->rs->part + (size_t)FEW_ROWS * (size_t)s0 : NULL;
     long base = 0;
@@ -312,8 +310,10 @@ static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
         size_t bytes = 0;
         for (int p = 0; p < f->n_out; p++) bytes += f->out[p].W->nbytes;
+        long groups = (fused_rows(f) + SLICE_ALIGN - 1) / SLICE_ALIGN;
+        long min_groups = (long)(CHUNK_MIN_BYTES / (bytes / (size_t)groups + 1)) + 1;
         f->rs = r;
-        pr_pool_run_chunks(m->pool, fused_task, f, job_chunks(m, bytes));
+        pr_pool_run_chunks(m->pool, fused_task, f, pr_split_guided(groups, pr_pool_size(m->pool), min_groups, f->start));
         return;
     }
     for (int p = 0; p < f->n_out; p++) pr_matmul(m->pool, f->out[p].W, f->x, f->n, f->out[p].y);
@@ -405,6 +405,7 @@ typedef struct {
     const seq_rows *seqs;
     int n_seqs, n;
     int failed; /* set (atomically) by a thread that could not get scratch memory */
+    long start[PR_GUIDED_MAX + 1]; /* chunk c: kv heads [start[c], start[c+1]) */
 } attn_block_job;
 
 /* Whether a pass takes attn_block_task: few rows, each sequence's on the direct attention path, and heads
@@ -422,9 +423,7 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
     const pr_llm_layer *L = j->L;
     const pr_run_state *r = j->rs;
     long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, group = cf->n_head / cf->n_head_kv;
-    long g0, g1;
-    pr_split_range(cf->n_head_kv, chunk, n_chunks, &g0, &g1);
-    if (g1 <= g0) return;
+    long g0 = j->start[chunk], g1 = j->start[chunk + 1];
     long h0 = g0 * group, h1 = g1 * group;
     float *part = j->n > 1 ? r->part + (size_t)FEW_ROWS * (size_t)(h0 * hd) : NULL;
     fused_job f = {.rs = r, .x = r->a, .n = j->n};
@@ -463,8 +462,8 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         rows_step(m, &rj, ROWS_NORM, L->attn_norm);
         if (fuse_attention(cf, seqs, n_seqs, n)) {
             attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
-            int chunks = job_chunks(m, L->wq->nbytes + L->wk->nbytes + L->wv->nbytes);
-            pr_pool_run_chunks(m->pool, attn_block_task, &ab, chunks < cf->n_head_kv ? chunks : cf->n_head_kv);
+            pr_pool_run_chunks(m->pool, attn_block_task, &ab,
+                               pr_split_guided(cf->n_head_kv, pr_pool_size(m->pool), 1, ab.start));
             if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
         } else {
             fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},
