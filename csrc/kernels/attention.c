@@ -184,6 +184,10 @@ static void attn_row(const pr_kernels *K, const pr_attn *a, float *s, int h, int
     float *o = a->out + (long)i * a->ldo + (long)h * hd, mx = -INFINITY;
     if (a->kv_type == PR_F16) { /* one call for all T scores, one for the weighted sum, then 1/Σ once */
         long off = (long)g * hd;
+        for (int p = 0; p < T && p < PR_ATTN_PREFETCH; p++) { /* the kernels ask for the rows after these */
+            pr_prefetch_row((const uint16_t *)a->k + off + (long)p * a->ldkv, hd);
+            pr_prefetch_row((const uint16_t *)a->v + off + (long)p * a->ldkv, hd);
+        }
         K->attn_scores_f16((const uint16_t *)a->k + off, a->ldkv, T, q, hd, scale, s);
         float inv = 1.0f / K->exp_sum(s, T, row_max(s, T, -INFINITY));
         K->attn_values_f16(s, (const uint16_t *)a->v + off, a->ldkv, T, hd, o);

@@ -99,6 +99,15 @@ static inline long pr_mv_prefetch_rows(long ldw) {
     return rows < 4 ? 4 : rows;
 }
 
+/* The decode attention kernels read cached rows ld values apart (each head's few values of every position):
+ * strided reads from memory the hardware prefetchers follow poorly, so they ask for the rows this many
+ * positions ahead, each row's n f16 values. */
+#define PR_ATTN_PREFETCH 16
+static inline void pr_prefetch_row(const uint16_t *row, long n) {
+    uintptr_t line = (uintptr_t)row & ~(uintptr_t)63, end = (uintptr_t)(row + n);
+    for (; line < end; line += 64) __builtin_prefetch((const void *)line);
+}
+
 /* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI). */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);

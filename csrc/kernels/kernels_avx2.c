@@ -239,6 +239,7 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
     for (long t = 0; t < n; t += 4) {
         const uint16_t *r[4];
         for (int j = 0; j < 4; j++) r[j] = k + (t + j < n ? t + j : n - 1) * ld;
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 4 && j < n; j++) pr_prefetch_row(k + j * ld, hd);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         long i = 0;
         for (; i + 8 <= hd; i += 8) {
@@ -263,6 +264,7 @@ ALWAYS_INLINE void values_stripe(int W, const float *p, const uint16_t *v, long 
     long t = 0;
     for (; t + 2 <= n; t += 2) {
         __m256 p0 = _mm256_set1_ps(p[t]), p1 = _mm256_set1_ps(p[t + 1]);
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 8 * W);
         for (int w = 0; w < W; w++) {
             e[w] = _mm256_fmadd_ps(p0, load_f16(v + t * ld + 8 * w), e[w]);
             d[w] = _mm256_fmadd_ps(p1, load_f16(v + (t + 1) * ld + 8 * w), d[w]);

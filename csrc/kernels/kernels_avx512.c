@@ -93,6 +93,7 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
         const uint16_t *r[8];
         __m512 a[8];
         for (int j = 0; j < 8; j++) r[j] = k + (t + j < n ? t + j : n - 1) * ld, a[j] = _mm512_setzero_ps();
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 8 && j < n; j++) pr_prefetch_row(k + j * ld, hd);
         long i = 0;
         for (; i + 16 <= hd; i += 16) {
             __m512 x = _mm512_loadu_ps(q + i);
@@ -118,6 +119,7 @@ static inline __attribute__((always_inline)) void values_stripe(int W, const flo
     long t = 0;
     for (; t + 2 <= n; t += 2) {
         __m512 p0 = _mm512_set1_ps(p[t]), p1 = _mm512_set1_ps(p[t + 1]);
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 16 * W);
         for (int w = 0; w < W; w++) {
             e[w] = _mm512_fmadd_ps(p0, load_f16(v + t * ld + 16 * w), e[w]);
             d[w] = _mm512_fmadd_ps(p1, load_f16(v + (t + 1) * ld + 16 * w), d[w]);

@@ -68,6 +68,7 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
         const uint16_t *r[4];
         float32x4_t a[4];
         for (int j = 0; j < 4; j++) r[j] = k + (t + j < n ? t + j : n - 1) * ld, a[j] = vdupq_n_f32(0);
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 4 && j < n; j++) pr_prefetch_row(k + j * ld, hd);
         long i = 0;
         for (; i + 4 <= hd; i += 4) {
             float32x4_t x = vld1q_f32(q + i);
@@ -87,11 +88,13 @@ static inline __attribute__((always_inline)) void values_stripe(int W, const flo
     float32x4_t e[4], d[4];
     for (int w = 0; w < W; w++) e[w] = d[w] = vdupq_n_f32(0);
     long t = 0;
-    for (; t + 2 <= n; t += 2)
+    for (; t + 2 <= n; t += 2) {
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 4 * W);
         for (int w = 0; w < W; w++) {
             e[w] = vfmaq_n_f32(e[w], load_f16(v + t * ld + 4 * w), p[t]);
             d[w] = vfmaq_n_f32(d[w], load_f16(v + (t + 1) * ld + 4 * w), p[t + 1]);
         }
+    }
     if (t < n)
         for (int w = 0; w < W; w++) e[w] = vfmaq_n_f32(e[w], load_f16(v + t * ld + 4 * w), p[t]);
     for (int w = 0; w < W; w++) vst1q_f32(o + 4 * w, vaddq_f32(e[w], d[w]));
