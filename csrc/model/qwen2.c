@@ -48,6 +48,8 @@ typedef struct pr_run_state {
     float *rope;       /* rows × hd   cos then sin of each position's rotary angles (hd/2 each) */
     float *part;       /* FEW_ROWS × widest product: a fused job chunk's slice of a product, before scattering
                         * (at FEW_ROWS × its first row); only for passes of 2..FEW_ROWS rows */
+    block_q8_0 *xq;    /* min(rows, FEW_ROWS) × max(d, ff)/32: a fused job's input quantised once for all its
+                        * chunks (q8_0/q4_0 weights) */
 } pr_run_state;
 
 struct pr_context {
@@ -62,7 +64,7 @@ struct pr_context {
 
 static void run_state_free(pr_run_state *r) {
     pr_free(r->x); pr_free(r->a); pr_free(r->q); pr_free(r->k); pr_free(r->v); pr_free(r->o);
-    pr_free(r->g); pr_free(r->u); pr_free(r->rope); pr_free(r->part);
+    pr_free(r->g); pr_free(r->u); pr_free(r->rope); pr_free(r->part); pr_free(r->xq);
     memset(r, 0, sizeof *r);
 }
 
@@ -86,7 +88,9 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     r->u = pr_alloc(n, ff, sizeof(float));
     r->rope = pr_alloc(n, hd, sizeof(float));
     r->part = rows > 1 ? pr_alloc(FEW_ROWS, (size_t)widest, sizeof(float)) : NULL;
-    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || (rows > 1 && !r->part)) {
+    r->xq = pr_alloc(n < FEW_ROWS ? n : FEW_ROWS, ((ff > d ? ff : d) + PR_QK - 1) / PR_QK, sizeof(block_q8_0));
+    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || (rows > 1 && !r->part) ||
+        !r->xq) {
         run_state_free(r);
         return pr_set_error(err, PR_ERR_NOMEM, "out of memory for the activations of %d positions", rows);
     }
@@ -231,6 +235,7 @@ typedef struct {
 typedef struct {
     const pr_run_state *rs;
     const float *x;        /* n × cols */
+    const block_q8_0 *xq;  /* x quantised (rows cols/32 blocks apart) for q8_0/q4_0 weights, or NULL */
     int n, n_out;
     fused_out out[3];
     int same_rows; /* 1: the outputs have the same rows and each thread takes the same slice of every one;
@@ -248,7 +253,12 @@ static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1
     view.ne[1] = m;
     view.data = (const char *)W->data + (size_t)r0 * ldw;
     view.nbytes = (size_t)m * ldw;
-    if (f->n == 1) {
+    if (f->xq && (W->type == PR_Q8_0 || W->type == PR_Q4_0)) { /* pr_matmul's few-rows path, x quantised once */
+        long nb = (long)W->ne[0] / PR_QK;
+        (W->type == PR_Q8_0 ? pr_kern()->gemm_q8_0 : pr_kern()->gemm_q4_0)(view.data, (long)ldw, m, f->xq,
+                                                                           nb * (long)sizeof(block_q8_0), f->n, nb,
+                                                                           o->y + r0, rows);
+    } else if (f->n == 1) {
         pr_matmul(NULL, &view, f->x, 1, o->y + r0);
     } else {
         pr_matmul(NULL, &view, f->x, f->n, part);
@@ -304,10 +314,19 @@ static void epilogue_task(void *arg, int ith, int nth) {
         for (long e = e0; e < e1; e++) f->res[e] += f->out[0].y[e];
 }
 
+/* f's input quantised into r->xq, once for every chunk of a fused job, where its weights are q8_0/q4_0 */
+static const block_q8_0 *quantize_input(const pr_run_state *r, const float *x, int n, const pr_tensor *W) {
+    if (W->type != PR_Q8_0 && W->type != PR_Q4_0) return NULL;
+    long cols = (long)W->ne[0];
+    for (int i = 0; i < n; i++) pr_kern()->quantize_q8_0(x + (long)i * cols, r->xq + (long)i * (cols / PR_QK), cols);
+    return r->xq;
+}
+
 /* y_p = x·W_pᵀ (+ b_p) for up to three weights, then the epilogue, in one pool job (n ≤ FEW_ROWS) or as
  * separate products (longer passes, where the products are compute-bound and use the pool themselves). */
 static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
+        f->xq = quantize_input(r, f->x, f->n, f->out[0].W);
         size_t bytes = 0;
         for (int p = 0; p < f->n_out; p++) bytes += f->out[p].W->nbytes;
         long groups = (fused_rows(f) + SLICE_ALIGN - 1) / SLICE_ALIGN;
@@ -404,6 +423,7 @@ typedef struct {
     int l;
     const seq_rows *seqs;
     int n_seqs, n;
+    const block_q8_0 *xq; /* the normed input quantised (q8_0/q4_0 weights), or NULL */
     int failed; /* set (atomically) by a thread that could not get scratch memory */
     long start[PR_GUIDED_MAX + 1]; /* chunk c: kv heads [start[c], start[c+1]) */
 } attn_block_job;
@@ -426,7 +446,7 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
     long g0 = j->start[chunk], g1 = j->start[chunk + 1];
     long h0 = g0 * group, h1 = g1 * group;
     float *part = j->n > 1 ? r->part + (size_t)FEW_ROWS * (size_t)(h0 * hd) : NULL;
-    fused_job f = {.rs = r, .x = r->a, .n = j->n};
+    fused_job f = {.rs = r, .x = r->a, .xq = j->xq, .n = j->n};
     fused_out q = {L->wq, L->bq, r->q}, k = {L->wk, L->bk, r->k}, v = {L->wv, L->bv, r->v};
     fused_slice(&f, &q, h0 * hd, h1 * hd, part);
     fused_slice(&f, &k, g0 * hd, g1 * hd, part);
@@ -461,7 +481,8 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         rj.layer = l;
         rows_step(m, &rj, ROWS_NORM, L->attn_norm);
         if (fuse_attention(cf, seqs, n_seqs, n)) {
-            attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
+            attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n,
+                                 .xq = quantize_input(r, r->a, n, L->wq)};
             pr_pool_run_chunks(m->pool, attn_block_task, &ab,
                                pr_split_guided(cf->n_head_kv, pr_pool_size(m->pool), 1, ab.start));
             if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
