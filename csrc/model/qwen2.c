@@ -57,7 +57,9 @@ struct pr_context {
     int n_ctx, n_past, cap;
     int kv_type;      /* PR_F32 or PR_F16 */
     size_t kv_elt;    /* bytes per cached value */
-    void **k, **v;    /* per layer: cap × kv_dim */
+    void **k, **v;    /* per layer: n_head_kv × cap × d_head, head by head: decoding reads each kv head's
+                       * positions as one contiguous stream (rows of all heads were 2 KB-strided reads at the
+                       * 0.5B shape, which the hardware prefetchers follow poorly) */
     float *inv_freq;  /* d_head/2 RoPE frequencies */
     pr_run_state rs;
 };
@@ -156,7 +158,7 @@ static int reserve(pr_context *c, int need, pr_error *err) {
     while (cap < need) cap *= 2;
     if (cap > c->n_ctx) cap = c->n_ctx;
     const pr_config *cf = &c->m->cfg;
-    size_t kv = (size_t)(cf->n_embd / cf->n_head) * cf->n_head_kv;
+    size_t hd = (size_t)(cf->n_embd / cf->n_head), kv = hd * cf->n_head_kv, head = hd * c->kv_elt;
     for (int l = 0; l < cf->n_layer; l++) {
         void *k = pr_alloc((size_t)cap, kv, c->kv_elt), *v = pr_alloc((size_t)cap, kv, c->kv_elt);
         if (!k || !v) {
@@ -164,9 +166,9 @@ static int reserve(pr_context *c, int need, pr_error *err) {
             pr_free(v);
             return pr_set_error(err, PR_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         }
-        if (c->k[l]) {
-            memcpy(k, c->k[l], (size_t)c->n_past * kv * c->kv_elt);
-            memcpy(v, c->v[l], (size_t)c->n_past * kv * c->kv_elt);
+        for (int g = 0; c->k[l] && g < cf->n_head_kv; g++) { /* each head's positions to its new place */
+            memcpy((char *)k + g * cap * head, (char *)c->k[l] + g * c->cap * head, (size_t)c->n_past * head);
+            memcpy((char *)v + g * cap * head, (char *)c->v[l] + g * c->cap * head, (size_t)c->n_past * head);
         }
         pr_free(c->k[l]);
         pr_free(c->v[l]);
@@ -351,6 +353,21 @@ typedef struct {
     const pr_tensor *norm; /* ROWS_NORM: a = RMSNorm(x)·norm */
 } rows_job;
 
+/* Kv heads [g0, g1) of one position's new keys and values (kn, vn: all heads' hd values side by side) into
+ * the layer-l cache, head by head. */
+static void kv_put(pr_context *c, int l, long pos, const float *kn, const float *vn, long g0, long g1, long hd) {
+    for (long g = g0; g < g1; g++) {
+        size_t at = ((size_t)g * (size_t)c->cap + (size_t)pos) * (size_t)hd * c->kv_elt;
+        if (c->kv_type == PR_F16) {
+            pr_kern()->f32_to_f16(kn + g * hd, (uint16_t *)((char *)c->k[l] + at), hd);
+            pr_kern()->f32_to_f16(vn + g * hd, (uint16_t *)((char *)c->v[l] + at), hd);
+        } else {
+            memcpy((char *)c->k[l] + at, kn + g * hd, (size_t)hd * sizeof(float));
+            memcpy((char *)c->v[l] + at, vn + g * hd, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
 static void rows_task(void *arg, int ith, int nth) {
     const rows_job *j = arg;
     const pr_config *cf = j->cf;
@@ -368,14 +385,7 @@ static void rows_task(void *arg, int ith, int nth) {
         for (long i = a; i < b; i++) {
             rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
             rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
-            size_t at = (size_t)(c->n_past + i - q->row0) * kv * c->kv_elt;
-            if (c->kv_type == PR_F16) {
-                pr_kern()->f32_to_f16(r->k + i * kv, (uint16_t *)((char *)c->k[j->layer] + at), kv);
-                pr_kern()->f32_to_f16(r->v + i * kv, (uint16_t *)((char *)c->v[j->layer] + at), kv);
-            } else {
-                memcpy((char *)c->k[j->layer] + at, r->k + i * kv, (size_t)kv * sizeof(float));
-                memcpy((char *)c->v[j->layer] + at, r->v + i * kv, (size_t)kv * sizeof(float));
-            }
+            kv_put(c, j->layer, c->n_past + i - q->row0, r->k + i * kv, r->v + i * kv, 0, cf->n_head_kv, hd);
         }
     }
 }
@@ -386,28 +396,14 @@ static void rows_step(pr_model *m, rows_job *j, int step, const pr_tensor *norm)
     pr_pool_run(j->n > FEW_ROWS ? m->pool : NULL, rows_task, j);
 }
 
-/* Columns [c0, c0+nc) of the new keys and values of one sequence's rows into its layer-l cache. */
-static void kv_store(const seq_rows *q, const pr_run_state *r, int l, long kv, long c0, long nc) {
-    pr_context *c = q->c;
-    for (int i = 0; i < q->n; i++) {
-        size_t at = ((size_t)(c->n_past + i) * kv + c0) * c->kv_elt;
-        const float *kn = r->k + (long)(q->row0 + i) * kv + c0, *vn = r->v + (long)(q->row0 + i) * kv + c0;
-        if (c->kv_type == PR_F16) {
-            pr_kern()->f32_to_f16(kn, (uint16_t *)((char *)c->k[l] + at), nc);
-            pr_kern()->f32_to_f16(vn, (uint16_t *)((char *)c->v[l] + at), nc);
-        } else {
-            memcpy((char *)c->k[l] + at, kn, (size_t)nc * sizeof(float));
-            memcpy((char *)c->v[l] + at, vn, (size_t)nc * sizeof(float));
-        }
-    }
-}
 
 /* Attention of one sequence's rows (their q, the layer-l cache up to them) into r->o. */
 static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_run_state *r, int l) {
-    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
+    long d = cf->n_embd, hd = d / cf->n_head;
     pr_context *c = q->c;
     return (pr_attn){.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
-                     .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
+                     .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = hd, .ldh = (long)c->cap * hd, .ldo = d,
+                     .n_q = q->n,
                      .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
                      .causal = 1};
 }
@@ -456,7 +452,9 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
         rope(r->k + i * kv + g0 * hd, (int)(g1 - g0), (int)hd, r->rope + i * hd);
     }
     for (int s = 0; s < j->n_seqs; s++) {
-        kv_store(&j->seqs[s], r, j->l, kv, g0 * hd, (g1 - g0) * hd);
+        const seq_rows *q = &j->seqs[s];
+        for (int i = 0; i < q->n; i++)
+            kv_put(q->c, j->l, q->c->n_past + i, r->k + (q->row0 + i) * kv, r->v + (q->row0 + i) * kv, g0, g1, hd);
         pr_attn at = seq_attention(cf, &j->seqs[s], r, j->l);
         if (pr_attention_heads(pr_kern(), &at, (int)h0, (int)h1)) {
             __atomic_store_n(&((attn_block_job *)arg)->failed, 1, __ATOMIC_RELAXED);
