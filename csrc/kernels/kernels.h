@@ -29,7 +29,6 @@ typedef struct pr_kernels {
     float (*dot_bf16)(const uint16_t *w, const float *x, long n);
     /* y += a·x for one row (attention over an f32 KV cache when decoding: o += p_t·v_t) */
     void (*axpy_f32)(float a, const float *x, float *y, long n);
-    void (*axpy_f16)(float a, const uint16_t *x, float *y, long n);
     /* one query head's decode attention over n cached f16 rows (ld values apart, hd used): the scores
      * s[t] = scale·(k_t·q), several keys in flight, and the weighted sum of the values o = Σ_t p[t]·v_t
      * (o overwritten). A score's sum order depends on hd alone, not on n or the key's place in a block. */

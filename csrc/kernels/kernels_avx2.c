@@ -74,13 +74,6 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
-    __m256 av = _mm256_set1_ps(a);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load_f16(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
-}
-
 /* the 32 q4_0 values of a block as int8 −8..7, in value order (low nibbles are values 0..15) */
 static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
@@ -378,7 +371,7 @@ static double peak(int kind, long iters) {
 const pr_kernels pr_kernels_avx2 = {
     .isa = "avx2",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
+    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,

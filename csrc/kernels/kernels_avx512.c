@@ -74,13 +74,6 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
-    __m512 av = _mm512_set1_ps(a);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, load_f16(x + i), _mm512_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
-}
-
 /* ---- decode attention over an f16 cache (kernels.h), as kernels_avx2.c's with 16 lanes: scores 8 keys at a
  * time (each accumulator folded to 8 lanes, then summed four at a time), values in stripes of up to 4 vectors
  * of output columns with even and odd rows in separate accumulators */
@@ -294,7 +287,7 @@ static double peak(int kind, long iters) {
 const pr_kernels pr_kernels_avx512 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, 
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .axpy_f32 = axpy_f32,
     .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
@@ -563,7 +556,7 @@ static double peak_bf16_vnni(int kind, long iters) {
 const pr_kernels pr_kernels_avx512_bf16 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32,
     .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,

@@ -54,12 +54,6 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
-    long i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load_f16(x + i), a));
-    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
-}
-
 /* decode attention over an f16 cache (kernels.h), as kernels_avx2.c's with 4 lanes: scores 4 keys at a time
  * (pairwise adds give [Σa, Σb, Σc, Σd] in one tree per key), values in stripes of up to 4 vectors of output
  * columns with even and odd rows in separate accumulators */
@@ -196,7 +190,7 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
 const pr_kernels pr_kernels_neon = {
     .isa = "neon",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
+    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
