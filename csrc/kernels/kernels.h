@@ -107,9 +107,11 @@ static inline void pr_prefetch_row(const uint16_t *row, long n) {
     for (; line < end; line += 64) __builtin_prefetch((const void *)line);
 }
 
-/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI). */
+/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 weighted sum of the
+ * decode attention, every AVX-512 table's. */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);

@@ -250,25 +250,25 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
     }
 }
 
-/* output columns [0, 8·W) of the weighted sum (W constant after inlining) */
+/* output columns [0, 8·W) of the weighted sum (W constant after inlining); an odd last row pairs with itself
+ * at weight 0 */
 ALWAYS_INLINE void values_stripe(int W, const float *p, const uint16_t *v, long ld, long n, float *o) {
     __m256 e[4], d[4];
     for (int w = 0; w < W; w++) e[w] = d[w] = _mm256_setzero_ps();
-    long t = 0;
-    for (; t + 2 <= n; t += 2) {
-        __m256 p0 = _mm256_set1_ps(p[t]), p1 = _mm256_set1_ps(p[t + 1]);
+    for (long t = 0; t < n; t += 2) {
+        long u = t + 1 < n ? t + 1 : t;
+        __m256 p0 = _mm256_set1_ps(p[t]), p1 = _mm256_set1_ps(u > t ? p[u] : 0.0f);
         for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 8 * W);
         for (int w = 0; w < W; w++) {
             e[w] = _mm256_fmadd_ps(p0, load_f16(v + t * ld + 8 * w), e[w]);
-            d[w] = _mm256_fmadd_ps(p1, load_f16(v + (t + 1) * ld + 8 * w), d[w]);
+            d[w] = _mm256_fmadd_ps(p1, load_f16(v + u * ld + 8 * w), d[w]);
         }
     }
-    if (t < n)
-        for (int w = 0; w < W; w++) e[w] = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), load_f16(v + t * ld + 8 * w), e[w]);
     for (int w = 0; w < W; w++) _mm256_storeu_ps(o + 8 * w, _mm256_add_ps(e[w], d[w]));
 }
 
-static void attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o) {
+/* also the AVX-512 tables' (on Zen 4, whose 512-bit FMAs take two 256-bit slots, as fast as 16 lanes) */
+void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o) {
     long i = 0;
     for (; i + 32 <= hd; i += 32) values_stripe(4, p, v + i, ld, n, o + i);
     for (; i + 8 <= hd; i += 8) values_stripe(1, p, v + i, ld, n, o + i);
@@ -371,7 +371,7 @@ static double peak(int kind, long iters) {
 const pr_kernels pr_kernels_avx2 = {
     .isa = "avx2",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
+    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,

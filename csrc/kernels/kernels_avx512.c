@@ -75,8 +75,7 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
 }
 
 /* ---- decode attention over an f16 cache (kernels.h), as kernels_avx2.c's with 16 lanes: scores 8 keys at a
- * time (each accumulator folded to 8 lanes, then summed four at a time), values in stripes of up to 4 vectors
- * of output columns with even and odd rows in separate accumulators */
+ * time (each accumulator folded to 8 lanes, then summed four at a time); the values are kernels_avx2.c's */
 static inline __m256 fold256(__m512 a) {
     return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
 }
@@ -102,32 +101,6 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
         _mm_storeu_ps(out + 4, _mm_mul_ps(_mm_add_ps(hi, _mm_loadu_ps(tail + 4)), sc));
         for (int j = 0; j < 8 && t + j < n; j++) s[t + j] = out[j];
     }
-}
-
-/* output columns [0, 16·W) of the weighted sum (W constant after inlining) */
-static inline __attribute__((always_inline)) void values_stripe(int W, const float *p, const uint16_t *v, long ld,
-                                                                long n, float *o) {
-    __m512 e[4], d[4];
-    for (int w = 0; w < W; w++) e[w] = d[w] = _mm512_setzero_ps();
-    long t = 0;
-    for (; t + 2 <= n; t += 2) {
-        __m512 p0 = _mm512_set1_ps(p[t]), p1 = _mm512_set1_ps(p[t + 1]);
-        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 16 * W);
-        for (int w = 0; w < W; w++) {
-            e[w] = _mm512_fmadd_ps(p0, load_f16(v + t * ld + 16 * w), e[w]);
-            d[w] = _mm512_fmadd_ps(p1, load_f16(v + (t + 1) * ld + 16 * w), d[w]);
-        }
-    }
-    if (t < n)
-        for (int w = 0; w < W; w++) e[w] = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), load_f16(v + t * ld + 16 * w), e[w]);
-    for (int w = 0; w < W; w++) _mm512_storeu_ps(o + 16 * w, _mm512_add_ps(e[w], d[w]));
-}
-
-static void attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o) {
-    long i = 0;
-    for (; i + 64 <= hd; i += 64) values_stripe(4, p, v + i, ld, n, o + i);
-    for (; i + 16 <= hd; i += 16) values_stripe(1, p, v + i, ld, n, o + i);
-    pr_scalar_attn_values_f16(p, v + i, ld, n, hd - i, o + i); /* the last columns */
 }
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
@@ -288,7 +261,7 @@ const pr_kernels pr_kernels_avx512 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, 
     .axpy_f32 = axpy_f32,
-    .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
+    .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
@@ -557,7 +530,7 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
     .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32,
-    .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
+    .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,

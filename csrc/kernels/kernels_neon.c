@@ -81,16 +81,15 @@ static inline __attribute__((always_inline)) void values_stripe(int W, const flo
                                                                 long n, float *o) {
     float32x4_t e[4], d[4];
     for (int w = 0; w < W; w++) e[w] = d[w] = vdupq_n_f32(0);
-    long t = 0;
-    for (; t + 2 <= n; t += 2) {
+    for (long t = 0; t < n; t += 2) { /* an odd last row pairs with itself at weight 0 */
+        long u = t + 1 < n ? t + 1 : t;
+        float pu = u > t ? p[u] : 0.0f;
         for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 4 * W);
         for (int w = 0; w < W; w++) {
             e[w] = vfmaq_n_f32(e[w], load_f16(v + t * ld + 4 * w), p[t]);
-            d[w] = vfmaq_n_f32(d[w], load_f16(v + (t + 1) * ld + 4 * w), p[t + 1]);
+            d[w] = vfmaq_n_f32(d[w], load_f16(v + u * ld + 4 * w), pu);
         }
     }
-    if (t < n)
-        for (int w = 0; w < W; w++) e[w] = vfmaq_n_f32(e[w], load_f16(v + t * ld + 4 * w), p[t]);
     for (int w = 0; w < W; w++) vst1q_f32(o + 4 * w, vaddq_f32(e[w], d[w]));
 }
 
