@@ -294,19 +294,27 @@ const pr_kernels pr_kernels_avx512 = {
 #define MV_ACTS 2 /* activation rows per pass */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* The scales of a pair: d_w·d_x of blocks b and b+1 are two f32 products in an xmm (the same bits as in any
- * other width), spread over the 16 lanes in the format's block pattern by one permute. Converting and
- * multiplying 16 lanes per row instead (a 16-bit permute, a 16-lane f16 conversion and product) took about
- * a quarter of the q4_0 kernel's time on Zen 4, whose 512-bit operations take two 256-bit pipe slots. */
+/* The scales of a pair. q4_0: d_w·d_x of blocks b and b+1 are two f32 products in an xmm (the same bits as in
+ * any other width), spread over the 16 lanes in the block pattern by one permute; converting and multiplying
+ * 16 lanes per row instead (a 16-bit permute, a 16-lane f16 conversion and product) took about a quarter of
+ * the q4_0 kernel's time on Zen 4, whose 512-bit operations take two 256-bit pipe slots. q8_0 keeps the
+ * 16-lane form: with its twice as many bytes per value streamed from memory, the xmm form made 1.8B-shape
+ * decoding ~8 % slower (A/B runs, benchmarks/RESULTS.md). */
 ALWAYS_INLINE __m128 two_f16(uint16_t a, uint16_t b) { /* [a, b, 0, 0] widened */
     return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
 }
+/* two f16 scales as the 16-lane pattern idx picks from the 16-bit words of (a, b), in f32 */
+ALWAYS_INLINE __m512 scale_pattern(__m256i a, __m256i idx, __m256i b) {
+    return _mm512_cvtph_ps(_mm256_permutex2var_epi16(a, idx, b));
+}
 
 /* Activation blocks b, b+1 of one row laid out for a weight format: the bytes, their lane correction and
- * their two scales. `two` = 0: block b alone (the second is zero). */
+ * their scales (q4_0: the two in an xmm; q8_0: in the lanes' pattern). `two` = 0: block b alone (the second
+ * is zero). */
 typedef struct {
     __m512i q, corr;
-    __m128 d;
+    __m128 d2;
+    __m512 d;
 } act_pair;
 
 /* q4_0 unpacks a pair of blocks to [lo_b, lo_b+1, hi_b, hi_b+1] (16 values each), so x is shuffled to match */
@@ -317,7 +325,7 @@ ALWAYS_INLINE act_pair act_q4_0(const block_q8_0 *x, int two) {
     __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
     a.q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), z);
     a.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a.q));
-    a.d = two_f16(x[0].d, two ? x[1].d : 0);
+    a.d2 = two_f16(x[0].d, two ? x[1].d : 0);
     return a;
 }
 
@@ -329,14 +337,16 @@ ALWAYS_INLINE act_pair act_q8_0(const block_q8_0 *x, int two) {
     /* a missing second block reads 128 here, against zero weights */
     a.q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1), _mm512_set1_epi8((char)0x80));
     a.corr = _mm512_setzero_si512();
-    a.d = two_f16(x[0].d, two ? x[1].d : 0);
+    __m512 d0 = _mm512_set1_ps(f16(x[0].d)), d1 = _mm512_set1_ps(two ? f16(x[1].d) : 0.0f);
+    a.d = _mm512_mask_blend_ps(0xff00, d0, d1);
     return a;
 }
 
-/* weight pair of one row: unsigned/signed bytes in the activation's layout, and the two scales */
+/* weight pair of one row: unsigned/signed bytes in the activation's layout, and the scales (as act_pair's) */
 typedef struct {
     __m512i q, corr;
-    __m128 d;
+    __m128 d2;
+    __m512 d;
 } w_pair;
 
 ALWAYS_INLINE w_pair w_q4_0(const block_q4_0 *w, int two) {
@@ -345,7 +355,7 @@ ALWAYS_INLINE w_pair w_q4_0(const block_q4_0 *w, int two) {
                     : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)w[0].qs));
     p.q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1), _mm512_set1_epi8(0x0f));
     p.corr = _mm512_setzero_si512();
-    p.d = two_f16(w[0].d, two ? w[1].d : 0);
+    p.d2 = two_f16(w[0].d, two ? w[1].d : 0);
     return p;
 }
 
@@ -355,7 +365,11 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
     __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)w[1].qs) : _mm256_setzero_si256();
     p.q = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
     p.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), p.q));
-    p.d = two_f16(w[0].d, two ? w[1].d : 0);
+    if (two) /* d_b and d_b+1 are word 0 of 32-byte loads at each block */
+        p.d = scale_pattern(_mm256_loadu_si256((const __m256i *)w), _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16),
+                            _mm256_loadu_si256((const __m256i *)&w[1]));
+    else
+        p.d = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(f16(w[0].d)));
     return p;
 }
 
@@ -364,9 +378,8 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
 ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx,
                            long b, long pf_rows, __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
-    /* the lanes of block b and of block b+1: q4_0 pairs are laid out [lo_b, lo_b+1, hi_b, hi_b+1], q8_0 [b, b+1] */
-    const __m512i lanes = fmt == 4 ? _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
-                                   : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    /* q4_0: the lanes of block b and of block b+1, pairs being laid out [lo_b, lo_b+1, hi_b, hi_b+1] */
+    const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
     for (int j = 0; j < A; j++) {
         const block_q8_0 *xb = (const block_q8_0 *)(X + j * ldx) + b;
         x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
@@ -380,7 +393,8 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
                             : w_q8_0((const block_q8_0 *)(W + r * ldw) + b, two);
         for (int j = 0; j < A; j++) {
             __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, w.q, x[j].q) : _mm512_dpbusd_epi32(w.corr, x[j].q, w.q);
-            __m512 d = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(w.d, x[j].d)));
+            __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(w.d2, x[j].d2)))
+                                : _mm512_mul_ps(w.d, x[j].d);
             acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r][j]);
         }
     }
