@@ -374,6 +374,37 @@ def test_attention_matches_reference(isa, nq, nkv, n_head, n_head_kv, hd, causal
     assert np.abs(got - want).max() <= 1e-5 * np.abs(v).max()
 
 
+def gamma(m):
+    """Higham's bound for an m-term f32 sum of products in any order (FMA or not): |error| ≤ γ_m·Σ|terms|."""
+    return m * EPS / (1 - m * EPS)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("hd,ld", [(64, 64), (64, 1024), (128, 136), (24, 40), (80, 80), (7, 9)])
+def test_decode_attention_kernels_match_float64(isa, hd, ld):
+    """attn_scores_f16 / attn_values_f16 (one query head against n cached f16 rows, ld values apart) against
+    numpy in float64, for n = 1, odd, around the kernels' blocks of 4 and 8 keys and 2 rows, and long. Bounds:
+    a score is an hd-term sum then one rounding by the scale, (γ_hd + ε)·scale·Σ|k_i q_i|; an output column an
+    n-term sum, γ_n·Σ_t |p_t v_ti| (f16 → f32 is exact, so these are the only roundings)."""
+    rng = np.random.default_rng(hd * 1000 + ld)
+    scale = np.float32(1 / np.sqrt(hd))
+    q = (rng.normal(size=hd) * 2).astype(np.float32)
+    K = rng.normal(size=(3000, ld)).astype(np.float16)
+    V = rng.normal(size=(3000, ld)).astype(np.float16)
+    P = rng.uniform(0, 1, 3000).astype(np.float32)
+    s_long = None
+    for n in (3000, 1, 2, 3, 5, 8, 9, 17, 67, 333, 1100):
+        s, o = _core.attn_f16(q, K[:n].view(np.uint16), V[:n].view(np.uint16), P[:n], scale, isa)
+        k64, v64, p64 = K[:n, :hd].astype(np.float64), V[:n, :hd].astype(np.float64), P[:n].astype(np.float64)
+        terms = np.abs(k64 * q.astype(np.float64)).sum(1)
+        assert np.all(np.abs(s - float(scale) * (k64 @ q)) <= (gamma(hd) + EPS) * float(scale) * terms + 1e-30), n
+        assert np.all(np.abs(o - p64 @ v64) <= gamma(n) * (np.abs(p64) @ np.abs(v64)) + 1e-30), n
+        # a key's score depends on hd alone: the same bits whatever n and its place in a block of keys
+        if s_long is None:
+            s_long = s
+        assert np.array_equal(s, s_long[:n]), n
+
+
 def run_with_isa(isa, code):
     env = dict(os.environ, PARROT_ISA=isa)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

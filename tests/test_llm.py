@@ -93,3 +93,36 @@ def test_prompt_longer_than_one_pass_matches_transformers(tmp_path):
     # as the f32 test above: summation order only, 1e-4 relative to the logits' scale, at every position
     rel = np.abs(got - want).max() / np.abs(want).max()
     assert got.shape == want.shape and rel <= 1e-4, rel
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "f32"])
+def test_decode_same_bits_on_any_thread_count(tmp_path, dtype):
+    """Decoding one token at a time with an f16 cache (guided chunks of the fused jobs, the attention block's
+    chunks of kv heads, the cache stored head by head and grown past its first 256 positions mid-decode) gives
+    the same logits bit for bit on 1, 2 and 3 threads, and the same as a batch of one step for several contexts.
+    (Every position is decoded alone: a long prompt's products do not promise thread-count independence.)"""
+    model, d = make_qwen2(tmp_path, hidden=128, heads=4, kv_heads=2, layers=2, ff=160, max_pos=512)
+    path = parrot.convert(d, tmp_path / "m.gguf", dtype=dtype, progress=False)
+    ids = (np.random.default_rng(3).integers(0, model.config.vocab_size, 262)).astype(np.int32)
+    runs = {}
+    for threads in (1, 2, 3):
+        core = parrot.load(path, threads=threads)._core
+        for kv in ("f16", "f32"):
+            ctx = core.new_context(300, kv_type=kv)
+            runs[threads, kv] = np.stack([ctx.decode(ids[i:i + 1]) for i in range(262)])
+        ctxs = [core.new_context(300, kv_type="f16") for _ in range(3)]
+        for j, c in enumerate(ctxs):
+            c.decode(ids[j:250 + j], logits=False)
+        batch = core.decode_batch(ctxs, ids[250:253])
+        for j, c in enumerate(ctxs):  # each context alone, the same step again
+            c.truncate(250)
+            np.testing.assert_array_equal(batch[j], c.decode(ids[250 + j:251 + j]))
+    for threads in (2, 3):
+        np.testing.assert_array_equal(runs[threads, "f16"], runs[1, "f16"])
+    if dtype != "f32":  # (quantising the activations to q8_0 turns a small input change into a step)
+        return
+    # the f16 cache against the f32 one: f16 keeps 11 significant bits (each cached value within 2^-11 ≈ 4.9e-4
+    # relative), which moves these logits by a few times that; a value cached at the wrong head or position
+    # (or lost when the cache grows at 256) moves them by their own scale
+    ref = runs[1, "f32"]
+    assert np.abs(runs[1, "f16"] - ref).max() <= 5e-3 * np.abs(ref).max()

@@ -17,7 +17,10 @@
  * Each output is computed by one thread in a fixed order, whatever the thread count.
  *
  * A few queries (decoding) take a direct path instead: one row of scores per (query, head) from dot products
- * against the cached keys as stored (f32 or f16), softmax, then o = Σ p_t·v_t — no copies of the cache. */
+ * against the cached keys as stored (f32 or f16), softmax, then o = Σ p_t·v_t — no copies of the cache. An f16
+ * cache (the default for decoding) takes two kernel calls per (query, head), each over all cached positions
+ * with several rows in flight (kernels.h: attn_scores_f16, attn_values_f16); an f32 cache one call per
+ * position. */
 #include "kernels/attention.h"
 
 #include <math.h>
@@ -39,15 +42,16 @@ typedef struct {
 } attn_job;
 
 static long round_up(long x, long m) { return (x + m - 1) / m * m; }
+static long kv_head(const pr_attn *a, int g) { return (long)g * (a->ldh ? a->ldh : a->hd); }
 
 /* rows [r0, r0+n) of K or V for kv head g as f32: in place for an f32 cache, widened into buf for f16 */
 static const float *kv_rows(const attn_job *j, const void *base, int g, int r0, int n, float *buf, long *ld) {
     const pr_attn *a = j->a;
     if (a->kv_type == PR_F32) {
         *ld = a->ldkv;
-        return (const float *)base + (long)r0 * a->ldkv + (long)g * a->hd;
+        return (const float *)base + (long)r0 * a->ldkv + kv_head(a, g);
     }
-    const uint16_t *src = (const uint16_t *)base + (long)r0 * a->ldkv + (long)g * a->hd;
+    const uint16_t *src = (const uint16_t *)base + (long)r0 * a->ldkv + kv_head(a, g);
     for (int r = 0; r < n; r++) j->k->f16_to_f32(src + (long)r * a->ldkv, buf + (long)r * a->hd, a->hd);
     *ld = a->hd;
     return buf;
@@ -179,18 +183,28 @@ static void attn_row(const pr_kernels *K, const pr_attn *a, float *s, int h, int
     float scale = 1.0f / sqrtf((float)hd);
     const float *q = a->q + (long)i * a->ldq + (long)h * hd;
     float *o = a->out + (long)i * a->ldo + (long)h * hd, mx = -INFINITY;
+    if (a->kv_type == PR_F16) { /* one call for all T scores, one for the weighted sum, then 1/Σ once */
+        long off = kv_head(a, g);
+        for (int p = 0; p < T && p < PR_ATTN_PREFETCH; p++) { /* the kernels ask for the rows after these */
+            pr_prefetch_row((const uint16_t *)a->k + off + (long)p * a->ldkv, hd);
+            pr_prefetch_row((const uint16_t *)a->v + off + (long)p * a->ldkv, hd);
+        }
+        K->attn_scores_f16((const uint16_t *)a->k + off, a->ldkv, T, q, hd, scale, s);
+        float inv = 1.0f / K->exp_sum(s, T, row_max(s, T, -INFINITY));
+        K->attn_values_f16(s, (const uint16_t *)a->v + off, a->ldkv, T, hd, o);
+        for (int e = 0; e < hd; e++) o[e] *= inv;
+        return;
+    }
     for (int p = 0; p < T; p++) {
-        long off = (long)p * a->ldkv + (long)g * hd;
-        s[p] = scale * (a->kv_type == PR_F16 ? K->dot_f16((const uint16_t *)a->k + off, q, hd)
-                                             : K->dot_f32((const float *)a->k + off, q, hd));
+        long off = (long)p * a->ldkv + kv_head(a, g);
+        s[p] = scale * K->dot_f32((const float *)a->k + off, q, hd);
         mx = s[p] > mx ? s[p] : mx;
     }
     float inv = 1.0f / K->exp_sum(s, T, mx);
     memset(o, 0, (size_t)hd * sizeof(float));
     for (int p = 0; p < T; p++) {
-        long off = (long)p * a->ldkv + (long)g * hd;
-        if (a->kv_type == PR_F16) K->axpy_f16(s[p] * inv, (const uint16_t *)a->v + off, o, hd);
-        else K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
+        long off = (long)p * a->ldkv + kv_head(a, g);
+        K->axpy_f32(s[p] * inv, (const float *)a->v + off, o, hd);
     }
 }
 

@@ -7,10 +7,12 @@
 
 typedef struct pr_attn {
     const float *q;     /* n_q rows, ldq floats apart; head h at q + h·hd */
-    const void *k, *v;  /* n_kv rows, ldkv elements apart; kv head g at + g·hd; PR_F32 or PR_F16 */
+    const void *k, *v;  /* n_kv rows, ldkv elements apart; kv head g at + g·ldh; PR_F32 or PR_F16 */
     int kv_type;
     float *out;         /* n_q rows, ldo floats apart; head h at out + h·hd */
     long ldq, ldkv, ldo;
+    long ldh;           /* elements between kv heads: 0 = hd (the heads side by side in a row); a cache stored
+                         * head by head (ldkv = hd) keeps each head's rows contiguous for decoding */
     int n_q, n_kv, n_head, n_head_kv, hd; /* query head h reads kv head h / (n_head / n_head_kv) */
     int causal;         /* 1: query i sees keys 0 .. n_kv − n_q + i (the queries are the last n_q positions) */
 } pr_attn;

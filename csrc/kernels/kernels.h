@@ -27,9 +27,13 @@ typedef struct pr_kernels {
     float (*dot_f32)(const float *w, const float *x, long n);
     float (*dot_f16)(const uint16_t *w, const float *x, long n);
     float (*dot_bf16)(const uint16_t *w, const float *x, long n);
-    /* y += a·x for one row (attention over a KV cache when decoding: o += p_t·v_t) */
+    /* y += a·x for one row (attention over an f32 KV cache when decoding: o += p_t·v_t) */
     void (*axpy_f32)(float a, const float *x, float *y, long n);
-    void (*axpy_f16)(float a, const uint16_t *x, float *y, long n);
+    /* one query head's decode attention over n cached f16 rows (ld values apart, hd used): the scores
+     * s[t] = scale·(k_t·q), several keys in flight, and the weighted sum of the values o = Σ_t p[t]·v_t
+     * (o overwritten). A score's sum order depends on hd alone, not on n or the key's place in a block. */
+    void (*attn_scores_f16)(const uint16_t *k, long ld, long n, const float *q, long hd, float scale, float *s);
+    void (*attn_values_f16)(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
     /* activations to q8_0 blocks (n a multiple of 32): d = max|x|/127, q = round-half-even(x/d) */
     void (*quantize_q8_0)(const float *x, block_q8_0 *y, long n);
     /* widening and narrowing rows (KV cache, f16/bf16 weight panels for sgemm) */
@@ -94,13 +98,25 @@ static inline long pr_mv_prefetch_rows(long ldw) {
     return rows < 4 ? 4 : rows;
 }
 
-/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI). */
+/* The decode attention kernels read cached rows ld values apart (each head's few values of every position):
+ * strided reads from memory the hardware prefetchers follow poorly, so they ask for the rows this many
+ * positions ahead, each row's n f16 values. */
+#define PR_ATTN_PREFETCH 16
+static inline void pr_prefetch_row(const uint16_t *row, long n) {
+    uintptr_t line = (uintptr_t)row & ~(uintptr_t)63, end = (uintptr_t)(row + n);
+    for (; line < end; line += 64) __builtin_prefetch((const void *)line);
+}
+
+/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 weighted sum of the
+ * decode attention, every AVX-512 table's. */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
 void pr_scalar_silu_mul(float *x, const float *u, long n);
 void pr_scalar_quick_gelu(float *x, long n);
 float pr_scalar_exp_sum(float *x, long n, float m);
+void pr_scalar_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 #endif

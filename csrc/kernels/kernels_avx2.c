@@ -74,13 +74,6 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
-    __m256 av = _mm256_set1_ps(a);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load_f16(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
-}
-
 /* the 32 q4_0 values of a block as int8 −8..7, in value order (low nibbles are values 0..15) */
 static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
@@ -232,6 +225,56 @@ void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx
     mv(8, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
 }
 
+/* ---- decode attention over an f16 cache (kernels.h): scores 4 keys at a time, one accumulator each (a last
+ * group of fewer repeats its last key and stores only the real ones); values in stripes of up to 4 vectors
+ * of output columns, even and odd rows into separate accumulators so that two FMA chains per column run */
+static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, long hd, float scale, float *s) {
+    for (long t = 0; t < n; t += 4) {
+        const uint16_t *r[4];
+        for (int j = 0; j < 4; j++) r[j] = k + (t + j < n ? t + j : n - 1) * ld;
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 4 && j < n; j++) pr_prefetch_row(k + j * ld, hd);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        long i = 0;
+        for (; i + 8 <= hd; i += 8) {
+            __m256 x = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(load_f16(r[0] + i), x, a0);
+            a1 = _mm256_fmadd_ps(load_f16(r[1] + i), x, a1);
+            a2 = _mm256_fmadd_ps(load_f16(r[2] + i), x, a2);
+            a3 = _mm256_fmadd_ps(load_f16(r[3] + i), x, a3);
+        }
+        float tail[4] = {0}, out[4];
+        for (; i < hd; i++)
+            for (int j = 0; j < 4; j++) tail[j] += pr_f16_to_f32(r[j][i]) * q[i];
+        _mm_storeu_ps(out, _mm_mul_ps(_mm_add_ps(hsum4_ps(a0, a1, a2, a3), _mm_loadu_ps(tail)), _mm_set1_ps(scale)));
+        for (int j = 0; j < 4 && t + j < n; j++) s[t + j] = out[j];
+    }
+}
+
+/* output columns [0, 8·W) of the weighted sum (W constant after inlining); an odd last row pairs with itself
+ * at weight 0 */
+ALWAYS_INLINE void values_stripe(int W, const float *p, const uint16_t *v, long ld, long n, float *o) {
+    __m256 e[4], d[4];
+    for (int w = 0; w < W; w++) e[w] = d[w] = _mm256_setzero_ps();
+    for (long t = 0; t < n; t += 2) {
+        long u = t + 1 < n ? t + 1 : t;
+        __m256 p0 = _mm256_set1_ps(p[t]), p1 = _mm256_set1_ps(u > t ? p[u] : 0.0f);
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 8 * W);
+        for (int w = 0; w < W; w++) {
+            e[w] = _mm256_fmadd_ps(p0, load_f16(v + t * ld + 8 * w), e[w]);
+            d[w] = _mm256_fmadd_ps(p1, load_f16(v + u * ld + 8 * w), d[w]);
+        }
+    }
+    for (int w = 0; w < W; w++) _mm256_storeu_ps(o + 8 * w, _mm256_add_ps(e[w], d[w]));
+}
+
+/* also the AVX-512 tables' (on Zen 4, whose 512-bit FMAs take two 256-bit slots, as fast as 16 lanes) */
+void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o) {
+    long i = 0;
+    for (; i + 32 <= hd; i += 32) values_stripe(4, p, v + i, ld, n, o + i);
+    for (; i + 8 <= hd; i += 8) values_stripe(1, p, v + i, ld, n, o + i);
+    pr_scalar_attn_values_f16(p, v + i, ld, n, hd - i, o + i); /* the last columns */
+}
+
 /* ---- exp: e^x = 2^n · e^r with n = round(x·log2 e), |r| ≤ ln2/2, e^r by Cephes' degree-6 polynomial
  * (≤ 2 ulp on this range); below −87.3 the result is 0, above 88.7 it is clamped (callers only divide by it) */
 static inline __m256 exp8(__m256 x) {
@@ -328,7 +371,7 @@ static double peak(int kind, long iters) {
 const pr_kernels pr_kernels_avx2 = {
     .isa = "avx2",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,

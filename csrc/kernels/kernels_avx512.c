@@ -74,11 +74,33 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
-    __m512 av = _mm512_set1_ps(a);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, load_f16(x + i), _mm512_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+/* ---- decode attention over an f16 cache (kernels.h), as kernels_avx2.c's with 16 lanes: scores 8 keys at a
+ * time (each accumulator folded to 8 lanes, then summed four at a time); the values are kernels_avx2.c's */
+static inline __m256 fold256(__m512 a) {
+    return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+
+static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, long hd, float scale, float *s) {
+    for (long t = 0; t < n; t += 8) {
+        const uint16_t *r[8];
+        __m512 a[8];
+        for (int j = 0; j < 8; j++) r[j] = k + (t + j < n ? t + j : n - 1) * ld, a[j] = _mm512_setzero_ps();
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 8 && j < n; j++) pr_prefetch_row(k + j * ld, hd);
+        long i = 0;
+        for (; i + 16 <= hd; i += 16) {
+            __m512 x = _mm512_loadu_ps(q + i);
+            for (int j = 0; j < 8; j++) a[j] = _mm512_fmadd_ps(load_f16(r[j] + i), x, a[j]);
+        }
+        float tail[8] = {0}, out[8];
+        for (; i < hd; i++)
+            for (int j = 0; j < 8; j++) tail[j] += pr_f16_to_f32(r[j][i]) * q[i];
+        __m128 sc = _mm_set1_ps(scale);
+        __m128 lo = hsum4_ps(fold256(a[0]), fold256(a[1]), fold256(a[2]), fold256(a[3]));
+        __m128 hi = hsum4_ps(fold256(a[4]), fold256(a[5]), fold256(a[6]), fold256(a[7]));
+        _mm_storeu_ps(out, _mm_mul_ps(_mm_add_ps(lo, _mm_loadu_ps(tail)), sc));
+        _mm_storeu_ps(out + 4, _mm_mul_ps(_mm_add_ps(hi, _mm_loadu_ps(tail + 4)), sc));
+        for (int j = 0; j < 8 && t + j < n; j++) s[t + j] = out[j];
+    }
 }
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
@@ -238,7 +260,8 @@ static double peak(int kind, long iters) {
 const pr_kernels pr_kernels_avx512 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16, 
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .axpy_f32 = axpy_f32,
+    .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
@@ -271,15 +294,26 @@ const pr_kernels pr_kernels_avx512 = {
 #define MV_ACTS 2 /* activation rows per pass */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* The scales of a pair. q4_0: d_w·d_x of blocks b and b+1 are two f32 products in an xmm (the same bits as in
+ * any other width), spread over the 16 lanes in the block pattern by one permute; converting and multiplying
+ * 16 lanes per row instead (a 16-bit permute, a 16-lane f16 conversion and product) took about a quarter of
+ * the q4_0 kernel's time on Zen 4, whose 512-bit operations take two 256-bit pipe slots. q8_0 keeps the
+ * 16-lane form: with its twice as many bytes per value streamed from memory, the xmm form made 1.8B-shape
+ * decoding ~8 % slower (A/B runs, benchmarks/RESULTS.md). */
+ALWAYS_INLINE __m128 two_f16(uint16_t a, uint16_t b) { /* [a, b, 0, 0] widened */
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
+}
 /* two f16 scales as the 16-lane pattern idx picks from the 16-bit words of (a, b), in f32 */
 ALWAYS_INLINE __m512 scale_pattern(__m256i a, __m256i idx, __m256i b) {
     return _mm512_cvtph_ps(_mm256_permutex2var_epi16(a, idx, b));
 }
 
 /* Activation blocks b, b+1 of one row laid out for a weight format: the bytes, their lane correction and
- * the lanes' x scales. `two` = 0: block b alone (the second is zero). */
+ * their scales (q4_0: the two in an xmm; q8_0: in the lanes' pattern). `two` = 0: block b alone (the second
+ * is zero). */
 typedef struct {
     __m512i q, corr;
+    __m128 d2;
     __m512 d;
 } act_pair;
 
@@ -291,8 +325,7 @@ ALWAYS_INLINE act_pair act_q4_0(const block_q8_0 *x, int two) {
     __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
     a.q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), z);
     a.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a.q));
-    __m512 d0 = _mm512_set1_ps(f16(x[0].d)), d1 = _mm512_set1_ps(two ? f16(x[1].d) : 0.0f);
-    a.d = _mm512_mask_blend_ps(0xf0f0, d0, d1);
+    a.d2 = two_f16(x[0].d, two ? x[1].d : 0);
     return a;
 }
 
@@ -309,9 +342,10 @@ ALWAYS_INLINE act_pair act_q8_0(const block_q8_0 *x, int two) {
     return a;
 }
 
-/* weight pair of one row: unsigned/signed bytes in the activation's layout, and the lanes' w scales */
+/* weight pair of one row: unsigned/signed bytes in the activation's layout, and the scales (as act_pair's) */
 typedef struct {
     __m512i q, corr;
+    __m128 d2;
     __m512 d;
 } w_pair;
 
@@ -321,11 +355,7 @@ ALWAYS_INLINE w_pair w_q4_0(const block_q4_0 *w, int two) {
                     : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)w[0].qs));
     p.q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1), _mm512_set1_epi8(0x0f));
     p.corr = _mm512_setzero_si512();
-    if (two) /* the pair's 36 bytes hold d_b at word 0 and d_b+1 at word 9 of the first 32 */
-        p.d = scale_pattern(_mm256_loadu_si256((const __m256i *)w), _mm256_setr_epi16(0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9),
-                            _mm256_setzero_si256());
-    else
-        p.d = _mm512_maskz_mov_ps(0x0f0f, _mm512_set1_ps(f16(w[0].d)));
+    p.d2 = two_f16(w[0].d, two ? w[1].d : 0);
     return p;
 }
 
@@ -348,6 +378,8 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
 ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx,
                            long b, long pf_rows, __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
+    /* q4_0: the lanes of block b and of block b+1, pairs being laid out [lo_b, lo_b+1, hi_b, hi_b+1] */
+    const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
     for (int j = 0; j < A; j++) {
         const block_q8_0 *xb = (const block_q8_0 *)(X + j * ldx) + b;
         x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
@@ -361,7 +393,9 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
                             : w_q8_0((const block_q8_0 *)(W + r * ldw) + b, two);
         for (int j = 0; j < A; j++) {
             __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, w.q, x[j].q) : _mm512_dpbusd_epi32(w.corr, x[j].q, w.q);
-            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(w.d, x[j].d), acc[r][j]);
+            __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(w.d2, x[j].d2)))
+                                : _mm512_mul_ps(w.d, x[j].d);
+            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r][j]);
         }
     }
 }
@@ -509,7 +543,8 @@ static double peak_bf16_vnni(int kind, long iters) {
 const pr_kernels pr_kernels_avx512_bf16 = {
     .isa = "avx512",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32,
+    .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,

@@ -54,10 +54,50 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
+/* decode attention over an f16 cache (kernels.h), as kernels_avx2.c's with 4 lanes: scores 4 keys at a time
+ * (pairwise adds give [Σa, Σb, Σc, Σd] in one tree per key), values in stripes of up to 4 vectors of output
+ * columns with even and odd rows in separate accumulators */
+static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, long hd, float scale, float *s) {
+    for (long t = 0; t < n; t += 4) {
+        const uint16_t *r[4];
+        float32x4_t a[4];
+        for (int j = 0; j < 4; j++) r[j] = k + (t + j < n ? t + j : n - 1) * ld, a[j] = vdupq_n_f32(0);
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 4 && j < n; j++) pr_prefetch_row(k + j * ld, hd);
+        long i = 0;
+        for (; i + 4 <= hd; i += 4) {
+            float32x4_t x = vld1q_f32(q + i);
+            for (int j = 0; j < 4; j++) a[j] = vfmaq_f32(a[j], load_f16(r[j] + i), x);
+        }
+        float tail[4] = {0}, out[4];
+        for (; i < hd; i++)
+            for (int j = 0; j < 4; j++) tail[j] += pr_f16_to_f32(r[j][i]) * q[i];
+        float32x4_t sum = vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3]));
+        vst1q_f32(out, vmulq_n_f32(vaddq_f32(sum, vld1q_f32(tail)), scale));
+        for (int j = 0; j < 4 && t + j < n; j++) s[t + j] = out[j];
+    }
+}
+
+static inline __attribute__((always_inline)) void values_stripe(int W, const float *p, const uint16_t *v, long ld,
+                                                                long n, float *o) {
+    float32x4_t e[4], d[4];
+    for (int w = 0; w < W; w++) e[w] = d[w] = vdupq_n_f32(0);
+    for (long t = 0; t < n; t += 2) { /* an odd last row pairs with itself at weight 0 */
+        long u = t + 1 < n ? t + 1 : t;
+        float pu = u > t ? p[u] : 0.0f;
+        for (long j = t + PR_ATTN_PREFETCH; j < t + PR_ATTN_PREFETCH + 2 && j < n; j++) pr_prefetch_row(v + j * ld, 4 * W);
+        for (int w = 0; w < W; w++) {
+            e[w] = vfmaq_n_f32(e[w], load_f16(v + t * ld + 4 * w), p[t]);
+            d[w] = vfmaq_n_f32(d[w], load_f16(v + u * ld + 4 * w), pu);
+        }
+    }
+    for (int w = 0; w < W; w++) vst1q_f32(o + 4 * w, vaddq_f32(e[w], d[w]));
+}
+
+static void attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o) {
     long i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load_f16(x + i), a));
-    for (; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+    for (; i + 16 <= hd; i += 16) values_stripe(4, p, v + i, ld, n, o + i);
+    for (; i + 4 <= hd; i += 4) values_stripe(1, p, v + i, ld, n, o + i);
+    pr_scalar_attn_values_f16(p, v + i, ld, n, hd - i, o + i); /* the last columns */
 }
 
 /* exact int32 sum of 32 int8 products */
@@ -149,7 +189,7 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
 const pr_kernels pr_kernels_neon = {
     .isa = "neon",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,

@@ -26,8 +26,15 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (long i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static void axpy_f16(float a, const uint16_t *x, float *y, long n) {
-    for (long i = 0; i < n; i++) y[i] += a * pr_f16_to_f32(x[i]);
+
+static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, long hd, float scale, float *s) {
+    for (long t = 0; t < n; t++) s[t] = scale * dot_f16(k + t * ld, q, hd);
+}
+
+void pr_scalar_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o) {
+    for (long i = 0; i < hd; i++) o[i] = 0;
+    for (long t = 0; t < n; t++)
+        for (long i = 0; i < hd; i++) o[i] += p[t] * pr_f16_to_f32(v[t * ld + i]);
 }
 
 /* Σ_blocks d_w·d_x · Σ_i q_w[i]·q_x[i], the inner sum exact in int32 */
@@ -126,7 +133,7 @@ float pr_scalar_exp_sum(float *x, long n, float m) {
 const pr_kernels pr_kernels_scalar = {
     .isa = "scalar",
     .dot_f32 = dot_f32, .dot_f16 = dot_f16, .dot_bf16 = dot_bf16,
-    .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16,
+    .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_scalar_attn_values_f16,
     .quantize_q8_0 = pr_scalar_quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,

@@ -1,5 +1,6 @@
 /* Packing for the GEMM micro-kernels (gemm.c) with AVX2, shared by kernels_avx2.c and kernels_avx512.c (which
- * include it after their intrinsics headers): 8 rows of f32 values transposed into k-major order. */
+ * include it after their intrinsics headers): 8 rows of f32 values transposed into k-major order; and the
+ * four-way horizontal sum of the decode attention's scores. */
 #ifndef PR_KERNELS_PACK_AVX2_H
 #define PR_KERNELS_PACK_AVX2_H
 
@@ -31,5 +32,14 @@ static void gemm_pack8(const float *src, long ld, long kc, float *dst, long ldd)
     }
     for (; k < kc; k++)
         for (int i = 0; i < 8; i++) dst[k * ldd + i] = src[i * ld + k];
+}
+
+/* [Σ a, Σ b, Σ c, Σ d] over the 8 lanes of each: every vector's lanes are added in the same tree, whichever of
+ * the four it is (a score does not depend on its place in a block of keys) */
+static inline __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b)); /* a0+a2 b0+b2 a1+a3 b1+b3 */
+    __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    __m256 s = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE)); /* per 128 bits */
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 #endif

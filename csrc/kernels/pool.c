@@ -311,6 +311,19 @@ void pr_split_aligned(long n, long align, int ith, int nth, long *begin, long *e
     *end = g1 * align < n ? g1 * align : n;
 }
 
+int pr_split_guided(long n, int nth, long min_units, long *start) {
+    int k = 0;
+    for (long at = 0; at < n; k++) {
+        long left = n - at, c = nth <= 1 ? left : (left + 2L * nth - 1) / (2L * nth);
+        if (c < min_units) c = min_units;
+        if (c > left || k == PR_GUIDED_MAX - 1) c = left;
+        start[k] = at;
+        at += c;
+    }
+    start[k] = n;
+    return k;
+}
+
 int pr_physical_cores(void) {
     /* count distinct (physical id, core id) pairs; fall back to online CPUs */
     FILE *f = fopen("/proc/cpuinfo", "r");

@@ -23,6 +23,12 @@ void pr_split_range(long n, int ith, int nth, long *begin, long *end);
 /* The same on multiples of `align` (the last range ends at n): element-wise SIMD kernels then see the same
  * vector/tail split whatever the thread count. */
 void pr_split_aligned(long n, long align, int ith, int nth, long *begin, long *end);
+/* Guided chunks (OpenMP's schedule(guided)) of a job over n units on nth threads: each chunk takes about
+ * 1/(2·nth) of the units still left, at least min_units, so chunks shrink towards the end and a thread that
+ * finishes early, or a worker that starts late, leaves little for the others to wait for. Writes the first
+ * unit of each chunk to start[0..k) and start[k] = n; returns k ≤ PR_GUIDED_MAX (one chunk on one thread). */
+#define PR_GUIDED_MAX 64
+int pr_split_guided(long n, int nth, long min_units, long *start);
 /* Per-thread scratch memory that grows and is kept for the thread's life (freed when it exits), so hot paths
  * do not allocate per call. One buffer per slot; a slot's previous contents are not kept when it grows.
  * NULL if the allocation fails. */

@@ -30,10 +30,10 @@
                            * products as fused jobs, reading each weight row once (matmul.c's FEW_ROWS) */
 #define SLICE_ALIGN 16    /* threads' slices of weight rows start on multiples of this: a multiple of the
                            * kernels' 4-row tiles and of the 16-wide SIMD epilogues (silu_mul) */
-#define CHUNK_BYTES (512 << 10) /* weight bytes per chunk of a fused job, about: threads claim chunks as they
-                                 * go (pool.h), so a thread that starts late or is preempted leaves only its
-                                 * current chunk to wait for; smaller chunks would pay more per chunk */
-#define MAX_CHUNKS_PER_THREAD 8 /* (the lm_head: 87 MB at the 0.5B shape in q4_0) */
+#define CHUNK_MIN_BYTES (64 << 10) /* weight bytes of a fused job's smallest chunks: threads claim guided chunks
+                                     * as they go (pool.h), shrinking to this size at the job's end, so a thread
+                                     * that starts late or is preempted leaves only a small chunk to wait for;
+                                     * smaller chunks would pay more per chunk (quantising x, the claim) */
 
 /* The activations of one pass, kept in the context (llama2.c's RunState): grown to the largest pass seen and
  * kept, so decoding token after token allocates nothing. */
@@ -48,6 +48,8 @@ typedef struct pr_run_state {
     float *rope;       /* rows × hd   cos then sin of each position's rotary angles (hd/2 each) */
     float *part;       /* FEW_ROWS × widest product: a fused job chunk's slice of a product, before scattering
                         * (at FEW_ROWS × its first row); only for passes of 2..FEW_ROWS rows */
+    block_q8_0 *xq;    /* min(rows, FEW_ROWS) × max(d, ff)/32: a fused job's input quantised once for all its
+                        * chunks (q8_0/q4_0 weights) */
 } pr_run_state;
 
 struct pr_context {
@@ -55,22 +57,17 @@ struct pr_context {
     int n_ctx, n_past, cap;
     int kv_type;      /* PR_F32 or PR_F16 */
     size_t kv_elt;    /* bytes per cached value */
-    void **k, **v;    /* per layer: cap × kv_dim */
+    void **k, **v;    /* per layer: n_head_kv × cap × d_head, head by head: decoding reads each kv head's
+                       * positions as one contiguous stream (rows of all heads were 2 KB-strided reads at the
+                       * 0.5B shape, which the hardware prefetchers follow poorly) */
     float *inv_freq;  /* d_head/2 RoPE frequencies */
     pr_run_state rs;
 };
 
 static void run_state_free(pr_run_state *r) {
     pr_free(r->x); pr_free(r->a); pr_free(r->q); pr_free(r->k); pr_free(r->v); pr_free(r->o);
-    pr_free(r->g); pr_free(r->u); pr_free(r->rope); pr_free(r->part);
+    pr_free(r->g); pr_free(r->u); pr_free(r->rope); pr_free(r->part); pr_free(r->xq);
     memset(r, 0, sizeof *r);
-}
-
-/* Chunks of a fused job that reads `bytes` of weights: about CHUNK_BYTES each, at least one per thread. */
-static int job_chunks(const pr_model *m, size_t bytes) {
-    long nth = pr_pool_size(m->pool), n = (long)(bytes / CHUNK_BYTES);
-    if (nth == 1) return 1;
-    return (int)(n < nth ? nth : n > nth * MAX_CHUNKS_PER_THREAD ? nth * MAX_CHUNKS_PER_THREAD : n);
 }
 
 /* Room for passes of `rows` positions. */
@@ -93,7 +90,9 @@ static int run_state_reserve(pr_context *c, int rows, pr_error *err) {
     r->u = pr_alloc(n, ff, sizeof(float));
     r->rope = pr_alloc(n, hd, sizeof(float));
     r->part = rows > 1 ? pr_alloc(FEW_ROWS, (size_t)widest, sizeof(float)) : NULL;
-    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || (rows > 1 && !r->part)) {
+    r->xq = pr_alloc(n < FEW_ROWS ? n : FEW_ROWS, ((ff > d ? ff : d) + PR_QK - 1) / PR_QK, sizeof(block_q8_0));
+    if (!r->x || !r->a || !r->q || !r->k || !r->v || !r->o || !r->g || !r->u || !r->rope || (rows > 1 && !r->part) ||
+        !r->xq) {
         run_state_free(r);
         return pr_set_error(err, PR_ERR_NOMEM, "out of memory for the activations of %d positions", rows);
     }
@@ -159,7 +158,7 @@ static int reserve(pr_context *c, int need, pr_error *err) {
     while (cap < need) cap *= 2;
     if (cap > c->n_ctx) cap = c->n_ctx;
     const pr_config *cf = &c->m->cfg;
-    size_t kv = (size_t)(cf->n_embd / cf->n_head) * cf->n_head_kv;
+    size_t hd = (size_t)(cf->n_embd / cf->n_head), kv = hd * cf->n_head_kv, head = hd * c->kv_elt;
     for (int l = 0; l < cf->n_layer; l++) {
         void *k = pr_alloc((size_t)cap, kv, c->kv_elt), *v = pr_alloc((size_t)cap, kv, c->kv_elt);
         if (!k || !v) {
@@ -167,9 +166,9 @@ static int reserve(pr_context *c, int need, pr_error *err) {
             pr_free(v);
             return pr_set_error(err, PR_ERR_NOMEM, "out of memory growing the KV cache to %d positions", cap);
         }
-        if (c->k[l]) {
-            memcpy(k, c->k[l], (size_t)c->n_past * kv * c->kv_elt);
-            memcpy(v, c->v[l], (size_t)c->n_past * kv * c->kv_elt);
+        for (int g = 0; c->k[l] && g < cf->n_head_kv; g++) { /* each head's positions to its new place */
+            memcpy((char *)k + g * cap * head, (char *)c->k[l] + g * c->cap * head, (size_t)c->n_past * head);
+            memcpy((char *)v + g * cap * head, (char *)c->v[l] + g * c->cap * head, (size_t)c->n_past * head);
         }
         pr_free(c->k[l]);
         pr_free(c->v[l]);
@@ -238,12 +237,14 @@ typedef struct {
 typedef struct {
     const pr_run_state *rs;
     const float *x;        /* n × cols */
+    const block_q8_0 *xq;  /* x quantised (rows cols/32 blocks apart) for q8_0/q4_0 weights, or NULL */
     int n, n_out;
     fused_out out[3];
     int same_rows; /* 1: the outputs have the same rows and each thread takes the same slice of every one;
                     * 0: the outputs' rows are laid end to end and sliced as one range */
     int epilogue;  /* EPI_SILU_MUL: y0 = silu(y0) ⊙ y1;  EPI_ADD_TO: res += y0 (same_rows) */
     float *res;
+    long start[PR_GUIDED_MAX + 1]; /* chunk c: groups of SLICE_ALIGN rows [start[c], start[c+1]) */
 } fused_job;
 
 static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1, float *part) {
@@ -254,7 +255,12 @@ static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1
     view.ne[1] = m;
     view.data = (const char *)W->data + (size_t)r0 * ldw;
     view.nbytes = (size_t)m * ldw;
-    if (f->n == 1) {
+    if (f->xq && (W->type == PR_Q8_0 || W->type == PR_Q4_0)) { /* pr_matmul's few-rows path, x quantised once */
+        long nb = (long)W->ne[0] / PR_QK;
+        (W->type == PR_Q8_0 ? pr_kern()->gemm_q8_0 : pr_kern()->gemm_q4_0)(view.data, (long)ldw, m, f->xq,
+                                                                           nb * (long)sizeof(block_q8_0), f->n, nb,
+                                                                           o->y + r0, rows);
+    } else if (f->n == 1) {
         pr_matmul(NULL, &view, f->x, 1, o->y + r0);
     } else {
         pr_matmul(NULL, &view, f->x, f->n, part);
@@ -265,13 +271,17 @@ static void fused_slice(const fused_job *f, const fused_out *o, long r0, long r1
             for (long r = r0; r < r1; r++) o->y[(long)i * rows + r] += pr_f32(o->bias)[r];
 }
 
-static void fused_task(void *arg, int chunk, int n_chunks) {
-    const fused_job *f = arg;
+/* rows of a fused job's outputs: laid end to end, or those of each when they have the same */
+static long fused_rows(const fused_job *f) {
     long total = 0;
     for (int p = 0; p < f->n_out; p++) total = f->same_rows ? (long)f->out[p].W->ne[1] : total + (long)f->out[p].W->ne[1];
-    long g0, g1, groups = (total + SLICE_ALIGN - 1) / SLICE_ALIGN;
-    pr_split_range(groups, chunk, n_chunks, &g0, &g1);
-    long s0 = g0 * SLICE_ALIGN, s1 = g1 * SLICE_ALIGN < total ? g1 * SLICE_ALIGN : total;
+    return total;
+}
+
+static void fused_task(void *arg, int chunk, int n_chunks) {
+    const fused_job *f = arg;
+    long total = fused_rows(f);
+    long s0 = f->start[chunk] * SLICE_ALIGN, s1 = f->start[chunk + 1] * SLICE_ALIGN < total ? f->start[chunk + 1] * SLICE_ALIGN : total;
     if (s1 <= s0) return;
     float *part = f->n > 1 ? f->rs->part + (size_t)FEW_ROWS * (size_t)s0 : NULL;
     long base = 0;
@@ -306,14 +316,25 @@ static void epilogue_task(void *arg, int ith, int nth) {
         for (long e = e0; e < e1; e++) f->res[e] += f->out[0].y[e];
 }
 
+/* f's input quantised into r->xq, once for every chunk of a fused job, where its weights are q8_0/q4_0 */
+static const block_q8_0 *quantize_input(const pr_run_state *r, const float *x, int n, const pr_tensor *W) {
+    if (W->type != PR_Q8_0 && W->type != PR_Q4_0) return NULL;
+    long cols = (long)W->ne[0];
+    for (int i = 0; i < n; i++) pr_kern()->quantize_q8_0(x + (long)i * cols, r->xq + (long)i * (cols / PR_QK), cols);
+    return r->xq;
+}
+
 /* y_p = x·W_pᵀ (+ b_p) for up to three weights, then the epilogue, in one pool job (n ≤ FEW_ROWS) or as
  * separate products (longer passes, where the products are compute-bound and use the pool themselves). */
 static void products(pr_model *m, const pr_run_state *r, fused_job *f) {
     if (f->n <= FEW_ROWS) {
+        f->xq = quantize_input(r, f->x, f->n, f->out[0].W);
         size_t bytes = 0;
         for (int p = 0; p < f->n_out; p++) bytes += f->out[p].W->nbytes;
+        long groups = (fused_rows(f) + SLICE_ALIGN - 1) / SLICE_ALIGN;
+        long min_groups = (long)(CHUNK_MIN_BYTES / (bytes / (size_t)groups + 1)) + 1;
         f->rs = r;
-        pr_pool_run_chunks(m->pool, fused_task, f, job_chunks(m, bytes));
+        pr_pool_run_chunks(m->pool, fused_task, f, pr_split_guided(groups, pr_pool_size(m->pool), min_groups, f->start));
         return;
     }
     for (int p = 0; p < f->n_out; p++) pr_matmul(m->pool, f->out[p].W, f->x, f->n, f->out[p].y);
@@ -332,6 +353,21 @@ typedef struct {
     const pr_tensor *norm; /* ROWS_NORM: a = RMSNorm(x)·norm */
 } rows_job;
 
+/* Kv heads [g0, g1) of one position's new keys and values (kn, vn: all heads' hd values side by side) into
+ * the layer-l cache, head by head. */
+static void kv_put(pr_context *c, int l, long pos, const float *kn, const float *vn, long g0, long g1, long hd) {
+    for (long g = g0; g < g1; g++) {
+        size_t at = ((size_t)g * (size_t)c->cap + (size_t)pos) * (size_t)hd * c->kv_elt;
+        if (c->kv_type == PR_F16) {
+            pr_kern()->f32_to_f16(kn + g * hd, (uint16_t *)((char *)c->k[l] + at), hd);
+            pr_kern()->f32_to_f16(vn + g * hd, (uint16_t *)((char *)c->v[l] + at), hd);
+        } else {
+            memcpy((char *)c->k[l] + at, kn + g * hd, (size_t)hd * sizeof(float));
+            memcpy((char *)c->v[l] + at, vn + g * hd, (size_t)hd * sizeof(float));
+        }
+    }
+}
+
 static void rows_task(void *arg, int ith, int nth) {
     const rows_job *j = arg;
     const pr_config *cf = j->cf;
@@ -349,14 +385,7 @@ static void rows_task(void *arg, int ith, int nth) {
         for (long i = a; i < b; i++) {
             rope(r->q + i * d, cf->n_head, (int)hd, r->rope + i * hd);
             rope(r->k + i * kv, cf->n_head_kv, (int)hd, r->rope + i * hd);
-            size_t at = (size_t)(c->n_past + i - q->row0) * kv * c->kv_elt;
-            if (c->kv_type == PR_F16) {
-                pr_kern()->f32_to_f16(r->k + i * kv, (uint16_t *)((char *)c->k[j->layer] + at), kv);
-                pr_kern()->f32_to_f16(r->v + i * kv, (uint16_t *)((char *)c->v[j->layer] + at), kv);
-            } else {
-                memcpy((char *)c->k[j->layer] + at, r->k + i * kv, (size_t)kv * sizeof(float));
-                memcpy((char *)c->v[j->layer] + at, r->v + i * kv, (size_t)kv * sizeof(float));
-            }
+            kv_put(c, j->layer, c->n_past + i - q->row0, r->k + i * kv, r->v + i * kv, 0, cf->n_head_kv, hd);
         }
     }
 }
@@ -367,28 +396,14 @@ static void rows_step(pr_model *m, rows_job *j, int step, const pr_tensor *norm)
     pr_pool_run(j->n > FEW_ROWS ? m->pool : NULL, rows_task, j);
 }
 
-/* Columns [c0, c0+nc) of the new keys and values of one sequence's rows into its layer-l cache. */
-static void kv_store(const seq_rows *q, const pr_run_state *r, int l, long kv, long c0, long nc) {
-    pr_context *c = q->c;
-    for (int i = 0; i < q->n; i++) {
-        size_t at = ((size_t)(c->n_past + i) * kv + c0) * c->kv_elt;
-        const float *kn = r->k + (long)(q->row0 + i) * kv + c0, *vn = r->v + (long)(q->row0 + i) * kv + c0;
-        if (c->kv_type == PR_F16) {
-            pr_kern()->f32_to_f16(kn, (uint16_t *)((char *)c->k[l] + at), nc);
-            pr_kern()->f32_to_f16(vn, (uint16_t *)((char *)c->v[l] + at), nc);
-        } else {
-            memcpy((char *)c->k[l] + at, kn, (size_t)nc * sizeof(float));
-            memcpy((char *)c->v[l] + at, vn, (size_t)nc * sizeof(float));
-        }
-    }
-}
 
 /* Attention of one sequence's rows (their q, the layer-l cache up to them) into r->o. */
 static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_run_state *r, int l) {
-    long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv;
+    long d = cf->n_embd, hd = d / cf->n_head;
     pr_context *c = q->c;
     return (pr_attn){.q = r->q + (long)q->row0 * d, .k = c->k[l], .v = c->v[l], .kv_type = c->kv_type,
-                     .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = kv, .ldo = d, .n_q = q->n,
+                     .out = r->o + (long)q->row0 * d, .ldq = d, .ldkv = hd, .ldh = (long)c->cap * hd, .ldo = d,
+                     .n_q = q->n,
                      .n_kv = c->n_past + q->n, .n_head = cf->n_head, .n_head_kv = cf->n_head_kv, .hd = (int)hd,
                      .causal = 1};
 }
@@ -404,7 +419,9 @@ typedef struct {
     int l;
     const seq_rows *seqs;
     int n_seqs, n;
+    const block_q8_0 *xq; /* the normed input quantised (q8_0/q4_0 weights), or NULL */
     int failed; /* set (atomically) by a thread that could not get scratch memory */
+    long start[PR_GUIDED_MAX + 1]; /* chunk c: kv heads [start[c], start[c+1]) */
 } attn_block_job;
 
 /* Whether a pass takes attn_block_task: few rows, each sequence's on the direct attention path, and heads
@@ -422,12 +439,10 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
     const pr_llm_layer *L = j->L;
     const pr_run_state *r = j->rs;
     long d = cf->n_embd, hd = d / cf->n_head, kv = hd * cf->n_head_kv, group = cf->n_head / cf->n_head_kv;
-    long g0, g1;
-    pr_split_range(cf->n_head_kv, chunk, n_chunks, &g0, &g1);
-    if (g1 <= g0) return;
+    long g0 = j->start[chunk], g1 = j->start[chunk + 1];
     long h0 = g0 * group, h1 = g1 * group;
     float *part = j->n > 1 ? r->part + (size_t)FEW_ROWS * (size_t)(h0 * hd) : NULL;
-    fused_job f = {.rs = r, .x = r->a, .n = j->n};
+    fused_job f = {.rs = r, .x = r->a, .xq = j->xq, .n = j->n};
     fused_out q = {L->wq, L->bq, r->q}, k = {L->wk, L->bk, r->k}, v = {L->wv, L->bv, r->v};
     fused_slice(&f, &q, h0 * hd, h1 * hd, part);
     fused_slice(&f, &k, g0 * hd, g1 * hd, part);
@@ -437,7 +452,9 @@ static void attn_block_task(void *arg, int chunk, int n_chunks) {
         rope(r->k + i * kv + g0 * hd, (int)(g1 - g0), (int)hd, r->rope + i * hd);
     }
     for (int s = 0; s < j->n_seqs; s++) {
-        kv_store(&j->seqs[s], r, j->l, kv, g0 * hd, (g1 - g0) * hd);
+        const seq_rows *q = &j->seqs[s];
+        for (int i = 0; i < q->n; i++)
+            kv_put(q->c, j->l, q->c->n_past + i, r->k + (q->row0 + i) * kv, r->v + (q->row0 + i) * kv, g0, g1, hd);
         pr_attn at = seq_attention(cf, &j->seqs[s], r, j->l);
         if (pr_attention_heads(pr_kern(), &at, (int)h0, (int)h1)) {
             __atomic_store_n(&((attn_block_job *)arg)->failed, 1, __ATOMIC_RELAXED);
@@ -462,9 +479,10 @@ static int forward(pr_model *m, pr_run_state *r, const seq_rows *seqs, int n_seq
         rj.layer = l;
         rows_step(m, &rj, ROWS_NORM, L->attn_norm);
         if (fuse_attention(cf, seqs, n_seqs, n)) {
-            attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n};
-            int chunks = job_chunks(m, L->wq->nbytes + L->wk->nbytes + L->wv->nbytes);
-            pr_pool_run_chunks(m->pool, attn_block_task, &ab, chunks < cf->n_head_kv ? chunks : cf->n_head_kv);
+            attn_block_job ab = {.m = m, .rs = r, .L = L, .l = l, .seqs = seqs, .n_seqs = n_seqs, .n = n,
+                                 .xq = quantize_input(r, r->a, n, L->wq)};
+            pr_pool_run_chunks(m->pool, attn_block_task, &ab,
+                               pr_split_guided(cf->n_head_kv, pr_pool_size(m->pool), 1, ab.start));
             if (ab.failed) return pr_set_error(err, PR_ERR_NOMEM, "out of memory for attention scratch");
         } else {
             fused_job qkv = {.x = r->a, .n = n, .n_out = 3, .out = {{L->wq, L->bq, r->q}, {L->wk, L->bk, r->k},

@@ -413,6 +413,42 @@ done:
     return (PyObject *)out;
 }
 
+/* ---- attn_f16(q, k, v, p, scale, isa) -> (s, o): the decode attention kernels for one query head; k and v
+ * uint16 f16 bit patterns, n × ld each, of which the first hd = len(q) ≤ ld values of a row are the head's;
+ * s = scale·(k_t·q), o = Σ_t p[t]·v_t */
+static PyObject *py_attn_f16(PyObject *self, PyObject *args) {
+    PyObject *qo, *ko, *vo, *po;
+    float scale;
+    const char *isa;
+    if (!PyArg_ParseTuple(args, "OOOOfs", &qo, &ko, &vo, &po, &scale, &isa)) return NULL;
+    const pr_kernels *kt = table(isa);
+    if (!kt) return NULL;
+    PyArrayObject *q = as_array(qo, NPY_FLOAT32, 1, "q"), *k = q ? as_array(ko, NPY_UINT16, 2, "k") : NULL;
+    PyArrayObject *v = k ? as_array(vo, NPY_UINT16, 2, "v") : NULL, *p = v ? as_array(po, NPY_FLOAT32, 1, "p") : NULL;
+    PyObject *res = NULL;
+    if (!p) goto done;
+    npy_intp hd = PyArray_DIM(q, 0), n = PyArray_DIM(k, 0), ld = PyArray_DIM(k, 1);
+    if (n < 1 || hd < 1 || hd > ld || PyArray_DIM(v, 0) != n || PyArray_DIM(v, 1) != ld || PyArray_DIM(p, 0) != n) {
+        PyErr_SetString(PyExc_ValueError, "attn_f16: k and v must be n × ld (n ≥ 1, ld ≥ len(q) ≥ 1), p n long");
+        goto done;
+    }
+    PyArrayObject *so = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    PyArrayObject *oo = so ? (PyArrayObject *)PyArray_SimpleNew(1, &hd, NPY_FLOAT32) : NULL;
+    if (oo) {
+        kt->attn_scores_f16(PyArray_DATA(k), ld, n, PyArray_DATA(q), hd, scale, PyArray_DATA(so));
+        kt->attn_values_f16(PyArray_DATA(p), PyArray_DATA(v), ld, n, hd, PyArray_DATA(oo));
+        res = Py_BuildValue("(NN)", so, oo);
+    } else {
+        Py_XDECREF(so);
+    }
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    Py_XDECREF(p);
+    return res;
+}
+
 /* ---- peak(kind, isa, threads, iters) -> (operations, seconds): the table's multiply-add peak loop on every
  * thread of a pool at once (benchmarks' machine limit; kind 0 f32 FMA, 1 bf16 dot, 2 int8 dot) */
 typedef struct {
@@ -475,6 +511,9 @@ static PyMethodDef kernel_methods[] = {
      "elementwise(name, x, isa, u=None, m=0.0) -> (y, sum) for silu_mul, quick_gelu, exp_sum, f16, bf16"},
     {"attention", (PyCFunction)(void (*)(void))py_attention, METH_VARARGS | METH_KEYWORDS,
      "attention(q, k, v, n_head, n_head_kv, causal, kv_f16=False, isa='best', threads=1) -> out"},
+    {"attn_f16", py_attn_f16, METH_VARARGS,
+     "attn_f16(q, k, v, p, scale, isa) -> (scale·(k_t·q) for every row t, Σ_t p[t]·v_t): the decode attention "
+     "kernels on f16 rows (uint16 bit patterns, n × ld, the first len(q) values of each row)"},
     {NULL, NULL, 0, NULL},
 };
 

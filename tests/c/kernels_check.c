@@ -47,12 +47,10 @@ int main(void) {
         check("dot_f32", n, T->dot_f32(w, x, n), S->dot_f32(w, x, n), scale);
         check("dot_f16", n, T->dot_f16(h, x, n), S->dot_f16(h, x, n), scale * 1.01);
         check("dot_bf16", n, T->dot_bf16(b, x, n), S->dot_bf16(b, x, n), scale * 1.01);
-        for (int f16 = 0; f16 < 2; f16++) { /* y += a·x: one fused or separate rounding per element */
-            for (long i = 0; i < n; i++) y1[i] = y2[i] = x[i];
-            if (f16) T->axpy_f16(0.37f, h, y1, n), S->axpy_f16(0.37f, h, y2, n);
-            else T->axpy_f32(0.37f, w, y1, n), S->axpy_f32(0.37f, w, y2, n);
-            for (long i = 0; i < n; i++) check(f16 ? "axpy_f16" : "axpy_f32", 1, y1[i], y2[i], fabs(x[i]) + fabs(w[i]));
-        }
+        /* y += a·x: one fused or separate rounding per element */
+        for (long i = 0; i < n; i++) y1[i] = y2[i] = x[i];
+        T->axpy_f32(0.37f, w, y1, n), S->axpy_f32(0.37f, w, y2, n);
+        for (long i = 0; i < n; i++) check("axpy_f32", 1, y1[i], y2[i], fabs(x[i]) + fabs(w[i]));
         T->f16_to_f32(h, y1, n), S->f16_to_f32(h, y2, n);
         if (memcmp(y1, y2, n * sizeof(float))) printf("FAIL f16_to_f32 n=%ld\n", n), failures++;
         T->bf16_to_f32(b, y1, n), S->bf16_to_f32(b, y2, n);
@@ -156,6 +154,38 @@ int main(void) {
             free(A), free(B), free(C), free(C0);
         }
     }
+    /* decode attention over f16 rows (ld values apart, the first hd used): scores and the weighted sum of
+     * values against float64, for n around the kernels' blocks of keys and pairs of rows */
+    static const long ns[] = {1, 3, 9, 37}, hds[] = {7, 24, 64};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+            long n = ns[ni], hd = hds[hi], ld = hd + 3;
+            uint16_t *K = malloc(n * ld * sizeof(uint16_t)), *V = malloc(n * ld * sizeof(uint16_t));
+            float *q = malloc(hd * sizeof(float)), *p = malloc(n * sizeof(float)), *s = malloc(n * sizeof(float)),
+                  *o = malloc(hd * sizeof(float));
+            for (long e = 0; e < n * ld; e++) K[e] = pr_f32_to_f16(rnd(&seed)), V[e] = pr_f32_to_f16(rnd(&seed));
+            for (long e = 0; e < hd; e++) q[e] = rnd(&seed);
+            for (long t = 0; t < n; t++) p[t] = rnd(&seed);
+            T->attn_scores_f16(K, ld, n, q, hd, 0.125f, s);
+            T->attn_values_f16(p, V, ld, n, hd, o);
+            for (long t = 0; t < n; t++) {
+                double want = 0, scale = 0;
+                for (long e = 0; e < hd; e++) {
+                    double x = (double)pr_f16_to_f32(K[t * ld + e]) * q[e];
+                    want += x, scale += fabs(x);
+                }
+                check("attn_scores_f16", hd + 1, s[t], 0.125 * want, 0.125 * scale);
+            }
+            for (long e = 0; e < hd; e++) {
+                double want = 0, scale = 0;
+                for (long t = 0; t < n; t++) {
+                    double x = (double)p[t] * pr_f16_to_f32(V[t * ld + e]);
+                    want += x, scale += fabs(x);
+                }
+                check("attn_values_f16", n, o[e], want, scale);
+            }
+            free(K), free(V), free(q), free(p), free(s), free(o);
+        }
     printf("%s: %d failures\n", T->isa, failures);
     return failures != 0;
 }
