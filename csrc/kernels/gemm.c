@@ -13,8 +13,9 @@
  *       micro-panels (the panel stays in L2).
  *
  * The first K block writes y, later ones accumulate: each y element is the sum of its K blocks in a fixed
- * order, whatever the thread count. Edges (n not a multiple of MR, rows not of NR) are packed with zeros and
- * go through a tile on the stack. The last K block of a tile also runs the epilogue (bias, activation,
+ * order, whatever the thread count. Edges are packed with zeros; the last strip of activations (n not a
+ * multiple of MR) takes the table's micro-kernel for fewer rows, the last weight rows (not a multiple of NR) a
+ * tile on the stack. The last K block of a tile also runs the epilogue (bias, activation,
  * residual) on it while it is in L1: the same tiles whatever the thread count, so the same results.
  *
  * Several weights of the same shape and dtype (a layer's q, k and v) can make one product: their rows are
@@ -161,6 +162,8 @@ static void gemm_task(void *arg, int ith, int nth) {
                     float *y = j->y + i0 * j->rows + c;
                     if (mr == MR && nr == NR) {
                         k->gemm_ukernel(kc, a, bp, y, j->rows, acc);
+                    } else if (nr == NR) { /* the last strip: only its rows' work */
+                        k->gemm_ukernel_rows(kc, a, bp, y, j->rows, acc, (int)mr);
                     } else {
                         k->gemm_ukernel(kc, a, bp, tile, NR, 0);
                         for (long i = 0; i < mr; i++)
@@ -180,7 +183,7 @@ static void gemm_task(void *arg, int ith, int nth) {
 
 int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *Ws, int n_w, const float *x, int n,
                    float *y, const pr_epilogue *ep) {
-    if (!k->gemm_ukernel || k->gemm_mr * k->gemm_nr > MAX_TILE || k->gemm_nr % 8 || n <= 0 || n_w < 1 ||
+    if (!k->gemm_ukernel || !k->gemm_ukernel_rows || k->gemm_mr * k->gemm_nr > MAX_TILE || k->gemm_nr % 8 || n <= 0 || n_w < 1 ||
         n_w > MAX_PARTS)
         return -1;
     const pr_tensor *W = Ws[0];

@@ -52,6 +52,10 @@ typedef struct pr_kernels {
      * row, column j = weight row) = (accumulate ? C : 0) + Σ_k A[k·MR + i]·B[k·NR + j] over k < kc. NULL: no
      * packed path in this table. */
     void (*gemm_ukernel)(long kc, const float *A, const float *B, float *C, long ldc, int accumulate);
+    /* the same for only the first mr < MR rows of a strip (A still MR values per step; rows ≥ mr of C are not
+     * touched): the last strip of activations without a whole tile's work, each C element summed exactly as
+     * gemm_ukernel sums it */
+    void (*gemm_ukernel_rows)(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr);
     int gemm_mr, gemm_nr;
     /* its packing: dst[k·ldd + i] = src[i·ld + k] for 8 rows i and k < kc (8 widened weight rows into k-major
      * order, NR values apart) */

@@ -195,6 +195,19 @@ static float exp_sum(float *x, long n, float m) {
     return s;
 }
 
+/* C rows [0, n) (ldc apart) = (accumulate ? C : 0) + c: the micro-kernels' accumulators out */
+static inline void store_rows(__m512 (*c)[2], int n, float *C, long ldc, int accumulate) {
+    for (int i = 0; i < n; i++) {
+        float *ci = C + i * ldc;
+        if (accumulate) {
+            c[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]);
+            c[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]);
+        }
+        _mm512_storeu_ps(ci, c[i][0]);
+        _mm512_storeu_ps(ci + 16, c[i][1]);
+    }
+}
+
 /* packed-GEMM micro-kernel (gemm.c): 14 activation rows × 32 weight rows in 28 of the 32 zmm registers; per
  * k step 2 loads of B, 14 broadcasts of A, 28 FMAs */
 #define ROW14(i) a = _mm512_set1_ps(A[14 * k + i]); \
@@ -208,14 +221,27 @@ static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long
         ROW14(0) ROW14(1) ROW14(2) ROW14(3) ROW14(4) ROW14(5) ROW14(6)
         ROW14(7) ROW14(8) ROW14(9) ROW14(10) ROW14(11) ROW14(12) ROW14(13)
     }
-    for (int i = 0; i < 14; i++) {
-        float *ci = C + i * ldc;
-        if (accumulate) {
-            c[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]);
-            c[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]);
+    store_rows(c, 14, C, ldc, accumulate);
+}
+
+/* the first mr < 14 rows of a strip, 4 at a time (8 accumulators; rows of a group past mr repeat row mr − 1
+ * and are not stored): per element the same FMA chain as gemm_ukernel */
+#define ROW4(i) a = _mm512_set1_ps(A[14 * k + o[i]]); \
+    c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]); c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+static void gemm_ukernel_rows(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr) {
+    for (int i0 = 0; i0 < mr; i0 += 4) {
+        int o[4];
+        __m512 c[4][2], a, b0, b1;
+        for (int i = 0; i < 4; i++) {
+            o[i] = i0 + i < mr ? i0 + i : mr - 1;
+            c[i][0] = c[i][1] = _mm512_setzero_ps();
         }
-        _mm512_storeu_ps(ci, c[i][0]);
-        _mm512_storeu_ps(ci + 16, c[i][1]);
+        for (long k = 0; k < kc; k++) {
+            b0 = _mm512_loadu_ps(B + 32 * k);
+            b1 = _mm512_loadu_ps(B + 32 * k + 16);
+            ROW4(0) ROW4(1) ROW4(2) ROW4(3)
+        }
+        store_rows(c, mr - i0 < 4 ? mr - i0 : 4, C + i0 * ldc, ldc, accumulate);
     }
 }
 
@@ -243,7 +269,7 @@ const pr_kernels pr_kernels_avx512 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
 
@@ -513,6 +539,6 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
     .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
 };
