@@ -140,9 +140,8 @@ static void gemm_task(void *arg, int ith, int nth) {
                     j->y[i * j->rows + r] = (k0 ? j->y[i * j->rows + r] : 0.0f) + k->dot_f32(row, j->x + i * j->cols + k0, kc);
             }
         for (long c = r_begin; j->ep && c < r_end; c += NR) /* the tiles' segments: the same results */
-            for (long i = 0; i < j->n; i++)
-                pr_epilogue_row(k, j->ep, c, j->y + i * j->rows + c, j->ep->res ? j->ep->res + i * j->rows + c : NULL,
-                                r_end - c < NR ? r_end - c : NR);
+            pr_epilogue_tile(k, j->ep, c, j->y + c, j->ep->res ? j->ep->res + c : NULL, j->n,
+                             r_end - c < NR ? r_end - c : NR, j->rows);
         return;
     }
     float *rows8 = bp + j->kc * NR;
@@ -170,11 +169,8 @@ static void gemm_task(void *arg, int ith, int nth) {
                             for (long q = 0; q < nr; q++)
                                 y[i * j->rows + q] = (acc ? y[i * j->rows + q] : 0.0f) + tile[i * NR + q];
                     }
-                    if (last && j->ep) {
-                        float *res = j->ep->res ? j->ep->res + i0 * j->rows + c : NULL;
-                        for (long i = 0; i < mr; i++)
-                            pr_epilogue_row(k, j->ep, c, y + i * j->rows, res ? res + i * j->rows : NULL, nr);
-                    }
+                    if (last && j->ep)
+                        pr_epilogue_tile(k, j->ep, c, y, j->ep->res ? j->ep->res + i0 * j->rows + c : NULL, mr, nr, j->rows);
                 }
             }
         }

@@ -64,11 +64,14 @@ typedef struct pr_kernels {
      * multiply-add of `kind` (0 f32 FMA, 1 bf16 pair dot product, 2 int8 quad dot product) and returns the
      * arithmetic operations done (2 per multiply-add); 0 if the table lacks that kind */
     double (*peak)(int kind, long iters);
-    /* element-wise: y = x·σ(x)·u (SwiGLU), x = x·σ(1.702x) (quick GELU), and
-     * x = exp(x − m) returning Σ x (softmax numerators) */
+    /* element-wise: y = x·σ(x)·u (SwiGLU), and x = exp(x − m) returning Σ x (softmax numerators) */
     void (*silu_mul)(float *x, const float *u, long n);
-    void (*quick_gelu)(float *x, long n);
     float (*exp_sum)(float *x, long n, float m);
+    /* the products' epilogue on rows × n values ld apart (a GEMM tile, or whole rows): y += bias (one value per
+     * column; NULL: none), then y = y·σ(1.702y) (quick GELU) if quick_gelu, then res += y (res: y's layout;
+     * NULL: none), one pass while the values are in registers. Each row is evaluated as one call of n values
+     * (vectors from its first column, the tail scalar), so results depend only on the segment, not on rows. */
+    void (*bias_act_res)(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res);
 } pr_kernels;
 
 extern const pr_kernels pr_kernels_scalar;
@@ -105,6 +108,6 @@ void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
 void pr_scalar_silu_mul(float *x, const float *u, long n);
-void pr_scalar_quick_gelu(float *x, long n);
+void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res);
 float pr_scalar_exp_sum(float *x, long n, float m);
 #endif

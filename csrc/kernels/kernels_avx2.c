@@ -267,14 +267,19 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-static void quick_gelu(float *x, long n) {
-    const __m256 one = _mm256_set1_ps(1.0f), k = _mm256_set1_ps(-1.702f);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(k, v)))));
+static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+    const __m256 one = _mm256_set1_ps(1.0f), kq = _mm256_set1_ps(-1.702f);
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL) {
+        long i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(y + i);
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
+            if (quick_gelu) v = _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(kq, v))));
+            _mm256_storeu_ps(y + i, v);
+            if (res) _mm256_storeu_ps(res + i, _mm256_add_ps(_mm256_loadu_ps(res + i), v));
+        }
+        pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, quick_gelu, res ? res + i : NULL);
     }
-    pr_scalar_quick_gelu(x + i, n - i);
 }
 
 static float exp_sum(float *x, long n, float m) {
@@ -363,5 +368,5 @@ const pr_kernels pr_kernels_avx2 = {
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 6, .gemm_nr = 16, .gemm_pack8 = gemm_pack8, .peak = peak,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };

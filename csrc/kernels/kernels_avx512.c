@@ -172,14 +172,19 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-static void quick_gelu(float *x, long n) {
-    const __m512 one = _mm512_set1_ps(1.0f), k = _mm512_set1_ps(-1.702f);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(k, v)))));
+static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+    const __m512 one = _mm512_set1_ps(1.0f), kq = _mm512_set1_ps(-1.702f);
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL) {
+        long i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m512 v = _mm512_loadu_ps(y + i);
+            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + i));
+            if (quick_gelu) v = _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(kq, v))));
+            _mm512_storeu_ps(y + i, v);
+            if (res) _mm512_storeu_ps(res + i, _mm512_add_ps(_mm512_loadu_ps(res + i), v));
+        }
+        pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, quick_gelu, res ? res + i : NULL);
     }
-    pr_scalar_quick_gelu(x + i, n - i);
 }
 
 static float exp_sum(float *x, long n, float m) {
@@ -270,7 +275,7 @@ const pr_kernels pr_kernels_avx512 = {
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };
 
 #if defined(__GNUC__) && !defined(__clang__) && !defined(PR_EMULATE_AVX512)
@@ -540,5 +545,5 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };

@@ -117,8 +117,14 @@ void pr_scalar_silu_mul(float *x, const float *u, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
 }
 
-void pr_scalar_quick_gelu(float *x, long n) {
-    for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL)
+        for (long i = 0; i < n; i++) {
+            float v = bias ? y[i] + bias[i] : y[i];
+            if (quick_gelu) v = v / (1.0f + expf(-1.702f * v));
+            y[i] = v;
+            if (res) res[i] += v;
+        }
 }
 
 float pr_scalar_exp_sum(float *x, long n, float m) {
@@ -136,5 +142,5 @@ const pr_kernels pr_kernels_scalar = {
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 4, .gemm_nr = 8, .gemm_pack8 = gemm_pack8,
-    .silu_mul = pr_scalar_silu_mul, .quick_gelu = pr_scalar_quick_gelu, .exp_sum = pr_scalar_exp_sum,
+    .silu_mul = pr_scalar_silu_mul, .bias_act_res = pr_scalar_bias_act_res, .exp_sum = pr_scalar_exp_sum,
 };
