@@ -97,9 +97,14 @@ static void widen(const gemm_job *j, long r, long k0, long kc, float *out) {
 static void pack_b(const gemm_job *j, long r0, long nc, long k0, long kc, float *bp, float *rows8) {
     long NR = j->k->gemm_nr;
     for (long g = 0; g < NR; g += 8) {
-        const float *f = j->W->type == PR_F32 && g + 8 <= nc ? (const float *)wrow(j, r0 + g) : NULL;
-        if (f && (const float *)wrow(j, r0 + g + 7) == f + 7 * j->cols) { /* f32 rows of one part: straight */
-            j->k->gemm_pack8(f + k0, j->cols, kc, bp + g, NR);
+        const char *w = g + 8 <= nc ? wrow(j, r0 + g) : NULL;
+        if (w && wrow(j, r0 + g + 7) != w + 7 * j->ldw) w = NULL; /* not 8 rows of one part */
+        if (w && j->W->type == PR_F32) { /* f32 rows: straight */
+            j->k->gemm_pack8((const float *)w + k0, j->cols, kc, bp + g, NR);
+            continue;
+        }
+        if (w && j->W->type == PR_Q8_0 && j->k->gemm_pack8_q8_0) { /* q8_0 rows: dequantised as they are transposed */
+            j->k->gemm_pack8_q8_0((const block_q8_0 *)w + k0 / PR_QK, j->ldw, kc, bp + g, NR);
             continue;
         }
         for (long i = 0; i < 8; i++) {

@@ -60,6 +60,9 @@ typedef struct pr_kernels {
     /* its packing: dst[k·ldd + i] = src[i·ld + k] for 8 rows i and k < kc (8 widened weight rows into k-major
      * order, NR values apart) */
     void (*gemm_pack8)(const float *src, long ld, long kc, float *dst, long ldd);
+    /* the same from 8 q8_0 rows (ldw bytes apart; kc a multiple of 32, from a block boundary): dst[k·ldd + i] =
+     * the dequantised value, as dequantize_q8_0 gives it. NULL: dequantize_q8_0 into rows, then gemm_pack8. */
+    void (*gemm_pack8_q8_0)(const block_q8_0 *w, size_t ldw, long kc, float *dst, long ldd);
     /* machine limit for benchmarks: runs `iters` rounds of many independent chains of the table's widest
      * multiply-add of `kind` (0 f32 FMA, 1 bf16 pair dot product, 2 int8 quad dot product) and returns the
      * arithmetic operations done (2 per multiply-add); 0 if the table lacks that kind */

@@ -274,7 +274,8 @@ const pr_kernels pr_kernels_avx512 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
+    .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak,
     .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };
 
@@ -544,6 +545,7 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
-    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
+    .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak_bf16_vnni,
     .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };
