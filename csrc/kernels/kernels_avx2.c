@@ -295,52 +295,46 @@ static float exp_sum(float *x, long n, float m) {
     return s;
 }
 
-/* C rows [0, n) (ldc apart) = (accumulate ? C : 0) + c: the micro-kernels' accumulators out */
-static inline void store_rows(__m256 (*c)[2], int n, float *C, long ldc, int accumulate) {
-    for (int i = 0; i < n; i++) {
-        float *ci = C + i * ldc;
-        if (accumulate) {
-            c[i][0] = _mm256_add_ps(_mm256_loadu_ps(ci), c[i][0]);
-            c[i][1] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), c[i][1]);
-        }
-        _mm256_storeu_ps(ci, c[i][0]);
-        _mm256_storeu_ps(ci + 8, c[i][1]);
-    }
-}
+/* row i of a tile (ci its first output) = (accumulate ? ci : 0) + its two accumulators */
+#define STORE_ROW(i, ci) do { \
+        if (accumulate) { c##i##0 = _mm256_add_ps(_mm256_loadu_ps(ci), c##i##0); \
+                          c##i##1 = _mm256_add_ps(_mm256_loadu_ps((ci) + 8), c##i##1); } \
+        _mm256_storeu_ps(ci, c##i##0); _mm256_storeu_ps((ci) + 8, c##i##1); } while (0)
 
 /* packed-GEMM micro-kernel (gemm.c), BLIS's Haswell/Zen shape: 6 activation rows × 16 weight rows in 12 ymm
- * accumulators; per k step 2 loads of B, 6 broadcasts of A, 12 FMAs */
+ * accumulators; per k step 2 loads of B, 6 broadcasts of A, 12 FMAs (named registers: GCC spills an array
+ * of them here) */
 #define ROW6(i) a = _mm256_broadcast_ss(A + 6 * k + i); \
-    c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]); c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0); c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
 static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long ldc, int accumulate) {
-    __m256 c[6][2], a, b0, b1;
-    for (int i = 0; i < 6; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00, a, b0, b1;
     for (long k = 0; k < kc; k++) {
         b0 = _mm256_loadu_ps(B + 16 * k);
         b1 = _mm256_loadu_ps(B + 16 * k + 8);
         ROW6(0) ROW6(1) ROW6(2) ROW6(3) ROW6(4) ROW6(5)
     }
-    store_rows(c, 6, C, ldc, accumulate);
+    STORE_ROW(0, C); STORE_ROW(1, C + ldc); STORE_ROW(2, C + 2 * ldc);
+    STORE_ROW(3, C + 3 * ldc); STORE_ROW(4, C + 4 * ldc); STORE_ROW(5, C + 5 * ldc);
 }
 
 /* the first mr < 6 rows of a strip, 3 at a time (6 accumulators; rows of a group past mr repeat row mr − 1
  * and are not stored): per element the same FMA chain as gemm_ukernel */
-#define ROW3(i) a = _mm256_broadcast_ss(A + 6 * k + o[i]); \
-    c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]); c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+#define ROW3(i) a = _mm256_broadcast_ss(A + 6 * k + o##i); \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0); c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
 static void gemm_ukernel_rows(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr) {
     for (int i0 = 0; i0 < mr; i0 += 3) {
-        int o[3];
-        __m256 c[3][2], a, b0, b1;
-        for (int i = 0; i < 3; i++) {
-            o[i] = i0 + i < mr ? i0 + i : mr - 1;
-            c[i][0] = c[i][1] = _mm256_setzero_ps();
-        }
+        int o0 = i0, o1 = i0 + 1 < mr ? i0 + 1 : mr - 1, o2 = i0 + 2 < mr ? i0 + 2 : mr - 1;
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, a, b0, b1;
         for (long k = 0; k < kc; k++) {
             b0 = _mm256_loadu_ps(B + 16 * k);
             b1 = _mm256_loadu_ps(B + 16 * k + 8);
             ROW3(0) ROW3(1) ROW3(2)
         }
-        store_rows(c, mr - i0 < 3 ? mr - i0 : 3, C + i0 * ldc, ldc, accumulate);
+        float *Ci = C + i0 * ldc;
+        STORE_ROW(0, Ci);
+        if (i0 + 1 < mr) STORE_ROW(1, Ci + ldc);
+        if (i0 + 2 < mr) STORE_ROW(2, Ci + 2 * ldc);
     }
 }
 
