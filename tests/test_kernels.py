@@ -135,6 +135,50 @@ def test_packed_gemm_ragged_shapes(isa, dtype, n, rows, cols):
     assert np.array_equal(got, _core.matmul(raw, dtype, cols, x, isa=isa, threads=1, path="gemm"))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "q8_0", "q4_0"])
+def test_packed_gemm_widens_exactly(isa, dtype):
+    """The packed GEMM on f16/bf16/q8_0/q4_0 weights gives bit for bit what it gives on the same values widened to
+    f32 beforehand (numpy's float16, the reference dequantiser): a weight panel is widened exactly and lands where
+    an f32 row would, also where q8_0 rows are dequantised while they are transposed (8 rows from one part; the
+    rows of a last partial group and of rows from two parts go through the rows first)."""
+    rng = np.random.default_rng(17)
+    rows, cols, n = 77, 32 * 19, 45  # 9 groups of 8 rows + 5; 2 K blocks + a short one
+    raw, wf = weight_raw(rng.normal(size=(rows, cols)).astype(np.float32), dtype)
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    f32 = np.ascontiguousarray(wf.astype(np.float32)).view(np.uint8)
+    got = _core.matmul(raw, dtype, cols, x, isa=isa, threads=2, path="gemm")
+    assert np.array_equal(got, _core.matmul(f32, "f32", cols, x, isa=isa, threads=2, path="gemm"))
+    parts = [raw[:37], raw[37:]]  # parts of one product: groups of 8 rows straddle the two
+    b = [None, None]
+    fused = _core.matmul_fused(parts, dtype, cols, x, b, "none", None, isa=isa, threads=2, path="gemm")
+    assert np.array_equal(fused, got)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act,residual", [("none", False), ("quick_gelu", True), ("gelu", True)])
+def test_packed_gemm_rows_do_not_depend_on_the_others(isa, act, residual):
+    """An activation row's outputs are the same bits whether the row sits in a full strip of MR rows or in the
+    last, partial one (the table's micro-kernel for fewer rows sums each output in the same order as the full
+    one), and so is the epilogue on it: every prefix of the rows gives the same first rows."""
+    rng = np.random.default_rng(23)
+    rows, cols, n = 70, 32 * 9, 57
+    raw, _ = weight_raw(rng.normal(size=(rows, cols)).astype(np.float32), "q8_0")
+    x = rng.normal(size=(n, cols)).astype(np.float32)
+    bias = [rng.normal(size=rows).astype(np.float32)]
+    res0 = rng.normal(size=(n, rows)).astype(np.float32)
+    full = _core.matmul(raw, "q8_0", cols, x, isa=isa, threads=2, path="gemm")
+    res_full = res0.copy() if residual else None
+    full_f = _core.matmul_fused([raw], "q8_0", cols, x, bias, act, res_full, isa=isa, threads=2, path="gemm")
+    for m in (1, 2, 3, 4, 5, 6, 7, 13, 15, 29, 43, 56):  # every remainder of the 4-, 6- and 14-row strips
+        assert np.array_equal(_core.matmul(raw, "q8_0", cols, x[:m], isa=isa, threads=2, path="gemm"), full[:m]), m
+        res = res0[:m].copy() if residual else None
+        y = _core.matmul_fused([raw], "q8_0", cols, x[:m], bias, act, res, isa=isa, threads=2, path="gemm")
+        assert np.array_equal(y, full_f[:m]), m
+        if residual:
+            assert np.array_equal(res, res_full[:m]), m
+
+
 def act_ref(y, act):
     """float64 activations as transformers defines them: quick_gelu y·σ(1.702y), gelu the exact erf form"""
     if act == "quick_gelu":
@@ -403,6 +447,19 @@ def test_decode_attention_kernels_match_float64(isa, hd, ld):
         if s_long is None:
             s_long = s
         assert np.array_equal(s, s_long[:n]), n
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_attention_query_rows_do_not_depend_on_the_others(isa):
+    """Bidirectional attention (the vision tower's): a query's output is the same bits whether it sits in a full
+    strip of MR queries or in the last, partial one (the micro-kernel for fewer rows sums as the full one does)."""
+    rng = np.random.default_rng(29)
+    nq, nkv, n_head, hd = 61, 90, 2, 40
+    q = rng.normal(size=(nq, n_head * hd)).astype(np.float32)
+    k, v = (rng.normal(size=(nkv, n_head * hd)).astype(np.float32) for _ in range(2))
+    full = _core.attention(q, k, v, n_head, n_head, False, isa=isa, threads=2)
+    for m in (9, 10, 11, 13, 15, 47, 57):  # past the few-query path (≤ 4); remainders of the 4-, 6-, 14-row strips
+        assert np.array_equal(_core.attention(q[:m], k, v, n_head, n_head, False, isa=isa, threads=2), full[:m]), m
 
 
 def run_with_isa(isa, code):

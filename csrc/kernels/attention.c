@@ -92,6 +92,14 @@ static float row_max(const float *x, long n, float m) {
     return m;
 }
 
+/* the micro-kernel on a strip of `rows` queries: the table's kernel for fewer rows on the last strip (rows of C
+ * past them are left as they are) */
+static void ukernel(const pr_kernels *u, int rows, long kc, const float *A, const float *B, float *C, long ldc,
+                    int accumulate) {
+    if (rows < u->gemm_mr) u->gemm_ukernel_rows(kc, A, B, C, ldc, accumulate, rows);
+    else u->gemm_ukernel(kc, A, B, C, ldc, accumulate);
+}
+
 static void attn_task(void *arg, int ith, int nth) {
     attn_job *j = arg;
     const pr_attn *a = j->a;
@@ -146,7 +154,7 @@ static void attn_task(void *arg, int ith, int nth) {
                 int ns = a->causal ? past + q0 + i0 + rows - k0 : nk; /* keys the strip's last query sees */
                 if (ns > nk) ns = nk;
                 if (ns <= 0) continue; /* none in this tile: the strip's m, l and O stay as they are */
-                for (long c = 0; c < ns; c += NR) u->gemm_ukernel(hd, Qp + (long)i0 * hd, Kp + c * hd, S + c, bkp, 0);
+                for (long c = 0; c < ns; c += NR) ukernel(u, rows, hd, Qp + (long)i0 * hd, Kp + c * hd, S + c, bkp, 0);
                 for (int i = 0; i < MR; i++) {
                     float *sr = S + (long)i * bkp;
                     int qi = i0 + i;
@@ -166,7 +174,7 @@ static void attn_task(void *arg, int ith, int nth) {
                 }
                 pack_rows(u, S, bkp, MR, MR, ns, Pp, MR); /* P k-major: ns steps of MR queries */
                 for (long e0 = 0; e0 < hdp; e0 += NR)
-                    u->gemm_ukernel(ns, Pp, Vp + e0 * BK, O + (long)i0 * hdp + e0, hdp, 1);
+                    ukernel(u, rows, ns, Pp, Vp + e0 * BK, O + (long)i0 * hdp + e0, hdp, 1);
             }
         }
         for (int i = 0; i < nq; i++) {

@@ -13,8 +13,9 @@
  *       micro-panels (the panel stays in L2).
  *
  * The first K block writes y, later ones accumulate: each y element is the sum of its K blocks in a fixed
- * order, whatever the thread count. Edges (n not a multiple of MR, rows not of NR) are packed with zeros and
- * go through a tile on the stack. The last K block of a tile also runs the epilogue (bias, activation,
+ * order, whatever the thread count. Edges are packed with zeros; the last strip of activations (n not a
+ * multiple of MR) takes the table's micro-kernel for fewer rows, the last weight rows (not a multiple of NR) a
+ * tile on the stack. The last K block of a tile also runs the epilogue (bias, activation,
  * residual) on it while it is in L1: the same tiles whatever the thread count, so the same results.
  *
  * Several weights of the same shape and dtype (a layer's q, k and v) can make one product: their rows are
@@ -96,9 +97,14 @@ static void widen(const gemm_job *j, long r, long k0, long kc, float *out) {
 static void pack_b(const gemm_job *j, long r0, long nc, long k0, long kc, float *bp, float *rows8) {
     long NR = j->k->gemm_nr;
     for (long g = 0; g < NR; g += 8) {
-        const float *f = j->W->type == PR_F32 && g + 8 <= nc ? (const float *)wrow(j, r0 + g) : NULL;
-        if (f && (const float *)wrow(j, r0 + g + 7) == f + 7 * j->cols) { /* f32 rows of one part: straight */
-            j->k->gemm_pack8(f + k0, j->cols, kc, bp + g, NR);
+        const char *w = g + 8 <= nc ? wrow(j, r0 + g) : NULL;
+        if (w && wrow(j, r0 + g + 7) != w + 7 * j->ldw) w = NULL; /* not 8 rows of one part */
+        if (w && j->W->type == PR_F32) { /* f32 rows: straight */
+            j->k->gemm_pack8((const float *)w + k0, j->cols, kc, bp + g, NR);
+            continue;
+        }
+        if (w && j->W->type == PR_Q8_0 && j->k->gemm_pack8_q8_0) { /* q8_0 rows: dequantised as they are transposed */
+            j->k->gemm_pack8_q8_0((const block_q8_0 *)w + k0 / PR_QK, j->ldw, kc, bp + g, NR);
             continue;
         }
         for (long i = 0; i < 8; i++) {
@@ -139,9 +145,8 @@ static void gemm_task(void *arg, int ith, int nth) {
                     j->y[i * j->rows + r] = (k0 ? j->y[i * j->rows + r] : 0.0f) + k->dot_f32(row, j->x + i * j->cols + k0, kc);
             }
         for (long c = r_begin; j->ep && c < r_end; c += NR) /* the tiles' segments: the same results */
-            for (long i = 0; i < j->n; i++)
-                pr_epilogue_row(k, j->ep, c, j->y + i * j->rows + c, j->ep->res ? j->ep->res + i * j->rows + c : NULL,
-                                r_end - c < NR ? r_end - c : NR);
+            pr_epilogue_tile(k, j->ep, c, j->y + c, j->ep->res ? j->ep->res + c : NULL, j->n,
+                             r_end - c < NR ? r_end - c : NR, j->rows);
         return;
     }
     float *rows8 = bp + j->kc * NR;
@@ -161,17 +166,16 @@ static void gemm_task(void *arg, int ith, int nth) {
                     float *y = j->y + i0 * j->rows + c;
                     if (mr == MR && nr == NR) {
                         k->gemm_ukernel(kc, a, bp, y, j->rows, acc);
+                    } else if (nr == NR) { /* the last strip: only its rows' work */
+                        k->gemm_ukernel_rows(kc, a, bp, y, j->rows, acc, (int)mr);
                     } else {
                         k->gemm_ukernel(kc, a, bp, tile, NR, 0);
                         for (long i = 0; i < mr; i++)
                             for (long q = 0; q < nr; q++)
                                 y[i * j->rows + q] = (acc ? y[i * j->rows + q] : 0.0f) + tile[i * NR + q];
                     }
-                    if (last && j->ep) {
-                        float *res = j->ep->res ? j->ep->res + i0 * j->rows + c : NULL;
-                        for (long i = 0; i < mr; i++)
-                            pr_epilogue_row(k, j->ep, c, y + i * j->rows, res ? res + i * j->rows : NULL, nr);
-                    }
+                    if (last && j->ep)
+                        pr_epilogue_tile(k, j->ep, c, y, j->ep->res ? j->ep->res + i0 * j->rows + c : NULL, mr, nr, j->rows);
                 }
             }
         }
@@ -180,7 +184,7 @@ static void gemm_task(void *arg, int ith, int nth) {
 
 int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *Ws, int n_w, const float *x, int n,
                    float *y, const pr_epilogue *ep) {
-    if (!k->gemm_ukernel || k->gemm_mr * k->gemm_nr > MAX_TILE || k->gemm_nr % 8 || n <= 0 || n_w < 1 ||
+    if (!k->gemm_ukernel || !k->gemm_ukernel_rows || k->gemm_mr * k->gemm_nr > MAX_TILE || k->gemm_nr % 8 || n <= 0 || n_w < 1 ||
         n_w > MAX_PARTS)
         return -1;
     const pr_tensor *W = Ws[0];

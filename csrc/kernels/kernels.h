@@ -56,19 +56,29 @@ typedef struct pr_kernels {
      * row, column j = weight row) = (accumulate ? C : 0) + Σ_k A[k·MR + i]·B[k·NR + j] over k < kc. NULL: no
      * packed path in this table. */
     void (*gemm_ukernel)(long kc, const float *A, const float *B, float *C, long ldc, int accumulate);
+    /* the same for only the first mr < MR rows of a strip (A still MR values per step; rows ≥ mr of C are not
+     * touched): the last strip of activations without a whole tile's work, each C element summed exactly as
+     * gemm_ukernel sums it */
+    void (*gemm_ukernel_rows)(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr);
     int gemm_mr, gemm_nr;
     /* its packing: dst[k·ldd + i] = src[i·ld + k] for 8 rows i and k < kc (8 widened weight rows into k-major
      * order, NR values apart) */
     void (*gemm_pack8)(const float *src, long ld, long kc, float *dst, long ldd);
+    /* the same from 8 q8_0 rows (ldw bytes apart; kc a multiple of 32, from a block boundary): dst[k·ldd + i] =
+     * the dequantised value, as dequantize_q8_0 gives it. NULL: dequantize_q8_0 into rows, then gemm_pack8. */
+    void (*gemm_pack8_q8_0)(const block_q8_0 *w, size_t ldw, long kc, float *dst, long ldd);
     /* machine limit for benchmarks: runs `iters` rounds of many independent chains of the table's widest
      * multiply-add of `kind` (0 f32 FMA, 1 bf16 pair dot product, 2 int8 quad dot product) and returns the
      * arithmetic operations done (2 per multiply-add); 0 if the table lacks that kind */
     double (*peak)(int kind, long iters);
-    /* element-wise: y = x·σ(x)·u (SwiGLU), x = x·σ(1.702x) (quick GELU), and
-     * x = exp(x − m) returning Σ x (softmax numerators) */
+    /* element-wise: y = x·σ(x)·u (SwiGLU), and x = exp(x − m) returning Σ x (softmax numerators) */
     void (*silu_mul)(float *x, const float *u, long n);
-    void (*quick_gelu)(float *x, long n);
     float (*exp_sum)(float *x, long n, float m);
+    /* the products' epilogue on rows × n values ld apart (a GEMM tile, or whole rows): y += bias (one value per
+     * column; NULL: none), then y = y·σ(1.702y) (quick GELU) if quick_gelu, then res += y (res: y's layout;
+     * NULL: none), one pass while the values are in registers. Each row is evaluated as one call of n values
+     * (vectors from its first column, the tail scalar), so results depend only on the segment, not on rows. */
+    void (*bias_act_res)(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res);
 } pr_kernels;
 
 extern const pr_kernels pr_kernels_scalar;
@@ -116,7 +126,7 @@ void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n,
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
 void pr_scalar_silu_mul(float *x, const float *u, long n);
-void pr_scalar_quick_gelu(float *x, long n);
+void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res);
 float pr_scalar_exp_sum(float *x, long n, float m);
 void pr_scalar_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 #endif

@@ -310,14 +310,19 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-static void quick_gelu(float *x, long n) {
-    const __m256 one = _mm256_set1_ps(1.0f), k = _mm256_set1_ps(-1.702f);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(k, v)))));
+static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+    const __m256 one = _mm256_set1_ps(1.0f), kq = _mm256_set1_ps(-1.702f);
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL) {
+        long i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(y + i);
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
+            if (quick_gelu) v = _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(kq, v))));
+            _mm256_storeu_ps(y + i, v);
+            if (res) _mm256_storeu_ps(res + i, _mm256_add_ps(_mm256_loadu_ps(res + i), v));
+        }
+        pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, quick_gelu, res ? res + i : NULL);
     }
-    pr_scalar_quick_gelu(x + i, n - i);
 }
 
 static float exp_sum(float *x, long n, float m) {
@@ -333,15 +338,17 @@ static float exp_sum(float *x, long n, float m) {
     return s;
 }
 
+/* row i of a tile (ci its first output) = (accumulate ? ci : 0) + its two accumulators */
+#define STORE_ROW(i, ci) do { \
+        if (accumulate) { c##i##0 = _mm256_add_ps(_mm256_loadu_ps(ci), c##i##0); \
+                          c##i##1 = _mm256_add_ps(_mm256_loadu_ps((ci) + 8), c##i##1); } \
+        _mm256_storeu_ps(ci, c##i##0); _mm256_storeu_ps((ci) + 8, c##i##1); } while (0)
+
 /* packed-GEMM micro-kernel (gemm.c), BLIS's Haswell/Zen shape: 6 activation rows × 16 weight rows in 12 ymm
- * accumulators; per k step 2 loads of B, 6 broadcasts of A, 12 FMAs */
+ * accumulators; per k step 2 loads of B, 6 broadcasts of A, 12 FMAs (named registers: GCC spills an array
+ * of them here) */
 #define ROW6(i) a = _mm256_broadcast_ss(A + 6 * k + i); \
     c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0); c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
-#define STORE6(i) do { \
-        float *ci = C + i * ldc; \
-        if (accumulate) { c##i##0 = _mm256_add_ps(_mm256_loadu_ps(ci), c##i##0); \
-                          c##i##1 = _mm256_add_ps(_mm256_loadu_ps(ci + 8), c##i##1); } \
-        _mm256_storeu_ps(ci, c##i##0); _mm256_storeu_ps(ci + 8, c##i##1); } while (0)
 static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long ldc, int accumulate) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00, a, b0, b1;
@@ -350,7 +357,28 @@ static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long
         b1 = _mm256_loadu_ps(B + 16 * k + 8);
         ROW6(0) ROW6(1) ROW6(2) ROW6(3) ROW6(4) ROW6(5)
     }
-    STORE6(0); STORE6(1); STORE6(2); STORE6(3); STORE6(4); STORE6(5);
+    STORE_ROW(0, C); STORE_ROW(1, C + ldc); STORE_ROW(2, C + 2 * ldc);
+    STORE_ROW(3, C + 3 * ldc); STORE_ROW(4, C + 4 * ldc); STORE_ROW(5, C + 5 * ldc);
+}
+
+/* the first mr < 6 rows of a strip, 3 at a time (6 accumulators; rows of a group past mr repeat row mr − 1
+ * and are not stored): per element the same FMA chain as gemm_ukernel */
+#define ROW3(i) a = _mm256_broadcast_ss(A + 6 * k + o##i); \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0); c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
+static void gemm_ukernel_rows(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr) {
+    for (int i0 = 0; i0 < mr; i0 += 3) {
+        int o0 = i0, o1 = i0 + 1 < mr ? i0 + 1 : mr - 1, o2 = i0 + 2 < mr ? i0 + 2 : mr - 1;
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, a, b0, b1;
+        for (long k = 0; k < kc; k++) {
+            b0 = _mm256_loadu_ps(B + 16 * k);
+            b1 = _mm256_loadu_ps(B + 16 * k + 8);
+            ROW3(0) ROW3(1) ROW3(2)
+        }
+        float *Ci = C + i0 * ldc;
+        STORE_ROW(0, Ci);
+        if (i0 + 1 < mr) STORE_ROW(1, Ci + ldc);
+        if (i0 + 2 < mr) STORE_ROW(2, Ci + 2 * ldc);
+    }
 }
 
 /* FMA peak: 12 independent chains (latency 4 × 2 FMA pipes = 8 in flight is enough; 12 leaves margin) */
@@ -376,6 +404,7 @@ const pr_kernels pr_kernels_avx2 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 6, .gemm_nr = 16, .gemm_pack8 = gemm_pack8, .peak = peak,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 6, .gemm_nr = 16,
+    .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak,
+    .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };

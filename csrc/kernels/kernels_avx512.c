@@ -194,14 +194,19 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-static void quick_gelu(float *x, long n) {
-    const __m512 one = _mm512_set1_ps(1.0f), k = _mm512_set1_ps(-1.702f);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        _mm512_storeu_ps(x + i, _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(k, v)))));
+static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+    const __m512 one = _mm512_set1_ps(1.0f), kq = _mm512_set1_ps(-1.702f);
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL) {
+        long i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m512 v = _mm512_loadu_ps(y + i);
+            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + i));
+            if (quick_gelu) v = _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(kq, v))));
+            _mm512_storeu_ps(y + i, v);
+            if (res) _mm512_storeu_ps(res + i, _mm512_add_ps(_mm512_loadu_ps(res + i), v));
+        }
+        pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, quick_gelu, res ? res + i : NULL);
     }
-    pr_scalar_quick_gelu(x + i, n - i);
 }
 
 static float exp_sum(float *x, long n, float m) {
@@ -217,6 +222,19 @@ static float exp_sum(float *x, long n, float m) {
     return s;
 }
 
+/* C rows [0, n) (ldc apart) = (accumulate ? C : 0) + c: the micro-kernels' accumulators out */
+static inline void store_rows(__m512 (*c)[2], int n, float *C, long ldc, int accumulate) {
+    for (int i = 0; i < n; i++) {
+        float *ci = C + i * ldc;
+        if (accumulate) {
+            c[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]);
+            c[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]);
+        }
+        _mm512_storeu_ps(ci, c[i][0]);
+        _mm512_storeu_ps(ci + 16, c[i][1]);
+    }
+}
+
 /* packed-GEMM micro-kernel (gemm.c): 14 activation rows × 32 weight rows in 28 of the 32 zmm registers; per
  * k step 2 loads of B, 14 broadcasts of A, 28 FMAs */
 #define ROW14(i) a = _mm512_set1_ps(A[14 * k + i]); \
@@ -230,14 +248,27 @@ static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long
         ROW14(0) ROW14(1) ROW14(2) ROW14(3) ROW14(4) ROW14(5) ROW14(6)
         ROW14(7) ROW14(8) ROW14(9) ROW14(10) ROW14(11) ROW14(12) ROW14(13)
     }
-    for (int i = 0; i < 14; i++) {
-        float *ci = C + i * ldc;
-        if (accumulate) {
-            c[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), c[i][0]);
-            c[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), c[i][1]);
+    store_rows(c, 14, C, ldc, accumulate);
+}
+
+/* the first mr < 14 rows of a strip, 4 at a time (8 accumulators; rows of a group past mr repeat row mr − 1
+ * and are not stored): per element the same FMA chain as gemm_ukernel */
+#define ROW4(i) a = _mm512_set1_ps(A[14 * k + o[i]]); \
+    c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]); c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+static void gemm_ukernel_rows(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr) {
+    for (int i0 = 0; i0 < mr; i0 += 4) {
+        int o[4];
+        __m512 c[4][2], a, b0, b1;
+        for (int i = 0; i < 4; i++) {
+            o[i] = i0 + i < mr ? i0 + i : mr - 1;
+            c[i][0] = c[i][1] = _mm512_setzero_ps();
         }
-        _mm512_storeu_ps(ci, c[i][0]);
-        _mm512_storeu_ps(ci + 16, c[i][1]);
+        for (long k = 0; k < kc; k++) {
+            b0 = _mm512_loadu_ps(B + 32 * k);
+            b1 = _mm512_loadu_ps(B + 32 * k + 16);
+            ROW4(0) ROW4(1) ROW4(2) ROW4(3)
+        }
+        store_rows(c, mr - i0 < 4 ? mr - i0 : 4, C + i0 * ldc, ldc, accumulate);
     }
 }
 
@@ -266,8 +297,9 @@ const pr_kernels pr_kernels_avx512 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
+    .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak,
+    .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };
 
 #if defined(__GNUC__) && !defined(__clang__) && !defined(PR_EMULATE_AVX512)
@@ -548,6 +580,7 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 14, .gemm_nr = 32, .gemm_pack8 = gemm_pack8, .peak = peak_bf16_vnni,
-    .silu_mul = silu_mul, .quick_gelu = quick_gelu, .exp_sum = exp_sum,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
+    .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak_bf16_vnni,
+    .silu_mul = silu_mul, .bias_act_res = bias_act_res, .exp_sum = exp_sum,
 };

@@ -194,5 +194,5 @@ const pr_kernels pr_kernels_neon = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
-    .silu_mul = pr_scalar_silu_mul, .quick_gelu = pr_scalar_quick_gelu, .exp_sum = pr_scalar_exp_sum,
+    .silu_mul = pr_scalar_silu_mul, .bias_act_res = pr_scalar_bias_act_res, .exp_sum = pr_scalar_exp_sum,
 };

@@ -102,13 +102,17 @@ static void gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx,
 }
 
 /* the reference micro-kernel of the packed GEMM (gemm.c): a 4 × 8 tile */
-static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long ldc, int accumulate) {
+static void gemm_ukernel_rows(long kc, const float *A, const float *B, float *C, long ldc, int accumulate, int mr) {
     float c[4][8] = {{0}};
     for (long k = 0; k < kc; k++)
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < mr; i++)
             for (int j = 0; j < 8; j++) c[i][j] += A[k * 4 + i] * B[k * 8 + j];
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < mr; i++)
         for (int j = 0; j < 8; j++) C[i * ldc + j] = (accumulate ? C[i * ldc + j] : 0.0f) + c[i][j];
+}
+
+static void gemm_ukernel(long kc, const float *A, const float *B, float *C, long ldc, int accumulate) {
+    gemm_ukernel_rows(kc, A, B, C, ldc, accumulate, 4);
 }
 
 static void gemm_pack8(const float *src, long ld, long kc, float *dst, long ldd) {
@@ -120,8 +124,14 @@ void pr_scalar_silu_mul(float *x, const float *u, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
 }
 
-void pr_scalar_quick_gelu(float *x, long n) {
-    for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL)
+        for (long i = 0; i < n; i++) {
+            float v = bias ? y[i] + bias[i] : y[i];
+            if (quick_gelu) v = v / (1.0f + expf(-1.702f * v));
+            y[i] = v;
+            if (res) res[i] += v;
+        }
 }
 
 float pr_scalar_exp_sum(float *x, long n, float m) {
@@ -138,6 +148,6 @@ const pr_kernels pr_kernels_scalar = {
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
     .dequantize_q8_0 = pr_dequantize_row_q8_0, .dequantize_q4_0 = pr_dequantize_row_q4_0,
     .gemm_q8_0 = gemm_q8_0, .gemm_q4_0 = gemm_q4_0, .gemm_bf16 = NULL,
-    .gemm_ukernel = gemm_ukernel, .gemm_mr = 4, .gemm_nr = 8, .gemm_pack8 = gemm_pack8,
-    .silu_mul = pr_scalar_silu_mul, .quick_gelu = pr_scalar_quick_gelu, .exp_sum = pr_scalar_exp_sum,
+    .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 4, .gemm_nr = 8, .gemm_pack8 = gemm_pack8,
+    .silu_mul = pr_scalar_silu_mul, .bias_act_res = pr_scalar_bias_act_res, .exp_sum = pr_scalar_exp_sum,
 };

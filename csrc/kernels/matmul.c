@@ -269,14 +269,19 @@ void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *
 
 static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
 
-void pr_epilogue_row(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long len) {
-    if (ep->bias)
-        for (long q = 0; q < len; q++) y[q] += ep->bias[c0 + q];
-    if (ep->act == PR_ACT_QUICK_GELU) k->quick_gelu(y, len); /* x·σ(1.702x) */
-    else if (ep->act == PR_ACT_GELU)
-        for (long q = 0; q < len; q++) y[q] = gelu_erf(y[q]);
-    if (res)
-        for (long q = 0; q < len; q++) res[q] += y[q];
+void pr_epilogue_tile(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long rows, long len,
+                      long ld) {
+    const float *bias = ep->bias ? ep->bias + c0 : NULL;
+    if (ep->act != PR_ACT_GELU) { /* bias, x·σ(1.702x), residual: one pass in the table's registers */
+        k->bias_act_res(y, ld, rows, len, bias, ep->act == PR_ACT_QUICK_GELU, res);
+        return;
+    }
+    k->bias_act_res(y, ld, rows, len, bias, 0, NULL);
+    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL)
+        for (long q = 0; q < len; q++) {
+            y[q] = gelu_erf(y[q]);
+            if (res) res[q] += y[q];
+        }
 }
 
 typedef struct {
@@ -291,8 +296,8 @@ static void epilogue_task(void *arg, int ith, int nth) {
     const epilogue_job *e = arg;
     long i0, i1;
     pr_split_range(e->n, ith, nth, &i0, &i1);
-    for (long i = i0; i < i1; i++)
-        pr_epilogue_row(e->k, e->ep, 0, e->y + i * e->cols, e->ep->res ? e->ep->res + i * e->cols : NULL, e->cols);
+    pr_epilogue_tile(e->k, e->ep, 0, e->y + i0 * e->cols, e->ep->res ? e->ep->res + i0 * e->cols : NULL, i1 - i0, e->cols,
+                     e->cols);
 }
 
 int pr_matmul_fused(pr_pool *pool, const pr_tensor *const *W, const pr_tensor *const *bias, int n_w, const float *x,

@@ -28,9 +28,10 @@ typedef struct pr_epilogue {
 } pr_epilogue;
 #define PR_ACT_NONE (-1)
 
-/* One row segment: y[0..len) are columns c0 .. c0 + len of an output row, res the same columns of its
- * residual row (or NULL). */
-void pr_epilogue_row(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long len);
+/* rows × len outputs ld apart: columns c0 .. c0 + len of output rows (a GEMM tile, or whole rows), res the same
+ * columns of their residual rows (or NULL). Each row segment is evaluated the same way whatever `rows` is. */
+void pr_epilogue_tile(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long rows, long len,
+                      long ld);
 
 /* A layer's products of one input and the element-wise steps after them: y[n × R] = x · [W_0; ...; W_{n_w−1}]ᵀ
  * (R: the weights' rows together, y's columns), + the biases (bias[p] NULL: none), the activation act

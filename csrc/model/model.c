@@ -78,12 +78,20 @@ void pr_rmsnorm(float *out, const float *x, const pr_tensor *w, long n, float ep
     for (long i = 0; i < n; i++) out[i] = g[i] * (x[i] * inv);
 }
 
+/* Σ x_i (c = 0, square = 0) or Σ (x_i − c)² in 16 interleaved partial sums, which the compiler keeps in vector
+ * registers (one running sum would be a chain of n dependent additions: 1.6 % of CLIP-L's encode time) */
+static float sum16(const float *x, long n, float c, int square) {
+    float acc[16] = {0}, s = 0;
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += square ? (x[i + l] - c) * (x[i + l] - c) : x[i + l];
+    for (; i < n; i++) s += square ? (x[i] - c) * (x[i] - c) : x[i];
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
 void pr_layernorm(float *out, const float *x, const pr_tensor *w, const pr_tensor *b, long n, float eps) {
-    float mean = 0, var = 0;
-    for (long i = 0; i < n; i++) mean += x[i];
-    mean /= (float)n;
-    for (long i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
-    var /= (float)n;
+    float mean = sum16(x, n, 0, 0) / (float)n, var = sum16(x, n, mean, 1) / (float)n;
     float inv = 1.0f / sqrtf(var + eps);
     const float *g = pr_f32(w), *bb = pr_f32(b);
     for (long i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * g[i] + bb[i];

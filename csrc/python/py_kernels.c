@@ -322,7 +322,7 @@ static PyObject *py_elementwise(PyObject *self, PyObject *args) {
         k->silu_mul(xp, PyArray_DATA(u), n);
         Py_DECREF(u);
     } else if (!strcmp(name, "quick_gelu")) {
-        k->quick_gelu(xp, n);
+        k->bias_act_res(xp, n, 1, n, NULL, 1, NULL);
     } else if (!strcmp(name, "exp_sum")) {
         sum = k->exp_sum(xp, n, m);
     } else if (!strcmp(name, "f16") || !strcmp(name, "bf16")) {
