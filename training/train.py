@@ -178,16 +178,36 @@ def dihedral(pixels, k):
     return torch.rot90(pixels, k & 3, dims=(-2, -1))
 
 
+def tower_heads(model):
+    """Stage 0's linear heads on the tower's pooled features (CLS row and mean patch row)."""
+    d = model.vision_config.hidden_size
+    return torch.nn.ModuleDict({"colour": torch.nn.Linear(2 * d, len(data.COLOURS)),
+                                "shape": torch.nn.Linear(2 * d, len(data.SHAPES)),
+                                "count": torch.nn.Linear(2 * d, len(data.COUNTS))})
+
+
+def load_tower(model, ckpt):
+    """Stage 0's result taken from `ckpt` instead of trained again (--tower-from): its tower's weights. The tower is
+    frozen after stage 0, so any checkpoint of a run with the same tower options holds exactly that tower. Also
+    draws stage 0's heads, which are then thrown away, so that torch's random stream — and so the rest of the
+    run — is the same as in the run that trained the tower."""
+    with torch.random.fork_rng():  # loading builds a model, whose initialisation draws random numbers
+        source = ParrotQwen2ForCausalLM.from_pretrained(ckpt)
+    for key in ("image_size", "patch_size", "hidden_size", "num_hidden_layers"):
+        if getattr(source.vision_config, key) != getattr(model.vision_config, key):
+            raise ValueError(f"--tower-from {ckpt}: vision {key} {getattr(source.vision_config, key)} "
+                             f"!= this run's {getattr(model.vision_config, key)}")
+    model.model.vision_tower.load_state_dict(source.model.vision_tower.state_dict())
+    tower_heads(model)
+
+
 def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment=False):
     """Stage 0, standing in for CLIP's own pretraining (Parrot starts from a pretrained, frozen CLIP; none exists
     here): the tower learns colour, shape and count as classification from its selected layer (CLS row and mean
     of the patch rows), with linear heads that are thrown away afterwards. `augment`: every batch flipped or
     turned (one of 8, at random), so the tower sees 8 times the pool's pictures and learns it less by heart."""
     tower = model.model.vision_tower.vision_tower.vision_model
-    d = model.vision_config.hidden_size
-    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(2 * d, len(data.COLOURS)),
-                                 "shape": torch.nn.Linear(2 * d, len(data.SHAPES)),
-                                 "count": torch.nn.Linear(2 * d, len(data.COUNTS))})
+    heads = tower_heads(model)
     labels = {"colour": torch.tensor([data.COLOURS.index(s["colour"]) for s in sampler.scenes]),
               "shape": torch.tensor([data.SHAPES.index(s["shape"]) for s in sampler.scenes]),
               "count": torch.tensor([data.COUNTS.index(s["count"]) for s in sampler.scenes])}
@@ -304,12 +324,14 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
-          augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0):
+          augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
     `more_phrasings` adds data.MORE_PHRASINGS, `stage2_lr` is stage 2's own peak learning rate (default `lr`),
-    `balance` weighs balance_loss in stage 2."""
+    `balance` weighs balance_loss in stage 2. `tower_from`: stage 0's tower taken from that checkpoint (load_tower;
+    tower_steps must be 0); with the checkpoint of a run with the same tower options, the same result as that run's
+    options would give."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -335,6 +357,10 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
+    if tower_from:
+        assert tower_steps == 0 and not init, "--tower-from replaces stage 0 of a new model"
+        load_tower(model, tower_from)
+        print(f"tower from {tower_from}", flush=True)
     if tower_steps:
         pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0, augment)
         print(f"tower done t {time.time() - t0:.0f}s cpu {_cpu_seconds():.0f}s", flush=True)
@@ -398,6 +424,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
                               f"--stage1-steps {stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} "
                               f"--pool {pool} --lr {lr:g} --data {'people' if people else 'shapes'}"
                               + (f" --init {init}" if init else f" --image-size {image_size} --patch-size {patch_size}")
+                              + (f" --tower-from {tower_from}" if tower_from else "")
                               + extra,
                    "wall_seconds": round(elapsed), "cpu_seconds": round(cpu_seconds), "torch": torch.__version__}, f, indent=2)
     print(f"saved {out_dir} after {elapsed:.0f}s wall, {cpu_seconds:.0f}s CPU", flush=True)
@@ -433,6 +460,8 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of every stage")
     ap.add_argument("--init", default=None, help="continue stage 2 from this checkpoint (with --tower-steps 0 "
                     "--stage1-steps 0)")
+    ap.add_argument("--tower-from", default=None, help="take stage 0's tower from this checkpoint of a run with the "
+                    "same tower options instead of training it (with --tower-steps 0)")
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
                     help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
     ap.add_argument("--log-every", type=int, default=50)
@@ -452,7 +481,7 @@ def main():
           stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool, lr=args.lr,
           people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
-          stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every)
+          stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from)
 
 
 if __name__ == "__main__":
