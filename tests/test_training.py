@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -45,3 +46,37 @@ def test_tower_from_refuses_a_tower_of_another_size(full_run, tmp_path):
                         str(full_run[0]), "--out", str(tmp_path / "x")], env=env, cwd=ROOT, capture_output=True,
                        text=True)
     assert r.returncode != 0 and "vision image_size 96 != this run's 64" in r.stderr
+
+
+def _lr_expected(steps, peak):
+    """Linear warm-up over min(100, steps // 10) steps (at least 1), then cosine from the peak down to 10 % of it,
+    written out in numpy."""
+    s = np.arange(steps)
+    warm = max(1, min(100, steps // 10))
+    return peak * np.minimum(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + np.cos(np.pi * s / steps)))
+
+
+def test_stage2_restart_runs_two_schedules(tmp_path, monkeypatch):
+    """--stage2-restart N: align, then N stage-2 steps on --lr's schedule, then the rest on a fresh schedule at
+    --stage2-lr. The learning rate of every optimizer step, recorded from torch's AdamW, against the schedule
+    computed in numpy; each part has its own optimizer (AdamW is built once per part)."""
+    import torch
+    from training import train as T
+    seen = []  # (optimizer id, lr) of every step
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        seen.append((id(self), self.param_groups[0]["lr"]))
+        return real_step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    threads = torch.get_num_threads()
+    try:
+        T.train(str(tmp_path / "ck"), threads=1, tower_steps=0, stage1_steps=12, stage2_steps=30, stage2_restart=20,
+                batch_size=3, pool=16, lr=2e-3, stage2_lr=1e-3, log_every=100)
+    finally:
+        torch.set_num_threads(threads)
+    want = np.concatenate([_lr_expected(12, 2e-3), _lr_expected(20, 2e-3), _lr_expected(10, 1e-3)])
+    np.testing.assert_allclose([lr for _, lr in seen], want, rtol=1e-12)
+    owners = [o for o, _ in seen]
+    assert [len(set(owners[a:b])) for a, b in ((0, 12), (12, 32), (32, 42))] == [1, 1, 1]
+    assert len({owners[0], owners[12], owners[32]}) == 3

@@ -324,12 +324,15 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
-          augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None):
+          augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
+          stage2_restart=0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
     `more_phrasings` adds data.MORE_PHRASINGS, `stage2_lr` is stage 2's own peak learning rate (default `lr`),
-    `balance` weighs balance_loss in stage 2. `tower_from`: stage 0's tower taken from that checkpoint (load_tower;
+    `balance` weighs balance_loss in stage 2. `stage2_restart` N: stage 2's first N steps at `lr`, then the rest
+    with a fresh schedule, optimizer and option head at `stage2_lr` (as run 2, the only run whose multiple choice
+    read colour, continued run 1; training/README.md). `tower_from`: stage 0's tower taken from that checkpoint (load_tower;
     tower_steps must be 0); with the checkpoint of a run with the same tower options, the same result as that run's
     options would give."""
     torch.set_num_threads(threads)
@@ -370,6 +373,10 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     feats = None
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
               ("moe", stage2_steps, data.LANGS, 0.6, True, False, stage2_lr or lr)]
+    if stage2_restart:
+        assert 0 < stage2_restart < stage2_steps, "--stage2-restart splits stage 2"
+        stages[1:] = [("moe", stage2_restart, data.LANGS, 0.6, True, False, lr),
+                      ("moe2", stage2_steps - stage2_restart, data.LANGS, 0.6, True, False, stage2_lr or lr)]
     for name, steps, langs, mc_prob, use_moe, train_tower, stage_lr in stages:
         if steps == 0:
             continue
@@ -378,7 +385,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         model.model.vision_tower.requires_grad_(train_tower)
         if not train_tower and feats is None:
             feats = tower_features(model, sampler.pixels)
-        if use_moe and not init:
+        if name == "moe" and not init:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
             # decoder's residual updates; in 4 of the 5 runs made with 0.1, colour fell to chance in stage 2.)
@@ -418,7 +425,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     cpu_seconds = _cpu_seconds()
     extra = ((" --augment" if augment else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
-             + (f" --balance {balance:g}" if balance else ""))
+             + (f" --balance {balance:g}" if balance else "")
+             + (f" --stage2-restart {stage2_restart}" if stage2_restart else ""))
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
                               f"--stage1-steps {stage1_steps} --stage2-steps {stage2_steps} --batch-size {batch_size} "
@@ -441,8 +449,14 @@ def _cpu_seconds():
 # 96 px tower with flips/turns, a fifth of the pool from the first generator (the demo's plain pictures), 5 more
 # wordings per kind in en/pt/tr, one long stage 2 at a lower peak (multiple choice formed at 1e-3 in run 2, not
 # at 2e-3 in run 1) and a routing-balance loss against the MoE sending everything to one expert.
+# people3 (session 8): people2's tower and data; stage 2 without the balance loss (its routing stayed uniform per
+# conversation, and colour multiple choice did not form) and in two parts, as runs 1 + 2 were: 2500 steps at 2e-3,
+# then 2000 restarted at 1e-3.
 RECIPES = {"people2": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
-                           shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_lr=1e-3, balance=0.1)}
+                           shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_lr=1e-3, balance=0.1),
+           "people3": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
+                           shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_restart=2500,
+                           stage2_lr=1e-3)}
 
 
 def main():
@@ -471,6 +485,8 @@ def main():
     ap.add_argument("--more-phrasings", action="store_true", help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
+    ap.add_argument("--stage2-restart", type=int, default=0, help="stage 2's first N steps at --lr, the rest "
+                    "restarted (schedule, optimizer, option head) at --stage2-lr")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                     help="a named set of these options (RECIPES); options given explicitly override it")
     recipe = ap.parse_known_args()[0].recipe
@@ -481,7 +497,8 @@ def main():
           stage2_steps=args.stage2_steps, batch_size=args.batch_size, pool=args.pool, lr=args.lr,
           people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
-          stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from)
+          stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
+          stage2_restart=args.stage2_restart)
 
 
 if __name__ == "__main__":
