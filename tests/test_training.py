@@ -80,3 +80,18 @@ def test_stage2_restart_runs_two_schedules(tmp_path, monkeypatch):
     owners = [o for o, _ in seen]
     assert [len(set(owners[a:b])) for a, b in ((0, 12), (12, 32), (32, 42))] == [1, 1, 1]
     assert len({owners[0], owners[12], owners[32]}) == 3
+
+
+def test_option_probe_reads_a_linear_rule_and_not_noise():
+    """training.option_probe's probe: balanced accuracy against the formula by hand; on held-out points whose
+    label is a linear rule (1 right option in 4, as in multiple choice) it is near 1, on random labels near 0.5
+    (0.5 +- 0.1: the standard deviation of a balanced accuracy over 500/1500 test points is ~0.013)."""
+    from training.option_probe import balanced_accuracy, fit_probe
+    assert balanced_accuracy([1, 0, 0, 1, 1], [1, 1, 0, 0, 0]) == 0.5 * (1 / 2 + 1 / 3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4000, 32))
+    score = x @ rng.standard_normal(32)
+    y = score > np.quantile(score, 0.75)
+    assert balanced_accuracy(fit_probe(x[:2000], y[:2000])(x[2000:]), y[2000:]) > 0.95
+    noise = rng.permutation(y)
+    assert abs(balanced_accuracy(fit_probe(x[:2000], noise[:2000])(x[2000:]), noise[2000:]) - 0.5) < 0.1
