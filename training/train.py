@@ -453,9 +453,9 @@ def _cpu_seconds():
 # 96 px tower with flips/turns, a fifth of the pool from the first generator (the demo's plain pictures), 5 more
 # wordings per kind in en/pt/tr, one long stage 2 at a lower peak (multiple choice formed at 1e-3 in run 2, not
 # at 2e-3 in run 1) and a routing-balance loss against the MoE sending everything to one expert.
-# people3 (session 8): people2's tower and data; stage 2 without the balance loss (its routing stayed uniform per
-# conversation, and colour multiple choice did not form) and in two parts, as runs 1 + 2 were: 2500 steps at 2e-3,
-# then 2000 restarted at 1e-3.
+# people3 (session 8, run 4): people2's tower and data; stage 2 without the balance loss and in two parts, as runs
+# 1 + 2 were: 2500 steps at 2e-3, then 2000 restarted at 1e-3. Colour multiple choice still did not form, so the
+# cause lies in the tower or data people2 and people3 share (training/README.md, run 4).
 RECIPES = {"people2": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
                            shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_lr=1e-3, balance=0.1),
            "people3": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
