@@ -1,0 +1,97 @@
+"""training/train.py's options that change how a run is made, not what it learns."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a few steps of every stage on a small pool, people data with the options of the people recipes
+TINY = ["--data", "people", "--image-size", "96", "--patch-size", "12", "--pool", "48", "--stage1-steps", "3",
+        "--stage2-steps", "3", "--batch-size", "4", "--threads", "1", "--augment", "--more-phrasings",
+        "--shapes-share", "0.2", "--balance", "0.1"]
+
+
+def _train(out, *args):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    subprocess.run([sys.executable, "-m", "training.train", *TINY, *args, "--out", str(out)], check=True, env=env,
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    with open(os.path.join(out, "model-00001-of-00001.safetensors"), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, _train(out, "--tower-steps", "4")
+
+
+def test_tower_from_a_checkpoint_gives_the_same_model_as_training_the_tower(full_run, tmp_path):
+    """--tower-from CKPT --tower-steps 0 replaces stage 0 by CKPT's tower: with the checkpoint of a run with the
+    same options, every weight of the result is byte for byte that run's (the tower is frozen after stage 0, and
+    torch's random stream is left as stage 0 leaves it). Without stage 0 (an untrained tower) the weights differ,
+    so the comparison can fail."""
+    full_dir, full = full_run
+    assert _train(tmp_path / "again", "--tower-steps", "0", "--tower-from", str(full_dir)) == full
+    assert _train(tmp_path / "untrained", "--tower-steps", "0") != full
+
+
+def test_tower_from_refuses_a_tower_of_another_size(full_run, tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    args = [a if a != "96" else "64" for a in TINY]
+    args[args.index("--patch-size") + 1] = "8"
+    r = subprocess.run([sys.executable, "-m", "training.train", *args, "--tower-steps", "0", "--tower-from",
+                        str(full_run[0]), "--out", str(tmp_path / "x")], env=env, cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "vision image_size 96 != this run's 64" in r.stderr
+
+
+def _lr_expected(steps, peak):
+    """Linear warm-up over min(100, steps // 10) steps (at least 1), then cosine from the peak down to 10 % of it,
+    written out in numpy."""
+    s = np.arange(steps)
+    warm = max(1, min(100, steps // 10))
+    return peak * np.minimum(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + np.cos(np.pi * s / steps)))
+
+
+def test_stage2_restart_runs_two_schedules(tmp_path, monkeypatch):
+    """--stage2-restart N: align, then N stage-2 steps on --lr's schedule, then the rest on a fresh schedule at
+    --stage2-lr. The learning rate of every optimizer step, recorded from torch's AdamW, against the schedule
+    computed in numpy; each part has its own optimizer (AdamW is built once per part)."""
+    import torch
+    from training import train as T
+    seen = []  # (optimizer id, lr) of every step
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        seen.append((id(self), self.param_groups[0]["lr"]))
+        return real_step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    threads = torch.get_num_threads()
+    try:
+        T.train(str(tmp_path / "ck"), threads=1, tower_steps=0, stage1_steps=12, stage2_steps=30, stage2_restart=20,
+                batch_size=3, pool=16, lr=2e-3, stage2_lr=1e-3, log_every=100)
+    finally:
+        torch.set_num_threads(threads)
+    want = np.concatenate([_lr_expected(12, 2e-3), _lr_expected(20, 2e-3), _lr_expected(10, 1e-3)])
+    np.testing.assert_allclose([lr for _, lr in seen], want, rtol=1e-12)
+    owners = [o for o, _ in seen]
+    assert [len(set(owners[a:b])) for a, b in ((0, 12), (12, 32), (32, 42))] == [1, 1, 1]
+    assert len({owners[0], owners[12], owners[32]}) == 3
+
+
+def test_option_probe_reads_a_linear_rule_and_not_noise():
+    """training.option_probe's probe: balanced accuracy against the formula by hand; on held-out points whose
+    label is a linear rule (1 right option in 4, as in multiple choice) it is near 1, on random labels near 0.5
+    (0.5 +- 0.1: the standard deviation of a balanced accuracy over 500/1500 test points is ~0.013)."""
+    from training.option_probe import balanced_accuracy, fit_probe
+    assert balanced_accuracy([1, 0, 0, 1, 1], [1, 1, 0, 0, 0]) == 0.5 * (1 / 2 + 1 / 3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4000, 32))
+    score = x @ rng.standard_normal(32)
+    y = score > np.quantile(score, 0.75)
+    assert balanced_accuracy(fit_probe(x[:2000], y[:2000])(x[2000:]), y[2000:]) > 0.95
+    noise = rng.permutation(y)
+    assert abs(balanced_accuracy(fit_probe(x[:2000], noise[:2000])(x[2000:]), noise[2000:]) - 0.5) < 0.1
