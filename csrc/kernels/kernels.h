@@ -117,9 +117,10 @@ static inline void pr_prefetch_row(const uint16_t *row, long n) {
     for (; line < end; line += 64) __builtin_prefetch((const void *)line);
 }
 
-/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 weighted sum of the
- * decode attention, every AVX-512 table's. */
+/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 q4_0 dequantiser and
+ * weighted sum of the decode attention, every AVX-512 table's. */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+void pr_avx2_dequantize_q4_0(const block_q4_0 *x, float *y, long n);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 

@@ -104,11 +104,6 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
 }
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
-static inline __m256i unpack_q4_0(const uint8_t *qs) {
-    __m128i b = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
-}
 static void quantize_q8_0(const float *x, block_q8_0 *y, long n) {
     for (long b = 0; b < n / PR_QK; b++, x += PR_QK) {
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
@@ -152,16 +147,6 @@ static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
                                                       _mm_loadu_si128((const __m128i *)(x[b].qs + 16))))));
     }
 }
-
-static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
-    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
-        __m512 d = _mm512_set1_ps(f16(x[b].d));
-        __m256i v = unpack_q4_0(x[b].qs);
-        _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)))));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)))));
-    }
-}
-
 
 /* exp as in kernels_avx2.c, 16 lanes */
 static inline __m512 exp16(__m512 x) {
@@ -295,7 +280,7 @@ const pr_kernels pr_kernels_avx512 = {
     .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
-    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = pr_avx2_dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
     .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak,
@@ -432,7 +417,47 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
     }
 }
 
-/* One pass: R weight rows × A activation rows over all nb blocks, in pairs. */
+/* One step over a q4_0 group (quant.h): blocks b..b+3 of R weight rows × A activation rows. One 64-byte
+ * load per row gives the pairs (b, b+1) in its low nibbles and (b+2, b+3) in its high ones, both in value
+ * order as the activations are stored, and one 8-byte load its 4 scales: no shuffle of weights, and per
+ * pair a dot product, its scales' permute and the multiply-add. */
+ALWAYS_INLINE void mv_group(int R, int A, const char *W, long ldw, const char *X, long ldx, long b, long pf_rows,
+                            __m512 acc[MV_ROWS][MV_ACTS]) {
+    __m512i xq[MV_ACTS][2], corr[MV_ACTS][2];
+    __m128 dx[MV_ACTS];
+    const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m512i mask = _mm512_set1_epi8(0x0f);
+    for (int j = 0; j < A; j++) {
+        const block_q8_0 *x = (const block_q8_0 *)(X + j * ldx) + b;
+        for (int p = 0; p < 2; p++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)x[2 * p].qs), x1 = _mm256_loadu_si256((const __m256i *)x[2 * p + 1].qs);
+            xq[j][p] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+            corr[j][p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xq[j][p]));
+        }
+        dx[j] = _mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0));
+    }
+    for (int r = 0; r < R; r++) {
+        /* the group's 72 bytes of row r + pf_rows: the one or two lines they span */
+        const char *pf = W + (r + pf_rows) * ldw + b * (long)sizeof(block_q4_0);
+        __builtin_prefetch(pf);
+        __builtin_prefetch(pf + sizeof(block_q4_0x4) - 1);
+        const block_q4_0x4 *g = (const block_q4_0x4 *)(W + r * ldw + b * (long)sizeof(block_q4_0));
+        __m512i v = _mm512_loadu_si512(g->qs);
+        __m512i lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g->d));
+        for (int j = 0; j < A; j++) {
+            __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, dx[j]));
+            __m512i s0 = _mm512_dpbusd_epi32(corr[j][0], lo, xq[j][0]);
+            __m512i s1 = _mm512_dpbusd_epi32(corr[j][1], hi, xq[j][1]);
+            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(lanes01, d), acc[r][j]);
+            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(lanes23, d), acc[r][j]);
+        }
+    }
+}
+
+/* One pass: R weight rows × A activation rows over all nb blocks: q4_0 groups 4 blocks at a time, then the
+ * rest in pairs. */
 ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb,
                            float *Y, long ldy) {
     __m512 acc[MV_ROWS][MV_ACTS];
@@ -440,6 +465,9 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const
         for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
     long b = 0;
     long pf_rows = pr_mv_prefetch_rows(ldw);
+    if (fmt == 4)
+        for (; b + PR_Q4_0_GROUP <= nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP; b += PR_Q4_0_GROUP)
+            mv_group(R, A, W, ldw, X, ldx, b, pf_rows, acc);
     for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf_rows, acc);
     if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf_rows, acc);
     for (int r = 0; r < R; r++)
@@ -578,7 +606,7 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32,
     .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
-    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = pr_avx2_dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
     .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak_bf16_vnni,

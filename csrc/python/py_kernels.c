@@ -97,8 +97,10 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* A weight tensor viewed over a uint8 array of rows × row_bytes. */
-static int weight_view(PyArrayObject *raw, int type, Py_ssize_t cols, pr_tensor *t) {
+/* A weight tensor viewed over a uint8 array of rows × row_bytes (file layout). q4_0 rows are regrouped into
+ * the layout the kernels read (kernels/quant.h), in a copy that replaces *rawp. */
+static int weight_view(PyArrayObject **rawp, int type, Py_ssize_t cols, pr_tensor *t) {
+    PyArrayObject *raw = *rawp;
     Py_ssize_t rb = row_bytes(type, cols);
     if (rb < 0) return -1;
     if (PyArray_DIM(raw, 1) != rb) {
@@ -113,6 +115,14 @@ static int weight_view(PyArrayObject *raw, int type, Py_ssize_t cols, pr_tensor 
     t->ne[0] = cols;
     t->ne[1] = PyArray_DIM(raw, 0);
     t->ne[2] = t->ne[3] = 1;
+    if (type == PR_Q4_0) {
+        PyArrayObject *grouped = (PyArrayObject *)PyArray_NewCopy(raw, NPY_CORDER);
+        if (!grouped) return -1;
+        for (npy_intp r = 0; r < PyArray_DIM(grouped, 0); r++)
+            pr_q4_0_to_groups((char *)PyArray_DATA(grouped) + r * rb, (long)(cols / PR_QK));
+        Py_DECREF(raw);
+        *rawp = raw = grouped;
+    }
     t->nbytes = (size_t)PyArray_NBYTES(raw);
     t->data = PyArray_DATA(raw);
     return 0;
@@ -129,7 +139,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     PyArrayObject *raw = as_array(ro, NPY_UINT8, 2, "raw");
     if (!raw) return NULL;
     pr_tensor t;
-    if (weight_view(raw, type, cols, &t)) {
+    if (weight_view(&raw, type, cols, &t)) {
         Py_DECREF(raw);
         return NULL;
     }
@@ -162,7 +172,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     PyArrayObject *y = NULL;
     pr_tensor t;
     pr_pool *pool = NULL;
-    if (!x || weight_view(raw, type, cols, &t)) goto done;
+    if (!x || weight_view(&raw, type, cols, &t)) goto done;
     if (PyArray_DIM(x, 1) != cols) {
         PyErr_Format(PyExc_ValueError, "x has %zd columns, the weight %zd", (Py_ssize_t)PyArray_DIM(x, 1), cols);
         goto done;
@@ -218,7 +228,7 @@ static PyObject *py_matmul_fused(PyObject *self, PyObject *args, PyObject *kw) {
     pr_pool *pool = NULL;
     long R = 0;
     for (int p = 0; p < n_w; p++) {
-        if (!(raw[p] = as_array(PyList_GET_ITEM(ro, p), NPY_UINT8, 2, "raw")) || weight_view(raw[p], type, cols, &t[p]))
+        if (!(raw[p] = as_array(PyList_GET_ITEM(ro, p), NPY_UINT8, 2, "raw")) || weight_view(&raw[p], type, cols, &t[p]))
             goto done;
         W[p] = &t[p];
         R += (long)t[p].ne[1];
