@@ -25,7 +25,7 @@ struct gguf_file {
     char *names; /* NUL-terminated tensor names, packed */
     uint64_t alignment;
     uint64_t data_offset;
-    uint8_t *owned; /* q4_0 tensors regrouped for the kernels (gguf_q4_0_to_groups), or NULL */
+    uint8_t *owned; /* q8_0/q4_0 tensors moved out of the mapping (gguf_own_quantized), or NULL */
     size_t owned_size;
 };
 
@@ -149,19 +149,19 @@ void gguf_close(gguf_file *f) {
     free(f);
 }
 
-int gguf_q4_0_to_groups(gguf_file *f, pr_error *err) {
+int gguf_own_quantized(gguf_file *f, pr_error *err) {
     const size_t huge = 2u << 20, align = 64;
     size_t total = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (f->tensors[i].type == PR_Q4_0 && f->tensors[i].ne[0] % PR_QK == 0)
+        if ((f->tensors[i].type == PR_Q4_0 || f->tensors[i].type == PR_Q8_0) && f->tensors[i].ne[0] % PR_QK == 0)
             total += (f->tensors[i].nbytes + align - 1) / align * align;
     if (!total) return 0;
-    /* owned memory, on 2 MiB pages where the kernel gives them: the copies are read at full bandwidth every
-     * token, and 4 KiB pages scattered by copy-on-write were measured slower than the file's own pages */
+    /* owned memory, on 2 MiB pages where the kernel gives them (fewer TLB misses while decoding streams every
+     * weight once per token: benchmarks/RESULTS.md); q4_0 rows regrouped on the way (kernels/quant.h) */
     size_t len = (total + huge - 1) / huge * huge + huge;
     uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED)
-        return pr_set_error(err, PR_ERR_NOMEM, "%s: no memory for the q4_0 tensors (%zu bytes)", f->path, total);
+        return pr_set_error(err, PR_ERR_NOMEM, "%s: no memory for the q8_0/q4_0 tensors (%zu bytes)", f->path, total);
     f->owned = map;
     f->owned_size = len;
     uint8_t *dst = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
@@ -170,10 +170,11 @@ int gguf_q4_0_to_groups(gguf_file *f, pr_error *err) {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         pr_tensor *t = &f->tensors[i];
-        if (t->type != PR_Q4_0 || t->ne[0] % PR_QK) continue;
+        if ((t->type != PR_Q4_0 && t->type != PR_Q8_0) || t->ne[0] % PR_QK) continue;
         long nb = (long)(t->ne[0] / PR_QK), ldw = nb * (long)sizeof(block_q4_0);
         memcpy(dst, t->data, t->nbytes);
-        for (size_t r = 0; r + (size_t)ldw <= t->nbytes; r += (size_t)ldw) pr_q4_0_to_groups(dst + r, nb);
+        for (size_t r = 0; t->type == PR_Q4_0 && r + (size_t)ldw <= t->nbytes; r += (size_t)ldw)
+            pr_q4_0_to_groups(dst + r, nb);
         /* the file's pages of this tensor are not read again: drop them from this mapping and (a hint) from
          * the page cache, so the tensor is not held twice */
         uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
