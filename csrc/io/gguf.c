@@ -167,7 +167,6 @@ int gguf_own_quantized(gguf_file *f, pr_error *err) {
     uint8_t *dst = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
     madvise(dst, total, MADV_HUGEPAGE);
     long page = sysconf(_SC_PAGESIZE);
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         pr_tensor *t = &f->tensors[i];
         if ((t->type != PR_Q4_0 && t->type != PR_Q8_0) || t->ne[0] % PR_QK) continue;
@@ -175,18 +174,14 @@ int gguf_own_quantized(gguf_file *f, pr_error *err) {
         memcpy(dst, t->data, t->nbytes);
         for (size_t r = 0; t->type == PR_Q4_0 && r + (size_t)ldw <= t->nbytes; r += (size_t)ldw)
             pr_q4_0_to_groups(dst + r, nb);
-        /* the file's pages of this tensor are not read again: drop them from this mapping and (a hint) from
-         * the page cache, so the tensor is not held twice */
+        /* the file's pages of this tensor are not read again: unmap them, so the process holds the tensor once
+         * (they stay in the page cache, reclaimable, and make the next load of the file fast) */
         uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
         uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(page - 1);
-        if (hi > lo) {
-            madvise((void *)lo, hi - lo, MADV_DONTNEED);
-            if (fd >= 0) posix_fadvise(fd, (off_t)(lo - (uintptr_t)f->map), (off_t)(hi - lo), POSIX_FADV_DONTNEED);
-        }
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
         t->data = dst;
         dst += (t->nbytes + align - 1) / align * align;
     }
-    if (fd >= 0) close(fd);
     mprotect(f->owned, f->owned_size, PROT_READ);
     return 0;
 }
