@@ -417,47 +417,87 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
     }
 }
 
-/* One step over a q4_0 group (quant.h): blocks b..b+3 of R weight rows × A activation rows. One 64-byte
- * load per row gives the pairs (b, b+1) in its low nibbles and (b+2, b+3) in its high ones, both in value
- * order as the activations are stored, and one 8-byte load its 4 scales: no shuffle of weights, and per
- * pair a dot product, its scales' permute and the multiply-add. */
-ALWAYS_INLINE void mv_group(int R, int A, const char *W, long ldw, const char *X, long ldx, long b, long pf_rows,
-                            __m512 acc[MV_ROWS][MV_ACTS]) {
-    __m512i xq[MV_ACTS][2], corr[MV_ACTS][2];
-    __m128 dx[MV_ACTS];
+/* q4_0 groups (quant.h). The activation side of a group — blocks b..b+3 as two 64-byte pairs in value order,
+ * their lane corrections (−8·Σx per lane) and their 4 scales — is prepared once per call for every activation
+ * row, so a weight row's step is one 64-byte load (pairs b, b+1 in the low nibbles, b+2, b+3 in the high
+ * ones), one 8-byte load of its scales, and per pair a dot product, its scales' permute and a multiply-add.
+ * With no activation work left to share, weight rows are taken one at a time: each thread then reads one
+ * sequential stream, which measured ~1.5× the bandwidth of the 4 interleaved row streams of a 4-row pass
+ * with both threads reading (benchmarks/RESULTS.md). */
+typedef struct {
+    __m512i q[2], corr[2];
+    __m128 d;
+} act_group;
+#define ACT_GROUPS_MAX 384 /* prepared groups on the stack (120 KiB): nx × groups per row, else in parts */
+
+ALWAYS_INLINE void prepare_groups(const block_q8_0 *x, long ng, act_group *a) {
+    for (long g = 0; g < ng; g++, x += PR_Q4_0_GROUP) {
+        for (int p = 0; p < 2; p++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)x[2 * p].qs), x1 = _mm256_loadu_si256((const __m256i *)x[2 * p + 1].qs);
+            a[g].q[p] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+            a[g].corr[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a[g].q[p]));
+        }
+        a[g].d = _mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0));
+    }
+}
+
+/* one weight row's groups against A prepared activation rows (ng groups apart); the two pairs of a group
+ * go to separate accumulators (two multiply-add chains) */
+ALWAYS_INLINE void row_groups(int A, const char *w, long ng, long pf, const act_group *a, __m512 acc[MV_ACTS][2]) {
     const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m512i mask = _mm512_set1_epi8(0x0f);
-    for (int j = 0; j < A; j++) {
-        const block_q8_0 *x = (const block_q8_0 *)(X + j * ldx) + b;
-        for (int p = 0; p < 2; p++) {
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)x[2 * p].qs), x1 = _mm256_loadu_si256((const __m256i *)x[2 * p + 1].qs);
-            xq[j][p] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
-            corr[j][p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xq[j][p]));
-        }
-        dx[j] = _mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0));
-    }
-    for (int r = 0; r < R; r++) {
-        /* the group's 72 bytes of row r + pf_rows: the one or two lines they span */
-        const char *pf = W + (r + pf_rows) * ldw + b * (long)sizeof(block_q4_0);
-        __builtin_prefetch(pf);
-        __builtin_prefetch(pf + sizeof(block_q4_0x4) - 1);
-        const block_q4_0x4 *g = (const block_q4_0x4 *)(W + r * ldw + b * (long)sizeof(block_q4_0));
-        __m512i v = _mm512_loadu_si512(g->qs);
+    for (long g = 0; g < ng; g++) {
+        const block_q4_0x4 *G = (const block_q4_0x4 *)w + g;
+        __builtin_prefetch((const char *)G + pf); /* the 72 bytes pf ahead: the one or two lines they span */
+        __builtin_prefetch((const char *)G + pf + sizeof *G - 1);
+        __m512i v = _mm512_loadu_si512(G->qs);
         __m512i lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g->d));
+        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)G->d));
         for (int j = 0; j < A; j++) {
-            __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, dx[j]));
-            __m512i s0 = _mm512_dpbusd_epi32(corr[j][0], lo, xq[j][0]);
-            __m512i s1 = _mm512_dpbusd_epi32(corr[j][1], hi, xq[j][1]);
-            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(lanes01, d), acc[r][j]);
-            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(lanes23, d), acc[r][j]);
+            const act_group *x = &a[j * ng + g];
+            __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, x->d));
+            __m512i s0 = _mm512_dpbusd_epi32(x->corr[0], lo, x->q[0]), s1 = _mm512_dpbusd_epi32(x->corr[1], hi, x->q[1]);
+            acc[j][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(lanes01, d), acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(lanes23, d), acc[j][1]);
         }
     }
 }
 
-/* One pass: R weight rows × A activation rows over all nb blocks: q4_0 groups 4 blocks at a time, then the
- * rest in pairs. */
+/* q4_0 rows of nb ≥ 4 blocks: per part of the activation rows that fits the stack, their groups prepared, then
+ * every weight row alone: its groups, then its last nb mod 4 blocks in pairs as mv_pass */
+static void mv_q4_0_groups(const char *W, long ldw, long nw, const char *X, long ldx, long nx, long nb, float *Y,
+                           long ldy) {
+    act_group a[ACT_GROUPS_MAX];
+    long ng = nb / PR_Q4_0_GROUP, part = ACT_GROUPS_MAX / ng, pf = pr_mv_prefetch_rows(ldw) * ldw;
+    part = part < 1 ? 1 : part > nx ? nx : part;
+    for (long j0 = 0; j0 < nx; j0 += part) {
+        long np = nx - j0 < part ? nx - j0 : part;
+        for (long j = 0; j < np; j++) prepare_groups((const block_q8_0 *)(X + (j0 + j) * ldx), ng, a + j * ng);
+        for (long i = 0; i < nw; i++)
+            for (long j = 0; j < np; j += MV_ACTS) {
+                int A = np - j < MV_ACTS ? (int)(np - j) : MV_ACTS;
+                __m512 acc[MV_ACTS][2], tail[MV_ROWS][MV_ACTS];
+                for (int t = 0; t < MV_ACTS; t++) acc[t][0] = acc[t][1] = tail[0][t] = _mm512_setzero_ps();
+                const char *w = W + i * ldw, *x = X + (j0 + j) * ldx;
+                if (A == 2) row_groups(2, w, ng, pf, a + j * ng, acc);
+                else row_groups(1, w, ng, pf, a + j * ng, acc);
+                long b = ng * PR_Q4_0_GROUP;
+                for (; b + 1 < nb; b += 2) {
+                    if (A == 2) mv_step(4, 1, 2, 1, w, ldw, x, ldx, b, 0, tail);
+                    else mv_step(4, 1, 1, 1, w, ldw, x, ldx, b, 0, tail);
+                }
+                if (b < nb) {
+                    if (A == 2) mv_step(4, 1, 2, 0, w, ldw, x, ldx, b, 0, tail);
+                    else mv_step(4, 1, 1, 0, w, ldw, x, ldx, b, 0, tail);
+                }
+                for (int t = 0; t < A; t++)
+                    Y[(j0 + j + t) * ldy + i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[0][t]));
+            }
+    }
+}
+
+/* One pass: R weight rows × A activation rows over all nb blocks, in pairs. */
 ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb,
                            float *Y, long ldy) {
     __m512 acc[MV_ROWS][MV_ACTS];
@@ -465,9 +505,6 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const
         for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
     long b = 0;
     long pf_rows = pr_mv_prefetch_rows(ldw);
-    if (fmt == 4)
-        for (; b + PR_Q4_0_GROUP <= nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP; b += PR_Q4_0_GROUP)
-            mv_group(R, A, W, ldw, X, ldx, b, pf_rows, acc);
     for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf_rows, acc);
     if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf_rows, acc);
     for (int r = 0; r < R; r++)
@@ -497,7 +534,9 @@ ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, 
 
 static void gemm_q4_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                            long ldy) {
-    mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+    if (nb < PR_Q4_0_GROUP) mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy); /* no group: file blocks only */
+    else if (nb / PR_Q4_0_GROUP <= ACT_GROUPS_MAX) mv_q4_0_groups(W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+    else pr_avx2_gemm_q4_0(W, ldw, nw, X, ldx, nx, nb, Y, ldy); /* rows of > 49152 values: no model's */
 }
 
 static void gemm_q8_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,

@@ -150,6 +150,20 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
+/* ---- q4_0_groups(raw: uint8 [rows, row_bytes], cols) -> the rows as the model holds them (kernels/quant.h) */
+static PyObject *py_q4_0_groups(PyObject *self, PyObject *args) {
+    PyObject *ro;
+    Py_ssize_t cols;
+    if (!PyArg_ParseTuple(args, "On", &ro, &cols)) return NULL;
+    PyArrayObject *raw = as_array(ro, NPY_UINT8, 2, "raw");
+    pr_tensor t;
+    if (!raw || weight_view(&raw, PR_Q4_0, cols, &t)) {
+        Py_XDECREF(raw);
+        return NULL;
+    }
+    return (PyObject *)raw;
+}
+
 /* ---- matmul(raw, dtype, cols, x, isa="best", threads=1, path="auto") -> y = x·Wᵀ (n × rows) */
 static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"raw", "dtype", "cols", "x", "isa", "threads", "path", NULL};
@@ -509,6 +523,8 @@ static PyMethodDef kernel_methods[] = {
      "quantize(x: float32 [rows, cols], dtype 'q8_0'|'q4_0') -> uint8 [rows, row_bytes] (ggml blocks)"},
     {"dequantize", py_dequantize, METH_VARARGS,
      "dequantize(raw: uint8 [rows, row_bytes], dtype, cols) -> float32 [rows, cols]"},
+    {"q4_0_groups", py_q4_0_groups, METH_VARARGS,
+     "q4_0_groups(raw: uint8 [rows, row_bytes] in the file's layout, cols) -> a copy regrouped as the model holds it"},
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
      "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels'|'gemm') -> x·Wᵀ, W given as "
      "uint8 rows of its dtype"},
