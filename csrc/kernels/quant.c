@@ -90,12 +90,14 @@ void pr_q4_0_to_groups(void *row, long nb) {
         block_q4_0x4 *out = (block_q4_0x4 *)row + g;
         memcpy(in, out, sizeof in);
         for (int k = 0; k < PR_Q4_0_GROUP; k++) out->d[k] = in[k].d;
-        for (int i = 0; i < PR_QK; i++)
-            for (int k = 0; k < 2; k++) {
-                /* nibble of value i in a file block: low for i < 16, high for i ≥ 16 */
-                uint8_t lo = (uint8_t)((in[k].qs[i % 16] >> (i / 16 * 4)) & 15);
-                uint8_t hi = (uint8_t)((in[k + 2].qs[i % 16] >> (i / 16 * 4)) & 15);
-                out->qs[k * PR_QK + i] = (uint8_t)(lo | hi << 4);
+        /* a file block holds value i in the low nibble of byte i and value i + 16 in the high one */
+        for (int k = 0; k < 2; k++) {
+            uint8_t *o = out->qs + k * PR_QK;
+            const uint8_t *a = in[k].qs, *c = in[k + 2].qs;
+            for (int i = 0; i < PR_QK / 2; i++) {
+                o[i] = (uint8_t)((a[i] & 15) | (c[i] & 15) << 4);
+                o[i + PR_QK / 2] = (uint8_t)((a[i] >> 4) | (c[i] & 0xf0));
             }
+        }
     }
 }
