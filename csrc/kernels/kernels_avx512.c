@@ -469,31 +469,35 @@ ALWAYS_INLINE void row_groups(int A, const char *w, long ng, long pf, const act_
     }
 }
 
-/* q4_0 rows of nb ≥ 4 blocks: per part of the activation rows that fits the stack, their groups prepared, then
- * every weight row: its groups, then its last nb mod 4 blocks in pairs */
+/* q4_0 rows of nb ≥ 4 blocks: the activation rows' groups prepared, then every weight row: its groups, then its
+ * last nb mod 4 blocks in pairs. Activation rows that do not all fit the stack (batches at long rows: 8 rows
+ * of 11008 values) go in parts, over blocks of weight rows small enough to be read again from L2. */
 static void mv_q4_0_groups(const char *W, long ldw, long nw, const char *X, long ldx, long nx, long nb, float *Y,
                            long ldy) {
     act_group a[ACT_GROUPS_MAX];
     long ng = nb / PR_Q4_0_GROUP, part = ACT_GROUPS_MAX / ng, pf = pr_mv_prefetch_rows(ldw) * ldw;
     part = part > nx ? nx : part;
-    for (long j0 = 0; j0 < nx; j0 += part) {
-        long np = nx - j0 < part ? nx - j0 : part;
-        for (long j = 0; j < np; j++) prepare_groups((const block_q8_0 *)(X + (j0 + j) * ldx), ng, a + j * ng);
-        for (long i = 0; i < nw; i++)
-            for (long j = 0; j < np; j += MV_ACTS) {
-                int A = np - j < MV_ACTS ? (int)(np - j) : MV_ACTS;
-                __m512 acc[MV_ACTS][2];
-                for (int t = 0; t < MV_ACTS; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-                const char *w = W + i * ldw, *x = X + (j0 + j) * ldx;
-                if (A == 2) row_groups(2, w, ng, pf, a + j * ng, acc);
-                else row_groups(1, w, ng, pf, a + j * ng, acc);
-                __m512 tail[MV_ACTS] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-                if (A == 2) mv_pairs(4, 2, w, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
-                else mv_pairs(4, 1, w, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
-                for (int t = 0; t < A; t++)
-                    Y[(j0 + j + t) * ldy + i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[t]));
-            }
-    }
+    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
+    for (long i0 = 0; i0 < nw; i0 += rows)
+        for (long j0 = 0; j0 < nx; j0 += part) {
+            long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
+            for (long j = 0; j < np; j++) prepare_groups((const block_q8_0 *)(X + (j0 + j) * ldx), ng, a + j * ng);
+            for (long i = i0; i < i1; i++)
+                for (long j = 0; j < np; j += MV_ACTS) {
+                    int A = np - j < MV_ACTS ? (int)(np - j) : MV_ACTS;
+                    __m512 acc[MV_ACTS][2];
+                    for (int t = 0; t < MV_ACTS; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+                    const char *w = W + i * ldw, *x = X + (j0 + j) * ldx;
+                    if (A == 2) row_groups(2, w, ng, pf, a + j * ng, acc);
+                    else row_groups(1, w, ng, pf, a + j * ng, acc);
+                    __m512 tail[MV_ACTS] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+                    if (A == 2) mv_pairs(4, 2, w, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
+                    else mv_pairs(4, 1, w, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
+                    for (int t = 0; t < A; t++)
+                        Y[(j0 + j + t) * ldy + i] =
+                            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[t]));
+                }
+        }
 }
 
 /* every pass of a call: one weight row against up to MV_ACTS activation rows, all nb blocks in pairs */
