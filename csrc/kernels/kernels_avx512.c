@@ -301,7 +301,9 @@ const pr_kernels pr_kernels_avx512 = {
  * chains. Rows one at a time make each thread's slice of weights one sequential stream: passes of 4 rows
  * (each activation pair loaded once for the 4) read 4 interleaved streams per thread, and with both threads
  * streaming from memory that reached only ~2/3 of the bandwidth of one stream per thread (throwaway C loop
- * and decode A/B runs in benchmarks/RESULTS.md). vpdpbusd multiplies unsigned by signed bytes, so:
+ * and decode A/B runs in benchmarks/RESULTS.md). Batches of more than 2 activation rows are compute-bound:
+ * there passes take 4 weight rows, each activation pair loaded once for the 4 (one row per pass made 8-sequence
+ * decoding of 0.5B q8_0 ~25 % slower). vpdpbusd multiplies unsigned by signed bytes, so:
  *   q4_0: the nibbles n = q + 8 (0..15) are the unsigned side; the accumulator starts at −8·Σx of the lane,
  *         so each int32 lane is Σ (n − 8)·x exactly;
  *   q8_0: x + 128 (1..255) is the unsigned side; the accumulator starts at −128·Σw of the lane.
@@ -310,6 +312,7 @@ const pr_kernels pr_kernels_avx512 = {
  * number of rows in the call and the output's place in it: batching sequences or slicing rows between threads
  * does not change a bit. An odd last block runs as a pair with a zero second block. q4_0 rows in groups of 4
  * blocks (quant.h) take mv_q4_0_groups below for their groups. */
+#define MV_ROWS 4 /* weight rows per pass for batches of > MV_ACTS activation rows */
 #define MV_ACTS 2 /* activation rows per pass */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -392,10 +395,10 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
     return p;
 }
 
-/* One step of a pass: blocks b and b+1 of weight row w × A activation rows (fmt 4: q4_0, 8: q8_0; all
- * constants after inlining); pf: how far ahead (bytes) to ask for the row's stream. */
-ALWAYS_INLINE void mv_step(int fmt, int A, int two, const char *w, const char *X, long ldx, long b, long pf,
-                           __m512 acc[MV_ACTS]) {
+/* One step of a pass: blocks b and b+1 of R weight rows (ldw bytes apart) × A activation rows (fmt 4: q4_0,
+ * 8: q8_0; all constants after inlining); pf: how far ahead (bytes) to ask for each row's stream. */
+ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx, long b,
+                           long pf, __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
     /* q4_0: the lanes of block b and of block b+1, pairs being laid out [lo_b, lo_b+1, hi_b, hi_b+1] */
     const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
@@ -403,25 +406,28 @@ ALWAYS_INLINE void mv_step(int fmt, int A, int two, const char *w, const char *X
         const block_q8_0 *xb = (const block_q8_0 *)(X + j * ldx) + b;
         x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
     }
-    /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
-    const char *ahead = w + pf + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
-    __builtin_prefetch(ahead);
-    if (fmt == 8) __builtin_prefetch(ahead + 64);
-    w_pair wp = fmt == 4 ? w_q4_0((const block_q4_0 *)w + b, two) : w_q8_0((const block_q8_0 *)w + b, two);
-    for (int j = 0; j < A; j++) {
-        __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, wp.q, x[j].q) : _mm512_dpbusd_epi32(wp.corr, x[j].q, wp.q);
-        __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(wp.d2, x[j].d2)))
-                            : _mm512_mul_ps(wp.d, x[j].d);
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[j]);
+    for (int r = 0; r < R; r++) {
+        const char *w = W + r * ldw;
+        /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
+        const char *ahead = w + pf + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
+        __builtin_prefetch(ahead);
+        if (fmt == 8) __builtin_prefetch(ahead + 64);
+        w_pair wp = fmt == 4 ? w_q4_0((const block_q4_0 *)w + b, two) : w_q8_0((const block_q8_0 *)w + b, two);
+        for (int j = 0; j < A; j++) {
+            __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, wp.q, x[j].q) : _mm512_dpbusd_epi32(wp.corr, x[j].q, wp.q);
+            __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(wp.d2, x[j].d2)))
+                                : _mm512_mul_ps(wp.d, x[j].d);
+            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r][j]);
+        }
     }
 }
 
-/* blocks b0.. of weight row w in pairs, into acc */
-ALWAYS_INLINE void mv_pairs(int fmt, int A, const char *w, const char *X, long ldx, long b0, long nb, long pf,
-                            __m512 acc[MV_ACTS]) {
+/* blocks b0.. of R weight rows in pairs, into acc */
+ALWAYS_INLINE void mv_pairs(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long b0, long nb,
+                            long pf, __m512 acc[MV_ROWS][MV_ACTS]) {
     long b = b0;
-    for (; b + 1 < nb; b += 2) mv_step(fmt, A, 1, w, X, ldx, b, pf, acc);
-    if (b < nb) mv_step(fmt, A, 0, w, X, ldx, b, pf, acc);
+    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf, acc);
+    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf, acc);
 }
 
 /* q4_0 groups (quant.h). The activation side of a group — blocks b..b+3 as two 64-byte pairs in value order,
@@ -490,31 +496,49 @@ static void mv_q4_0_groups(const char *W, long ldw, long nw, const char *X, long
                     const char *w = W + i * ldw, *x = X + (j0 + j) * ldx;
                     if (A == 2) row_groups(2, w, ng, pf, a + j * ng, acc);
                     else row_groups(1, w, ng, pf, a + j * ng, acc);
-                    __m512 tail[MV_ACTS] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-                    if (A == 2) mv_pairs(4, 2, w, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
-                    else mv_pairs(4, 1, w, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
+                    __m512 tail[MV_ROWS][MV_ACTS] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}};
+                    if (A == 2) mv_pairs(4, 1, 2, w, ldw, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
+                    else mv_pairs(4, 1, 1, w, ldw, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
                     for (int t = 0; t < A; t++)
                         Y[(j0 + j + t) * ldy + i] =
-                            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[t]));
+                            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[0][t]));
                 }
         }
 }
 
-/* every pass of a call: one weight row against up to MV_ACTS activation rows, all nb blocks in pairs */
+/* one pass: R weight rows × A activation rows, all nb blocks in pairs */
+ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb, long pf,
+                           float *Y, long ldy) {
+    __m512 acc[MV_ROWS][MV_ACTS];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
+    mv_pairs(fmt, R, A, W, ldw, X, ldx, 0, nb, pf, acc);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < A; j++) Y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
+}
+
+/* every pass of a call: one weight row at a time for one or two activation rows (one stream per thread);
+ * for larger batches, where the activation work per weight byte makes the product compute-bound, 4 weight
+ * rows per pass sharing each activation load (as many as fit: the results are the same bits either way) */
 ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                       long ldy) {
     long pf = pr_mv_prefetch_rows(ldw) * ldw;
-    for (long i = 0; i < nw; i++)
+    int rows = nx > MV_ACTS ? MV_ROWS : 1;
+    for (long i = 0; i < nw; i += rows)
         for (long j = 0; j < nx; j += MV_ACTS) {
             const char *w = (const char *)W + i * ldw, *x = (const char *)X + j * ldx;
-            __m512 acc[MV_ACTS] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-            if (nx - j >= 2) {
-                mv_pairs(fmt, 2, w, x, ldx, 0, nb, pf, acc);
-                Y[(j + 1) * ldy + i] = _mm512_reduce_add_ps(acc[1]);
-            } else {
-                mv_pairs(fmt, 1, w, x, ldx, 0, nb, pf, acc);
+            float *y = Y + j * ldy + i;
+            int R = nw - i < rows ? (int)(nw - i) : rows, A = nx - j < MV_ACTS ? (int)(nx - j) : MV_ACTS;
+            switch (R * 2 + A - 3) { /* R 1..4, A 1..2 */
+            case 0: mv_pass(fmt, 1, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 1: mv_pass(fmt, 1, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 2: mv_pass(fmt, 2, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 3: mv_pass(fmt, 2, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 4: mv_pass(fmt, 3, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 5: mv_pass(fmt, 3, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 6: mv_pass(fmt, 4, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            default: mv_pass(fmt, 4, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
             }
-            Y[j * ldy + i] = _mm512_reduce_add_ps(acc[0]);
         }
 }
 
