@@ -13,6 +13,11 @@ session 7's one-run recipe and session 8's (RECIPES below):
     python -m training.train --recipe people2 --out /tmp/ck
     python -m training.train --recipe people3 --out /tmp/ck
 
+and session 9's run 5 (people3 on run 1's tower: the tower, not the data, lost colour multiple choice in people2/3):
+
+    python -m training.train --recipe people3 --no-augment --shapes-share 0 --tower-steps 0 --tower-from /tmp/ck1 \
+        --save-every 500 --out /tmp/ck5
+
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
 
@@ -462,8 +467,8 @@ def _cpu_seconds():
 # wordings per kind in en/pt/tr, one long stage 2 at a lower peak (multiple choice formed at 1e-3 in run 2, not
 # at 2e-3 in run 1) and a routing-balance loss against the MoE sending everything to one expert.
 # people3 (session 8, run 4): people2's tower and data; stage 2 without the balance loss and in two parts, as runs
-# 1 + 2 were: 2500 steps at 2e-3, then 2000 restarted at 1e-3. Colour multiple choice still did not form, so the
-# cause lies in the tower or data people2 and people3 share (training/README.md, run 4).
+# 1 + 2 were: 2500 steps at 2e-3, then 2000 restarted at 1e-3. Colour multiple choice still did not form; on run 1's
+# tower (run 5: --no-augment --shapes-share 0) the same data and stage 2 formed it, so the tower lost it.
 RECIPES = {"people2": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
                            shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_lr=1e-3, balance=0.1),
            "people3": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
