@@ -22,6 +22,7 @@
  * degree 9 (Numerical Recipes' erfcc, a Chebyshev fit: relative error < 1.2e−7 for every z ≥ 0), and
  * 0.5y·(1 + erf(y/√2)) = 0.5y·(2 − erfc(z)) for y ≥ 0, 0.5y·erfc(z) for y < 0: no 1 + erf cancellation on
  * the negative side. The coefficients of P, constant term first: */
+#define PR_SQRT1_2 0.70710678118654752f /* 1/√2 (M_SQRT1_2 is not C11) */
 #define PR_ERFC_P0 -1.26551223f
 #define PR_ERFC_P1 1.00002368f
 #define PR_ERFC_P2 0.37409196f

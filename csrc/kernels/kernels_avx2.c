@@ -312,7 +312,7 @@ static void silu_mul(float *x, const float *u, long n) {
 
 /* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: PR_ERFC_*) */
 static inline __m256 gelu8(__m256 y) {
-    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), y), _mm256_set1_ps((float)M_SQRT1_2));
+    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), y), _mm256_set1_ps(PR_SQRT1_2));
     __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
     __m256 p = _mm256_set1_ps(PR_ERFC_P9);
     p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P8));

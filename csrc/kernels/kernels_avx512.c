@@ -196,7 +196,7 @@ static void silu_mul(float *x, const float *u, long n) {
 
 /* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: PR_ERFC_*) */
 static inline __m512 gelu16(__m512 y) {
-    __m512 z = _mm512_mul_ps(_mm512_abs_ps(y), _mm512_set1_ps((float)M_SQRT1_2));
+    __m512 z = _mm512_mul_ps(_mm512_abs_ps(y), _mm512_set1_ps(PR_SQRT1_2));
     __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
     __m512 p = _mm512_set1_ps(PR_ERFC_P9);
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P8));

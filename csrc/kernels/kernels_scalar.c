@@ -129,7 +129,7 @@ void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *b
         for (long i = 0; i < n; i++) {
             float v = bias ? y[i] + bias[i] : y[i];
             if (act == PR_ACT_QUICK_GELU) v = v / (1.0f + expf(-1.702f * v));
-            else if (act == PR_ACT_GELU) v = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2)); /* the definition */
+            else if (act == PR_ACT_GELU) v = 0.5f * v * (1.0f + erff(v * PR_SQRT1_2)); /* the definition */
             y[i] = v;
             if (res) res[i] += v;
         }
