@@ -23,16 +23,8 @@
  * 0.5y·(1 + erf(y/√2)) = 0.5y·(2 − erfc(z)) for y ≥ 0, 0.5y·erfc(z) for y < 0: no 1 + erf cancellation on
  * the negative side. The coefficients of P, constant term first: */
 #define PR_SQRT1_2 0.70710678118654752f /* 1/√2 (M_SQRT1_2 is not C11) */
-#define PR_ERFC_P0 -1.26551223f
-#define PR_ERFC_P1 1.00002368f
-#define PR_ERFC_P2 0.37409196f
-#define PR_ERFC_P3 0.09678418f
-#define PR_ERFC_P4 -0.18628806f
-#define PR_ERFC_P5 0.27886807f
-#define PR_ERFC_P6 -1.13520398f
-#define PR_ERFC_P7 1.48851587f
-#define PR_ERFC_P8 -0.82215223f
-#define PR_ERFC_P9 0.17087277f
+static const float pr_erfc_p[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
+                                    0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
 
 /* Tiled products: Y[j·ldy + i] = W_i · X_j for weight rows i < nw and activation rows j < nx, every row
  * nb blocks (q*_0) or k values long. W rows are ldw bytes apart, X rows ldx bytes apart. */
@@ -94,7 +86,7 @@ typedef struct pr_kernels {
     float (*exp_sum)(float *x, long n, float m);
     /* the products' epilogue on rows × n values ld apart (a GEMM tile, or whole rows): y += bias (one value per
      * column; NULL: none), then the activation act: PR_ACT_QUICK_GELU y·σ(1.702y), PR_ACT_GELU
-     * 0.5y·(1 + erf(y/√2)) (see pr_gelu_erfc), PR_ACT_NONE none; then res += y (res: y's layout; NULL: none),
+     * 0.5y·(1 + erf(y/√2)) (see pr_erfc_p), PR_ACT_NONE none; then res += y (res: y's layout; NULL: none),
      * one pass while the values are in registers. Each row is evaluated as one call of n values (vectors from
      * its first column, the tail scalar), so results depend only on the segment, not on rows. */
     void (*bias_act_res)(float *y, long ld, long rows, long n, const float *bias, int act, float *res);

@@ -310,20 +310,12 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-/* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: PR_ERFC_*) */
+/* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: pr_erfc_p) */
 static inline __m256 gelu8(__m256 y) {
     __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), y), _mm256_set1_ps(PR_SQRT1_2));
     __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
-    __m256 p = _mm256_set1_ps(PR_ERFC_P9);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P8));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P7));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P6));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P5));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P4));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P3));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P2));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P1));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(PR_ERFC_P0));
+    __m256 p = _mm256_set1_ps(pr_erfc_p[9]);
+    for (int i = 8; i >= 0; i--) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(pr_erfc_p[i]));
     __m256 e = _mm256_mul_ps(t, exp8(_mm256_fnmadd_ps(z, z, p))); /* erfc(z) */
     __m256 neg = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ);
     __m256 f = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), e), e, neg); /* 1 + erf(y/√2) */

@@ -194,20 +194,12 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-/* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: PR_ERFC_*) */
+/* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: pr_erfc_p) */
 static inline __m512 gelu16(__m512 y) {
     __m512 z = _mm512_mul_ps(_mm512_abs_ps(y), _mm512_set1_ps(PR_SQRT1_2));
     __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
-    __m512 p = _mm512_set1_ps(PR_ERFC_P9);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P8));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P7));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P6));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P5));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P4));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P3));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P2));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P1));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(PR_ERFC_P0));
+    __m512 p = _mm512_set1_ps(pr_erfc_p[9]);
+    for (int i = 8; i >= 0; i--) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(pr_erfc_p[i]));
     __m512 e = _mm512_mul_ps(t, exp16(_mm512_fnmadd_ps(z, z, p))); /* erfc(z) */
     __mmask16 neg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ);
     __m512 f = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.0f), e), e); /* 1 + erf(y/√2) */
