@@ -397,6 +397,29 @@ def test_elementwise(isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_gelu_erf(isa):
+    """The projector's exact GELU 0.5x·(1 + erf(x/√2)) against float64 (math.erfc, which has no cancellation).
+    Scalar table: the definition in f32 (libm erff, 1 ulp of a value ≤ 1, then 1 + erf, ×0.5x): absolute error
+    ≤ u·|x| plus a few roundings of the result, large relative error where 1 + erf cancels (x < −3). SIMD tables:
+    0.5x·(2 − erfc(z)) or 0.5x·erfc(z), z = |x|/√2, erfc(z) = t·exp(P(t) − z²) (kernels.h): relative error
+    ≤ 1.2e−7 (the formula's) + the exponent's absolute error (z rounded twice: 4u·z², P(t) − z² once:
+    u·(z² + 1.3), Horner's 9 FMAs at values ≤ 1.3) + exp's 2 ulp, t's and the products' roundings: u·(16 + 5z²)
+    in all; exp flushes results below ~1e−38 to 0."""
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.normal(size=20000) * 3, np.linspace(-14, 14, 20001), [0.0, -0.0, 1e-20, -1e-20]])
+    x = x.astype(np.float32)
+    y, _ = _core.elementwise("gelu", x, isa)
+    import math
+    xd = x.astype(np.float64)
+    want = np.array([0.5 * v * math.erfc(-v / math.sqrt(2)) for v in xd])
+    if isa == "scalar":
+        tol = EPS * (2 * np.abs(xd) + 8 * np.abs(want)) + 1e-37
+    else:
+        tol = (1.2e-7 + EPS * (16 + 5 * xd * xd / 2)) * np.abs(want) + 1e-37
+    assert (np.abs(y - want) <= tol).all(), x[np.argmax(np.abs(y - want) / tol)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_half_conversions(isa):
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.normal(size=301) * 100, [0.0, -0.0, 1e-7, 6e-5, 65504.0, 70000.0, np.inf, -np.inf],

@@ -38,6 +38,43 @@ def test_tower_from_a_checkpoint_gives_the_same_model_as_training_the_tower(full
     assert _train(tmp_path / "untrained", "--tower-steps", "0") != full
 
 
+def test_save_every_keeps_the_run_and_saves_its_state_on_the_way(full_run, tmp_path):
+    """--save-every N writes OUT-stage2-stepK every N stage-2 steps and changes nothing of the run: the final weights
+    are byte for byte those of the same run without it (full_run; its tower via --tower-from, which the test above
+    shows to be the same run), the checkpoint at the last step is the final one, and the earlier ones differ from
+    it (so they are the states on the way, not copies of the end)."""
+    full_dir, full = full_run
+    out = tmp_path / "ck"
+    assert _train(out, "--tower-steps", "0", "--tower-from", str(full_dir), "--save-every", "1") == full
+    saved = {}
+    for k in (1, 2, 3):
+        with open(tmp_path / f"ck-stage2-step{k}" / "model-00001-of-00001.safetensors", "rb") as f:
+            saved[k] = f.read()
+    assert saved[3] == full and saved[1] != full and saved[2] != full and saved[1] != saved[2]
+    assert not (tmp_path / "ck-stage2-step4").exists()
+
+
+def test_save_every_counts_across_a_restarted_stage_2(tmp_path):
+    """With --stage2-restart the steps are counted over both parts (2 + 2 steps, every 2: step2 and step4)."""
+    out = tmp_path / "ck"
+    final = _train(out, "--tower-steps", "0", "--stage2-steps", "4", "--stage2-restart", "2", "--save-every", "2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "ck-stage2-step2", "ck-stage2-step4"]
+    with open(tmp_path / "ck-stage2-step4" / "model-00001-of-00001.safetensors", "rb") as f:
+        assert f.read() == final
+
+
+def test_a_recipe_flag_can_be_turned_off(tmp_path):
+    """--no-augment / --no-more-phrasings override a recipe that sets them (run 5: people3 on run 1's tower); the
+    run's recorded command then no longer has them."""
+    import json
+    _train(tmp_path / "ck", "--recipe", "people3", "--no-augment", "--no-more-phrasings", "--shapes-share", "0",
+           "--tower-steps", "0", "--stage2-steps", "3", "--stage2-restart", "0")
+    with open(tmp_path / "ck" / "training_info.json") as f:
+        command = json.load(f)["command"].split()
+    assert "--augment" not in command and "--more-phrasings" not in command and "--shapes-share" not in command
+    assert command[command.index("--stage2-lr") + 1] == "0.001"  # the rest of the recipe still applies
+
+
 def test_tower_from_refuses_a_tower_of_another_size(full_run, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     args = [a if a != "96" else "64" for a in TINY]

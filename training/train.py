@@ -13,6 +13,11 @@ session 7's one-run recipe and session 8's (RECIPES below):
     python -m training.train --recipe people2 --out /tmp/ck
     python -m training.train --recipe people3 --out /tmp/ck
 
+and session 9's run 5 (people3 on run 1's tower: the tower, not the data, lost colour multiple choice in people2/3):
+
+    python -m training.train --recipe people3 --no-augment --shapes-share 0 --tower-steps 0 --tower-from /tmp/ck1 \
+        --save-every 500 --out /tmp/ck5
+
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
 
@@ -329,7 +334,7 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0):
+          stage2_restart=0, save_every=0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
@@ -338,7 +343,9 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     with a fresh schedule, optimizer and option head at `stage2_lr` (as run 2, the only run whose multiple choice
     read colour, continued run 1; training/README.md). `tower_from`: stage 0's tower taken from that checkpoint (load_tower;
     tower_steps must be 0); with the checkpoint of a run with the same tower options, the same result as that run's
-    options would give."""
+    options would give. `save_every` N: also a checkpoint every N stage-2 steps (counted across both parts of a
+    restarted stage 2) in {out_dir}-stage2-step{N}, e.g. for training.option_probe while the run goes on; it changes
+    nothing of the run."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -375,6 +382,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
     # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
     feats = None
+    stage2_done = 0  # stage-2 steps so far, across both parts of a restarted stage 2 (save_every)
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
               ("moe", stage2_steps, data.LANGS, 0.6, True, False, stage2_lr or lr)]
     if stage2_restart:
@@ -413,6 +421,11 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
+            if use_moe:
+                stage2_done += 1
+                if save_every and stage2_done % save_every == 0:
+                    model.save_pretrained(f"{out_dir.rstrip(os.sep)}-stage2-step{stage2_done}", vision_inside=True,
+                                          tokenizer=tok, dtype=torch.float32)
             if (step + 1) % log_every == 0:
                 experts = (" routing " + " ".join(f"{v:.2f}" for v in (routing / (log_every * batch_size)).tolist())
                            if use_moe else "")
@@ -454,8 +467,8 @@ def _cpu_seconds():
 # wordings per kind in en/pt/tr, one long stage 2 at a lower peak (multiple choice formed at 1e-3 in run 2, not
 # at 2e-3 in run 1) and a routing-balance loss against the MoE sending everything to one expert.
 # people3 (session 8, run 4): people2's tower and data; stage 2 without the balance loss and in two parts, as runs
-# 1 + 2 were: 2500 steps at 2e-3, then 2000 restarted at 1e-3. Colour multiple choice still did not form, so the
-# cause lies in the tower or data people2 and people3 share (training/README.md, run 4).
+# 1 + 2 were: 2500 steps at 2e-3, then 2000 restarted at 1e-3. Colour multiple choice still did not form; on run 1's
+# tower (run 5: --no-augment --shapes-share 0) the same data and stage 2 formed it, so the tower lost it.
 RECIPES = {"people2": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
                            shapes_share=0.2, more_phrasings=True, stage2_steps=4500, stage2_lr=1e-3, balance=0.1),
            "people3": dict(data="people", image_size=96, patch_size=12, tower_steps=10000, augment=True,
@@ -483,14 +496,18 @@ def main():
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
                     help="shapes: the shipped model's data (default); people: paraphrases, describe, varied pictures")
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--augment", action="store_true", help="flip/turn the tower's pictures in stage 0")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                    help="flip/turn the tower's pictures in stage 0")
     ap.add_argument("--shapes-share", type=float, default=0.0,
                     help="people data: this share of the pool drawn by the first (shapes) generator")
-    ap.add_argument("--more-phrasings", action="store_true", help="people data: add data.MORE_PHRASINGS")
+    ap.add_argument("--more-phrasings", action=argparse.BooleanOptionalAction, default=False,
+                    help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
     ap.add_argument("--stage2-restart", type=int, default=0, help="stage 2's first N steps at --lr, the rest "
                     "restarted (schedule, optimizer, option head) at --stage2-lr")
+    ap.add_argument("--save-every", type=int, default=0, help="also save a checkpoint every N stage-2 steps "
+                    "(OUT-stage2-stepN)")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                     help="a named set of these options (RECIPES); options given explicitly override it")
     recipe = ap.parse_known_args()[0].recipe
@@ -502,7 +519,7 @@ def main():
           people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
-          stage2_restart=args.stage2_restart)
+          stage2_restart=args.stage2_restart, save_every=args.save_every)
 
 
 if __name__ == "__main__":

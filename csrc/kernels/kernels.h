@@ -16,6 +16,16 @@
 #include "kernels/quant.h"
 #include "parrot.h"
 
+#define PR_ACT_NONE (-1) /* beside parrot.h's PR_ACT_QUICK_GELU, PR_ACT_GELU: no activation */
+
+/* GELU's erf through erfc (SIMD tables): for z = |y|/√2, erfc(z) = t·exp(−z² + P(t)), t = 1/(1 + z/2), P of
+ * degree 9 (Numerical Recipes' erfcc, a Chebyshev fit: relative error < 1.2e−7 for every z ≥ 0), and
+ * 0.5y·(1 + erf(y/√2)) = 0.5y·(2 − erfc(z)) for y ≥ 0, 0.5y·erfc(z) for y < 0: no 1 + erf cancellation on
+ * the negative side. The coefficients of P, constant term first: */
+#define PR_SQRT1_2 0.70710678118654752f /* 1/√2 (M_SQRT1_2 is not C11) */
+static const float pr_erfc_p[10] = {-1.26551223f, 1.00002368f, 0.37409196f, 0.09678418f, -0.18628806f,
+                                    0.27886807f, -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
+
 /* Tiled products: Y[j·ldy + i] = W_i · X_j for weight rows i < nw and activation rows j < nx, every row
  * nb blocks (q*_0) or k values long. W rows are ldw bytes apart, X rows ldx bytes apart. */
 typedef void (*pr_gemm_fn)(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long k, float *Y,
@@ -75,10 +85,11 @@ typedef struct pr_kernels {
     void (*silu_mul)(float *x, const float *u, long n);
     float (*exp_sum)(float *x, long n, float m);
     /* the products' epilogue on rows × n values ld apart (a GEMM tile, or whole rows): y += bias (one value per
-     * column; NULL: none), then y = y·σ(1.702y) (quick GELU) if quick_gelu, then res += y (res: y's layout;
-     * NULL: none), one pass while the values are in registers. Each row is evaluated as one call of n values
-     * (vectors from its first column, the tail scalar), so results depend only on the segment, not on rows. */
-    void (*bias_act_res)(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res);
+     * column; NULL: none), then the activation act: PR_ACT_QUICK_GELU y·σ(1.702y), PR_ACT_GELU
+     * 0.5y·(1 + erf(y/√2)) (see pr_erfc_p), PR_ACT_NONE none; then res += y (res: y's layout; NULL: none),
+     * one pass while the values are in registers. Each row is evaluated as one call of n values (vectors from
+     * its first column, the tail scalar), so results depend only on the segment, not on rows. */
+    void (*bias_act_res)(float *y, long ld, long rows, long n, const float *bias, int act, float *res);
 } pr_kernels;
 
 extern const pr_kernels pr_kernels_scalar;
@@ -126,7 +137,7 @@ void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n,
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */
 void pr_scalar_quantize_q8_0(const float *x, block_q8_0 *y, long n);
 void pr_scalar_silu_mul(float *x, const float *u, long n);
-void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res);
+void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int act, float *res);
 float pr_scalar_exp_sum(float *x, long n, float m);
 void pr_scalar_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 #endif

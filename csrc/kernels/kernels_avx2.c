@@ -317,18 +317,31 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+/* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: pr_erfc_p) */
+static inline __m256 gelu8(__m256 y) {
+    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), y), _mm256_set1_ps(PR_SQRT1_2));
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
+    __m256 p = _mm256_set1_ps(pr_erfc_p[9]);
+    for (int i = 8; i >= 0; i--) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(pr_erfc_p[i]));
+    __m256 e = _mm256_mul_ps(t, exp8(_mm256_fnmadd_ps(z, z, p))); /* erfc(z) */
+    __m256 neg = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ);
+    __m256 f = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), e), e, neg); /* 1 + erf(y/√2) */
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), y), f);
+}
+
+static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int act, float *res) {
     const __m256 one = _mm256_set1_ps(1.0f), kq = _mm256_set1_ps(-1.702f);
     for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL) {
         long i = 0;
         for (; i + 8 <= n; i += 8) {
             __m256 v = _mm256_loadu_ps(y + i);
             if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
-            if (quick_gelu) v = _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(kq, v))));
+            if (act == PR_ACT_QUICK_GELU) v = _mm256_div_ps(v, _mm256_add_ps(one, exp8(_mm256_mul_ps(kq, v))));
+            else if (act == PR_ACT_GELU) v = gelu8(v);
             _mm256_storeu_ps(y + i, v);
             if (res) _mm256_storeu_ps(res + i, _mm256_add_ps(_mm256_loadu_ps(res + i), v));
         }
-        pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, quick_gelu, res ? res + i : NULL);
+        if (i < n) pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, act, res ? res + i : NULL);
     }
 }
 

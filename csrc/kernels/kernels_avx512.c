@@ -179,18 +179,31 @@ static void silu_mul(float *x, const float *u, long n) {
     pr_scalar_silu_mul(x + i, u + i, n - i);
 }
 
-static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+/* 0.5y·(1 + erf(y/√2)) through erfc (kernels.h: pr_erfc_p) */
+static inline __m512 gelu16(__m512 y) {
+    __m512 z = _mm512_mul_ps(_mm512_abs_ps(y), _mm512_set1_ps(PR_SQRT1_2));
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(pr_erfc_p[9]);
+    for (int i = 8; i >= 0; i--) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(pr_erfc_p[i]));
+    __m512 e = _mm512_mul_ps(t, exp16(_mm512_fnmadd_ps(z, z, p))); /* erfc(z) */
+    __mmask16 neg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 f = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.0f), e), e); /* 1 + erf(y/√2) */
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), y), f);
+}
+
+static void bias_act_res(float *y, long ld, long rows, long n, const float *bias, int act, float *res) {
     const __m512 one = _mm512_set1_ps(1.0f), kq = _mm512_set1_ps(-1.702f);
     for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL) {
         long i = 0;
         for (; i + 16 <= n; i += 16) {
             __m512 v = _mm512_loadu_ps(y + i);
             if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + i));
-            if (quick_gelu) v = _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(kq, v))));
+            if (act == PR_ACT_QUICK_GELU) v = _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(kq, v))));
+            else if (act == PR_ACT_GELU) v = gelu16(v);
             _mm512_storeu_ps(y + i, v);
             if (res) _mm512_storeu_ps(res + i, _mm512_add_ps(_mm512_loadu_ps(res + i), v));
         }
-        pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, quick_gelu, res ? res + i : NULL);
+        if (i < n) pr_scalar_bias_act_res(y + i, ld, 1, n - i, bias ? bias + i : NULL, act, res ? res + i : NULL);
     }
 }
 

@@ -124,11 +124,12 @@ void pr_scalar_silu_mul(float *x, const float *u, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i])) * u[i];
 }
 
-void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int quick_gelu, float *res) {
+void pr_scalar_bias_act_res(float *y, long ld, long rows, long n, const float *bias, int act, float *res) {
     for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL)
         for (long i = 0; i < n; i++) {
             float v = bias ? y[i] + bias[i] : y[i];
-            if (quick_gelu) v = v / (1.0f + expf(-1.702f * v));
+            if (act == PR_ACT_QUICK_GELU) v = v / (1.0f + expf(-1.702f * v));
+            else if (act == PR_ACT_GELU) v = 0.5f * v * (1.0f + erff(v * PR_SQRT1_2)); /* the definition */
             y[i] = v;
             if (res) res[i] += v;
         }

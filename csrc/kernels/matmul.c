@@ -271,21 +271,9 @@ void pr_matmul(pr_pool *pool, const pr_tensor *W, const float *x, int n, float *
     pr_matmul_k(pr_kern(), pool, W, x, n, y, PR_MM_AUTO);
 }
 
-static inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
-
 void pr_epilogue_tile(const pr_kernels *k, const pr_epilogue *ep, long c0, float *y, float *res, long rows, long len,
-                      long ld) {
-    const float *bias = ep->bias ? ep->bias + c0 : NULL;
-    if (ep->act != PR_ACT_GELU) { /* bias, x·σ(1.702x), residual: one pass in the table's registers */
-        k->bias_act_res(y, ld, rows, len, bias, ep->act == PR_ACT_QUICK_GELU, res);
-        return;
-    }
-    k->bias_act_res(y, ld, rows, len, bias, 0, NULL);
-    for (long r = 0; r < rows; r++, y += ld, res = res ? res + ld : NULL)
-        for (long q = 0; q < len; q++) {
-            y[q] = gelu_erf(y[q]);
-            if (res) res[q] += y[q];
-        }
+                      long ld) { /* bias, activation, residual: one pass in the table's registers */
+    k->bias_act_res(y, ld, rows, len, ep->bias ? ep->bias + c0 : NULL, ep->act, res);
 }
 
 typedef struct {

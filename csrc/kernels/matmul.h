@@ -26,7 +26,6 @@ typedef struct pr_epilogue {
     int act;           /* PR_ACT_QUICK_GELU, PR_ACT_GELU or PR_ACT_NONE */
     float *res;        /* n × columns, the layout of y, or NULL */
 } pr_epilogue;
-#define PR_ACT_NONE (-1)
 
 /* rows × len outputs ld apart: columns c0 .. c0 + len of output rows (a GEMM tile, or whole rows), res the same
  * columns of their residual rows (or NULL). Each row segment is evaluated the same way whatever `rows` is. */

@@ -321,7 +321,7 @@ static PyObject *py_quantize_act(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* ---- elementwise(name, x, isa, u=None, m=0) -> (y, sum): silu_mul, quick_gelu, exp_sum, f16 (round trip
+/* ---- elementwise(name, x, isa, u=None, m=0) -> (y, sum): silu_mul, quick_gelu, gelu, exp_sum, f16 (round trip
  * f32 → f16 → f32), bf16 (bf16 bit patterns in x's low 16 bits widened) */
 static PyObject *py_elementwise(PyObject *self, PyObject *args) {
     const char *name, *isa;
@@ -345,8 +345,8 @@ static PyObject *py_elementwise(PyObject *self, PyObject *args) {
         }
         k->silu_mul(xp, PyArray_DATA(u), n);
         Py_DECREF(u);
-    } else if (!strcmp(name, "quick_gelu")) {
-        k->bias_act_res(xp, n, 1, n, NULL, 1, NULL);
+    } else if (!strcmp(name, "quick_gelu") || !strcmp(name, "gelu")) {
+        k->bias_act_res(xp, n, 1, n, NULL, name[0] == 'q' ? PR_ACT_QUICK_GELU : PR_ACT_GELU, NULL);
     } else if (!strcmp(name, "exp_sum")) {
         sum = k->exp_sum(xp, n, m);
     } else if (!strcmp(name, "f16") || !strcmp(name, "bf16")) {
@@ -534,7 +534,7 @@ static PyMethodDef kernel_methods[] = {
     {"quantize_act", py_quantize_act, METH_VARARGS,
      "quantize_act(x: float32 [n], isa) -> uint8 q8_0 blocks from the table's activation quantiser"},
     {"elementwise", py_elementwise, METH_VARARGS,
-     "elementwise(name, x, isa, u=None, m=0.0) -> (y, sum) for silu_mul, quick_gelu, exp_sum, f16, bf16"},
+     "elementwise(name, x, isa, u=None, m=0.0) -> (y, sum) for silu_mul, quick_gelu, gelu, exp_sum, f16, bf16"},
     {"attention", (PyCFunction)(void (*)(void))py_attention, METH_VARARGS | METH_KEYWORDS,
      "attention(q, k, v, n_head, n_head_kv, causal, kv_f16=False, isa='best', threads=1) -> out"},
     {"attn_f16", py_attn_f16, METH_VARARGS,
