@@ -264,7 +264,10 @@ def dequantize_by_hand(raw, dtype):
 # The int8 kernels behind decoding (n ≤ 8 activation rows: one or a batch of sequences) and short prompts:
 # weight rows around the kernels' 4-row passes, activation rows around the AVX-512 kernel's 2 per pass, block
 # counts odd and even (the AVX-512 kernel takes blocks in pairs).
-FEW_SHAPES = [(1, 1, 32), (2, 3, 64), (3, 5, 96), (4, 7, 32 * 9), (5, 13, 32 * 38), (7, 6, 32 * 3), (8, 70, 32 * 37)]
+# q4_0 rows are held in groups of 4 blocks (kernels/quant.h): block counts below 4, multiples of 4, and groups with
+# a tail of 1 to 3 blocks.
+FEW_SHAPES = [(1, 1, 32), (2, 3, 64), (3, 5, 96), (4, 7, 32 * 9), (5, 13, 32 * 38), (7, 6, 32 * 3), (8, 70, 32 * 37),
+              (1, 9, 32 * 4), (2, 5, 32 * 8), (3, 4, 32 * 7), (8, 80, 32 * 201)]  # the last: AVX-512's act groups in parts
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -304,6 +307,37 @@ def test_int8_matvec_same_bits_whatever_the_batch(isa, dtype):
             assert np.array_equal(got, alone[start:start + n]), (n, start)
     for r0 in (1, 2, 3):  # weight rows shifted against the 4-row passes
         assert np.array_equal(_core.matmul(raw[r0:], dtype, cols, x[:3], isa=isa, threads=1), alone[:3, r0:])
+
+
+def q4_0_groups_by_hand(raw):
+    """kernels/quant.h's in-memory q4_0 layout built in numpy from the file's bytes: each run of 4 blocks becomes
+    their 4 f16 scales, then 64 bytes where byte i < 32 holds value i of the first block (low nibble) and of the
+    third (high), byte 32 + i value i of the second and the fourth; the last blocks (count mod 4) unchanged."""
+    rows = raw.shape[0]
+    blocks = raw.reshape(rows, -1, 18)
+    nb, ng = blocks.shape[1], blocks.shape[1] // 4
+    b = blocks[:, :, 2:].astype(np.uint8)
+    nib = np.concatenate([b & 15, b >> 4], axis=2)  # [rows, nb, 32]: value i's nibble, value order
+    out = raw.reshape(rows, nb, 18).copy()
+    g = out[:, :ng * 4].reshape(rows, ng, 72)
+    src = blocks[:, :ng * 4].reshape(rows, ng, 4, 18)
+    n = nib[:, :ng * 4].reshape(rows, ng, 4, 32)
+    g[:, :, :8] = src[:, :, :, :2].reshape(rows, ng, 8)
+    g[:, :, 8:40] = n[:, :, 0] | n[:, :, 2] << 4
+    g[:, :, 40:72] = n[:, :, 1] | n[:, :, 3] << 4
+    out[:, :ng * 4] = g.reshape(rows, ng * 4, 18)
+    return out.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("nb", [1, 3, 4, 5, 8, 11, 88])
+def test_q4_0_groups_layout(nb):
+    """The load-time regrouping of q4_0 rows is the documented byte layout, and every reader of it (the
+    reference dequantiser; every table's kernels via the tests above) gets the file's values back."""
+    rng = np.random.default_rng(nb)
+    w = rng.normal(size=(5, nb * 32)).astype(np.float32)
+    raw = np.ascontiguousarray(_core.quantize(w, "q4_0").reshape(5, -1))
+    assert np.array_equal(_core.q4_0_groups(raw, nb * 32), q4_0_groups_by_hand(raw))
+    assert np.array_equal(_core.dequantize(raw, "q4_0", nb * 32), dequantize_by_hand(raw, "q4_0").astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/quant.h"
 #include "util/mem.h"
 
 struct gguf_file {
@@ -24,6 +25,8 @@ struct gguf_file {
     char *names; /* NUL-terminated tensor names, packed */
     uint64_t alignment;
     uint64_t data_offset;
+    uint8_t *owned; /* q8_0/q4_0 tensors moved out of the mapping (gguf_own_quantized), or NULL */
+    size_t owned_size;
 };
 
 typedef struct {
@@ -141,8 +144,46 @@ void gguf_close(gguf_file *f) {
     free(f->tensors);
     free(f->names);
     if (f->map && f->map != MAP_FAILED) munmap((void *)f->map, f->size);
+    if (f->owned) munmap(f->owned, f->owned_size);
     free(f->path);
     free(f);
+}
+
+int gguf_own_quantized(gguf_file *f, pr_error *err) {
+    const size_t huge = 2u << 20, align = 64;
+    size_t total = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        if ((f->tensors[i].type == PR_Q4_0 || f->tensors[i].type == PR_Q8_0) && f->tensors[i].ne[0] % PR_QK == 0)
+            total += (f->tensors[i].nbytes + align - 1) / align * align;
+    if (!total) return 0;
+    /* owned memory, on 2 MiB pages where the kernel gives them (fewer TLB misses while decoding streams every
+     * weight once per token: benchmarks/RESULTS.md); q4_0 rows regrouped on the way (kernels/quant.h) */
+    size_t len = (total + huge - 1) / huge * huge + huge;
+    uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
+        return pr_set_error(err, PR_ERR_NOMEM, "%s: no memory for the q8_0/q4_0 tensors (%zu bytes)", f->path, total);
+    f->owned = map;
+    f->owned_size = len;
+    uint8_t *dst = (uint8_t *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
+    madvise(dst, total, MADV_HUGEPAGE);
+    long page = sysconf(_SC_PAGESIZE);
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        pr_tensor *t = &f->tensors[i];
+        if ((t->type != PR_Q4_0 && t->type != PR_Q8_0) || t->ne[0] % PR_QK) continue;
+        long nb = (long)(t->ne[0] / PR_QK), ldw = nb * (long)sizeof(block_q4_0);
+        memcpy(dst, t->data, t->nbytes);
+        for (size_t r = 0; t->type == PR_Q4_0 && r + (size_t)ldw <= t->nbytes; r += (size_t)ldw)
+            pr_q4_0_to_groups(dst + r, nb);
+        /* the file's pages of this tensor are not read again: unmap them, so the process holds the tensor once
+         * (they stay in the page cache, reclaimable, and make the next load of the file fast) */
+        uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+        uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(page - 1);
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        t->data = dst;
+        dst += (t->nbytes + align - 1) / align * align;
+    }
+    mprotect(f->owned, f->owned_size, PROT_READ);
+    return 0;
 }
 
 int gguf_str_eq(gguf_str s, const char *c) {

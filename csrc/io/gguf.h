@@ -37,6 +37,10 @@ typedef struct gguf_file gguf_file;
 
 int gguf_open(const char *path, gguf_file **out, pr_error *err);
 void gguf_close(gguf_file *f);
+/* Moves every q8_0/q4_0 tensor into owned memory on 2 MiB pages (q4_0 rows into the layout the kernels
+ * read: kernels/quant.h's groups of 4 blocks) and drops its pages of the file mapping; once, right after
+ * opening, before any tensor is used. */
+int gguf_own_quantized(gguf_file *f, pr_error *err);
 
 const char *gguf_path(const gguf_file *f);
 int gguf_n_kv(const gguf_file *f);

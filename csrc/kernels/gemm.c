@@ -41,7 +41,7 @@ typedef struct {
     const float *x;
     float *y, *ap;       /* ap: packed activations, ceil(n/MR)·MR × cols */
     long n, rows, cols, mpad;
-    long kc;             /* K block: KC_MAX, smaller for many activation rows (A_BUDGET), a multiple of 32 */
+    long kc;             /* K block: KC_MAX, smaller for many activation rows (A_BUDGET), a multiple of 128 */
     size_t ldw;          /* bytes per weight row */
 } gemm_job;
 
@@ -197,8 +197,9 @@ int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *W
     if ((W->type == PR_Q8_0 || W->type == PR_Q4_0) && j.cols % PR_QK) return -1;
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     j.mpad = (n + k->gemm_mr - 1) / k->gemm_mr * k->gemm_mr;
-    j.kc = A_BUDGET / (j.mpad * (long)sizeof(float)) / PR_QK * PR_QK;
-    j.kc = j.kc > KC_MAX ? KC_MAX : j.kc < 2 * PR_QK ? 2 * PR_QK : j.kc;
+    /* a multiple of a q4_0 group's 128 values, so that each K block starts and ends on groups (quant.h) */
+    j.kc = A_BUDGET / (j.mpad * (long)sizeof(float)) / (PR_Q4_0_GROUP * PR_QK) * (PR_Q4_0_GROUP * PR_QK);
+    j.kc = j.kc > KC_MAX ? KC_MAX : j.kc < PR_Q4_0_GROUP * PR_QK ? PR_Q4_0_GROUP * PR_QK : j.kc;
     j.ap = pr_scratch(PR_SCRATCH_ACT, (size_t)j.mpad * (size_t)j.cols * sizeof(float));
     if (!j.ap) return -1;
     pr_pool_run(pool, pack_a_task, &j);

@@ -110,10 +110,9 @@ const pr_kernels *pr_kernels_get(const char *isa, pr_error *err);
 /* Space-separated names of the ISAs this CPU and build can run, best last, e.g. "scalar avx2". */
 const char *pr_kernels_available(void);
 
-/* The few-rows int8 kernels (gemm_q8_0/gemm_q4_0) read a pass's 4 weight rows as 4 interleaved streams, which
- * the hardware prefetchers follow poorly: streaming a 143 MB q8_0 matrix ran at half the speed of a
- * one-row-at-a-time loop. They ask for each row's bytes this many rows ahead (a later pass, about 32 KB
- * ahead, a multiple of the 4 rows; benchmarks/RESULTS.md). */
+/* The few-rows int8 kernels (gemm_q8_0/gemm_q4_0) ask for each weight row's bytes this many rows ahead (about
+ * 32 KB ahead, a multiple of the AVX2 kernels' 4-row passes): without it, streaming a 143 MB q8_0 matrix in
+ * 4-row passes ran at half the speed (benchmarks/RESULTS.md). */
 static inline long pr_mv_prefetch_rows(long ldw) {
     long rows = (32768 / ldw + 3) / 4 * 4;
     return rows < 4 ? 4 : rows;
@@ -128,9 +127,10 @@ static inline void pr_prefetch_row(const uint16_t *row, long n) {
     for (; line < end; line += 64) __builtin_prefetch((const void *)line);
 }
 
-/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 weighted sum of the
- * decode attention, every AVX-512 table's. */
+/* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 q4_0 dequantiser and
+ * weighted sum of the decode attention, every AVX-512 table's. */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+void pr_avx2_dequantize_q4_0(const block_q4_0 *x, float *y, long n);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 

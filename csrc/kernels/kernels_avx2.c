@@ -74,13 +74,6 @@ static void axpy_f32(float a, const float *x, float *y, long n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* the 32 q4_0 values of a block as int8 −8..7, in value order (low nibbles are values 0..15) */
-static inline __m256i unpack_q4_0(const uint8_t *qs) {
-    __m128i b = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
-}
-
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 static inline __m256i load32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
@@ -139,10 +132,27 @@ static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
     }
 }
 
-static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
-    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
-        __m256 d = _mm256_set1_ps(f16(x[b].d));
-        __m256i v = unpack_q4_0(x[b].qs);
+/* block b of a q4_0 row in memory (nb blocks; quant.h's groups, then the ungrouped tail): its 32 nibbles
+ * q + 8 (0..15) in value order, and its scale */
+static inline __m256i q4_0_nibbles(const block_q4_0 *x, long nb, long b, float *d) {
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    if (b < nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP) { /* a group: 32 bytes, the block in the low or high nibbles */
+        const block_q4_0x4 *g = (const block_q4_0x4 *)x + b / PR_Q4_0_GROUP;
+        __m256i v = _mm256_loadu_si256((const __m256i *)(g->qs + (b & 1) * PR_QK));
+        *d = f16(g->d[b % PR_Q4_0_GROUP]);
+        return _mm256_and_si256(b & 2 ? _mm256_srli_epi16(v, 4) : v, mask);
+    }
+    __m128i q = _mm_loadu_si128((const __m128i *)x[b].qs); /* values 0..15 low nibbles, 16..31 high */
+    *d = f16(x[b].d);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), mask);
+}
+
+void pr_avx2_dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
+    long nb = n / PR_QK;
+    for (long b = 0; b < nb; b++, y += PR_QK) {
+        float dw;
+        __m256i v = _mm256_sub_epi8(q4_0_nibbles(x, nb, b, &dw), _mm256_set1_epi8(8));
+        __m256 d = _mm256_set1_ps(dw);
         __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
         _mm256_storeu_ps(y, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
         _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
@@ -184,11 +194,8 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, const char *W, long ldw, const block_
             float dw;
             __builtin_prefetch(W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0)));
             if (fmt == 4) {
-                const block_q4_0 *w = (const block_q4_0 *)(W + r * ldw) + b;
-                __m128i q = _mm_loadu_si128((const __m128i *)w->qs);
-                __m256i n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+                __m256i n = q4_0_nibbles((const block_q4_0 *)(W + r * ldw), nb, b, &dw);
                 s = _mm256_add_epi32(madd_u8s8(n, xq), corr);
-                dw = f16(w->d);
             } else {
                 const block_q8_0 *w = (const block_q8_0 *)(W + r * ldw) + b;
                 __m256i wq = load32(w->qs);
@@ -415,7 +422,7 @@ const pr_kernels pr_kernels_avx2 = {
     .axpy_f32 = axpy_f32, .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
-    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = pr_avx2_dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 6, .gemm_nr = 16,
     .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak,

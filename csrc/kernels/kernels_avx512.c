@@ -104,11 +104,6 @@ static void attn_scores_f16(const uint16_t *k, long ld, long n, const float *q, 
 }
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
-static inline __m256i unpack_q4_0(const uint8_t *qs) {
-    __m128i b = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
-}
 static void quantize_q8_0(const float *x, block_q8_0 *y, long n) {
     for (long b = 0; b < n / PR_QK; b++, x += PR_QK) {
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
@@ -152,16 +147,6 @@ static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
                                                       _mm_loadu_si128((const __m128i *)(x[b].qs + 16))))));
     }
 }
-
-static void dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
-    for (long b = 0; b < n / PR_QK; b++, y += PR_QK) {
-        __m512 d = _mm512_set1_ps(f16(x[b].d));
-        __m256i v = unpack_q4_0(x[b].qs);
-        _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(v)))));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(v, 1)))));
-    }
-}
-
 
 /* exp as in kernels_avx2.c, 16 lanes */
 static inline __m512 exp16(__m512 x) {
@@ -308,7 +293,7 @@ const pr_kernels pr_kernels_avx512 = {
     .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .quantize_q8_0 = quantize_q8_0,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
-    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = pr_avx2_dequantize_q4_0,
     .gemm_q8_0 = pr_avx2_gemm_q8_0, .gemm_q4_0 = pr_avx2_gemm_q4_0, .gemm_bf16 = NULL,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
     .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak,
@@ -324,18 +309,23 @@ const pr_kernels pr_kernels_avx512 = {
 /* ---- quantised weights × a few activation rows: decoding, batched decoding and short prompts (matmul.c's
  * matrix-vector path and its int8 tiles). Y[j·ldy + i] = W_i · X_j, X rows quantised to q8_0.
  *
- * One pass takes up to 4 weight rows and up to 2 activation rows and walks their blocks two at a time, one
- * zmm per pair of blocks: each activation pair is loaded once for the 4 rows, each unpacked weight pair serves
- * both activation rows, and the 8 (weight row, activation row) accumulators are independent chains. vpdpbusd
- * multiplies unsigned by signed bytes, so:
+ * One pass takes one weight row and up to 2 activation rows and walks their blocks two at a time, one zmm per
+ * pair of blocks: each unpacked weight pair serves both activation rows, whose accumulators are independent
+ * chains. Rows one at a time make each thread's slice of weights one sequential stream: passes of 4 rows
+ * (each activation pair loaded once for the 4) read 4 interleaved streams per thread, and with both threads
+ * streaming from memory that reached only ~2/3 of the bandwidth of one stream per thread (throwaway C loop
+ * and decode A/B runs in benchmarks/RESULTS.md). Batches of more than 2 activation rows are compute-bound:
+ * there passes take 4 weight rows, each activation pair loaded once for the 4 (one row per pass made 8-sequence
+ * decoding of 0.5B q8_0 ~25 % slower). vpdpbusd multiplies unsigned by signed bytes, so:
  *   q4_0: the nibbles n = q + 8 (0..15) are the unsigned side; the accumulator starts at −8·Σx of the lane,
  *         so each int32 lane is Σ (n − 8)·x exactly;
  *   q8_0: x + 128 (1..255) is the unsigned side; the accumulator starts at −128·Σw of the lane.
  * Either way a lane is the exact integer sum of 4 products, as in the scalar reference; the scale product
- * d_w·d_x multiplies it in f32. An output's 16 lanes accumulate pair after pair in the same order whatever
- * the number of rows in the call and the output's place in it: batching sequences or slicing rows between
- * threads does not change a bit. An odd last block runs as a pair with a zero second block. */
-#define MV_ROWS 4 /* weight rows per pass */
+ * d_w·d_x multiplies it in f32. An output's lanes accumulate pair after pair in the same order whatever the
+ * number of rows in the call and the output's place in it: batching sequences or slicing rows between threads
+ * does not change a bit. An odd last block runs as a pair with a zero second block. q4_0 rows in groups of 4
+ * blocks (quant.h) take mv_q4_0_groups below for their groups. */
+#define MV_ROWS 4 /* weight rows per pass for batches of > MV_ACTS activation rows */
 #define MV_ACTS 2 /* activation rows per pass */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -418,10 +408,10 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
     return p;
 }
 
-/* One step of a pass: blocks b and b+1 of R weight rows × A activation rows (fmt 4: q4_0, 8: q8_0; all
- * constants after inlining). */
-ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx,
-                           long b, long pf_rows, __m512 acc[MV_ROWS][MV_ACTS]) {
+/* One step of a pass: blocks b and b+1 of R weight rows (ldw bytes apart) × A activation rows (fmt 4: q4_0,
+ * 8: q8_0; all constants after inlining); pf: how far ahead (bytes) to ask for each row's stream. */
+ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx, long b,
+                           long pf, __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
     /* q4_0: the lanes of block b and of block b+1, pairs being laid out [lo_b, lo_b+1, hi_b, hi_b+1] */
     const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
@@ -430,59 +420,146 @@ ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long l
         x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
     }
     for (int r = 0; r < R; r++) {
+        const char *w = W + r * ldw;
         /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
-        const char *pf = W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
-        __builtin_prefetch(pf);
-        if (fmt == 8) __builtin_prefetch(pf + 64);
-        w_pair w = fmt == 4 ? w_q4_0((const block_q4_0 *)(W + r * ldw) + b, two)
-                            : w_q8_0((const block_q8_0 *)(W + r * ldw) + b, two);
+        const char *ahead = w + pf + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
+        __builtin_prefetch(ahead);
+        if (fmt == 8) __builtin_prefetch(ahead + 64);
+        w_pair wp = fmt == 4 ? w_q4_0((const block_q4_0 *)w + b, two) : w_q8_0((const block_q8_0 *)w + b, two);
         for (int j = 0; j < A; j++) {
-            __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, w.q, x[j].q) : _mm512_dpbusd_epi32(w.corr, x[j].q, w.q);
-            __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(w.d2, x[j].d2)))
-                                : _mm512_mul_ps(w.d, x[j].d);
+            __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, wp.q, x[j].q) : _mm512_dpbusd_epi32(wp.corr, x[j].q, wp.q);
+            __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(wp.d2, x[j].d2)))
+                                : _mm512_mul_ps(wp.d, x[j].d);
             acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r][j]);
         }
     }
 }
 
-/* One pass: R weight rows × A activation rows over all nb blocks, in pairs. */
-ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb,
+/* blocks b0.. of R weight rows in pairs, into acc */
+ALWAYS_INLINE void mv_pairs(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long b0, long nb,
+                            long pf, __m512 acc[MV_ROWS][MV_ACTS]) {
+    long b = b0;
+    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf, acc);
+    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf, acc);
+}
+
+/* q4_0 groups (quant.h). The activation side of a group — blocks b..b+3 as two 64-byte pairs in value order,
+ * their lane corrections (−8·Σx per lane) and their 4 scales — is prepared once per call for every activation
+ * row, so a weight row's step is one 64-byte load (pairs b, b+1 in the low nibbles, b+2, b+3 in the high
+ * ones), one 8-byte load of its scales, and per pair a dot product, its scales' permute and a multiply-add
+ * (measured on one core, weights in cache: ~1.3× the pairs' rate, benchmarks/RESULTS.md). */
+typedef struct {
+    __m512i q[2], corr[2];
+    __m128 d;
+} act_group;
+#define ACT_GROUPS_MAX 384 /* prepared groups on the stack (120 KiB): nx × groups per row, else in parts */
+
+ALWAYS_INLINE void prepare_groups(const block_q8_0 *x, long ng, act_group *a) {
+    for (long g = 0; g < ng; g++, x += PR_Q4_0_GROUP) {
+        for (int p = 0; p < 2; p++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)x[2 * p].qs), x1 = _mm256_loadu_si256((const __m256i *)x[2 * p + 1].qs);
+            a[g].q[p] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
+            a[g].corr[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a[g].q[p]));
+        }
+        a[g].d = _mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0));
+    }
+}
+
+/* one weight row's groups against A prepared activation rows (ng groups apart); the two pairs of a group
+ * go to separate accumulators (two multiply-add chains) */
+ALWAYS_INLINE void row_groups(int A, const char *w, long ng, long pf, const act_group *a, __m512 acc[MV_ACTS][2]) {
+    const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m512i mask = _mm512_set1_epi8(0x0f);
+    for (long g = 0; g < ng; g++) {
+        const block_q4_0x4 *G = (const block_q4_0x4 *)w + g;
+        __builtin_prefetch((const char *)G + pf); /* the 72 bytes pf ahead: the one or two lines they span */
+        __builtin_prefetch((const char *)G + pf + sizeof *G - 1);
+        __m512i v = _mm512_loadu_si512(G->qs);
+        __m512i lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)G->d));
+        for (int j = 0; j < A; j++) {
+            const act_group *x = &a[j * ng + g];
+            __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, x->d));
+            __m512i s0 = _mm512_dpbusd_epi32(x->corr[0], lo, x->q[0]), s1 = _mm512_dpbusd_epi32(x->corr[1], hi, x->q[1]);
+            acc[j][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(lanes01, d), acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(lanes23, d), acc[j][1]);
+        }
+    }
+}
+
+/* q4_0 rows of nb ≥ 4 blocks: the activation rows' groups prepared, then every weight row: its groups, then its
+ * last nb mod 4 blocks in pairs. Activation rows that do not all fit the stack (batches at long rows: 8 rows
+ * of 11008 values) go in parts, over blocks of weight rows small enough to be read again from L2. */
+static void mv_q4_0_groups(const char *W, long ldw, long nw, const char *X, long ldx, long nx, long nb, float *Y,
+                           long ldy) {
+    act_group a[ACT_GROUPS_MAX];
+    long ng = nb / PR_Q4_0_GROUP, part = ACT_GROUPS_MAX / ng, pf = pr_mv_prefetch_rows(ldw) * ldw;
+    part = part > nx ? nx : part;
+    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
+    for (long i0 = 0; i0 < nw; i0 += rows)
+        for (long j0 = 0; j0 < nx; j0 += part) {
+            long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
+            for (long j = 0; j < np; j++) prepare_groups((const block_q8_0 *)(X + (j0 + j) * ldx), ng, a + j * ng);
+            for (long i = i0; i < i1; i++)
+                for (long j = 0; j < np; j += MV_ACTS) {
+                    int A = np - j < MV_ACTS ? (int)(np - j) : MV_ACTS;
+                    __m512 acc[MV_ACTS][2];
+                    for (int t = 0; t < MV_ACTS; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+                    const char *w = W + i * ldw, *x = X + (j0 + j) * ldx;
+                    if (A == 2) row_groups(2, w, ng, pf, a + j * ng, acc);
+                    else row_groups(1, w, ng, pf, a + j * ng, acc);
+                    __m512 tail[MV_ROWS][MV_ACTS] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}};
+                    if (A == 2) mv_pairs(4, 1, 2, w, ldw, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
+                    else mv_pairs(4, 1, 1, w, ldw, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
+                    for (int t = 0; t < A; t++)
+                        Y[(j0 + j + t) * ldy + i] =
+                            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[0][t]));
+                }
+        }
+}
+
+/* one pass: R weight rows × A activation rows, all nb blocks in pairs */
+ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb, long pf,
                            float *Y, long ldy) {
     __m512 acc[MV_ROWS][MV_ACTS];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
-    long b = 0;
-    long pf_rows = pr_mv_prefetch_rows(ldw);
-    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf_rows, acc);
-    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf_rows, acc);
+    mv_pairs(fmt, R, A, W, ldw, X, ldx, 0, nb, pf, acc);
     for (int r = 0; r < R; r++)
         for (int j = 0; j < A; j++) Y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
 }
 
-/* every pass of a call, each pass shape compiled with constant R and A */
+/* every pass of a call: one weight row at a time for one or two activation rows (one stream per thread);
+ * for larger batches, where the activation work per weight byte makes the product compute-bound, 4 weight
+ * rows per pass sharing each activation load (as many as fit: the results are the same bits either way) */
 ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                       long ldy) {
-    for (long i = 0; i < nw; i += MV_ROWS)
+    long pf = pr_mv_prefetch_rows(ldw) * ldw;
+    int rows = nx > MV_ACTS ? MV_ROWS : 1;
+    for (long i = 0; i < nw; i += rows)
         for (long j = 0; j < nx; j += MV_ACTS) {
             const char *w = (const char *)W + i * ldw, *x = (const char *)X + j * ldx;
             float *y = Y + j * ldy + i;
-            int R = nw - i < MV_ROWS ? (int)(nw - i) : MV_ROWS, A = nx - j < MV_ACTS ? (int)(nx - j) : MV_ACTS;
+            int R = nw - i < rows ? (int)(nw - i) : rows, A = nx - j < MV_ACTS ? (int)(nx - j) : MV_ACTS;
             switch (R * 2 + A - 3) { /* R 1..4, A 1..2 */
-            case 0: mv_pass(fmt, 1, 1, w, ldw, x, ldx, nb, y, ldy); break;
-            case 1: mv_pass(fmt, 1, 2, w, ldw, x, ldx, nb, y, ldy); break;
-            case 2: mv_pass(fmt, 2, 1, w, ldw, x, ldx, nb, y, ldy); break;
-            case 3: mv_pass(fmt, 2, 2, w, ldw, x, ldx, nb, y, ldy); break;
-            case 4: mv_pass(fmt, 3, 1, w, ldw, x, ldx, nb, y, ldy); break;
-            case 5: mv_pass(fmt, 3, 2, w, ldw, x, ldx, nb, y, ldy); break;
-            case 6: mv_pass(fmt, 4, 1, w, ldw, x, ldx, nb, y, ldy); break;
-            default: mv_pass(fmt, 4, 2, w, ldw, x, ldx, nb, y, ldy); break;
+            case 0: mv_pass(fmt, 1, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 1: mv_pass(fmt, 1, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 2: mv_pass(fmt, 2, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 3: mv_pass(fmt, 2, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 4: mv_pass(fmt, 3, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 5: mv_pass(fmt, 3, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 6: mv_pass(fmt, 4, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            default: mv_pass(fmt, 4, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
             }
         }
 }
 
 static void gemm_q4_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                            long ldy) {
-    mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+    if (nb < PR_Q4_0_GROUP) mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy); /* no group: file blocks only */
+    else if (nb / PR_Q4_0_GROUP <= ACT_GROUPS_MAX) mv_q4_0_groups(W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+    else pr_avx2_gemm_q4_0(W, ldw, nw, X, ldx, nx, nb, Y, ldy); /* rows of > 49152 values: no model's */
 }
 
 static void gemm_q8_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
@@ -591,7 +668,7 @@ const pr_kernels pr_kernels_avx512_bf16 = {
     .quantize_q8_0 = quantize_q8_0, .axpy_f32 = axpy_f32,
     .attn_scores_f16 = attn_scores_f16, .attn_values_f16 = pr_avx2_attn_values_f16,
     .f16_to_f32 = f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = f32_to_f16,
-    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = dequantize_q4_0,
+    .dequantize_q8_0 = dequantize_q8_0, .dequantize_q4_0 = pr_avx2_dequantize_q4_0,
     .gemm_q8_0 = gemm_q8_0_vnni, .gemm_q4_0 = gemm_q4_0_vnni, .gemm_bf16 = gemm_bf16, .int8_tiles = 1,
     .gemm_ukernel = gemm_ukernel, .gemm_ukernel_rows = gemm_ukernel_rows, .gemm_mr = 14, .gemm_nr = 32,
     .gemm_pack8 = gemm_pack8, .gemm_pack8_q8_0 = gemm_pack8_q8_0, .peak = peak_bf16_vnni,

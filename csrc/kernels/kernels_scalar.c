@@ -48,15 +48,15 @@ static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
     return s;
 }
 
+/* w: a q4_0 row in memory (quant.h's groups) */
 static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
     float s = 0;
+    uint8_t q[PR_QK];
     for (long b = 0; b < nb; b++) {
+        float dw = pr_f16_to_f32(pr_q4_0_unpack(w, nb, b, q));
         int32_t acc = 0;
-        for (int i = 0; i < PR_QK / 2; i++) {
-            acc += ((w[b].qs[i] & 0x0f) - 8) * x[b].qs[i];
-            acc += ((w[b].qs[i] >> 4) - 8) * x[b].qs[i + PR_QK / 2];
-        }
-        s += pr_f16_to_f32(w[b].d) * pr_f16_to_f32(x[b].d) * (float)acc;
+        for (int i = 0; i < PR_QK; i++) acc += (q[i] - 8) * x[b].qs[i];
+        s += dw * pr_f16_to_f32(x[b].d) * (float)acc;
     }
     return s;
 }

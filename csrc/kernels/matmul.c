@@ -90,15 +90,19 @@ static void slice(const mm_job *j, int ith, int nth, long *r0, long *r1) {
 
 static inline const void *wrow(const mm_job *j, long r) { return (const char *)j->W->data + (size_t)r * j->ldw; }
 
-/* a q*_0 weight row against an f32 activation row, with no scratch memory (the fallback) */
+/* a q*_0 weight row against an f32 activation row, with no scratch memory (the fallback): a q4_0 group or
+ * one block at a time */
 static float dot_dequant(const mm_job *j, long r, const float *x) {
-    float w[PR_QK], s = 0;
+    float w[PR_Q4_0_GROUP * PR_QK], s = 0;
     const char *row = wrow(j, r);
     size_t bb = pr_dtype_block_bytes(j->W->type);
-    for (long b = 0; b < j->cols / PR_QK; b++) {
+    long nb = j->cols / PR_QK, ng = j->W->type == PR_Q4_0 ? nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP : 0;
+    for (long b = 0; b < nb;) {
+        long m = b < ng ? PR_Q4_0_GROUP : 1;
         if (j->W->type == PR_Q8_0) pr_dequantize_row_q8_0((const block_q8_0 *)(row + b * bb), w, PR_QK);
-        else pr_dequantize_row_q4_0((const block_q4_0 *)(row + b * bb), w, PR_QK);
-        s += j->k->dot_f32(w, x + b * PR_QK, PR_QK);
+        else pr_dequantize_row_q4_0((const block_q4_0 *)(row + b * bb), w, m * PR_QK);
+        s += j->k->dot_f32(w, x + b * PR_QK, m * PR_QK);
+        b += m;
     }
     return s;
 }

@@ -97,8 +97,10 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* A weight tensor viewed over a uint8 array of rows × row_bytes. */
-static int weight_view(PyArrayObject *raw, int type, Py_ssize_t cols, pr_tensor *t) {
+/* A weight tensor viewed over a uint8 array of rows × row_bytes (file layout). q4_0 rows are regrouped into
+ * the layout the kernels read (kernels/quant.h), in a copy that replaces *rawp. */
+static int weight_view(PyArrayObject **rawp, int type, Py_ssize_t cols, pr_tensor *t) {
+    PyArrayObject *raw = *rawp;
     Py_ssize_t rb = row_bytes(type, cols);
     if (rb < 0) return -1;
     if (PyArray_DIM(raw, 1) != rb) {
@@ -113,6 +115,14 @@ static int weight_view(PyArrayObject *raw, int type, Py_ssize_t cols, pr_tensor 
     t->ne[0] = cols;
     t->ne[1] = PyArray_DIM(raw, 0);
     t->ne[2] = t->ne[3] = 1;
+    if (type == PR_Q4_0) {
+        PyArrayObject *grouped = (PyArrayObject *)PyArray_NewCopy(raw, NPY_CORDER);
+        if (!grouped) return -1;
+        for (npy_intp r = 0; r < PyArray_DIM(grouped, 0); r++)
+            pr_q4_0_to_groups((char *)PyArray_DATA(grouped) + r * rb, (long)(cols / PR_QK));
+        Py_DECREF(raw);
+        *rawp = raw = grouped;
+    }
     t->nbytes = (size_t)PyArray_NBYTES(raw);
     t->data = PyArray_DATA(raw);
     return 0;
@@ -129,7 +139,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     PyArrayObject *raw = as_array(ro, NPY_UINT8, 2, "raw");
     if (!raw) return NULL;
     pr_tensor t;
-    if (weight_view(raw, type, cols, &t)) {
+    if (weight_view(&raw, type, cols, &t)) {
         Py_DECREF(raw);
         return NULL;
     }
@@ -138,6 +148,20 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     if (out) pr_tensor_to_f32(&t, PyArray_DATA(out));
     Py_DECREF(raw);
     return (PyObject *)out;
+}
+
+/* ---- q4_0_groups(raw: uint8 [rows, row_bytes], cols) -> the rows as the model holds them (kernels/quant.h) */
+static PyObject *py_q4_0_groups(PyObject *self, PyObject *args) {
+    PyObject *ro;
+    Py_ssize_t cols;
+    if (!PyArg_ParseTuple(args, "On", &ro, &cols)) return NULL;
+    PyArrayObject *raw = as_array(ro, NPY_UINT8, 2, "raw");
+    pr_tensor t;
+    if (!raw || weight_view(&raw, PR_Q4_0, cols, &t)) {
+        Py_XDECREF(raw);
+        return NULL;
+    }
+    return (PyObject *)raw;
 }
 
 /* ---- matmul(raw, dtype, cols, x, isa="best", threads=1, path="auto") -> y = x·Wᵀ (n × rows) */
@@ -162,7 +186,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     PyArrayObject *y = NULL;
     pr_tensor t;
     pr_pool *pool = NULL;
-    if (!x || weight_view(raw, type, cols, &t)) goto done;
+    if (!x || weight_view(&raw, type, cols, &t)) goto done;
     if (PyArray_DIM(x, 1) != cols) {
         PyErr_Format(PyExc_ValueError, "x has %zd columns, the weight %zd", (Py_ssize_t)PyArray_DIM(x, 1), cols);
         goto done;
@@ -218,7 +242,7 @@ static PyObject *py_matmul_fused(PyObject *self, PyObject *args, PyObject *kw) {
     pr_pool *pool = NULL;
     long R = 0;
     for (int p = 0; p < n_w; p++) {
-        if (!(raw[p] = as_array(PyList_GET_ITEM(ro, p), NPY_UINT8, 2, "raw")) || weight_view(raw[p], type, cols, &t[p]))
+        if (!(raw[p] = as_array(PyList_GET_ITEM(ro, p), NPY_UINT8, 2, "raw")) || weight_view(&raw[p], type, cols, &t[p]))
             goto done;
         W[p] = &t[p];
         R += (long)t[p].ne[1];
@@ -499,6 +523,8 @@ static PyMethodDef kernel_methods[] = {
      "quantize(x: float32 [rows, cols], dtype 'q8_0'|'q4_0') -> uint8 [rows, row_bytes] (ggml blocks)"},
     {"dequantize", py_dequantize, METH_VARARGS,
      "dequantize(raw: uint8 [rows, row_bytes], dtype, cols) -> float32 [rows, cols]"},
+    {"q4_0_groups", py_q4_0_groups, METH_VARARGS,
+     "q4_0_groups(raw: uint8 [rows, row_bytes] in the file's layout, cols) -> a copy regrouped as the model holds it"},
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
      "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels'|'gemm') -> x·Wᵀ, W given as "
      "uint8 rows of its dtype"},
