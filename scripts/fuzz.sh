@@ -26,8 +26,8 @@ libs="$(pkg-config --libs libpng libjpeg libutf8proc) -lm -pthread"
 common="csrc/util/error.c csrc/util/mem.c csrc/util/dtype.c"
 declare -A srcs=(
     [image]="csrc/image/*.c"
-    [gguf]="csrc/io/gguf.c csrc/text/*.c"
-    [tokenizer]="csrc/io/gguf.c csrc/text/*.c"
+    [gguf]="csrc/io/gguf.c csrc/kernels/quant.c csrc/text/*.c"
+    [tokenizer]="csrc/io/gguf.c csrc/kernels/quant.c csrc/text/*.c"
 )
 export PARROT_FUZZ_MODEL=${PARROT_FUZZ_MODEL:-parrot/models/parrot-tiny-shapes.gguf}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}

@@ -20,7 +20,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len) {
     pr_error err;
     gguf_file *g = NULL;
     if (gguf_open(path, &g, &err) != 0) return 0;
-    /* touch what the reader exposes: every tensor's bytes must lie inside the mapping */
+    /* as pr_model_load does: q8_0/q4_0 tensors copied into owned memory (q4_0 regrouped) */
+    if (gguf_own_quantized(g, &err) != 0) {
+        gguf_close(g);
+        return 0;
+    }
+    /* touch what the reader exposes: every tensor's bytes must lie inside the mapping or the owned copy */
     volatile uint8_t sink = 0;
     for (int i = 0; i < gguf_n_tensors(g); i++) {
         const pr_tensor *t = gguf_tensor_at(g, i);
