@@ -138,8 +138,9 @@ typedef struct pr_config {
     float moe_weight;
 } pr_config;
 
-/* Opens and validates a GGUF model file written by parrot's converter; the file is mapped, weights are used
- * in place. n_threads <= 0 picks the number of physical cores. */
+/* Opens and validates a GGUF model file written by parrot's converter. The file is mapped: f32/f16/bf16 weights
+ * are used in place, q8_0/q4_0 ones copied into the model's own memory (seconds for a 7B file; the copy checks
+ * the abort flag between tensors: PR_ERR_INTERRUPTED). n_threads <= 0 picks the number of physical cores. */
 int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err);
 void pr_model_free(pr_model *m);
 const pr_config *pr_model_config(const pr_model *m);

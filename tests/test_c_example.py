@@ -71,3 +71,27 @@ def test_describe_reports_bad_input(describe, tmp_path):
     assert r.returncode == 1 and "no.gguf" in r.stderr
     r = run(describe)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_load_stops_when_interrupted(describe, tmp_path):
+    """pr_model_load copies q8_0/q4_0 tensors into its own memory (seconds for a 7B file), checking the abort
+    flag (Ctrl-C in Python) between tensors: tests/c/load_interrupt.c loads a q8_0 file with the flag raised
+    (PR_ERR_INTERRUPTED, no model) and again once it is cleared (loads). An f32 file copies nothing, so the
+    same program on it fails — which shows the check is the copy's."""
+    from conftest import make_qwen2
+
+    _, d = make_qwen2(tmp_path)
+    q8 = parrot.convert(d, tmp_path / "q8.gguf", dtype="q8_0", progress=False, log=lambda s: None)
+    build = os.path.dirname(describe)
+    exe = str(tmp_path / "load_interrupt")
+    libs = subprocess.run(["pkg-config", "--libs", "openblas", "libpng", "libjpeg", "libutf8proc"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    r = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-I" + os.path.join(ROOT, "csrc"),
+                        os.path.join(ROOT, "tests", "c", "load_interrupt.c"), os.path.join(build, "libparrot.a"),
+                        *libs, *["-Wl,-rpath," + a[2:] for a in libs if a.startswith("-L")], "-lm", "-pthread",
+                        "-o", exe], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    r = run(exe, str(q8))
+    assert r.returncode == 0, r.stderr
+    r = run(exe, SHIPPED)
+    assert r.returncode == 1 and "with the flag raised: rc 0" in r.stderr, r.stderr

@@ -149,7 +149,7 @@ void gguf_close(gguf_file *f) {
     free(f);
 }
 
-int gguf_own_quantized(gguf_file *f, pr_error *err) {
+int gguf_own_quantized(gguf_file *f, int (*should_stop)(void), pr_error *err) {
     const size_t huge = 2u << 20, align = 64;
     size_t total = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++)
@@ -170,6 +170,7 @@ int gguf_own_quantized(gguf_file *f, pr_error *err) {
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         pr_tensor *t = &f->tensors[i];
         if ((t->type != PR_Q4_0 && t->type != PR_Q8_0) || t->ne[0] % PR_QK) continue;
+        if (should_stop && should_stop()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
         long nb = (long)(t->ne[0] / PR_QK), ldw = nb * (long)sizeof(block_q4_0);
         memcpy(dst, t->data, t->nbytes);
         for (size_t r = 0; t->type == PR_Q4_0 && r + (size_t)ldw <= t->nbytes; r += (size_t)ldw)

@@ -17,7 +17,7 @@ int pr_model_load(const char *path, int n_threads, pr_model **out, pr_error *err
         return err ? err->code : PR_ERR_ARG;
     }
     int rc = gguf_open(path, &m->gguf, err);
-    if (!rc) rc = gguf_own_quantized(m->gguf, err);
+    if (!rc) rc = gguf_own_quantized(m->gguf, pr_should_abort, err);
     if (!rc) rc = pr_config_read(m->gguf, &m->cfg, err);
     if (!rc) rc = pr_weights_bind(m, err);
     if (!rc && gguf_find(m->gguf, "tokenizer.ggml.tokens")) {

@@ -114,11 +114,10 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     pr_error e = {0};
     pr_model *m = NULL;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = pr_model_load(path, threads, &m, &e);
-    Py_END_ALLOW_THREADS
+    RUN_LONG(rc = pr_model_load(path, threads, &m, &e)); /* seconds for a large quantised file: Ctrl-C stops it */
     if (rc) {
         Py_DECREF(path_obj);
-        pr_py_raise(&e);
+        raise_error(&e);
         return -1;
     }
     self->m = m;

@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len) {
     gguf_file *g = NULL;
     if (gguf_open(path, &g, &err) != 0) return 0;
     /* as pr_model_load does: q8_0/q4_0 tensors copied into owned memory (q4_0 regrouped) */
-    if (gguf_own_quantized(g, &err) != 0) {
+    if (gguf_own_quantized(g, NULL, &err) != 0) {
         gguf_close(g);
         return 0;
     }
