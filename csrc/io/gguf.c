@@ -171,10 +171,12 @@ int gguf_own_quantized(gguf_file *f, int (*should_stop)(void), pr_error *err) {
         pr_tensor *t = &f->tensors[i];
         if ((t->type != PR_Q4_0 && t->type != PR_Q8_0) || t->ne[0] % PR_QK) continue;
         if (should_stop && should_stop()) return pr_set_error(err, PR_ERR_INTERRUPTED, "interrupted");
-        long nb = (long)(t->ne[0] / PR_QK), ldw = nb * (long)sizeof(block_q4_0);
         memcpy(dst, t->data, t->nbytes);
-        for (size_t r = 0; t->type == PR_Q4_0 && r + (size_t)ldw <= t->nbytes; r += (size_t)ldw)
-            pr_q4_0_to_groups(dst + r, nb);
+        if (t->type == PR_Q4_0) {
+            long nb = (long)(t->ne[0] / PR_QK);
+            size_t row = (size_t)nb * sizeof(block_q4_0);
+            for (size_t r = 0; r + row <= t->nbytes; r += row) pr_q4_0_to_groups(dst + r, nb);
+        }
         /* the file's pages of this tensor are not read again: unmap them, so the process holds the tensor once
          * (they stay in the page cache, reclaimable, and make the next load of the file fast) */
         uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);

@@ -396,7 +396,6 @@ static void rows_step(pr_model *m, rows_job *j, int step, const pr_tensor *norm)
     pr_pool_run(j->n > FEW_ROWS ? m->pool : NULL, rows_task, j);
 }
 
-
 /* Attention of one sequence's rows (their q, the layer-l cache up to them) into r->o. */
 static pr_attn seq_attention(const pr_config *cf, const seq_rows *q, const pr_run_state *r, int l) {
     long d = cf->n_embd, hd = d / cf->n_head;
