@@ -13,7 +13,10 @@ least disturbed).
 The bound is the same run's read bandwidth (bench_parrot's 1 GiB sum with the same thread count, best of 5)
 divided by the bytes one decoded token must read: every weight matrix (an untied token embedding only one row;
 a tied one is the lm_head and read whole) plus the KV cache at the decode positions. The script also counts
-thread-pool jobs (each wakes every worker once) per decoded token. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
+thread-pool jobs (each wakes every worker once) per decoded token, and times our int8 kernel alone in the same
+process (one activation row against a weight streamed from memory and one resident in L2, `_core.matmul`'s
+C-side timing): the streamed rate against the probe says whether the products can use the bandwidth at all, and
+decode against the streamed rate how much of a token is not the products. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
 removed from every measurement's environment (printed at start)."""
 from __future__ import annotations
 
@@ -32,7 +35,19 @@ sys.path.insert(0, HERE)
 from bench_parrot import ENV_DROP, LLM_SHAPES, write_llama_gguf  # noqa: E402
 
 PROMPT, STEPS, REPEATS = 64, 16, 6
+KERNEL_STREAM, KERNEL_L2 = 256 << 20, 1 << 20
 BLOCK = {"q8_0": (34, [("d", "<f2"), ("qs", "i1", 32)]), "q4_0": (18, [("d", "<f2"), ("qs", "u1", 16)])}
+
+
+def random_blocks(rng, dtype: str, rows: int, cols: int) -> np.ndarray:
+    """rows × cols weights as random q8_0/q4_0 blocks (uint8 rows of the file's layout)."""
+    nbytes, fields = BLOCK[dtype]
+    blocks = np.zeros((rows, cols // 32), dtype=np.dtype(fields))
+    # weights ~ N(0, 0.02): per-block scale max|w|/127 (q8_0) or /8 (q4_0), about 0.06 / that
+    blocks["d"] = np.float16(0.06 / (127 if dtype == "q8_0" else 8))
+    blocks["qs"] = rng.integers(-127, 128, blocks["qs"].shape) if dtype == "q8_0" else \
+        rng.integers(0, 256, blocks["qs"].shape)
+    return blocks.view(np.uint8).reshape(rows, cols // 32 * nbytes)
 
 
 def write_random_gguf(path: str, shape: dict, dtype: str, seed: int = 0) -> str:
@@ -50,15 +65,9 @@ def write_random_gguf(path: str, shape: dict, dtype: str, seed: int = 0) -> str:
         w.add_uint32(key, val)
     w.add_bool("parrot.tie_word_embeddings", bool(shape["tie_word_embeddings"]))
     qtype = getattr(gguf.GGMLQuantizationType, dtype.upper())
-    nbytes, fields = BLOCK[dtype]
 
     def matrix(name, rows, cols):
-        blocks = np.zeros((rows, cols // 32), dtype=np.dtype(fields))
-        # weights ~ N(0, 0.02): per-block scale max|w|/127 (q8_0) or /8 (q4_0), about 0.06 / that
-        blocks["d"] = np.float16(0.06 / (127 if dtype == "q8_0" else 8))
-        blocks["qs"] = rng.integers(-127, 128, blocks["qs"].shape) if dtype == "q8_0" else \
-            rng.integers(0, 256, blocks["qs"].shape)
-        w.add_tensor(name, blocks.view(np.uint8).reshape(rows, cols // 32 * nbytes), raw_dtype=qtype)
+        w.add_tensor(name, random_blocks(rng, dtype, rows, cols), raw_dtype=qtype)
 
     def vector(name, n, lo=0.9, hi=1.1):
         w.add_tensor(name, rng.uniform(lo, hi, n).astype(np.float32))
@@ -112,14 +121,27 @@ def w_decode(spec):
         return w_llama_decode(spec, probe)
     import parrot
 
+    from parrot import _core
+
     m = parrot.load(spec["path"], threads=spec["threads"])
     core = m._core
     ids = np.random.default_rng(1).integers(0, m.config["vocab_size"], PROMPT + STEPS + 1).astype(np.int32)
+    # the int8 kernel alone, one activation row of the model's width (as decode's q/k/v/gate/up products) against
+    # a weight of the file's dtype: streamed from memory (KERNEL_STREAM bytes, ≫ L3) and resident in L2
+    # (KERNEL_L2 bytes: half on each of 2 threads)
+    rng, dt, cols = np.random.default_rng(2), spec["dtype"], m.config["hidden_size"]
+    row = cols // 32 * BLOCK[dt][0]
+    streamed, resident = (random_blocks(rng, dt, n // row, cols) for n in (KERNEL_STREAM, KERNEL_L2))
+    x = rng.standard_normal((1, cols), dtype=np.float32)
+    kernel = {"stream": [], "l2": []}
     bw, tps, jobs = [], [], None
     for _ in range(REPEATS):
         t = time.perf_counter()
         probe.sum()
         bw.append(probe.numel() * 4 / (time.perf_counter() - t) / 1e9)
+        for key, w, reps in (("stream", streamed, 2), ("l2", resident, 200)):
+            _, sec = _core.matmul(w, dt, cols, x, threads=spec["threads"], repeat=reps)
+            kernel[key].append(w.nbytes / sec / 1e9)
         ctx = core.new_context(PROMPT + STEPS + 1, kv_type="f16")
         ctx.decode(ids[:PROMPT], logits=False)
         ctx.decode(ids[PROMPT:PROMPT + 1])   # first step untimed: first touch of the activations
@@ -130,7 +152,8 @@ def w_decode(spec):
         tps.append(STEPS / (time.perf_counter() - t))
         jobs = (core.pool_runs - jobs0) / STEPS
     res = dict(read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
-               decode_tps_median=float(np.median(tps)), jobs_per_token=jobs)
+               decode_tps_median=float(np.median(tps)), jobs_per_token=jobs, kernel_stream_gbps=max(kernel["stream"]),
+               kernel_l2_gbps=max(kernel["l2"]))
     for B in spec.get("batch", []):
         # B sequences advanced together (pr_decode_batch): aggregate tokens/s, best of REPEATS
         best = 0.0
@@ -210,7 +233,7 @@ def main(argv=None):
                 print(f"writing {path} ...", flush=True)
                 write_random_gguf(path, LLM_SHAPES[name], dt)
             batch = [int(b) for b in args.batch.split(",") if b]
-            r = run_worker(dict(path=path, threads=args.threads, batch=batch), env)
+            r = run_worker(dict(path=path, dtype=dt, threads=args.threads, batch=batch), env)
             need = bytes_per_token(LLM_SHAPES[name], dt, PROMPT + STEPS // 2)
             rows.append(("ours", name, dt, need, r))
             if args.llama:
@@ -242,6 +265,18 @@ def main(argv=None):
                    f"({r['read_gbps_median']:.1f}) | {bound:.1f} | {r['decode_tps']:.1f} ({r['decode_tps_median']:.1f}) | "
                    f"{r['decode_tps'] * need / 1e9:.1f} | {100 * r['decode_tps'] / bound:.0f} % "
                    f"({100 * r['decode_tps_median'] / bound_med:.0f} %) | {jobs} |")
+    out += ["", f"Our int8 kernel alone in the same processes ({args.threads} threads, one activation row of the "
+            f"shape's width, best of {REPEATS}): streamed from a {KERNEL_STREAM >> 20} MiB weight of the row's dtype "
+            f"and resident in L2 ({KERNEL_L2 >> 20} MiB). Kernel bound = the streamed rate ÷ bytes per token: what "
+            "decoding would reach if the token were nothing but the products at that rate.", "",
+            "| shape | weights | read GB/s | kernel streamed GB/s (% of read) | kernel in L2 GB/s | kernel bound tok/s | "
+            "decode % of kernel bound |", "|---|---|---|---|---|---|---|"]
+    for who, name, dt, need, r in rows:
+        if who == "ours":
+            ks = r["kernel_stream_gbps"]
+            out.append(f"| Qwen1.5-{name.upper()} | {dt} | {r['read_gbps']:.1f} | {ks:.1f} "
+                       f"({100 * ks / r['read_gbps']:.0f} %) | {r['kernel_l2_gbps']:.1f} | {ks * 1e9 / need:.1f} | "
+                       f"{100 * r['decode_tps'] * need / 1e9 / ks:.0f} % |")
     if args.llama:
         out += ["", "Ours ÷ llama.cpp on the same file and machine (decode tokens/s, best of runs; medians in "
                 "brackets; > 1 = ours faster), and each against its own run's bound:", "",

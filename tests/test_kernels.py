@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -102,6 +103,22 @@ def test_simd_matmul_matches_scalar(isa, dtype, rows, cols, n):
         # same products, different summation order (integer block sums are exact): both within γ_k of the truth
         xs = x if f32_activations(dtype, path) else act_q8_0(x)
         assert (np.abs(got - ref) <= 8 * bound(wf, xs)).all(), path
+
+
+def test_matmul_repeat_times_the_same_product():
+    """`repeat` (bench_decode's kernel timing) runs the same product: the same bits as one call, with the fastest
+    run's seconds, a positive time no longer than the whole call's wall time."""
+    rng = np.random.default_rng(7)
+    raw = _core.quantize(rng.normal(size=(96, 256)).astype(np.float32), "q4_0")
+    x = rng.normal(size=(2, 256)).astype(np.float32)
+    once = _core.matmul(raw, "q4_0", 256, x, threads=2)
+    t = time.perf_counter()
+    y, sec = _core.matmul(raw, "q4_0", 256, x, threads=2, repeat=3)
+    wall = time.perf_counter() - t
+    assert np.array_equal(y, once) and 0 < sec <= wall
+    for bad in (-1, 100001):
+        with pytest.raises(ValueError, match="repeat must be 0..100000"):
+            _core.matmul(raw, "q4_0", 256, x, repeat=bad)
 
 
 # Packed-GEMM shapes around the micro-kernels' tiles (scalar 4×8, AVX2 6×16, AVX-512 14×32 activation × weight
