@@ -9,7 +9,8 @@ a softmax regression per kind on `--fit` new pictures of the people-data generat
 - as many pictures of the first generator (the shipped data's, the kind `parrot demo` shows),
 - 384 pictures of the second renderer (tests/people_pictures.py, written apart from training/data.py; seed 7, not
   the people tests' seed), the pictures the people tests ask about.
-Printed: accuracy per kind and set (chance: colour 1/6, shape 1/4, count 1/4). Used to compare tower options
+Printed: accuracy per kind and set (chance: colour 1/6, shape 1/4, count 1/4), and the share of the fitting
+pictures' feature variance that lies between the kind's class means. Used to compare tower options
 without a full run (training/README.md, run 6).
 """
 import argparse
@@ -86,6 +87,15 @@ def fit_softmax(x, y, classes, l2=1e-3):
     return lambda q: (((q - mu) / sd) @ w + b).argmax(-1).detach().numpy()
 
 
+def between_class_share(x, y):
+    """Share of the (standardised) features' total variance that lies between the class means of labels y: how
+    much of what the tower passes on is about this kind (0: nothing, 1: nothing else)."""
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    y = torch.as_tensor(y)
+    between = sum(float((y == c).sum()) * float((z[y == c].mean(0) ** 2).sum()) for c in y.unique())
+    return between / float((z ** 2).sum())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", nargs="+", required=True)
@@ -107,7 +117,9 @@ def main():
             predict = fit_softmax(feats["fit"], sets["fit"][1][kind], len(values))
             accs = {name: float((predict(feats[name]) == labels[kind]).mean())
                     for name, (_, labels) in sets.items() if name != "fit"}
-            print(f"  {kind:6s} " + "  ".join(f"{name} {a:.3f}" for name, a in accs.items()), flush=True)
+            share = between_class_share(feats["fit"], sets["fit"][1][kind])
+            print(f"  {kind:6s} " + "  ".join(f"{name} {a:.3f}" for name, a in accs.items())
+                  + f"  variance share {share:.3f}", flush=True)
 
 
 if __name__ == "__main__":
