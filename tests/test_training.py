@@ -38,6 +38,16 @@ def test_tower_from_a_checkpoint_gives_the_same_model_as_training_the_tower(full
     assert _train(tmp_path / "untrained", "--tower-steps", "0") != full
 
 
+def test_a_tower_only_run_gives_the_tower_of_the_full_run(full_run, tmp_path):
+    """`--stage1-steps 0 --stage2-steps 0` trains stage 0 only and saves it, also with a recipe's --stage2-restart
+    (there is no stage 2 to split; run 6 compared towers this way): --tower-from that checkpoint then gives the full
+    run's weights byte for byte, so the tower saved is the one the full run trains."""
+    full_dir, full = full_run
+    tower = tmp_path / "tower"
+    _train(tower, "--tower-steps", "4", "--stage1-steps", "0", "--stage2-steps", "0", "--stage2-restart", "2")
+    assert _train(tmp_path / "again", "--tower-steps", "0", "--tower-from", str(tower)) == full
+
+
 def test_save_every_keeps_the_run_and_saves_its_state_on_the_way(full_run, tmp_path):
     """--save-every N writes OUT-stage2-stepK every N stage-2 steps and changes nothing of the run: the final weights
     are byte for byte those of the same run without it (full_run; its tower via --tower-from, which the test above

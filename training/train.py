@@ -385,7 +385,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     stage2_done = 0  # stage-2 steps so far, across both parts of a restarted stage 2 (save_every)
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
               ("moe", stage2_steps, data.LANGS, 0.6, True, False, stage2_lr or lr)]
-    if stage2_restart:
+    if stage2_restart and stage2_steps:  # a tower-only run of a recipe (--stage1-steps 0 --stage2-steps 0) has none
         assert 0 < stage2_restart < stage2_steps, "--stage2-restart splits stage 2"
         stages[1:] = [("moe", stage2_restart, data.LANGS, 0.6, True, False, lr),
                       ("moe2", stage2_steps - stage2_restart, data.LANGS, 0.6, True, False, stage2_lr or lr)]
