@@ -328,6 +328,15 @@ const pr_kernels pr_kernels_avx512 = {
 #define MV_ROWS 4 /* weight rows per pass for batches of > MV_ACTS activation rows */
 #define MV_ACTS 2 /* activation rows per pass */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* One weight row per pass makes each thread's slice one sequential stream; its software prefetch asks for the
+ * bytes this many blocks ahead in it (1152 bytes of q4_0, 2176 of q8_0). The 4-row passes' distance (~32 KB,
+ * pr_mv_prefetch_rows) is too far for one stream: a throwaway C loop over 300 MB weights on 2 threads, every
+ * distance timed on the same buffers, with the host reading ~56 GB/s, streamed q8_0 at 38–40 GB/s with it and
+ * 45–49 with 64 blocks, q4_0 27–30 and 30–34 (benchmarks/RESULTS.md). */
+#define MV_STREAM_AHEAD_BLOCKS 64
+static inline long stream_ahead(int fmt) {
+    return MV_STREAM_AHEAD_BLOCKS * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
+}
 
 /* The scales of a pair. q4_0: d_w·d_x of blocks b and b+1 are two f32 products in an xmm (the same bits as in
  * any other width), spread over the 16 lanes in the block pattern by one permute; converting and multiplying
@@ -494,7 +503,7 @@ ALWAYS_INLINE void row_groups(int A, const char *w, long ng, long pf, const act_
 static void mv_q4_0_groups(const char *W, long ldw, long nw, const char *X, long ldx, long nx, long nb, float *Y,
                            long ldy) {
     act_group a[ACT_GROUPS_MAX];
-    long ng = nb / PR_Q4_0_GROUP, part = ACT_GROUPS_MAX / ng, pf = pr_mv_prefetch_rows(ldw) * ldw;
+    long ng = nb / PR_Q4_0_GROUP, part = ACT_GROUPS_MAX / ng, pf = stream_ahead(4);
     part = part > nx ? nx : part;
     long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
     for (long i0 = 0; i0 < nw; i0 += rows)
@@ -535,8 +544,8 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const
  * rows per pass sharing each activation load (as many as fit: the results are the same bits either way) */
 ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                       long ldy) {
-    long pf = pr_mv_prefetch_rows(ldw) * ldw;
     int rows = nx > MV_ACTS ? MV_ROWS : 1;
+    long pf = rows == 1 ? stream_ahead(fmt) : pr_mv_prefetch_rows(ldw) * ldw;
     for (long i = 0; i < nw; i += rows)
         for (long j = 0; j < nx; j += MV_ACTS) {
             const char *w = (const char *)W + i * ldw, *x = (const char *)X + j * ldx;
