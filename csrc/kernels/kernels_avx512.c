@@ -332,7 +332,7 @@ const pr_kernels pr_kernels_avx512 = {
  * bytes this many blocks ahead in it (1152 bytes of q4_0, 2176 of q8_0). The 4-row passes' distance (~32 KB,
  * pr_mv_prefetch_rows) is too far for one stream: a throwaway C loop over 300 MB weights on 2 threads, every
  * distance timed on the same buffers, with the host reading ~56 GB/s, streamed q8_0 at 38–40 GB/s with it and
- * 45–49 with 64 blocks, q4_0 27–30 and 30–34 (benchmarks/RESULTS.md). */
+ * 45–48 at 1–2 KB, q4_0 27–30 and 29–34 (benchmarks/RESULTS.md). */
 #define MV_STREAM_AHEAD_BLOCKS 64
 static inline long stream_ahead(int fmt) {
     return MV_STREAM_AHEAD_BLOCKS * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));

@@ -226,10 +226,7 @@ done:
     pr_pool_free(pool);
     Py_XDECREF(raw);
     Py_XDECREF(x);
-    if (y && repeat) {
-        PyObject *pair = Py_BuildValue("(Nd)", (PyObject *)y, best);
-        return pair;
-    }
+    if (y && repeat) return Py_BuildValue("(Nd)", (PyObject *)y, best);
     return (PyObject *)y;
 }
 
