@@ -113,9 +113,8 @@ const char *pr_kernels_available(void);
 /* The few-rows int8 kernels (gemm_q8_0/gemm_q4_0) ask for each weight row's bytes this many rows ahead (about
  * 32 KB ahead, a multiple of the AVX2 kernels' 4-row passes): without it, streaming a 143 MB q8_0 matrix in
  * 4-row passes ran at half the speed (benchmarks/RESULTS.md). */
-#define PR_MV_PREFETCH_BYTES 32768
 static inline long pr_mv_prefetch_rows(long ldw) {
-    long rows = (PR_MV_PREFETCH_BYTES / ldw + 3) / 4 * 4;
+    long rows = (32768 / ldw + 3) / 4 * 4;
     return rows < 4 ? 4 : rows;
 }
 
