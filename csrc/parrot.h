@@ -92,7 +92,7 @@ size_t pr_dtype_block_bytes(int type);   /* bytes per block, 0 unknown */
 #define PR_MAX_DIMS 4
 
 /* A tensor of a loaded model: viewed in place inside the mapped model file, except q8_0/q4_0 tensors, which the
- * model holds in its own memory (q4_0 rows regrouped for the kernels: kernels/quant.h). ne[0] is the
+ * model holds in its own memory (q4_0 rows rearranged for the kernels: kernels/quant.h). ne[0] is the
  * fastest-varying dimension (GGUF order): an HF weight of shape [out, in] has ne = {in, out} and is stored as
  * `out` rows of `in` elements. */
 typedef struct pr_tensor {

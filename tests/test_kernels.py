@@ -279,12 +279,14 @@ def dequantize_by_hand(raw, dtype):
 
 
 # The int8 kernels behind decoding (n ≤ 8 activation rows: one or a batch of sequences) and short prompts:
-# weight rows around the kernels' 4-row passes, activation rows around the AVX-512 kernel's 2 per pass, block
-# counts odd and even (the AVX-512 kernel takes blocks in pairs).
-# q4_0 rows are held in groups of 4 blocks (kernels/quant.h): block counts below 4, multiples of 4, and groups with
-# a tail of 1 to 3 blocks.
+# weight rows around the kernels' 4-row passes, activation rows around the AVX-512 kernels' 2 (q8_0) and 4 (q4_0)
+# per pass, block counts odd and even (the AVX-512 q8_0 kernel takes blocks in pairs).
+# q4_0 rows are held in superblocks of 16 blocks (kernels/quant.h): rows of one short superblock, whole ones, and
+# whole ones with a short last one; the last two shapes: AVX-512's prepared activations in parts, and rows too
+# long for them (the AVX2 kernel's fallback).
 FEW_SHAPES = [(1, 1, 32), (2, 3, 64), (3, 5, 96), (4, 7, 32 * 9), (5, 13, 32 * 38), (7, 6, 32 * 3), (8, 70, 32 * 37),
-              (1, 9, 32 * 4), (2, 5, 32 * 8), (3, 4, 32 * 7), (8, 80, 32 * 201)]  # the last: AVX-512's act groups in parts
+              (1, 9, 32 * 4), (2, 5, 32 * 8), (3, 4, 32 * 7), (6, 11, 32 * 16), (1, 17, 32 * 28), (5, 3, 32 * 33),
+              (8, 80, 32 * 400), (1, 3, 32 * 3100)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -313,7 +315,7 @@ def test_int8_matvec_same_bits_whatever_the_batch(isa, dtype):
     bit for bit the same whether its activation row comes alone or with up to 7 others, whichever place it
     takes in the batch, and wherever its weight row falls in the kernels' 4-row passes or the threads' slices."""
     rng = np.random.default_rng(11)
-    rows, cols = 45, 32 * 7
+    rows, cols = 45, 32 * 23  # q4_0: a whole superblock and a short one
     w = rng.normal(size=(rows, cols)).astype(np.float32)
     x = rng.normal(size=(8, cols)).astype(np.float32)
     raw = np.ascontiguousarray(_core.quantize(w, dtype).reshape(rows, -1))
@@ -326,34 +328,30 @@ def test_int8_matvec_same_bits_whatever_the_batch(isa, dtype):
         assert np.array_equal(_core.matmul(raw[r0:], dtype, cols, x[:3], isa=isa, threads=1), alone[:3, r0:])
 
 
-def q4_0_groups_by_hand(raw):
-    """kernels/quant.h's in-memory q4_0 layout built in numpy from the file's bytes: each run of 4 blocks becomes
-    their 4 f16 scales, then 64 bytes where byte i < 32 holds value i of the first block (low nibble) and of the
-    third (high), byte 32 + i value i of the second and the fourth; the last blocks (count mod 4) unchanged."""
+def q4_0_superblocks_by_hand(raw):
+    """kernels/quant.h's in-memory q4_0 layout built in numpy from the file's bytes: each run of up to 16 blocks
+    (the last one: count mod 16) becomes their m f16 scales, then 4 chunks of 4·m bytes, chunk k holding bytes
+    4k..4k+3 of each block's 16 nibble bytes in block order."""
     rows = raw.shape[0]
     blocks = raw.reshape(rows, -1, 18)
-    nb, ng = blocks.shape[1], blocks.shape[1] // 4
-    b = blocks[:, :, 2:].astype(np.uint8)
-    nib = np.concatenate([b & 15, b >> 4], axis=2)  # [rows, nb, 32]: value i's nibble, value order
-    out = raw.reshape(rows, nb, 18).copy()
-    g = out[:, :ng * 4].reshape(rows, ng, 72)
-    src = blocks[:, :ng * 4].reshape(rows, ng, 4, 18)
-    n = nib[:, :ng * 4].reshape(rows, ng, 4, 32)
-    g[:, :, :8] = src[:, :, :, :2].reshape(rows, ng, 8)
-    g[:, :, 8:40] = n[:, :, 0] | n[:, :, 2] << 4
-    g[:, :, 40:72] = n[:, :, 1] | n[:, :, 3] << 4
-    out[:, :ng * 4] = g.reshape(rows, ng * 4, 18)
-    return out.reshape(rows, -1)
+    out = []
+    for s0 in range(0, blocks.shape[1], 16):
+        sb = blocks[:, s0:s0 + 16]  # [rows, m, 18]
+        m = sb.shape[1]
+        scales = sb[:, :, :2].reshape(rows, 2 * m)
+        chunks = sb[:, :, 2:].reshape(rows, m, 4, 4).transpose(0, 2, 1, 3).reshape(rows, 16 * m)
+        out += [scales, chunks]
+    return np.concatenate(out, axis=1)
 
 
-@pytest.mark.parametrize("nb", [1, 3, 4, 5, 8, 11, 88])
-def test_q4_0_groups_layout(nb):
-    """The load-time regrouping of q4_0 rows is the documented byte layout, and every reader of it (the
+@pytest.mark.parametrize("nb", [1, 3, 4, 5, 8, 11, 16, 17, 28, 88])
+def test_q4_0_superblocks_layout(nb):
+    """The load-time layout of q4_0 rows is the documented byte layout, and every reader of it (the
     reference dequantiser; every table's kernels via the tests above) gets the file's values back."""
     rng = np.random.default_rng(nb)
     w = rng.normal(size=(5, nb * 32)).astype(np.float32)
     raw = np.ascontiguousarray(_core.quantize(w, "q4_0").reshape(5, -1))
-    assert np.array_equal(_core.q4_0_groups(raw, nb * 32), q4_0_groups_by_hand(raw))
+    assert np.array_equal(_core.q4_0_superblocks(raw, nb * 32), q4_0_superblocks_by_hand(raw))
     assert np.array_equal(_core.dequantize(raw, "q4_0", nb * 32), dequantize_by_hand(raw, "q4_0").astype(np.float32))
 
 

@@ -157,7 +157,7 @@ int gguf_own_quantized(gguf_file *f, int (*should_stop)(void), pr_error *err) {
             total += (f->tensors[i].nbytes + align - 1) / align * align;
     if (!total) return 0;
     /* owned memory, on 2 MiB pages where the kernel gives them (fewer TLB misses while decoding streams every
-     * weight once per token: benchmarks/RESULTS.md); q4_0 rows regrouped on the way (kernels/quant.h) */
+     * weight once per token: benchmarks/RESULTS.md); q4_0 rows rearranged on the way (kernels/quant.h) */
     size_t len = (total + huge - 1) / huge * huge + huge;
     uint8_t *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED)
@@ -175,7 +175,7 @@ int gguf_own_quantized(gguf_file *f, int (*should_stop)(void), pr_error *err) {
         if (t->type == PR_Q4_0) {
             long nb = (long)(t->ne[0] / PR_QK);
             size_t row = (size_t)nb * sizeof(block_q4_0);
-            for (size_t r = 0; r + row <= t->nbytes; r += row) pr_q4_0_to_groups(dst + r, nb);
+            for (size_t r = 0; r + row <= t->nbytes; r += row) pr_q4_0_to_superblocks(dst + r, nb);
         }
         /* the file's pages of this tensor are not read again: unmap them, so the process holds the tensor once
          * (they stay in the page cache, reclaimable, and make the next load of the file fast) */

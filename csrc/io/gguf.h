@@ -38,7 +38,7 @@ typedef struct gguf_file gguf_file;
 int gguf_open(const char *path, gguf_file **out, pr_error *err);
 void gguf_close(gguf_file *f);
 /* Moves every q8_0/q4_0 tensor into owned memory on 2 MiB pages (q4_0 rows into the layout the kernels
- * read: kernels/quant.h's groups of 4 blocks) and drops its pages of the file mapping; once, right after
+ * read: kernels/quant.h's superblocks) and drops its pages of the file mapping; once, right after
  * opening, before any tensor is used. should_stop (may be NULL) is asked before each tensor: a non-zero answer
  * stops with PR_ERR_INTERRUPTED (the copy of a 7B file takes seconds); the file must then be closed. */
 int gguf_own_quantized(gguf_file *f, int (*should_stop)(void), pr_error *err);

@@ -48,6 +48,25 @@ static inline simde__m512 pr_emu_maskz_loadu_ps(simde__mmask16 k, const void *p)
     return simde__m512_from_private(r);
 }
 
+/* masked-out elements are not read, as with the real instructions */
+static inline simde__m512i pr_emu_maskz_loadu_epi32(simde__mmask16 k, const void *p) {
+    simde__m512i_private r;
+    for (int i = 0; i < 16; i++) r.i32[i] = (k >> i) & 1 ? ((const int32_t *)p)[i] : 0;
+    return simde__m512i_from_private(r);
+}
+
+static inline simde__m256i pr_emu_maskz_loadu_epi16(simde__mmask16 k, const void *p) {
+    simde__m256i_private r;
+    for (int i = 0; i < 16; i++) r.i16[i] = (k >> i) & 1 ? ((const int16_t *)p)[i] : 0;
+    return simde__m256i_from_private(r);
+}
+
+static inline simde__m512i pr_emu_srai_epi32(simde__m512i a_, unsigned int n) {
+    simde__m512i_private a = simde__m512i_to_private(a_), r;
+    for (int i = 0; i < 16; i++) r.i32[i] = a.i32[i] >> (n > 31 ? 31 : n); /* arithmetic on GCC */
+    return simde__m512i_from_private(r);
+}
+
 /* the reductions in the order GCC's avx512fintrin.h uses: halves, then quarters, then pairs */
 #define PR_EMU_REDUCE(NAME, OP)                                                                               \
     static inline float NAME(simde__m512 a_) {                                                               \
@@ -71,6 +90,9 @@ PR_EMU_REDUCE(pr_emu_reduce_max_ps, PR_EMU_MAX)
 #define _mm512_cvtps_ph pr_emu_cvtps_ph
 #define _mm512_cvt_roundps_epi32 pr_emu_cvt_roundps_epi32
 #define _mm512_maskz_loadu_ps pr_emu_maskz_loadu_ps
+#define _mm512_maskz_loadu_epi32 pr_emu_maskz_loadu_epi32
+#define _mm256_maskz_loadu_epi16 pr_emu_maskz_loadu_epi16
+#define _mm512_srai_epi32 pr_emu_srai_epi32
 #define _mm512_reduce_add_ps pr_emu_reduce_add_ps
 #define _mm512_reduce_max_ps pr_emu_reduce_max_ps
 #endif

@@ -27,6 +27,7 @@
 #include "kernels/matmul.h"
 
 #define KC_MAX 256   /* K block (values): a packed NR × KC weight micro-panel (≤ 32 KiB) stays in L1 */
+#define KC_STEP 128  /* K blocks are multiples of this (whole q*_0 blocks) */
 #define A_BUDGET (640 << 10) /* bytes of packed activations per K block: the slice stays in L2 (1 MiB here) */
 #define NC 1024      /* weight rows whose outputs (n × NC) are finished before the next NC: they stay in L3 */
 #define MAX_TILE (16 * 32)
@@ -41,7 +42,7 @@ typedef struct {
     const float *x;
     float *y, *ap;       /* ap: packed activations, ceil(n/MR)·MR × cols */
     long n, rows, cols, mpad;
-    long kc;             /* K block: KC_MAX, smaller for many activation rows (A_BUDGET), a multiple of 128 */
+    long kc;             /* K block: KC_MAX, smaller for many activation rows (A_BUDGET), a multiple of KC_STEP */
     size_t ldw;          /* bytes per weight row */
 } gemm_job;
 
@@ -88,7 +89,7 @@ static void widen(const gemm_job *j, long r, long k0, long kc, float *out) {
     case PR_F16: j->k->f16_to_f32((const uint16_t *)row + k0, out, kc); break;
     case PR_BF16: j->k->bf16_to_f32((const uint16_t *)row + k0, out, kc); break;
     case PR_Q8_0: j->k->dequantize_q8_0((const block_q8_0 *)row + k0 / PR_QK, out, kc); break;
-    default: j->k->dequantize_q4_0((const block_q4_0 *)row + k0 / PR_QK, out, kc); break;
+    default: j->k->dequantize_q4_0((const block_q4_0 *)row, j->cols / PR_QK, k0 / PR_QK, out, kc); break;
     }
 }
 
@@ -197,9 +198,9 @@ int pr_gemm_packed(const pr_kernels *k, pr_pool *pool, const pr_tensor *const *W
     if ((W->type == PR_Q8_0 || W->type == PR_Q4_0) && j.cols % PR_QK) return -1;
     j.ldw = (size_t)(j.cols / (long)pr_dtype_block_size(W->type)) * pr_dtype_block_bytes(W->type);
     j.mpad = (n + k->gemm_mr - 1) / k->gemm_mr * k->gemm_mr;
-    /* a multiple of a q4_0 group's 128 values, so that each K block starts and ends on groups (quant.h) */
-    j.kc = A_BUDGET / (j.mpad * (long)sizeof(float)) / (PR_Q4_0_GROUP * PR_QK) * (PR_Q4_0_GROUP * PR_QK);
-    j.kc = j.kc > KC_MAX ? KC_MAX : j.kc < PR_Q4_0_GROUP * PR_QK ? PR_Q4_0_GROUP * PR_QK : j.kc;
+    /* a multiple of KC_STEP values: whole q*_0 blocks */
+    j.kc = A_BUDGET / (j.mpad * (long)sizeof(float)) / KC_STEP * KC_STEP;
+    j.kc = j.kc > KC_MAX ? KC_MAX : j.kc < KC_STEP ? KC_STEP : j.kc;
     j.ap = pr_scratch(PR_SCRATCH_ACT, (size_t)j.mpad * (size_t)j.cols * sizeof(float));
     if (!j.ap) return -1;
     pr_pool_run(pool, pack_a_task, &j);

@@ -52,7 +52,7 @@ typedef struct pr_kernels {
     void (*f32_to_f16)(const float *x, uint16_t *y, long n);
     /* q*_0 rows back to f32 (n a multiple of 32), exactly d·q as the reference: panels for sgemm */
     void (*dequantize_q8_0)(const block_q8_0 *x, float *y, long n);
-    void (*dequantize_q4_0)(const block_q4_0 *x, float *y, long n);
+    void (*dequantize_q4_0)(const block_q4_0 *row, long nb, long b0, float *y, long n); /* quant.h's layout */
     /* quantised weights × a few activation rows quantised to q8_0 (k in blocks): decoding one or a batch of
      * sequences, short prompts. Each output is summed in an order that does not depend on nw, nx or its place
      * in the call, so batching and the threads' slices do not change results. */
@@ -130,7 +130,7 @@ static inline void pr_prefetch_row(const uint16_t *row, long n) {
 /* The AVX2 int8 products, also those of the plain AVX-512 table (no VNNI), and the AVX2 q4_0 dequantiser and
  * weighted sum of the decode attention, every AVX-512 table's. */
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
-void pr_avx2_dequantize_q4_0(const block_q4_0 *x, float *y, long n);
+void pr_avx2_dequantize_q4_0(const block_q4_0 *row, long nb, long b0, float *y, long n);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 

@@ -5,6 +5,7 @@
  * vpmaddubsw gives the same pairwise sums as w×x; |w| ≤ 127 and |x| ≤ 127 keep each pair below 2^15. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 #include "kernels/pack_avx2.h"
@@ -132,46 +133,66 @@ static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
     }
 }
 
-/* block b of a q4_0 row in memory (nb blocks; quant.h's groups, then the ungrouped tail): its 32 nibbles
- * q + 8 (0..15) in value order, and its scale */
-static inline __m256i q4_0_nibbles(const block_q4_0 *x, long nb, long b, float *d) {
-    const __m256i mask = _mm256_set1_epi8(0x0f);
-    if (b < nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP) { /* a group: 32 bytes, the block in the low or high nibbles */
-        const block_q4_0x4 *g = (const block_q4_0x4 *)x + b / PR_Q4_0_GROUP;
-        __m256i v = _mm256_loadu_si256((const __m256i *)(g->qs + (b & 1) * PR_QK));
-        *d = f16(g->d[b % PR_Q4_0_GROUP]);
-        return _mm256_and_si256(b & 2 ? _mm256_srli_epi16(v, 4) : v, mask);
-    }
-    __m128i q = _mm_loadu_si128((const __m128i *)x[b].qs); /* values 0..15 low nibbles, 16..31 high */
-    *d = f16(x[b].d);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), mask);
+/* block b of a q4_0 row in memory (nb blocks; quant.h's superblocks): its 16 file bytes (values 0..15 in the low
+ * nibbles, 16..31 in the high ones) and its scale. They are 4 chunks of 4 bytes, 4·m bytes apart. */
+static inline __m128i q4_0_block(const block_q4_0 *row, long nb, long b, float *d) {
+    long s = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, s);
+    const char *p = (const char *)(row + s * PR_Q4_0_SB);
+    uint16_t h;
+    int32_t w[4];
+    memcpy(&h, p + 2 * j, 2);
+    for (int k = 0; k < 4; k++) memcpy(&w[k], p + 2 * m + 4 * m * k + 4 * j, 4);
+    *d = f16(h);
+    return _mm_loadu_si128((const __m128i *)w);
 }
 
-void pr_avx2_dequantize_q4_0(const block_q4_0 *x, float *y, long n) {
-    long nb = n / PR_QK;
-    for (long b = 0; b < nb; b++, y += PR_QK) {
-        float dw;
-        __m256i v = _mm256_sub_epi8(q4_0_nibbles(x, nb, b, &dw), _mm256_set1_epi8(8));
-        __m256 d = _mm256_set1_ps(dw);
-        __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
-        _mm256_storeu_ps(y, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
-        _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
-        _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
-        _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+/* 16 file bytes of a q4_0 block → its 32 values d·(n − 8) */
+static inline void q4_0_values(__m128i q, float dw, float *y) {
+    const __m128i mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
+    __m256 d = _mm256_set1_ps(dw);
+    _mm256_storeu_ps(y, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+    _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)))));
+    _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+    _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)))));
+}
+
+/* Blocks 4i..4i+3 of a superblock come back from its 4 chunks by one 4 × 4 transpose of 32-bit words (the GEMM's
+ * K blocks start at multiples of 4 blocks); other blocks one at a time. */
+void pr_avx2_dequantize_q4_0(const block_q4_0 *row, long nb, long b0, float *y, long n) {
+    long b1 = b0 + n / PR_QK;
+    for (long b = b0; b < b1;) {
+        long s = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, s);
+        const char *p = (const char *)(row + s * PR_Q4_0_SB);
+        if (j % 4 == 0 && j + 4 <= m && b + 4 <= b1) {
+            __m128i c[4], t[4], q[4];
+            uint16_t h[4];
+            memcpy(h, p + 2 * j, sizeof h);
+            for (int k = 0; k < 4; k++) c[k] = _mm_loadu_si128((const __m128i *)(p + 2 * m + 4 * m * k + 4 * j));
+            t[0] = _mm_unpacklo_epi32(c[0], c[1]), t[1] = _mm_unpackhi_epi32(c[0], c[1]);
+            t[2] = _mm_unpacklo_epi32(c[2], c[3]), t[3] = _mm_unpackhi_epi32(c[2], c[3]);
+            q[0] = _mm_unpacklo_epi64(t[0], t[2]), q[1] = _mm_unpackhi_epi64(t[0], t[2]);
+            q[2] = _mm_unpacklo_epi64(t[1], t[3]), q[3] = _mm_unpackhi_epi64(t[1], t[3]);
+            for (int i = 0; i < 4; i++) q4_0_values(q[i], f16(h[i]), y + i * PR_QK);
+            b += 4, y += 4 * PR_QK;
+        } else {
+            float dw;
+            __m128i q = q4_0_block(row, nb, b, &dw);
+            q4_0_values(q, dw, y);
+            b += 1, y += PR_QK;
+        }
     }
 }
 
 /* ---- quantised weights × a few activation rows (decoding, batched decoding, short prompts): Y[j·ldy + i] =
- * W_i · X_j with X quantised to q8_0. A pass takes up to 4 weight rows against one activation row: each
- * activation block is loaded once for the 4 rows, whose accumulators are independent chains. vpmaddubsw
- * multiplies unsigned by signed bytes, so:
- *   q4_0: the nibbles n = q + 8 (0..15) are the unsigned side and each lane adds −8·Σx of its 4 values
- *         (shared by the rows), giving Σ (n − 8)·x;
- *   q8_0: |w| against x with w's signs (vpsignb).
- * Pair sums stay inside int16 (≤ 2·15·127), so each int32 lane is the exact sum of 4 products as in the
- * scalar reference; d_w·d_x scales it in f32. An output's 8 lanes accumulate block after block in the same
+ * W_i · X_j with X quantised to q8_0. vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16
+ * without saturating here (≤ 2·15·127 for q4_0, ≤ 2·127·127 for q8_0), so each int32 lane is the exact sum of
+ * its products, as in the scalar reference; d_w·d_x scales it in f32. An output's lanes accumulate in the same
  * order whatever the number of rows in the call and its place there: batching and threads' slices do not
- * change a bit. The plain AVX-512 table uses these too (it has no VNNI; vpmaddubsw is the same at 256 bits). */
+ * change a bit. The plain AVX-512 table uses these too (it has no VNNI; vpmaddubsw is the same at 256 bits).
+ *
+ * q8_0: a pass takes up to 4 weight rows against one activation row: each activation block is loaded once for
+ * the 4 rows, whose accumulators are independent chains; |w| against x with w's signs (vpsignb). */
 #define MV_ROWS 4
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -179,57 +200,173 @@ ALWAYS_INLINE __m256i madd_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-/* one pass, R rows (fmt 4: q4_0, 8: q8_0; constants after inlining) */
-ALWAYS_INLINE void mv_pass(int fmt, int R, const char *W, long ldw, const block_q8_0 *x, long nb, float *Y) {
+/* one q8_0 pass, R rows (a constant after inlining) */
+ALWAYS_INLINE void mv_pass(int R, const char *W, long ldw, const block_q8_0 *x, long nb, float *Y) {
     __m256 acc[MV_ROWS];
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     long pf_rows = pr_mv_prefetch_rows(ldw);
     for (long b = 0; b < nb; b++) {
         __m256i xq = load32(x[b].qs);
-        __m256i corr = fmt == 4 ? _mm256_sub_epi32(_mm256_setzero_si256(), madd_u8s8(_mm256_set1_epi8(8), xq))
-                                : _mm256_setzero_si256();
         float dx = f16(x[b].d);
         for (int r = 0; r < R; r++) {
-            __m256i s;
-            float dw;
-            __builtin_prefetch(W + (r + pf_rows) * ldw + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0)));
-            if (fmt == 4) {
-                __m256i n = q4_0_nibbles((const block_q4_0 *)(W + r * ldw), nb, b, &dw);
-                s = _mm256_add_epi32(madd_u8s8(n, xq), corr);
-            } else {
-                const block_q8_0 *w = (const block_q8_0 *)(W + r * ldw) + b;
-                __m256i wq = load32(w->qs);
-                s = madd_u8s8(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-                dw = f16(w->d);
-            }
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * dx), acc[r]);
+            __builtin_prefetch(W + (r + pf_rows) * ldw + b * (long)sizeof(block_q8_0));
+            const block_q8_0 *w = (const block_q8_0 *)(W + r * ldw) + b;
+            __m256i wq = load32(w->qs);
+            __m256i s = madd_u8s8(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(f16(w->d) * dx), acc[r]);
         }
     }
     for (int r = 0; r < R; r++) Y[r] = hsum(acc[r]);
 }
 
-ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
-                      long ldy) {
+void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
     for (long i = 0; i < nw; i += MV_ROWS)
         for (long j = 0; j < nx; j++) {
             const char *w = (const char *)W + i * ldw;
             const block_q8_0 *x = (const block_q8_0 *)((const char *)X + j * ldx);
             float *y = Y + j * ldy + i;
             switch (nw - i < MV_ROWS ? nw - i : MV_ROWS) {
-            case 1: mv_pass(fmt, 1, w, ldw, x, nb, y); break;
-            case 2: mv_pass(fmt, 2, w, ldw, x, nb, y); break;
-            case 3: mv_pass(fmt, 3, w, ldw, x, nb, y); break;
-            default: mv_pass(fmt, 4, w, ldw, x, nb, y); break;
+            case 1: mv_pass(1, w, ldw, x, nb, y); break;
+            case 2: mv_pass(2, w, ldw, x, nb, y); break;
+            case 3: mv_pass(3, w, ldw, x, nb, y); break;
+            default: mv_pass(4, w, ldw, x, nb, y); break;
             }
         }
 }
 
-void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
-    mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+/* q4_0 in superblocks (quant.h): 32-bit lane j of a weight superblock's chunk k holds block j's values 4k..4k+3
+ * (low nibbles, n = q + 8) and 16+4k..16+4k+3 (high ones); a ymm takes 8 blocks. Each activation row is laid out
+ * the same way once per call (prepare_sb: 8 × 8 transposes of the blocks' 32-bit words), so per 8 blocks and
+ * activation row the kernel issues 8 vpmaddubsw, whose pair sums (≤ 2·15·127) add up in int16 over all 8
+ * (≤ 16·15·127 = 30480 < 2¹⁵: exact), one vpmaddwd to int32 lanes (block j's Σ n·x), the prepared −8·Σx, and one
+ * multiply-add by d_w·d_x; the unpacking of the weights is shared by up to SB_ACTS activation rows. Each output's
+ * f32 lanes accumulate half-superblock after half-superblock: the order depends on nb alone. */
+typedef struct {
+    __m256i lo[4][2], hi[4][2]; /* [k][half]: lane j of half h is block 8h + j's x[4k..4k+3] / x[16+4k..16+4k+3] */
+    __m256i bias[2];            /* −8·Σ of each block's x */
+    __m256 d[2];                /* each block's scale */
+} act_sb;
+#define SB_ACTS 4      /* activation rows per pass over a weight row */
+#define ACT_SB_MAX 192 /* prepared superblocks on the stack (120 KiB); longer rows go in windows of this many */
+
+/* superblocks s0..s1−1 of an activation row (nb blocks) */
+static void prepare_sb(const block_q8_0 *x, long nb, long s0, long s1, act_sb *a) {
+    for (long s = s0; s < s1; s++, a++) {
+        long m = pr_q4_0_sb_blocks(nb, s);
+        const block_q8_0 *xs = x + s * PR_Q4_0_SB;
+        for (int h = 0; h < 2; h++) {
+            __m256i r[8], t[8], u[8], sum = _mm256_setzero_si256();
+            uint16_t d[8] = {0};
+            for (int i = 0; i < 8; i++) {
+                r[i] = 8 * h + i < m ? _mm256_loadu_si256((const __m256i *)xs[8 * h + i].qs) : _mm256_setzero_si256();
+                if (8 * h + i < m) d[i] = xs[8 * h + i].d;
+            }
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+                u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+                u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+                u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            /* u[c] (c < 4): word c of blocks 0..3 in the low lane, word c + 4 in the high one; u[4 + c]: blocks 4..7 */
+            for (int c = 0; c < 4; c++) {
+                a->lo[c][h] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+                a->hi[c][h] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+                sum = _mm256_add_epi32(sum, _mm256_add_epi32(madd_u8s8(_mm256_set1_epi8(1), a->lo[c][h]),
+                                                             madd_u8s8(_mm256_set1_epi8(1), a->hi[c][h])));
+            }
+            a->bias[h] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 3));
+            a->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+        }
+    }
 }
 
-void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
-    mv(8, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+/* half h of a weight superblock of m blocks against A prepared activation superblocks (nsb apart) */
+ALWAYS_INLINE void sb_half(int A, int whole, const char *sb, long m, int h, const act_sb *x, long nsb, __m256 acc[SB_ACTS]) {
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    long n = m - 8 * h; /* blocks in this half (≥ 8 when whole) */
+    __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i s16[SB_ACTS];
+    for (int j = 0; j < A; j++) s16[j] = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const char *p = sb + 2 * m + 4 * m * k + 32 * h;
+        __m256i v = whole ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskload_epi32((const int *)p, lanes);
+        __m256i lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        for (int j = 0; j < A; j++) {
+            const act_sb *a = x + j * nsb;
+            s16[j] = _mm256_add_epi16(s16[j], _mm256_add_epi16(_mm256_maddubs_epi16(lo, a->lo[k][h]),
+                                                               _mm256_maddubs_epi16(hi, a->hi[k][h])));
+        }
+    }
+    __m256 dw;
+    if (whole) dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sb + 16 * h)));
+    else { /* the half's n scales, the lanes past them zero */
+        uint16_t d[8] = {0};
+        memcpy(d, sb + 16 * h, (size_t)(n > 8 ? 8 : n) * sizeof *d);
+        dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+    }
+    for (int j = 0; j < A; j++) {
+        const act_sb *a = x + j * nsb;
+        __m256i s = _mm256_add_epi32(_mm256_madd_epi16(s16[j], _mm256_set1_epi16(1)), a->bias[h]);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, a->d[h]), acc[j]);
+    }
+}
+
+/* superblocks s0..s1−1 of one weight row (nb blocks) against A prepared activation rows (s1 − s0 apart), added
+ * to y (add = 0: stored); pf: how far ahead to ask for the row's bytes */
+ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, long pf, const act_sb *x, float *y, long ldy,
+                          int add) {
+    const long bytes = PR_Q4_0_SB * (long)sizeof(block_q4_0); /* 288 */
+    long whole = nb / PR_Q4_0_SB < s1 ? nb / PR_Q4_0_SB : s1, nsb = s1 - s0;
+    __m256 acc[SB_ACTS];
+    for (int j = 0; j < A; j++) acc[j] = _mm256_setzero_ps();
+    for (long s = s0; s < whole; s++) {
+        const char *sb = w + s * bytes;
+        for (long l = 0; l < bytes; l += 64) __builtin_prefetch(sb + pf + l);
+        sb_half(A, 1, sb, PR_Q4_0_SB, 0, x + s - s0, nsb, acc);
+        sb_half(A, 1, sb, PR_Q4_0_SB, 1, x + s - s0, nsb, acc);
+    }
+    if (whole < s1) {
+        long m = nb - whole * PR_Q4_0_SB;
+        sb_half(A, 0, w + whole * bytes, m, 0, x + whole - s0, nsb, acc);
+        if (m > 8) sb_half(A, 0, w + whole * bytes, m, 1, x + whole - s0, nsb, acc);
+    }
+    for (int j = 0; j < A; j++) y[j * ldy] = (add ? y[j * ldy] : 0.0f) + hsum(acc[j]);
+}
+
+/* The activation rows prepared on the stack (those that fit; the rest in later parts, over blocks of weight rows
+ * small enough to be read again from L2), then every weight row against them, up to SB_ACTS at a time; one
+ * weight row per pass, so each thread's slice is one sequential stream. Rows of more than ACT_SB_MAX superblocks
+ * (no model's) go in windows of superblocks, each window's sum added to the output. */
+void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
+    act_sb a[ACT_SB_MAX];
+    long nsb = (nb + PR_Q4_0_SB - 1) / PR_Q4_0_SB, win = nsb < ACT_SB_MAX ? nsb : ACT_SB_MAX;
+    long part = ACT_SB_MAX / win, pf = 64 * (long)sizeof(block_q4_0);
+    part = part > nx ? nx : part;
+    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
+    for (long i0 = 0; i0 < nw; i0 += rows)
+        for (long s0 = 0; s0 < nsb; s0 += win)
+            for (long j0 = 0; j0 < nx; j0 += part) {
+                long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
+                long s1 = nsb - s0 < win ? nsb : s0 + win;
+                for (long j = 0; j < np; j++)
+                    prepare_sb((const block_q8_0 *)((const char *)X + (j0 + j) * ldx), nb, s0, s1, a + j * (s1 - s0));
+                for (long i = i0; i < i1; i++)
+                    for (long j = 0; j < np; j += SB_ACTS) {
+                        const char *w = (const char *)W + i * ldw;
+                        const act_sb *x = a + j * (s1 - s0);
+                        float *y = Y + (j0 + j) * ldy + i;
+                        switch (np - j < SB_ACTS ? np - j : SB_ACTS) {
+                        case 1: row_sb(1, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        case 2: row_sb(2, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        case 3: row_sb(3, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        default: row_sb(4, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        }
+                    }
+            }
 }
 
 /* ---- decode attention over an f16 cache (kernels.h): scores 4 keys at a time, one accumulator each (a last

@@ -307,101 +307,53 @@ const pr_kernels pr_kernels_avx512 = {
 /* ---------------------------------------------------------------- AVX512_BF16 + AVX512_VNNI section */
 
 /* ---- quantised weights × a few activation rows: decoding, batched decoding and short prompts (matmul.c's
- * matrix-vector path and its int8 tiles). Y[j·ldy + i] = W_i · X_j, X rows quantised to q8_0.
- *
- * One pass takes one weight row and up to 2 activation rows and walks their blocks two at a time, one zmm per
- * pair of blocks: each unpacked weight pair serves both activation rows, whose accumulators are independent
+ * matrix-vector path and its int8 tiles). Y[j·ldy + i] = W_i · X_j, X rows quantised to q8_0. vpdpbusd
+ * multiplies unsigned by signed bytes and adds each 4 products into an int32 lane, so a lane is the exact
+ * integer sum of its products, as in the scalar reference; the scale product d_w·d_x multiplies it in f32.
+ * An output's lanes accumulate in the same order whatever the number of rows in the call and the output's
+ * place in it: batching sequences or slicing rows between threads does not change a bit. */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* Decoding streams each thread's slice of weights once; its software prefetch asks for the bytes this many
+ * blocks ahead (1152 bytes of q4_0, 2176 of q8_0). The 4-row passes' distance (~32 KB, pr_mv_prefetch_rows) is
+ * too far for one stream: a throwaway C loop over 300 MB weights on 2 threads, every distance timed on the same
+ * buffers, with the host reading ~56 GB/s, streamed q8_0 at 38–40 GB/s with it and 45–48 at 1–2 KB
+ * (benchmarks/RESULTS.md). */
+#define MV_STREAM_AHEAD_BLOCKS 64
+
+/* q8_0: one pass takes one weight row and up to 2 activation rows and walks their blocks two at a time, one
+ * zmm per pair of blocks: each weight pair serves both activation rows, whose accumulators are independent
  * chains. Rows one at a time make each thread's slice of weights one sequential stream: passes of 4 rows
  * (each activation pair loaded once for the 4) read 4 interleaved streams per thread, and with both threads
  * streaming from memory that reached only ~2/3 of the bandwidth of one stream per thread (throwaway C loop
  * and decode A/B runs in benchmarks/RESULTS.md). Batches of more than 2 activation rows are compute-bound:
  * there passes take 4 weight rows, each activation pair loaded once for the 4 (one row per pass made 8-sequence
- * decoding of 0.5B q8_0 ~25 % slower). vpdpbusd multiplies unsigned by signed bytes, so:
- *   q4_0: the nibbles n = q + 8 (0..15) are the unsigned side; the accumulator starts at −8·Σx of the lane,
- *         so each int32 lane is Σ (n − 8)·x exactly;
- *   q8_0: x + 128 (1..255) is the unsigned side; the accumulator starts at −128·Σw of the lane.
- * Either way a lane is the exact integer sum of 4 products, as in the scalar reference; the scale product
- * d_w·d_x multiplies it in f32. An output's lanes accumulate pair after pair in the same order whatever the
- * number of rows in the call and the output's place in it: batching sequences or slicing rows between threads
- * does not change a bit. An odd last block runs as a pair with a zero second block. q4_0 rows in groups of 4
- * blocks (quant.h) take mv_q4_0_groups below for their groups. */
+ * decoding of 0.5B q8_0 ~25 % slower). x + 128 (1..255) is the unsigned side; the accumulator starts at
+ * −128·Σw of the lane. An odd last block runs as a pair with a zero second block. */
 #define MV_ROWS 4 /* weight rows per pass for batches of > MV_ACTS activation rows */
 #define MV_ACTS 2 /* activation rows per pass */
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-/* One weight row per pass makes each thread's slice one sequential stream; its software prefetch asks for the
- * bytes this many blocks ahead in it (1152 bytes of q4_0, 2176 of q8_0). The 4-row passes' distance (~32 KB,
- * pr_mv_prefetch_rows) is too far for one stream: a throwaway C loop over 300 MB weights on 2 threads, every
- * distance timed on the same buffers, with the host reading ~56 GB/s, streamed q8_0 at 38–40 GB/s with it and
- * 45–48 at 1–2 KB, q4_0 27–30 and 29–34 (benchmarks/RESULTS.md). */
-#define MV_STREAM_AHEAD_BLOCKS 64
-static inline long stream_ahead(int fmt) {
-    return MV_STREAM_AHEAD_BLOCKS * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
-}
 
-/* The scales of a pair. q4_0: d_w·d_x of blocks b and b+1 are two f32 products in an xmm (the same bits as in
- * any other width), spread over the 16 lanes in the block pattern by one permute; converting and multiplying
- * 16 lanes per row instead (a 16-bit permute, a 16-lane f16 conversion and product) took about a quarter of
- * the q4_0 kernel's time on Zen 4, whose 512-bit operations take two 256-bit pipe slots. q8_0 keeps the
- * 16-lane form: with its twice as many bytes per value streamed from memory, the xmm form made 1.8B-shape
- * decoding ~8 % slower (A/B runs, benchmarks/RESULTS.md). */
-ALWAYS_INLINE __m128 two_f16(uint16_t a, uint16_t b) { /* [a, b, 0, 0] widened */
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
-}
-/* two f16 scales as the 16-lane pattern idx picks from the 16-bit words of (a, b), in f32 */
-ALWAYS_INLINE __m512 scale_pattern(__m256i a, __m256i idx, __m256i b) {
-    return _mm512_cvtph_ps(_mm256_permutex2var_epi16(a, idx, b));
-}
-
-/* Activation blocks b, b+1 of one row laid out for a weight format: the bytes, their lane correction and
- * their scales (q4_0: the two in an xmm; q8_0: in the lanes' pattern). `two` = 0: block b alone (the second
- * is zero). */
+/* Activation blocks b, b+1 of one row: x + 128 and the scales in the lanes' pattern. `two` = 0: block b alone
+ * (the second reads 128, against zero weights). */
 typedef struct {
-    __m512i q, corr;
-    __m128 d2;
+    __m512i q;
     __m512 d;
 } act_pair;
 
-/* q4_0 unpacks a pair of blocks to [lo_b, lo_b+1, hi_b, hi_b+1] (16 values each), so x is shuffled to match */
-ALWAYS_INLINE act_pair act_q4_0(const block_q8_0 *x, int two) {
-    act_pair a;
-    __m256i x0 = _mm256_loadu_si256((const __m256i *)x[0].qs);
-    __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)x[1].qs) : _mm256_setzero_si256();
-    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
-    a.q = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), z);
-    a.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a.q));
-    a.d2 = two_f16(x[0].d, two ? x[1].d : 0);
-    return a;
-}
-
-/* q8_0: blocks in order [b, b+1]; x + 128 as the unsigned bytes (the correction is the weights') */
 ALWAYS_INLINE act_pair act_q8_0(const block_q8_0 *x, int two) {
     act_pair a;
     __m256i x0 = _mm256_loadu_si256((const __m256i *)x[0].qs);
     __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)x[1].qs) : _mm256_setzero_si256();
-    /* a missing second block reads 128 here, against zero weights */
     a.q = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1), _mm512_set1_epi8((char)0x80));
-    a.corr = _mm512_setzero_si512();
     __m512 d0 = _mm512_set1_ps(f16(x[0].d)), d1 = _mm512_set1_ps(two ? f16(x[1].d) : 0.0f);
     a.d = _mm512_mask_blend_ps(0xff00, d0, d1);
     return a;
 }
 
-/* weight pair of one row: unsigned/signed bytes in the activation's layout, and the scales (as act_pair's) */
+/* weight pair of one row: the signed bytes, their lane correction and their scales (as act_pair's) */
 typedef struct {
     __m512i q, corr;
-    __m128 d2;
     __m512 d;
 } w_pair;
-
-ALWAYS_INLINE w_pair w_q4_0(const block_q4_0 *w, int two) {
-    w_pair p;
-    __m256i t = two ? _mm256_loadu2_m128i((const __m128i *)w[1].qs, (const __m128i *)w[0].qs)
-                    : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)w[0].qs));
-    p.q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1), _mm512_set1_epi8(0x0f));
-    p.corr = _mm512_setzero_si512();
-    p.d2 = two_f16(w[0].d, two ? w[1].d : 0);
-    return p;
-}
 
 ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
     w_pair p;
@@ -409,132 +361,42 @@ ALWAYS_INLINE w_pair w_q8_0(const block_q8_0 *w, int two) {
     __m256i w1 = two ? _mm256_loadu_si256((const __m256i *)w[1].qs) : _mm256_setzero_si256();
     p.q = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
     p.corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), p.q));
-    if (two) /* d_b and d_b+1 are word 0 of 32-byte loads at each block */
-        p.d = scale_pattern(_mm256_loadu_si256((const __m256i *)w), _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16),
-                            _mm256_loadu_si256((const __m256i *)&w[1]));
+    if (two) /* d_b and d_b+1 are word 0 of 32-byte loads at each block: spread over the lanes by one permute */
+        p.d = _mm512_cvtph_ps(_mm256_permutex2var_epi16(
+            _mm256_loadu_si256((const __m256i *)w), _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16),
+            _mm256_loadu_si256((const __m256i *)&w[1])));
     else
         p.d = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(f16(w[0].d)));
     return p;
 }
 
-/* One step of a pass: blocks b and b+1 of R weight rows (ldw bytes apart) × A activation rows (fmt 4: q4_0,
- * 8: q8_0; all constants after inlining); pf: how far ahead (bytes) to ask for each row's stream. */
-ALWAYS_INLINE void mv_step(int fmt, int R, int A, int two, const char *W, long ldw, const char *X, long ldx, long b,
-                           long pf, __m512 acc[MV_ROWS][MV_ACTS]) {
+/* One step of a pass: blocks b and b+1 of R weight rows (ldw bytes apart) × A activation rows (constants after
+ * inlining); pf: how far ahead (bytes) to ask for each row's stream. */
+ALWAYS_INLINE void mv_step(int R, int A, int two, const char *W, long ldw, const char *X, long ldx, long b, long pf,
+                           __m512 acc[MV_ROWS][MV_ACTS]) {
     act_pair x[MV_ACTS];
-    /* q4_0: the lanes of block b and of block b+1, pairs being laid out [lo_b, lo_b+1, hi_b, hi_b+1] */
-    const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    for (int j = 0; j < A; j++) {
-        const block_q8_0 *xb = (const block_q8_0 *)(X + j * ldx) + b;
-        x[j] = fmt == 4 ? act_q4_0(xb, two) : act_q8_0(xb, two);
-    }
+    for (int j = 0; j < A; j++) x[j] = act_q8_0((const block_q8_0 *)(X + j * ldx) + b, two);
     for (int r = 0; r < R; r++) {
         const char *w = W + r * ldw;
-        /* a step reads 36 (q4_0) or 68 (q8_0) bytes of the row: one or two lines to ask for */
-        const char *ahead = w + pf + b * (long)(fmt == 4 ? sizeof(block_q4_0) : sizeof(block_q8_0));
+        const char *ahead = w + pf + b * (long)sizeof(block_q8_0); /* a step reads 68 bytes: two lines */
         __builtin_prefetch(ahead);
-        if (fmt == 8) __builtin_prefetch(ahead + 64);
-        w_pair wp = fmt == 4 ? w_q4_0((const block_q4_0 *)w + b, two) : w_q8_0((const block_q8_0 *)w + b, two);
-        for (int j = 0; j < A; j++) {
-            __m512i s = fmt == 4 ? _mm512_dpbusd_epi32(x[j].corr, wp.q, x[j].q) : _mm512_dpbusd_epi32(wp.corr, x[j].q, wp.q);
-            __m512 d = fmt == 4 ? _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(wp.d2, x[j].d2)))
-                                : _mm512_mul_ps(wp.d, x[j].d);
-            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[r][j]);
-        }
+        __builtin_prefetch(ahead + 64);
+        w_pair wp = w_q8_0((const block_q8_0 *)w + b, two);
+        for (int j = 0; j < A; j++)
+            acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(wp.corr, x[j].q, wp.q)),
+                                        _mm512_mul_ps(wp.d, x[j].d), acc[r][j]);
     }
-}
-
-/* blocks b0.. of R weight rows in pairs, into acc */
-ALWAYS_INLINE void mv_pairs(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long b0, long nb,
-                            long pf, __m512 acc[MV_ROWS][MV_ACTS]) {
-    long b = b0;
-    for (; b + 1 < nb; b += 2) mv_step(fmt, R, A, 1, W, ldw, X, ldx, b, pf, acc);
-    if (b < nb) mv_step(fmt, R, A, 0, W, ldw, X, ldx, b, pf, acc);
-}
-
-/* q4_0 groups (quant.h). The activation side of a group — blocks b..b+3 as two 64-byte pairs in value order,
- * their lane corrections (−8·Σx per lane) and their 4 scales — is prepared once per call for every activation
- * row, so a weight row's step is one 64-byte load (pairs b, b+1 in the low nibbles, b+2, b+3 in the high
- * ones), one 8-byte load of its scales, and per pair a dot product, its scales' permute and a multiply-add
- * (measured on one core, weights in cache: ~1.3× the pairs' rate, benchmarks/RESULTS.md). */
-typedef struct {
-    __m512i q[2], corr[2];
-    __m128 d;
-} act_group;
-#define ACT_GROUPS_MAX 384 /* prepared groups on the stack (120 KiB): nx × groups per row, else in parts */
-
-ALWAYS_INLINE void prepare_groups(const block_q8_0 *x, long ng, act_group *a) {
-    for (long g = 0; g < ng; g++, x += PR_Q4_0_GROUP) {
-        for (int p = 0; p < 2; p++) {
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)x[2 * p].qs), x1 = _mm256_loadu_si256((const __m256i *)x[2 * p + 1].qs);
-            a[g].q[p] = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
-            a[g].corr[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), a[g].q[p]));
-        }
-        a[g].d = _mm_cvtph_ps(_mm_setr_epi16((short)x[0].d, (short)x[1].d, (short)x[2].d, (short)x[3].d, 0, 0, 0, 0));
-    }
-}
-
-/* one weight row's groups against A prepared activation rows (ng groups apart); the two pairs of a group
- * go to separate accumulators (two multiply-add chains) */
-ALWAYS_INLINE void row_groups(int A, const char *w, long ng, long pf, const act_group *a, __m512 acc[MV_ACTS][2]) {
-    const __m512i lanes01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m512i lanes23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m512i mask = _mm512_set1_epi8(0x0f);
-    for (long g = 0; g < ng; g++) {
-        const block_q4_0x4 *G = (const block_q4_0x4 *)w + g;
-        __builtin_prefetch((const char *)G + pf); /* the 72 bytes pf ahead: the one or two lines they span */
-        __builtin_prefetch((const char *)G + pf + sizeof *G - 1);
-        __m512i v = _mm512_loadu_si512(G->qs);
-        __m512i lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)G->d));
-        for (int j = 0; j < A; j++) {
-            const act_group *x = &a[j * ng + g];
-            __m512 d = _mm512_castps128_ps512(_mm_mul_ps(dw, x->d));
-            __m512i s0 = _mm512_dpbusd_epi32(x->corr[0], lo, x->q[0]), s1 = _mm512_dpbusd_epi32(x->corr[1], hi, x->q[1]);
-            acc[j][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_permutexvar_ps(lanes01, d), acc[j][0]);
-            acc[j][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_permutexvar_ps(lanes23, d), acc[j][1]);
-        }
-    }
-}
-
-/* q4_0 rows of nb ≥ 4 blocks: the activation rows' groups prepared, then every weight row: its groups, then its
- * last nb mod 4 blocks in pairs. Activation rows that do not all fit the stack (batches at long rows: 8 rows
- * of 11008 values) go in parts, over blocks of weight rows small enough to be read again from L2. */
-static void mv_q4_0_groups(const char *W, long ldw, long nw, const char *X, long ldx, long nx, long nb, float *Y,
-                           long ldy) {
-    act_group a[ACT_GROUPS_MAX];
-    long ng = nb / PR_Q4_0_GROUP, part = ACT_GROUPS_MAX / ng, pf = stream_ahead(4);
-    part = part > nx ? nx : part;
-    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
-    for (long i0 = 0; i0 < nw; i0 += rows)
-        for (long j0 = 0; j0 < nx; j0 += part) {
-            long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
-            for (long j = 0; j < np; j++) prepare_groups((const block_q8_0 *)(X + (j0 + j) * ldx), ng, a + j * ng);
-            for (long i = i0; i < i1; i++)
-                for (long j = 0; j < np; j += MV_ACTS) {
-                    int A = np - j < MV_ACTS ? (int)(np - j) : MV_ACTS;
-                    __m512 acc[MV_ACTS][2];
-                    for (int t = 0; t < MV_ACTS; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-                    const char *w = W + i * ldw, *x = X + (j0 + j) * ldx;
-                    if (A == 2) row_groups(2, w, ng, pf, a + j * ng, acc);
-                    else row_groups(1, w, ng, pf, a + j * ng, acc);
-                    __m512 tail[MV_ROWS][MV_ACTS] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}};
-                    if (A == 2) mv_pairs(4, 1, 2, w, ldw, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
-                    else mv_pairs(4, 1, 1, w, ldw, x, ldx, ng * PR_Q4_0_GROUP, nb, pf, tail);
-                    for (int t = 0; t < A; t++)
-                        Y[(j0 + j + t) * ldy + i] =
-                            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), tail[0][t]));
-                }
-        }
 }
 
 /* one pass: R weight rows × A activation rows, all nb blocks in pairs */
-ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const char *X, long ldx, long nb, long pf,
+ALWAYS_INLINE void mv_pass(int R, int A, const char *W, long ldw, const char *X, long ldx, long nb, long pf,
                            float *Y, long ldy) {
     __m512 acc[MV_ROWS][MV_ACTS];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < A; j++) acc[r][j] = _mm512_setzero_ps();
-    mv_pairs(fmt, R, A, W, ldw, X, ldx, 0, nb, pf, acc);
+    long b = 0;
+    for (; b + 1 < nb; b += 2) mv_step(R, A, 1, W, ldw, X, ldx, b, pf, acc);
+    if (b < nb) mv_step(R, A, 0, W, ldw, X, ldx, b, pf, acc);
     for (int r = 0; r < R; r++)
         for (int j = 0; j < A; j++) Y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
 }
@@ -542,38 +404,158 @@ ALWAYS_INLINE void mv_pass(int fmt, int R, int A, const char *W, long ldw, const
 /* every pass of a call: one weight row at a time for one or two activation rows (one stream per thread);
  * for larger batches, where the activation work per weight byte makes the product compute-bound, 4 weight
  * rows per pass sharing each activation load (as many as fit: the results are the same bits either way) */
-ALWAYS_INLINE void mv(int fmt, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
-                      long ldy) {
+static void gemm_q8_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+                           long ldy) {
     int rows = nx > MV_ACTS ? MV_ROWS : 1;
-    long pf = rows == 1 ? stream_ahead(fmt) : pr_mv_prefetch_rows(ldw) * ldw;
+    long pf = rows == 1 ? MV_STREAM_AHEAD_BLOCKS * (long)sizeof(block_q8_0) : pr_mv_prefetch_rows(ldw) * ldw;
     for (long i = 0; i < nw; i += rows)
         for (long j = 0; j < nx; j += MV_ACTS) {
             const char *w = (const char *)W + i * ldw, *x = (const char *)X + j * ldx;
             float *y = Y + j * ldy + i;
             int R = nw - i < rows ? (int)(nw - i) : rows, A = nx - j < MV_ACTS ? (int)(nx - j) : MV_ACTS;
             switch (R * 2 + A - 3) { /* R 1..4, A 1..2 */
-            case 0: mv_pass(fmt, 1, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            case 1: mv_pass(fmt, 1, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            case 2: mv_pass(fmt, 2, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            case 3: mv_pass(fmt, 2, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            case 4: mv_pass(fmt, 3, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            case 5: mv_pass(fmt, 3, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            case 6: mv_pass(fmt, 4, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
-            default: mv_pass(fmt, 4, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 0: mv_pass(1, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 1: mv_pass(1, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 2: mv_pass(2, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 3: mv_pass(2, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 4: mv_pass(3, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 5: mv_pass(3, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            case 6: mv_pass(4, 1, w, ldw, x, ldx, nb, pf, y, ldy); break;
+            default: mv_pass(4, 2, w, ldw, x, ldx, nb, pf, y, ldy); break;
             }
         }
 }
 
-static void gemm_q4_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
-                           long ldy) {
-    if (nb < PR_Q4_0_GROUP) mv(4, W, ldw, nw, X, ldx, nx, nb, Y, ldy); /* no group: file blocks only */
-    else if (nb / PR_Q4_0_GROUP <= ACT_GROUPS_MAX) mv_q4_0_groups(W, ldw, nw, X, ldx, nx, nb, Y, ldy);
-    else pr_avx2_gemm_q4_0(W, ldw, nw, X, ldx, nx, nb, Y, ldy); /* rows of > 49152 values: no model's */
+/* q4_0 in superblocks (quant.h): 32-bit lane j of a weight superblock's chunk k holds block j's values 4k..4k+3
+ * (low nibbles, n = q + 8) and 16+4k..16+4k+3 (high ones). Each activation row is laid out the same way once per
+ * call (prepare_sb: a 16 × 8 transpose of the blocks' 32-bit words), so a weight row's superblock costs, per
+ * activation row, 8 vpdpbusd, one conversion and one multiply-add, and its unpacking (4 loads, 8 masks) is shared
+ * by up to SB_ACTS activation rows; no permute, no per-block scale. The low nibbles n & 15 and the high ones as
+ * n & 0xF0 = 16·n (no shift) go into two int32 accumulators: lane j of the first is Σ n·x − 8·Σx (it starts at
+ * the prepared −8·Σx), of the second 16·Σ n·x (|·| < 16·15·127·16 < 2³¹), which an arithmetic shift by 4
+ * divides exactly; their sum is block j's Σ (n − 8)·x exactly, as the scalar reference. Lane j then adds
+ * (d_w·d_x)·sum into the output's f32 accumulator, superblock after superblock: the order depends on nb alone.
+ * A row's last superblock of m < 16 blocks is read with masked loads (lanes ≥ m zero on both sides). */
+typedef struct {
+    __m512i lo[4], hi[4]; /* lane j: block j's x[4k..4k+3] / x[16+4k..16+4k+3] */
+    __m512i bias;         /* lane j: −8·Σ block j's x */
+    __m512 d;             /* lane j: block j's scale */
+} act_sb;
+#define SB_ACTS 4      /* activation rows per pass over a weight row */
+#define ACT_SB_MAX 192 /* prepared superblocks on the stack (120 KiB); longer rows go in windows of this many */
+
+/* superblocks s0..s1−1 of an activation row (nb blocks) */
+static void prepare_sb(const block_q8_0 *x, long nb, long s0, long s1, act_sb *a) {
+    const __m512i lanes01 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), lanes23 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    x += s0 * PR_Q4_0_SB;
+    for (long s = s0; s < s1; s++, a++, x += PR_Q4_0_SB) {
+        long m = pr_q4_0_sb_blocks(nb, s);
+        __m512i r[8], t[8], u[8];
+        uint16_t d[PR_Q4_0_SB] = {0};
+        /* row i: block i's 8 words in the low half, block i + 8's in the high one (missing blocks zero) */
+        for (int i = 0; i < 8; i++) {
+            __m256i lo = i < m ? _mm256_loadu_si256((const __m256i *)x[i].qs) : _mm256_setzero_si256();
+            __m256i hi = i + 8 < m ? _mm256_loadu_si256((const __m256i *)x[i + 8].qs) : _mm256_setzero_si256();
+            r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        }
+        for (long j = 0; j < m; j++) d[j] = x[j].d;
+        /* an 8 × 8 transpose of 32-bit words in each 256-bit half */
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+            u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+            u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+            u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+        }
+        /* u[c] (c < 4): word c of rows 0..3 in each 128-bit lane 0 / 2, word c + 4 in lane 1 / 3; u[4 + c]: rows 4..7 */
+        __m512i sum = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            a->lo[c] = _mm512_permutex2var_epi64(u[c], lanes01, u[4 + c]);
+            a->hi[c] = _mm512_permutex2var_epi64(u[c], lanes23, u[4 + c]);
+            sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), a->lo[c]);
+            sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), a->hi[c]);
+        }
+        a->bias = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3));
+        a->d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d));
+    }
 }
 
-static void gemm_q8_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
+/* one weight superblock of m blocks (m = 16: plain loads) against A prepared activation superblocks (nsb apart) */
+ALWAYS_INLINE void sb_step(int A, int whole, const char *sb, long m, const act_sb *x, long nsb, __m512 acc[SB_ACTS]) {
+    const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8((char)0xf0);
+    __m512i lo[4], hi[4];
+    __m512 dw;
+    __mmask16 k16 = (__mmask16)((1u << m) - 1);
+    for (int k = 0; k < 4; k++) {
+        __m512i v = whole ? _mm512_loadu_si512(sb + 2 * PR_Q4_0_SB + 4 * PR_Q4_0_SB * k)
+                          : _mm512_maskz_loadu_epi32(k16, sb + 2 * m + 4 * m * k);
+        lo[k] = _mm512_and_si512(v, low);
+        hi[k] = _mm512_and_si512(v, high);
+    }
+    dw = _mm512_cvtph_ps(whole ? _mm256_loadu_si256((const __m256i *)sb) : _mm256_maskz_loadu_epi16(k16, sb));
+    for (int j = 0; j < A; j++) {
+        const act_sb *a = x + j * nsb;
+        __m512i sl = a->bias, sh = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            sl = _mm512_dpbusd_epi32(sl, lo[k], a->lo[k]);
+            sh = _mm512_dpbusd_epi32(sh, hi[k], a->hi[k]);
+        }
+        __m512i sum = _mm512_add_epi32(sl, _mm512_srai_epi32(sh, 4));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, a->d), acc[j]);
+    }
+}
+
+/* superblocks s0..s1−1 of one weight row (nb blocks) against A prepared activation rows (s1 − s0 apart), added
+ * to y (add = 0: stored); pf: how far ahead to ask for the row's bytes */
+ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, long pf, const act_sb *x, float *y, long ldy,
+                          int add) {
+    const long bytes = PR_Q4_0_SB * (long)sizeof(block_q4_0); /* 288: a superblock spans 5 or 6 lines */
+    long whole = nb / PR_Q4_0_SB < s1 ? nb / PR_Q4_0_SB : s1, nsb = s1 - s0;
+    __m512 acc[SB_ACTS];
+    for (int j = 0; j < A; j++) acc[j] = _mm512_setzero_ps();
+    for (long s = s0; s < whole; s++) {
+        const char *sb = w + s * bytes;
+        for (long l = 0; l < bytes; l += 64) __builtin_prefetch(sb + pf + l);
+        sb_step(A, 1, sb, PR_Q4_0_SB, x + s - s0, nsb, acc);
+    }
+    if (whole < s1) sb_step(A, 0, w + whole * bytes, nb - whole * PR_Q4_0_SB, x + whole - s0, nsb, acc);
+    for (int j = 0; j < A; j++) y[j * ldy] = (add ? y[j * ldy] : 0.0f) + _mm512_reduce_add_ps(acc[j]);
+}
+
+/* The activation rows prepared on the stack (those that fit; the rest in later parts, over blocks of weight rows
+ * small enough to be read again from L2), then every weight row against them, up to SB_ACTS at a time; one
+ * weight row per pass, so each thread's slice is one sequential stream. Rows of more than ACT_SB_MAX superblocks
+ * (no model's) go in windows of superblocks, each window's sum added to the output. */
+static void gemm_q4_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                            long ldy) {
-    mv(8, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
+    act_sb a[ACT_SB_MAX];
+    long nsb = (nb + PR_Q4_0_SB - 1) / PR_Q4_0_SB, win = nsb < ACT_SB_MAX ? nsb : ACT_SB_MAX;
+    long part = ACT_SB_MAX / win, pf = MV_STREAM_AHEAD_BLOCKS * (long)sizeof(block_q4_0);
+    part = part > nx ? nx : part;
+    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
+    for (long i0 = 0; i0 < nw; i0 += rows)
+        for (long s0 = 0; s0 < nsb; s0 += win)
+            for (long j0 = 0; j0 < nx; j0 += part) {
+                long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
+                long s1 = nsb - s0 < win ? nsb : s0 + win;
+                for (long j = 0; j < np; j++)
+                    prepare_sb((const block_q8_0 *)((const char *)X + (j0 + j) * ldx), nb, s0, s1, a + j * (s1 - s0));
+                for (long i = i0; i < i1; i++)
+                    for (long j = 0; j < np; j += SB_ACTS) {
+                        const char *w = (const char *)W + i * ldw;
+                        const act_sb *x = a + j * (s1 - s0);
+                        float *y = Y + (j0 + j) * ldy + i;
+                        switch (np - j < SB_ACTS ? np - j : SB_ACTS) {
+                        case 1: row_sb(1, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        case 2: row_sb(2, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        case 3: row_sb(3, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        default: row_sb(4, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
+                        }
+                    }
+            }
 }
 
 /* bf16 weights × f32 activations with vdpbf16ps. An activation x is split as x = hi + lo, both bf16

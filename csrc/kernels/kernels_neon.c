@@ -3,6 +3,7 @@
  * kernels per element; element-wise functions use the scalar reference. */
 #include <arm_neon.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -119,25 +120,22 @@ static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
     return s;
 }
 
-/* w: a q4_0 row in memory (quant.h's groups, then the ungrouped tail) */
+/* w: a q4_0 row in memory (quant.h's superblocks): block b's 16 file bytes are 4 chunks of 4, 4·m bytes apart */
 static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
     float s = 0;
     const uint8x16_t mask = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
-    long ng = nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP, b = 0;
-    for (; b < ng; b++) { /* 32 bytes hold the block's values in order, in the low or the high nibbles */
-        const block_q4_0x4 *g = (const block_q4_0x4 *)w + b / PR_Q4_0_GROUP;
-        uint8x16_t q0 = vld1q_u8(g->qs + (b & 1) * PR_QK), q1 = vld1q_u8(g->qs + (b & 1) * PR_QK + 16);
-        if (b & 2) q0 = vshrq_n_u8(q0, 4), q1 = vshrq_n_u8(q1, 4);
-        int8x16_t v0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, mask)), eight);
-        int8x16_t v1 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, mask)), eight);
-        s += pr_f16_to_f32(g->d[b % PR_Q4_0_GROUP]) * pr_f16_to_f32(x[b].d) * (float)block_dot(v0, v1, x[b].qs);
-    }
-    for (; b < nb; b++) {
-        uint8x16_t q = vld1q_u8(w[b].qs);
+    for (long b = 0; b < nb; b++) {
+        long sb = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, sb);
+        const uint8_t *p = (const uint8_t *)(w + sb * PR_Q4_0_SB);
+        uint8_t bytes[16];
+        uint16_t d;
+        for (int k = 0; k < 4; k++) memcpy(bytes + 4 * k, p + 2 * m + 4 * m * k + 4 * j, 4);
+        memcpy(&d, p + 2 * j, 2);
+        uint8x16_t q = vld1q_u8(bytes);
         int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, mask)), eight); /* values 0..15 */
         int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight);  /* values 16..31 */
-        s += pr_f16_to_f32(w[b].d) * pr_f16_to_f32(x[b].d) * (float)block_dot(lo, hi, x[b].qs);
+        s += pr_f16_to_f32(d) * pr_f16_to_f32(x[b].d) * (float)block_dot(lo, hi, x[b].qs);
     }
     return s;
 }

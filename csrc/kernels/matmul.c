@@ -46,7 +46,7 @@ void pr_row_to_f32(const pr_tensor *W, long r, float *out) {
     case PR_F16: pr_kern()->f16_to_f32((const uint16_t *)W->data + r * cols, out, cols); break;
     case PR_BF16: pr_kern()->bf16_to_f32((const uint16_t *)W->data + r * cols, out, cols); break;
     case PR_Q8_0: pr_dequantize_row_q8_0((const block_q8_0 *)W->data + r * (cols / PR_QK), out, cols); break;
-    case PR_Q4_0: pr_dequantize_row_q4_0((const block_q4_0 *)W->data + r * (cols / PR_QK), out, cols); break;
+    case PR_Q4_0: pr_dequantize_row_q4_0((const block_q4_0 *)W->data + r * (cols / PR_QK), cols / PR_QK, 0, out, cols); break;
     default: memset(out, 0, (size_t)cols * sizeof(float)); break;
     }
 }
@@ -90,19 +90,16 @@ static void slice(const mm_job *j, int ith, int nth, long *r0, long *r1) {
 
 static inline const void *wrow(const mm_job *j, long r) { return (const char *)j->W->data + (size_t)r * j->ldw; }
 
-/* a q*_0 weight row against an f32 activation row, with no scratch memory (the fallback): a q4_0 group or
- * one block at a time */
+/* a q*_0 weight row against an f32 activation row, with no scratch memory (the fallback): 16 blocks at a time */
 static float dot_dequant(const mm_job *j, long r, const float *x) {
-    float w[PR_Q4_0_GROUP * PR_QK], s = 0;
+    float w[PR_Q4_0_SB * PR_QK], s = 0;
     const char *row = wrow(j, r);
-    size_t bb = pr_dtype_block_bytes(j->W->type);
-    long nb = j->cols / PR_QK, ng = j->W->type == PR_Q4_0 ? nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP : 0;
-    for (long b = 0; b < nb;) {
-        long m = b < ng ? PR_Q4_0_GROUP : 1;
-        if (j->W->type == PR_Q8_0) pr_dequantize_row_q8_0((const block_q8_0 *)(row + b * bb), w, PR_QK);
-        else pr_dequantize_row_q4_0((const block_q4_0 *)(row + b * bb), w, m * PR_QK);
+    long nb = j->cols / PR_QK;
+    for (long b = 0; b < nb; b += PR_Q4_0_SB) {
+        long m = nb - b < PR_Q4_0_SB ? nb - b : PR_Q4_0_SB;
+        if (j->W->type == PR_Q8_0) pr_dequantize_row_q8_0((const block_q8_0 *)row + b, w, m * PR_QK);
+        else pr_dequantize_row_q4_0((const block_q4_0 *)row, nb, b, w, m * PR_QK);
         s += j->k->dot_f32(w, x + b * PR_QK, m * PR_QK);
-        b += m;
     }
     return s;
 }
@@ -156,7 +153,7 @@ static void sgemm_task(void *arg, int ith, int nth) {
             case PR_F16: j->k->f16_to_f32(wrow(j, p + r), dst, j->cols); break;
             case PR_BF16: j->k->bf16_to_f32(wrow(j, p + r), dst, j->cols); break;
             case PR_Q8_0: j->k->dequantize_q8_0(wrow(j, p + r), dst, j->cols); break;
-            default: j->k->dequantize_q4_0(wrow(j, p + r), dst, j->cols); break;
+            default: j->k->dequantize_q4_0(wrow(j, p + r), j->cols / PR_QK, 0, dst, j->cols); break;
             }
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)np, (int)j->cols, 1.0f, j->x, (int)j->cols,

@@ -76,28 +76,22 @@ void pr_dequantize_row_q8_0(const block_q8_0 *x, float *y, long n) {
     }
 }
 
-void pr_dequantize_row_q4_0(const block_q4_0 *x, float *y, long n) {
+void pr_dequantize_row_q4_0(const block_q4_0 *row, long nb, long b0, float *y, long n) {
     uint8_t q[PR_QK];
-    for (long b = 0; b < n / PR_QK; b++) {
-        float d = pr_f16_to_f32(pr_q4_0_unpack(x, n / PR_QK, b, q));
-        for (int i = 0; i < PR_QK; i++) y[b * PR_QK + i] = d * (float)(q[i] - 8);
+    for (long b = b0; b < b0 + n / PR_QK; b++, y += PR_QK) {
+        float d = pr_f16_to_f32(pr_q4_0_unpack(row, nb, b, q));
+        for (int i = 0; i < PR_QK; i++) y[i] = d * (float)(q[i] - 8);
     }
 }
 
-void pr_q4_0_to_groups(void *row, long nb) {
-    for (long g = 0; g < nb / PR_Q4_0_GROUP; g++) {
-        block_q4_0 in[PR_Q4_0_GROUP];
-        block_q4_0x4 *out = (block_q4_0x4 *)row + g;
-        memcpy(in, out, sizeof in);
-        for (int k = 0; k < PR_Q4_0_GROUP; k++) out->d[k] = in[k].d;
-        /* a file block holds value i in the low nibble of byte i and value i + 16 in the high one */
-        for (int k = 0; k < 2; k++) {
-            uint8_t *o = out->qs + k * PR_QK;
-            const uint8_t *a = in[k].qs, *c = in[k + 2].qs;
-            for (int i = 0; i < PR_QK / 2; i++) {
-                o[i] = (uint8_t)((a[i] & 15) | (c[i] & 15) << 4);
-                o[i + PR_QK / 2] = (uint8_t)((a[i] >> 4) | (c[i] & 0xf0));
-            }
-        }
+void pr_q4_0_to_superblocks(void *row, long nb) {
+    block_q4_0 in[PR_Q4_0_SB];
+    for (long s = 0; s * PR_Q4_0_SB < nb; s++) {
+        long m = pr_q4_0_sb_blocks(nb, s);
+        uint8_t *sb = (uint8_t *)row + s * (long)sizeof in;
+        memcpy(in, sb, (size_t)m * sizeof *in);
+        for (long j = 0; j < m; j++) memcpy(sb + 2 * j, &in[j].d, 2);
+        for (int k = 0; k < 4; k++)
+            for (long j = 0; j < m; j++) memcpy(sb + 2 * m + 4 * m * k + 4 * j, in[j].qs + 4 * k, 4);
     }
 }

@@ -6,12 +6,15 @@
  *   q4_0: q = (qs[i] & 15) − 8 for value i, (qs[i] >> 4) − 8 for value i+16   18 bytes / 32 values
  * Byte-for-byte the layout of ggml's block_q8_0 / block_q4_0, so our files read like llama.cpp's.
  *
- * In memory (not in files) a q4_0 row is regrouped once at load (pr_q4_0_to_groups): each run of 4 blocks
- * becomes one block_q4_0x4 of the same 72 bytes, the 4 scales first, then the nibbles arranged so that one
- * 64-byte load gives blocks b, b+1 in the low nibbles and b+2, b+3 in the high ones, each in value order (the
- * decode kernels then unpack 4 blocks with one shift and two masks instead of shuffling every block, and read
- * 4 scales with one load). The row's last nb mod 4 blocks stay as they are. Block b still starts at byte 18·b
- * of its row, so row views, row sizes and K ranges starting at multiples of 128 values are unchanged. */
+ * In memory (not in files) a q4_0 row is rearranged once at load (pr_q4_0_to_superblocks) into superblocks of
+ * up to 16 blocks: blocks 16s .. 16s+m−1 (m = 16, or the row's last nb mod 16) keep their 18·m bytes at byte
+ * 288·s of the row, as the m f16 scales, then 4 chunks of 4·m bytes: chunk k holds bytes 4k .. 4k+3 of each
+ * block's 16 file bytes, block after block. Loaded into a vector, 32-bit lane j of chunk k is then block j's
+ * values 4k .. 4k+3 (low nibbles) and 16+4k .. 16+4k+3 (high ones), so one dot-product instruction per chunk
+ * and nibble half adds every block's products into its own lane, and one multiply-add scales 16 blocks
+ * (kernels_avx512.c). Rows keep their size and start, and any block can still be read on its own
+ * (pr_q4_0_unpack), but a row's bytes are laid out by superblock, so a range of blocks is read from the row's
+ * start, with the row's block count. */
 #ifndef PR_KERNELS_QUANT_H
 #define PR_KERNELS_QUANT_H
 #include <stddef.h>
@@ -29,15 +32,12 @@ typedef struct {
     uint8_t qs[PR_QK / 2];
 } block_q4_0;
 
-/* 4 q4_0 blocks b..b+3 in memory: value i of block b+k is nibble (qs[32·(k & 1) + i] >> 4·(k >> 1)) & 15,
- * minus 8, times d[k] */
-#define PR_Q4_0_GROUP 4
-typedef struct {
-    uint16_t d[PR_Q4_0_GROUP]; /* f16 scales of blocks b..b+3 */
-    uint8_t qs[64];            /* bytes 0..31: blocks b | b+2 << 4; bytes 32..63: blocks b+1 | b+3 << 4 */
-} block_q4_0x4;
+/* blocks per superblock of a q4_0 row in memory; superblock s of a row of nb blocks holds pr_q4_0_sb_blocks */
+#define PR_Q4_0_SB 16
+static inline long pr_q4_0_sb_blocks(long nb, long s) {
+    return nb - s * PR_Q4_0_SB < PR_Q4_0_SB ? nb - s * PR_Q4_0_SB : PR_Q4_0_SB;
+}
 
-_Static_assert(sizeof(block_q4_0x4) == PR_Q4_0_GROUP * 18, "a group must take its 4 blocks' bytes");
 _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 must be packed as ggml's");
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must be packed as ggml's");
 
@@ -58,27 +58,23 @@ static inline uint16_t pr_f32_to_bf16(float f) { /* round to nearest even; NaN s
 void pr_quantize_row_q8_0(const float *x, block_q8_0 *y, long n);
 void pr_quantize_row_q4_0(const float *x, block_q4_0 *y, long n);
 void pr_dequantize_row_q8_0(const block_q8_0 *x, float *y, long n);
-/* a row of q4_0 values in memory (n values from a group boundary: the groups, then the ungrouped tail) */
-void pr_dequantize_row_q4_0(const block_q4_0 *x, float *y, long n);
+/* blocks b0 .. b0 + n/32 − 1 of a q4_0 row of nb blocks in memory (row: its start), n values */
+void pr_dequantize_row_q4_0(const block_q4_0 *row, long nb, long b0, float *y, long n);
 
-/* file layout → memory layout, in place, for a row of nb blocks (the inverse: tests/test_kernels.py) */
-void pr_q4_0_to_groups(void *row, long nb);
+/* file layout → memory layout, in place, for a row of nb blocks (built by hand in tests/test_kernels.py) */
+void pr_q4_0_to_superblocks(void *row, long nb);
 
-/* block b of a q4_0 row in memory (nb blocks from a group boundary): its nibbles (q + 8, value order) into n,
- * its f16 scale returned. The reference for the SIMD kernels' reading of the layout. */
+/* block b of a q4_0 row in memory (nb blocks): its nibbles (q + 8, value order) into n, its f16 scale returned.
+ * The reference for the SIMD kernels' reading of the layout. */
 static inline uint16_t pr_q4_0_unpack(const void *row, long nb, long b, uint8_t n[PR_QK]) {
-    if (b < nb / PR_Q4_0_GROUP * PR_Q4_0_GROUP) {
-        const block_q4_0x4 *g = (const block_q4_0x4 *)row + b / PR_Q4_0_GROUP;
-        const uint8_t *q = g->qs + (b & 1) * PR_QK;
-        int shift = (b & 2) ? 4 : 0;
-        for (int i = 0; i < PR_QK; i++) n[i] = (uint8_t)((q[i] >> shift) & 15);
-        return g->d[b % PR_Q4_0_GROUP];
-    }
-    const block_q4_0 *t = (const block_q4_0 *)row + b;
-    for (int i = 0; i < PR_QK / 2; i++) {
-        n[i] = t->qs[i] & 15;
-        n[i + PR_QK / 2] = t->qs[i] >> 4;
-    }
-    return t->d;
+    long s = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, s);
+    const uint8_t *sb = (const uint8_t *)row + s * PR_Q4_0_SB * (long)sizeof(block_q4_0);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 4; i++) {
+            uint8_t v = sb[2 * m + 4 * m * k + 4 * j + i];
+            n[4 * k + i] = v & 15;
+            n[4 * k + i + PR_QK / 2] = v >> 4;
+        }
+    return (uint16_t)(sb[2 * j] | sb[2 * j + 1] << 8);
 }
 #endif

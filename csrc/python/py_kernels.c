@@ -97,7 +97,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* A weight tensor viewed over a uint8 array of rows × row_bytes (file layout). q4_0 rows are regrouped into
+/* A weight tensor viewed over a uint8 array of rows × row_bytes (file layout). q4_0 rows are rearranged into
  * the layout the kernels read (kernels/quant.h), in a copy that replaces *rawp. */
 static int weight_view(PyArrayObject **rawp, int type, Py_ssize_t cols, pr_tensor *t) {
     PyArrayObject *raw = *rawp;
@@ -116,12 +116,12 @@ static int weight_view(PyArrayObject **rawp, int type, Py_ssize_t cols, pr_tenso
     t->ne[1] = PyArray_DIM(raw, 0);
     t->ne[2] = t->ne[3] = 1;
     if (type == PR_Q4_0) {
-        PyArrayObject *grouped = (PyArrayObject *)PyArray_NewCopy(raw, NPY_CORDER);
-        if (!grouped) return -1;
-        for (npy_intp r = 0; r < PyArray_DIM(grouped, 0); r++)
-            pr_q4_0_to_groups((char *)PyArray_DATA(grouped) + r * rb, (long)(cols / PR_QK));
+        PyArrayObject *laid = (PyArrayObject *)PyArray_NewCopy(raw, NPY_CORDER);
+        if (!laid) return -1;
+        for (npy_intp r = 0; r < PyArray_DIM(laid, 0); r++)
+            pr_q4_0_to_superblocks((char *)PyArray_DATA(laid) + r * rb, (long)(cols / PR_QK));
         Py_DECREF(raw);
-        *rawp = raw = grouped;
+        *rawp = raw = laid;
     }
     t->nbytes = (size_t)PyArray_NBYTES(raw);
     t->data = PyArray_DATA(raw);
@@ -150,8 +150,8 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* ---- q4_0_groups(raw: uint8 [rows, row_bytes], cols) -> the rows as the model holds them (kernels/quant.h) */
-static PyObject *py_q4_0_groups(PyObject *self, PyObject *args) {
+/* ---- q4_0_superblocks(raw: uint8 [rows, row_bytes], cols) -> the rows as the model holds them (kernels/quant.h) */
+static PyObject *py_q4_0_superblocks(PyObject *self, PyObject *args) {
     PyObject *ro;
     Py_ssize_t cols;
     if (!PyArg_ParseTuple(args, "On", &ro, &cols)) return NULL;
@@ -166,7 +166,7 @@ static PyObject *py_q4_0_groups(PyObject *self, PyObject *args) {
 
 /* ---- matmul(raw, dtype, cols, x, isa="best", threads=1, path="auto", repeat=0) -> y = x·Wᵀ (n × rows);
  * repeat > 0: the product runs that many times and the result is (y, the fastest run's seconds), timed in C
- * around the product alone (benchmarks: no q4_0 regrouping copy, thread start or Python call in the time) */
+ * around the product alone (benchmarks: no q4_0 layout copy, thread start or Python call in the time) */
 static double seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -540,8 +540,8 @@ static PyMethodDef kernel_methods[] = {
      "quantize(x: float32 [rows, cols], dtype 'q8_0'|'q4_0') -> uint8 [rows, row_bytes] (ggml blocks)"},
     {"dequantize", py_dequantize, METH_VARARGS,
      "dequantize(raw: uint8 [rows, row_bytes], dtype, cols) -> float32 [rows, cols]"},
-    {"q4_0_groups", py_q4_0_groups, METH_VARARGS,
-     "q4_0_groups(raw: uint8 [rows, row_bytes] in the file's layout, cols) -> a copy regrouped as the model holds it"},
+    {"q4_0_superblocks", py_q4_0_superblocks, METH_VARARGS,
+     "q4_0_superblocks(raw: uint8 [rows, row_bytes] in the file's layout, cols) -> a copy laid out as the model holds it"},
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
      "matmul(raw, dtype, cols, x, isa='best', threads=1, path='auto'|'tiles'|'panels'|'gemm', repeat=0) -> x·Wᵀ, W "
      "given as uint8 rows of its dtype; repeat > 0: (x·Wᵀ, the fastest of `repeat` runs of the product in seconds)"},

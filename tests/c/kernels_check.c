@@ -60,7 +60,7 @@ int main(void) {
         free(w), free(x), free(y1), free(y2), free(h), free(b), free(h2);
     }
     /* quantised: nb blocks, a tile of nw weight rows × nx activation rows */
-    static const long nbs[] = {1, 3, 4, 6, 37}; /* q4_0: no group, groups with and without a tail */
+    static const long nbs[] = {1, 3, 4, 6, 16, 37}; /* q4_0: one short superblock, one whole, whole + short */
     for (size_t bi = 0; bi < sizeof nbs / sizeof nbs[0]; bi++) {
         long nb = nbs[bi], k = nb * PR_QK, nw = 7, nx = 5;
         float *w = malloc(nw * k * sizeof(float)), *x = malloc(nx * k * sizeof(float));
@@ -73,7 +73,7 @@ int main(void) {
         for (long r = 0; r < nw; r++) {
             pr_quantize_row_q8_0(w + r * k, w8 + r * nb, k);
             pr_quantize_row_q4_0(w + r * k, w4 + r * nb, k);
-            pr_q4_0_to_groups(w4 + r * nb, nb); /* the kernels read q4_0 rows as the model holds them */
+            pr_q4_0_to_superblocks(w4 + r * nb, nb); /* the kernels read q4_0 rows as the model holds them */
         }
         for (long r = 0; r < nx; r++) S->quantize_q8_0(x + r * k, xq + r * nb, k), T->quantize_q8_0(x + r * k, xq2 + r * nb, k);
         if (memcmp(xq, xq2, nx * nb * sizeof(block_q8_0))) printf("FAIL quantize_q8_0 nb=%ld\n", nb), failures++;
