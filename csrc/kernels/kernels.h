@@ -110,9 +110,9 @@ const pr_kernels *pr_kernels_get(const char *isa, pr_error *err);
 /* Space-separated names of the ISAs this CPU and build can run, best last, e.g. "scalar avx2". */
 const char *pr_kernels_available(void);
 
-/* The few-rows int8 kernels (gemm_q8_0/gemm_q4_0) ask for each weight row's bytes this many rows ahead (about
- * 32 KB ahead, a multiple of the AVX2 kernels' 4-row passes): without it, streaming a 143 MB q8_0 matrix in
- * 4-row passes ran at half the speed (benchmarks/RESULTS.md). */
+/* The q8_0 few-rows kernels' 4-row passes ask for each weight row's bytes this many rows ahead (about 32 KB
+ * ahead, a multiple of 4 rows): without it, streaming a 143 MB q8_0 matrix in 4-row passes ran at half the
+ * speed (benchmarks/RESULTS.md). Passes of one row (one stream) ask for a fixed distance ahead instead. */
 static inline long pr_mv_prefetch_rows(long ldw) {
     long rows = (32768 / ldw + 3) / 4 * 4;
     return rows < 4 ? 4 : rows;
