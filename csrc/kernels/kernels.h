@@ -132,6 +132,7 @@ static inline void pr_prefetch_row(const uint16_t *row, long n) {
 void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
 void pr_avx2_dequantize_q4_0(const block_q4_0 *row, long nb, long b0, float *y, long n);
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy);
+void pr_avx2_q4_0_prepare(const block_q8_0 *x, long nb, long s0, long s1, void *a); /* quant.h's walk */
 void pr_avx2_attn_values_f16(const float *p, const uint16_t *v, long ld, long n, long hd, float *o);
 
 /* Scalar pieces shared by every table (tails, reference element-wise functions). */

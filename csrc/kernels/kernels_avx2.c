@@ -236,7 +236,7 @@ void pr_avx2_gemm_q8_0(const void *W, long ldw, long nw, const void *X, long ldx
 
 /* q4_0 in superblocks (quant.h): 32-bit lane j of a weight superblock's chunk k holds block j's values 4k..4k+3
  * (low nibbles, n = q + 8) and 16+4k..16+4k+3 (high ones); a ymm takes 8 blocks. Each activation row is laid out
- * the same way once per call (prepare_sb: 8 × 8 transposes of the blocks' 32-bit words), so per 8 blocks and
+ * the same way once per call (pr_avx2_q4_0_prepare: 8 × 8 transposes of the blocks' 32-bit words), so per 8 blocks and
  * activation row the kernel issues 8 vpmaddubsw, whose pair sums (≤ 2·15·127) add up in int16 over all 8
  * (≤ 16·15·127 = 30480 < 2¹⁵: exact), one vpmaddwd to int32 lanes (block j's Σ n·x), the prepared −8·Σx, and one
  * multiply-add by d_w·d_x; the unpacking of the weights is shared by up to SB_ACTS activation rows. Each output's
@@ -246,11 +246,12 @@ typedef struct {
     __m256i bias[2];            /* −8·Σ of each block's x */
     __m256 d[2];                /* each block's scale */
 } act_sb;
-#define SB_ACTS 4      /* activation rows per pass over a weight row */
-#define ACT_SB_MAX 192 /* prepared superblocks on the stack (120 KiB); longer rows go in windows of this many */
+_Static_assert(sizeof(act_sb) == PR_Q4_0_ACT_BYTES, "a prepared superblock as quant.h's walk lays them out");
+#define SB_ACTS PR_Q4_0_PASS_ACTS
 
-/* superblocks s0..s1−1 of an activation row (nb blocks) */
-static void prepare_sb(const block_q8_0 *x, long nb, long s0, long s1, act_sb *a) {
+/* superblocks s0..s1−1 of an activation row (nb blocks); the AVX-512 VNNI kernel reads the same bytes */
+void pr_avx2_q4_0_prepare(const block_q8_0 *x, long nb, long s0, long s1, void *out) {
+    act_sb *a = out;
     for (long s = s0; s < s1; s++, a++) {
         long m = pr_q4_0_sb_blocks(nb, s);
         const block_q8_0 *xs = x + s * PR_Q4_0_SB;
@@ -315,10 +316,10 @@ ALWAYS_INLINE void sb_half(int A, int whole, const char *sb, long m, int h, cons
     }
 }
 
-/* superblocks s0..s1−1 of one weight row (nb blocks) against A prepared activation rows (s1 − s0 apart), added
- * to y (add = 0: stored); pf: how far ahead to ask for the row's bytes */
-ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, long pf, const act_sb *x, float *y, long ldy,
-                          int add) {
+/* quant.h's walk, row[A − 1]: superblocks s0..s1−1 of one weight row (nb blocks) against A prepared activation
+ * rows (s1 − s0 apart), stored into y or added to it; the row's bytes are asked for 64 blocks ahead */
+ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, const act_sb *x, float *y, long ldy, int add) {
+    const long pf = 64 * (long)sizeof(block_q4_0);
     const long bytes = PR_Q4_0_SB * (long)sizeof(block_q4_0); /* 288 */
     long whole = nb / PR_Q4_0_SB < s1 ? nb / PR_Q4_0_SB : s1, nsb = s1 - s0;
     __m256 acc[SB_ACTS];
@@ -337,36 +338,10 @@ ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, long 
     for (int j = 0; j < A; j++) y[j * ldy] = (add ? y[j * ldy] : 0.0f) + hsum(acc[j]);
 }
 
-/* The activation rows prepared on the stack (those that fit; the rest in later parts, over blocks of weight rows
- * small enough to be read again from L2), then every weight row against them, up to SB_ACTS at a time; one
- * weight row per pass, so each thread's slice is one sequential stream. Rows of more than ACT_SB_MAX superblocks
- * (no model's) go in windows of superblocks, each window's sum added to the output. */
+PR_Q4_0_WALK(walk, pr_avx2_q4_0_prepare, row_sb)
+
 void pr_avx2_gemm_q4_0(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y, long ldy) {
-    act_sb a[ACT_SB_MAX];
-    long nsb = (nb + PR_Q4_0_SB - 1) / PR_Q4_0_SB, win = nsb < ACT_SB_MAX ? nsb : ACT_SB_MAX;
-    long part = ACT_SB_MAX / win, pf = 64 * (long)sizeof(block_q4_0);
-    part = part > nx ? nx : part;
-    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
-    for (long i0 = 0; i0 < nw; i0 += rows)
-        for (long s0 = 0; s0 < nsb; s0 += win)
-            for (long j0 = 0; j0 < nx; j0 += part) {
-                long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
-                long s1 = nsb - s0 < win ? nsb : s0 + win;
-                for (long j = 0; j < np; j++)
-                    prepare_sb((const block_q8_0 *)((const char *)X + (j0 + j) * ldx), nb, s0, s1, a + j * (s1 - s0));
-                for (long i = i0; i < i1; i++)
-                    for (long j = 0; j < np; j += SB_ACTS) {
-                        const char *w = (const char *)W + i * ldw;
-                        const act_sb *x = a + j * (s1 - s0);
-                        float *y = Y + (j0 + j) * ldy + i;
-                        switch (np - j < SB_ACTS ? np - j : SB_ACTS) {
-                        case 1: row_sb(1, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        case 2: row_sb(2, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        case 3: row_sb(3, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        default: row_sb(4, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        }
-                    }
-            }
+    pr_q4_0_gemm(&walk, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
 }
 
 /* ---- decode attention over an f16 cache (kernels.h): scores 4 keys at a time, one accumulator each (a last

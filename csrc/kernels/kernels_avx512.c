@@ -428,7 +428,7 @@ static void gemm_q8_0_vnni(const void *W, long ldw, long nw, const void *X, long
 
 /* q4_0 in superblocks (quant.h): 32-bit lane j of a weight superblock's chunk k holds block j's values 4k..4k+3
  * (low nibbles, n = q + 8) and 16+4k..16+4k+3 (high ones). Each activation row is laid out the same way once per
- * call (prepare_sb: a 16 × 8 transpose of the blocks' 32-bit words), so a weight row's superblock costs, per
+ * call (the AVX2 file's pr_avx2_q4_0_prepare: its two halves of 8 lanes are this struct's 16), so a weight row's superblock costs, per
  * activation row, 8 vpdpbusd, one conversion and one multiply-add, and its unpacking (4 loads, 8 masks) is shared
  * by up to SB_ACTS activation rows; no permute, no per-block scale. The low nibbles n & 15 and the high ones as
  * n & 0xF0 = 16·n (no shift) go into two int32 accumulators: lane j of the first is Σ n·x − 8·Σx (it starts at
@@ -441,47 +441,8 @@ typedef struct {
     __m512i bias;         /* lane j: −8·Σ block j's x */
     __m512 d;             /* lane j: block j's scale */
 } act_sb;
-#define SB_ACTS 4      /* activation rows per pass over a weight row */
-#define ACT_SB_MAX 192 /* prepared superblocks on the stack (120 KiB); longer rows go in windows of this many */
-
-/* superblocks s0..s1−1 of an activation row (nb blocks) */
-static void prepare_sb(const block_q8_0 *x, long nb, long s0, long s1, act_sb *a) {
-    const __m512i lanes01 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), lanes23 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    x += s0 * PR_Q4_0_SB;
-    for (long s = s0; s < s1; s++, a++, x += PR_Q4_0_SB) {
-        long m = pr_q4_0_sb_blocks(nb, s);
-        __m512i r[8], t[8], u[8];
-        uint16_t d[PR_Q4_0_SB] = {0};
-        /* row i: block i's 8 words in the low half, block i + 8's in the high one (missing blocks zero) */
-        for (int i = 0; i < 8; i++) {
-            __m256i lo = i < m ? _mm256_loadu_si256((const __m256i *)x[i].qs) : _mm256_setzero_si256();
-            __m256i hi = i + 8 < m ? _mm256_loadu_si256((const __m256i *)x[i + 8].qs) : _mm256_setzero_si256();
-            r[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        }
-        for (long j = 0; j < m; j++) d[j] = x[j].d;
-        /* an 8 × 8 transpose of 32-bit words in each 256-bit half */
-        for (int i = 0; i < 8; i += 2) {
-            t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-            t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-        }
-        for (int i = 0; i < 8; i += 4) {
-            u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-            u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-            u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-            u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-        }
-        /* u[c] (c < 4): word c of rows 0..3 in each 128-bit lane 0 / 2, word c + 4 in lane 1 / 3; u[4 + c]: rows 4..7 */
-        __m512i sum = _mm512_setzero_si512();
-        for (int c = 0; c < 4; c++) {
-            a->lo[c] = _mm512_permutex2var_epi64(u[c], lanes01, u[4 + c]);
-            a->hi[c] = _mm512_permutex2var_epi64(u[c], lanes23, u[4 + c]);
-            sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), a->lo[c]);
-            sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), a->hi[c]);
-        }
-        a->bias = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3));
-        a->d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d));
-    }
-}
+_Static_assert(sizeof(act_sb) == PR_Q4_0_ACT_BYTES, "a prepared superblock as quant.h's walk lays them out");
+#define SB_ACTS PR_Q4_0_PASS_ACTS
 
 /* one weight superblock of m blocks (m = 16: plain loads) against A prepared activation superblocks (nsb apart) */
 ALWAYS_INLINE void sb_step(int A, int whole, const char *sb, long m, const act_sb *x, long nsb, __m512 acc[SB_ACTS]) {
@@ -508,10 +469,10 @@ ALWAYS_INLINE void sb_step(int A, int whole, const char *sb, long m, const act_s
     }
 }
 
-/* superblocks s0..s1−1 of one weight row (nb blocks) against A prepared activation rows (s1 − s0 apart), added
- * to y (add = 0: stored); pf: how far ahead to ask for the row's bytes */
-ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, long pf, const act_sb *x, float *y, long ldy,
-                          int add) {
+/* quant.h's walk, row[A − 1]: superblocks s0..s1−1 of one weight row (nb blocks) against A prepared activation
+ * rows (s1 − s0 apart), stored into y or added to it; the row's bytes are asked for 64 blocks ahead */
+ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, const act_sb *x, float *y, long ldy, int add) {
+    const long pf = MV_STREAM_AHEAD_BLOCKS * (long)sizeof(block_q4_0);
     const long bytes = PR_Q4_0_SB * (long)sizeof(block_q4_0); /* 288: a superblock spans 5 or 6 lines */
     long whole = nb / PR_Q4_0_SB < s1 ? nb / PR_Q4_0_SB : s1, nsb = s1 - s0;
     __m512 acc[SB_ACTS];
@@ -525,37 +486,11 @@ ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, long 
     for (int j = 0; j < A; j++) y[j * ldy] = (add ? y[j * ldy] : 0.0f) + _mm512_reduce_add_ps(acc[j]);
 }
 
-/* The activation rows prepared on the stack (those that fit; the rest in later parts, over blocks of weight rows
- * small enough to be read again from L2), then every weight row against them, up to SB_ACTS at a time; one
- * weight row per pass, so each thread's slice is one sequential stream. Rows of more than ACT_SB_MAX superblocks
- * (no model's) go in windows of superblocks, each window's sum added to the output. */
+PR_Q4_0_WALK(walk, pr_avx2_q4_0_prepare, row_sb)
+
 static void gemm_q4_0_vnni(const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb, float *Y,
                            long ldy) {
-    act_sb a[ACT_SB_MAX];
-    long nsb = (nb + PR_Q4_0_SB - 1) / PR_Q4_0_SB, win = nsb < ACT_SB_MAX ? nsb : ACT_SB_MAX;
-    long part = ACT_SB_MAX / win, pf = MV_STREAM_AHEAD_BLOCKS * (long)sizeof(block_q4_0);
-    part = part > nx ? nx : part;
-    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
-    for (long i0 = 0; i0 < nw; i0 += rows)
-        for (long s0 = 0; s0 < nsb; s0 += win)
-            for (long j0 = 0; j0 < nx; j0 += part) {
-                long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
-                long s1 = nsb - s0 < win ? nsb : s0 + win;
-                for (long j = 0; j < np; j++)
-                    prepare_sb((const block_q8_0 *)((const char *)X + (j0 + j) * ldx), nb, s0, s1, a + j * (s1 - s0));
-                for (long i = i0; i < i1; i++)
-                    for (long j = 0; j < np; j += SB_ACTS) {
-                        const char *w = (const char *)W + i * ldw;
-                        const act_sb *x = a + j * (s1 - s0);
-                        float *y = Y + (j0 + j) * ldy + i;
-                        switch (np - j < SB_ACTS ? np - j : SB_ACTS) {
-                        case 1: row_sb(1, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        case 2: row_sb(2, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        case 3: row_sb(3, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        default: row_sb(4, w, nb, s0, s1, pf, x, y, ldy, s0 > 0); break;
-                        }
-                    }
-            }
+    pr_q4_0_gemm(&walk, W, ldw, nw, X, ldx, nx, nb, Y, ldy);
 }
 
 /* bf16 weights × f32 activations with vdpbf16ps. An activation x is split as x = hi + lo, both bf16

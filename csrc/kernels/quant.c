@@ -95,3 +95,25 @@ void pr_q4_0_to_superblocks(void *row, long nb) {
             for (long j = 0; j < m; j++) memcpy(sb + 2 * m + 4 * m * k + 4 * j, in[j].qs + 4 * k, 4);
     }
 }
+
+void pr_q4_0_gemm(const pr_q4_0_walk *k, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb,
+                  float *Y, long ldy) {
+    _Alignas(64) unsigned char a[PR_Q4_0_ACT_MAX * PR_Q4_0_ACT_BYTES];
+    long nsb = (nb + PR_Q4_0_SB - 1) / PR_Q4_0_SB, win = nsb < PR_Q4_0_ACT_MAX ? nsb : PR_Q4_0_ACT_MAX;
+    long part = PR_Q4_0_ACT_MAX / win < nx ? PR_Q4_0_ACT_MAX / win : nx;
+    long rows = part < nx ? (256 << 10) / ldw + 1 : nw;
+    for (long i0 = 0; i0 < nw; i0 += rows)
+        for (long s0 = 0; s0 < nsb; s0 += win)
+            for (long j0 = 0; j0 < nx; j0 += part) {
+                long np = nx - j0 < part ? nx - j0 : part, i1 = nw - i0 < rows ? nw : i0 + rows;
+                long s1 = nsb - s0 < win ? nsb : s0 + win, stride = (s1 - s0) * PR_Q4_0_ACT_BYTES;
+                for (long j = 0; j < np; j++)
+                    k->prepare((const block_q8_0 *)((const char *)X + (j0 + j) * ldx), nb, s0, s1, a + j * stride);
+                for (long i = i0; i < i1; i++)
+                    for (long j = 0; j < np; j += PR_Q4_0_PASS_ACTS) {
+                        long A = np - j < PR_Q4_0_PASS_ACTS ? np - j : PR_Q4_0_PASS_ACTS;
+                        k->row[A - 1]((const char *)W + i * ldw, nb, s0, s1, a + j * stride, Y + (j0 + j) * ldy + i, ldy,
+                                      s0 > 0);
+                    }
+            }
+}

@@ -64,6 +64,32 @@ void pr_dequantize_row_q4_0(const block_q4_0 *row, long nb, long b0, float *y, l
 /* file layout → memory layout, in place, for a row of nb blocks (built by hand in tests/test_kernels.py) */
 void pr_q4_0_to_superblocks(void *row, long nb);
 
+/* The walk the SIMD q4_0 kernels share (gemm_q4_0: Y[j·ldy + i] = W_i · X_j, X rows q8_0 blocks ldx bytes
+ * apart): every activation row is laid out per superblock once per call (prepare: superblocks s0..s1−1 into
+ * PR_Q4_0_ACT_BYTES each, in a buffer on the stack: the rows that fit, the rest in later parts over blocks of
+ * weight rows small enough to be read again from L2), then each weight row against up to PR_Q4_0_PASS_ACTS of
+ * them (row[A − 1]: superblocks s0..s1−1 of the weight row against A prepared rows s1 − s0 superblocks apart,
+ * stored into y[j·ldy], or added with add = 1). One weight row per pass, so each thread's slice is one
+ * sequential stream. Rows longer than PR_Q4_0_ACT_MAX superblocks (no model's) go in windows of superblocks,
+ * each window's sum added to the output: the order of the sums depends on nb alone. */
+#define PR_Q4_0_ACT_BYTES 640 /* a prepared activation superblock: 8 × 64 bytes of values, 16 sums, 16 scales */
+#define PR_Q4_0_ACT_MAX 192   /* prepared superblocks on the stack (120 KiB) */
+#define PR_Q4_0_PASS_ACTS 4
+typedef struct {
+    void (*prepare)(const block_q8_0 *x, long nb, long s0, long s1, void *a);
+    void (*row[PR_Q4_0_PASS_ACTS])(const char *w, long nb, long s0, long s1, const void *a, float *y, long ldy, int add);
+} pr_q4_0_walk;
+/* a kernel file's walk: NAME, from its prepare function and its always-inline row(A, w, nb, s0, s1, a, y, ldy, add) */
+#define PR_Q4_0_WALK_ROW(ROW, A)                                                                             \
+    static void ROW##_##A(const char *w, long nb, long s0, long s1, const void *a, float *y, long ldy, int add) { \
+        ROW(A, w, nb, s0, s1, a, y, ldy, add);                                                                   \
+    }
+#define PR_Q4_0_WALK(NAME, PREPARE, ROW)                                                                     \
+    PR_Q4_0_WALK_ROW(ROW, 1) PR_Q4_0_WALK_ROW(ROW, 2) PR_Q4_0_WALK_ROW(ROW, 3) PR_Q4_0_WALK_ROW(ROW, 4)         \
+    static const pr_q4_0_walk NAME = {PREPARE, {ROW##_1, ROW##_2, ROW##_3, ROW##_4}};
+void pr_q4_0_gemm(const pr_q4_0_walk *k, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb,
+                  float *Y, long ldy);
+
 /* block b of a q4_0 row in memory (nb blocks): its nibbles (q + 8, value order) into n, its f16 scale returned.
  * The reference for the SIMD kernels' reading of the layout. */
 static inline uint16_t pr_q4_0_unpack(const void *row, long nb, long b, uint8_t n[PR_QK]) {
