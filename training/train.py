@@ -68,6 +68,10 @@ OPTION_LAYER = 2
 MICRO_BATCHES = 3
 # --data people: share of conversations that are one "describe" request ("two red circles"); the rest ask 1-3 kinds.
 DESCRIBE_SHARE = 0.15
+# --language-routing: the share of its routing weight each conversation is asked to give its language's own expert
+# (expert i for data.LANGS[i]); a quarter makes the six languages' routing plainly different (training/README.md,
+# run 8) while most of the weight can stay on the expert the answers were learnt through.
+ROUTING_FLOOR = 0.25
 
 
 def build_model(tok, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"]):
@@ -164,7 +168,11 @@ class Sampler:
 
     def batch(self, size, langs, mc_prob):
         idx = self.rng.integers(len(self.scenes), size=size)
-        convs = [self.conversation(self.scenes[i], langs[self.rng.integers(len(langs))], mc_prob) for i in idx]
+        convs, self.batch_langs = [], []  # batch_langs: each conversation's language (language_routing_loss)
+        for i in idx:
+            lang = langs[self.rng.integers(len(langs))]
+            self.batch_langs.append(lang)
+            convs.append(self.conversation(self.scenes[i], lang, mc_prob))
         return torch.from_numpy(idx), convs
 
 
@@ -307,9 +315,21 @@ def balance_loss(routing):
     return (mean * (mean * mean.numel()).clamp_min(1e-12).log()).sum()
 
 
-def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance=0.0):
+def language_routing_loss(routing, experts, floor=ROUTING_FLOOR):
+    """Mean over the conversations of max(0, log(floor) - log(w[own expert])), where a conversation's own expert is
+    its language's index in data.LANGS (`experts`, (B,) long): 0 once every conversation gives at least `floor` of
+    its routing weight to its language's expert, so it asks each language for an expert of its own and no more;
+    the rest of the weight stays where the answer loss puts it (a shared expert, in practice). A training-time
+    loss only, like balance_loss (training/README.md, run 8: --language-routing)."""
+    own = routing.gather(1, experts[:, None])[:, 0]
+    return torch.relu(math.log(floor) - own.clamp_min(1e-12).log()).mean()
+
+
+def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance=0.0, language_routing=0.0,
+                   experts=None):
     """Gradient of the batch's loss — mean cross-entropy over all its answer tokens, plus the mean option loss over
-    all its option words, plus `balance` x balance_loss of each micro-batch (weighted by its share of the batch)
+    all its option words, plus `balance` x balance_loss and `language_routing` x language_routing_loss (its
+    conversations' own experts `experts`, (B,) long) of each micro-batch (weighted by its share of the batch)
     when the MoE is on — accumulated over MICRO_BATCHES groups of conversations of similar length, each padded
     only to its own longest. Returns (loss, summed routing weights (experts,))."""
     n_labels = sum(sum(lab) for _, lab, _ in convs)
@@ -325,6 +345,8 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
         loss = answer_loss / n_labels + (option_loss / n_flags if n_flags else 0.0)
         if balance and model.config.use_moe:
             loss = loss + balance * balance_loss(routing) * len(part) / len(convs)
+        if language_routing and model.config.use_moe:
+            loss = loss + language_routing * language_routing_loss(routing, experts[rows]) * len(part) / len(convs)
         loss.backward()
         total += loss.item()
         routing_sum = routing_sum + routing.detach().sum(0)
@@ -334,7 +356,7 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0):
+          stage2_restart=0, save_every=0, language_routing=0.0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
@@ -345,7 +367,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     tower_steps must be 0); with the checkpoint of a run with the same tower options, the same result as that run's
     options would give. `save_every` N: also a checkpoint every N stage-2 steps (counted across both parts of a
     restarted stage 2) in {out_dir}-stage2-step{N}, e.g. for training.option_probe while the run goes on; it changes
-    nothing of the run."""
+    nothing of the run. `language_routing` weighs language_routing_loss in stage 2 (each language asks for an expert
+    of its own, as Parrot's MoE is meant to route by the prompt's language)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -415,7 +438,9 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         for step in range(steps):
             idx, convs = sampler.batch(batch_size, langs, mc_prob)
             opt.zero_grad(set_to_none=True)
-            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance)
+            experts = torch.tensor([data.LANGS.index(lang) for lang in sampler.batch_langs])
+            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance,
+                                               language_routing, experts)
             running += loss
             routing = routing + routing_sum
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -443,6 +468,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     extra = ((" --augment" if augment else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
+             + (f" --language-routing {language_routing:g}" if language_routing else "")
              + (f" --stage2-restart {stage2_restart}" if stage2_restart else ""))
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
@@ -504,6 +530,8 @@ def main():
                     help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
+    ap.add_argument("--language-routing", type=float, default=0.0, help="weight of a stage-2 loss that asks each "
+                    "language for an expert of its own (language_routing_loss; default off)")
     ap.add_argument("--stage2-restart", type=int, default=0, help="stage 2's first N steps at --lr, the rest "
                     "restarted (schedule, optimizer, option head) at --stage2-lr")
     ap.add_argument("--save-every", type=int, default=0, help="also save a checkpoint every N stage-2 steps "
@@ -519,7 +547,7 @@ def main():
           people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
-          stage2_restart=args.stage2_restart, save_every=args.save_every)
+          stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing)
 
 
 if __name__ == "__main__":
