@@ -356,7 +356,7 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0, language_routing=0.0):
+          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
@@ -368,7 +368,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     options would give. `save_every` N: also a checkpoint every N stage-2 steps (counted across both parts of a
     restarted stage 2) in {out_dir}-stage2-step{N}, e.g. for training.option_probe while the run goes on; it changes
     nothing of the run. `language_routing` weighs language_routing_loss in stage 2 (each language asks for an expert
-    of its own, as Parrot's MoE is meant to route by the prompt's language)."""
+    of its own, as Parrot's MoE is meant to route by the prompt's language). `stage2_tower` F > 0: stage 2 trains the
+    tower too, at F x its learning rate (default 0: frozen, as in Parrot)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -406,20 +407,23 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
     feats = None
     stage2_done = 0  # stage-2 steps so far, across both parts of a restarted stage 2 (save_every)
+    tune = stage2_tower > 0
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
-              ("moe", stage2_steps, data.LANGS, 0.6, True, False, stage2_lr or lr)]
+              ("moe", stage2_steps, data.LANGS, 0.6, True, tune, stage2_lr or lr)]
     if stage2_restart and stage2_steps:  # a tower-only run of a recipe (--stage1-steps 0 --stage2-steps 0) has none
         assert 0 < stage2_restart < stage2_steps, "--stage2-restart splits stage 2"
-        stages[1:] = [("moe", stage2_restart, data.LANGS, 0.6, True, False, lr),
-                      ("moe2", stage2_steps - stage2_restart, data.LANGS, 0.6, True, False, stage2_lr or lr)]
+        stages[1:] = [("moe", stage2_restart, data.LANGS, 0.6, True, tune, lr),
+                      ("moe2", stage2_steps - stage2_restart, data.LANGS, 0.6, True, tune, stage2_lr or lr)]
     for name, steps, langs, mc_prob, use_moe, train_tower, stage_lr in stages:
         if steps == 0:
             continue
         model.config.use_moe = use_moe
         # the tower stays frozen in both stages, as in Parrot, so its features are computed once per pool image
+        # (unless --stage2-tower: then stage 2 runs it on the pictures at every step)
         model.model.vision_tower.requires_grad_(train_tower)
         if not train_tower and feats is None:
             feats = tower_features(model, sampler.pixels)
+        stage_feats = None if train_tower else feats
         if name == "moe" and not init:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
@@ -431,7 +435,11 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         option_head = torch.nn.Linear(model.config.hidden_size, 2) if mc_prob > 0 else None
         if option_head is not None:
             params += list(option_head.parameters())
-        opt = torch.optim.AdamW(params, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
+        tower = {id(p) for p in model.model.vision_tower.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in tower], "lr": stage_lr}]
+        if train_tower:  # the tower at its own (lower) share of the stage's learning rate
+            groups.append({"params": [p for p in params if id(p) in tower], "lr": stage_lr * stage2_tower})
+        opt = torch.optim.AdamW(groups, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
         sched = _schedule(opt, steps)
         model.train()
         running, routing = 0.0, 0.0
@@ -439,7 +447,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
             idx, convs = sampler.batch(batch_size, langs, mc_prob)
             opt.zero_grad(set_to_none=True)
             experts = torch.tensor([data.LANGS.index(lang) for lang in sampler.batch_langs])
-            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance,
+            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, stage_feats, option_head, balance,
                                                language_routing, experts)
             running += loss
             routing = routing + routing_sum
@@ -469,6 +477,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
              + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
              + (f" --language-routing {language_routing:g}" if language_routing else "")
+             + (f" --stage2-tower {stage2_tower:g}" if stage2_tower else "")
              + (f" --stage2-restart {stage2_restart}" if stage2_restart else ""))
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
@@ -532,6 +541,8 @@ def main():
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
     ap.add_argument("--language-routing", type=float, default=0.0, help="weight of a stage-2 loss that asks each "
                     "language for an expert of its own (language_routing_loss; default off)")
+    ap.add_argument("--stage2-tower", type=float, default=0.0, help="train the tower in stage 2 too, at this share of "
+                    "stage 2's learning rate (default 0: frozen)")
     ap.add_argument("--stage2-restart", type=int, default=0, help="stage 2's first N steps at --lr, the rest "
                     "restarted (schedule, optimizer, option head) at --stage2-lr")
     ap.add_argument("--save-every", type=int, default=0, help="also save a checkpoint every N stage-2 steps "
@@ -547,7 +558,8 @@ def main():
           people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
-          stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing)
+          stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
+          stage2_tower=args.stage2_tower)
 
 
 if __name__ == "__main__":
