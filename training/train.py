@@ -18,6 +18,15 @@ and session 9's run 5 (people3 on run 1's tower: the tower, not the data, lost c
     python -m training.train --recipe people3 --no-augment --shapes-share 0 --tower-steps 0 --tower-from /tmp/ck1 \
         --save-every 500 --out /tmp/ck5
 
+and session 11's run 8 (run 7 continued: a loss asking each language for an expert of its own, then the tower
+trained in stage 2 too; training/README.md):
+
+    python -m training.train --recipe people3 --shapes-share 0.2 --init /tmp/ck7 --seed 2 --tower-steps 0 \
+        --stage1-steps 0 --stage2-steps 1000 --stage2-restart 0 --lr 1e-3 --language-routing 0.1 --out /tmp/ck8a
+    python -m training.train --recipe people3 --shapes-share 0.5 --init /tmp/ck8a --seed 3 --tower-steps 0 \
+        --stage1-steps 0 --stage2-steps 1000 --stage2-restart 0 --lr 1e-3 --language-routing 0.1 \
+        --stage2-tower 0.3 --out /tmp/ck8c
+
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
 
