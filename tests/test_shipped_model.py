@@ -397,6 +397,45 @@ def test_routing_balance_loss_is_the_kl_divergence_from_uniform():
     assert abs(float(balance_loss(one)) - np.log(6)) < 1e-9
 
 
+def test_language_routing_loss_is_the_hinge_on_the_own_expert_weight():
+    """train.language_routing_loss against the formula by hand in numpy: mean over conversations of
+    max(0, log(floor) - log(w[own expert])), own expert = the language's index; 0 once every conversation gives its
+    own expert at least the floor, whatever it does with the rest."""
+    from training.train import ROUTING_FLOOR, language_routing_loss
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(6) * 0.3, size=24)
+    own = rng.integers(6, size=24)
+    want = np.mean(np.maximum(0.0, np.log(ROUTING_FLOOR) - np.log(w[np.arange(24), own])))
+    assert want > 0
+    got = float(language_routing_loss(torch.tensor(w), torch.tensor(own)))
+    assert abs(got - want) < 1e-9, (got, want)
+    at_floor = np.full((6, 6), (1 - ROUTING_FLOOR) / 5)
+    np.fill_diagonal(at_floor, ROUTING_FLOOR)
+    assert float(language_routing_loss(torch.tensor(at_floor), torch.arange(6))) < 1e-9
+    assert float(language_routing_loss(torch.eye(6, dtype=torch.float64), torch.arange(6))) == 0
+    one = torch.zeros(6, 6, dtype=torch.float64)
+    one[:, 2] = 1  # every language on one expert: only the language whose own expert it is pays nothing
+    per = float(language_routing_loss(one, torch.arange(6)))
+    assert abs(per - 5 / 6 * (np.log(ROUTING_FLOOR) - np.log(1e-12))) < 1e-6
+
+
+def test_sampler_records_each_conversations_language():
+    """Sampler.batch keeps the language of every conversation it makes (what --language-routing needs), and the
+    questions are in that language."""
+    from tokenizers import Tokenizer
+
+    from training.train import Sampler
+    tok = Tokenizer.from_file(os.path.join(CKPT, "tokenizer.json"))
+    sampler = Sampler(tok, 8, 3)
+    _, convs = sampler.batch(12, LANGS, 0.0)
+    assert len(sampler.batch_langs) == 12 and set(sampler.batch_langs) <= set(LANGS)
+    for (ids, _, _), lang in zip(convs, sampler.batch_langs):
+        text = tok.decode([i for i in ids if i >= 0], skip_special_tokens=False)
+        assert any(q in text for q in data.QUESTIONS[lang].values()), (lang, text)
+        others = [q for other in LANGS if other != lang for q in data.QUESTIONS[other].values()]
+        assert not any(q in text for q in others), (lang, text)
+
+
 def test_tower_augmentation_is_the_eight_flips_and_quarter_turns():
     """train.dihedral(x, k), k = 0-7, gives exactly numpy's 8 rotations/reflections of each picture."""
     from training.train import dihedral

@@ -142,3 +142,44 @@ def test_option_probe_reads_a_linear_rule_and_not_noise():
     assert balanced_accuracy(fit_probe(x[:2000], y[:2000])(x[2000:]), y[2000:]) > 0.95
     noise = rng.permutation(y)
     assert abs(balanced_accuracy(fit_probe(x[:2000], noise[:2000])(x[2000:]), noise[2000:]) - 0.5) < 0.1
+
+
+def _tensors(blob):
+    from safetensors.torch import load
+    return load(blob)
+
+
+def test_stage2_tower_trains_the_tower_in_stage_2_only(full_run, tmp_path):
+    """--stage2-tower F: stage 2 trains the tower too (run 8), at F x the stage's learning rate. Against the same run
+    without it (full_run, whose stage 2 leaves the tower as stage 0 made it): the tower weights of stage 2's result
+    differ, while a run without stage 2 is byte for byte the same with or without the option."""
+    full_dir, full = full_run
+    tuned = _tensors(_train(tmp_path / "tuned", "--tower-steps", "4", "--stage2-tower", "0.3"))
+    frozen = _tensors(full)
+    tower = [k for k in frozen if "vision_tower" in k]
+    assert tower and sum(not np.array_equal(tuned[k].numpy(), frozen[k].numpy()) for k in tower) > len(tower) // 2
+    no_stage2 = ["--tower-steps", "4", "--stage2-steps", "0"]
+    assert _train(tmp_path / "a", *no_stage2, "--stage2-tower", "0.3") == _train(tmp_path / "b", *no_stage2)
+
+
+def test_stage2_tower_learning_rate_is_its_share_of_the_stage(tmp_path, monkeypatch):
+    """The tower's parameter group runs at F x the stage's schedule, every step (recorded from torch's AdamW)."""
+    import torch
+    from training import train as T
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    threads = torch.get_num_threads()
+    try:
+        T.train(str(tmp_path / "ck"), threads=1, tower_steps=0, stage1_steps=2, stage2_steps=10, batch_size=3,
+                pool=16, lr=2e-3, log_every=100, stage2_tower=0.25)
+    finally:
+        torch.set_num_threads(threads)
+    assert [len(g) for g in seen] == [1, 1] + [2] * 10
+    want = _lr_expected(10, 2e-3)
+    np.testing.assert_allclose([g[0] for g in seen[2:]], want, rtol=1e-12)
+    np.testing.assert_allclose([g[1] for g in seen[2:]], 0.25 * want, rtol=1e-12)

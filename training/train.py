@@ -18,6 +18,15 @@ and session 9's run 5 (people3 on run 1's tower: the tower, not the data, lost c
     python -m training.train --recipe people3 --no-augment --shapes-share 0 --tower-steps 0 --tower-from /tmp/ck1 \
         --save-every 500 --out /tmp/ck5
 
+and session 11's run 8 (run 7 continued: a loss asking each language for an expert of its own, then the tower
+trained in stage 2 too; training/README.md):
+
+    python -m training.train --recipe people3 --shapes-share 0.2 --init /tmp/ck7 --seed 2 --tower-steps 0 \
+        --stage1-steps 0 --stage2-steps 1000 --stage2-restart 0 --lr 1e-3 --language-routing 0.1 --out /tmp/ck8a
+    python -m training.train --recipe people3 --shapes-share 0.5 --init /tmp/ck8a --seed 3 --tower-steps 0 \
+        --stage1-steps 0 --stage2-steps 1000 --stage2-restart 0 --lr 1e-3 --language-routing 0.1 \
+        --stage2-tower 0.3 --out /tmp/ck8c
+
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
 
@@ -68,6 +77,10 @@ OPTION_LAYER = 2
 MICRO_BATCHES = 3
 # --data people: share of conversations that are one "describe" request ("two red circles"); the rest ask 1-3 kinds.
 DESCRIBE_SHARE = 0.15
+# --language-routing: the share of its routing weight each conversation is asked to give its language's own expert
+# (expert i for data.LANGS[i]); a quarter makes the six languages' routing plainly different (training/README.md,
+# run 8) while most of the weight can stay on the expert the answers were learnt through.
+ROUTING_FLOOR = 0.25
 
 
 def build_model(tok, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"]):
@@ -164,7 +177,11 @@ class Sampler:
 
     def batch(self, size, langs, mc_prob):
         idx = self.rng.integers(len(self.scenes), size=size)
-        convs = [self.conversation(self.scenes[i], langs[self.rng.integers(len(langs))], mc_prob) for i in idx]
+        convs, self.batch_langs = [], []  # batch_langs: each conversation's language (language_routing_loss)
+        for i in idx:
+            lang = langs[self.rng.integers(len(langs))]
+            self.batch_langs.append(lang)
+            convs.append(self.conversation(self.scenes[i], lang, mc_prob))
         return torch.from_numpy(idx), convs
 
 
@@ -307,9 +324,21 @@ def balance_loss(routing):
     return (mean * (mean * mean.numel()).clamp_min(1e-12).log()).sum()
 
 
-def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance=0.0):
+def language_routing_loss(routing, experts, floor=ROUTING_FLOOR):
+    """Mean over the conversations of max(0, log(floor) - log(w[own expert])), where a conversation's own expert is
+    its language's index in data.LANGS (`experts`, (B,) long): 0 once every conversation gives at least `floor` of
+    its routing weight to its language's expert, so it asks each language for an expert of its own and no more;
+    the rest of the weight stays where the answer loss puts it (a shared expert, in practice). A training-time
+    loss only, like balance_loss (training/README.md, run 8: --language-routing)."""
+    own = routing.gather(1, experts[:, None])[:, 0]
+    return torch.relu(math.log(floor) - own.clamp_min(1e-12).log()).mean()
+
+
+def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance=0.0, language_routing=0.0,
+                   experts=None):
     """Gradient of the batch's loss — mean cross-entropy over all its answer tokens, plus the mean option loss over
-    all its option words, plus `balance` x balance_loss of each micro-batch (weighted by its share of the batch)
+    all its option words, plus `balance` x balance_loss and `language_routing` x language_routing_loss (its
+    conversations' own experts `experts`, (B,) long) of each micro-batch (weighted by its share of the batch)
     when the MoE is on — accumulated over MICRO_BATCHES groups of conversations of similar length, each padded
     only to its own longest. Returns (loss, summed routing weights (experts,))."""
     n_labels = sum(sum(lab) for _, lab, _ in convs)
@@ -325,6 +354,8 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
         loss = answer_loss / n_labels + (option_loss / n_flags if n_flags else 0.0)
         if balance and model.config.use_moe:
             loss = loss + balance * balance_loss(routing) * len(part) / len(convs)
+        if language_routing and model.config.use_moe:
+            loss = loss + language_routing * language_routing_loss(routing, experts[rows]) * len(part) / len(convs)
         loss.backward()
         total += loss.item()
         routing_sum = routing_sum + routing.detach().sum(0)
@@ -334,7 +365,7 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0):
+          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
@@ -345,7 +376,9 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     tower_steps must be 0); with the checkpoint of a run with the same tower options, the same result as that run's
     options would give. `save_every` N: also a checkpoint every N stage-2 steps (counted across both parts of a
     restarted stage 2) in {out_dir}-stage2-step{N}, e.g. for training.option_probe while the run goes on; it changes
-    nothing of the run."""
+    nothing of the run. `language_routing` weighs language_routing_loss in stage 2 (each language asks for an expert
+    of its own, as Parrot's MoE is meant to route by the prompt's language). `stage2_tower` F > 0: stage 2 trains the
+    tower too, at F x its learning rate (default 0: frozen, as in Parrot)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -383,20 +416,23 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     # (colour 0.15 -> 0.99); a 600-step stage left it at 0.57 and stage 2 then lost it (training/README.md).
     feats = None
     stage2_done = 0  # stage-2 steps so far, across both parts of a restarted stage 2 (save_every)
+    tune = stage2_tower > 0
     stages = [("align", stage1_steps, ["en"], 0.0, False, False, lr),
-              ("moe", stage2_steps, data.LANGS, 0.6, True, False, stage2_lr or lr)]
+              ("moe", stage2_steps, data.LANGS, 0.6, True, tune, stage2_lr or lr)]
     if stage2_restart and stage2_steps:  # a tower-only run of a recipe (--stage1-steps 0 --stage2-steps 0) has none
         assert 0 < stage2_restart < stage2_steps, "--stage2-restart splits stage 2"
-        stages[1:] = [("moe", stage2_restart, data.LANGS, 0.6, True, False, lr),
-                      ("moe2", stage2_steps - stage2_restart, data.LANGS, 0.6, True, False, stage2_lr or lr)]
+        stages[1:] = [("moe", stage2_restart, data.LANGS, 0.6, True, tune, lr),
+                      ("moe2", stage2_steps - stage2_restart, data.LANGS, 0.6, True, tune, stage2_lr or lr)]
     for name, steps, langs, mc_prob, use_moe, train_tower, stage_lr in stages:
         if steps == 0:
             continue
         model.config.use_moe = use_moe
         # the tower stays frozen in both stages, as in Parrot, so its features are computed once per pool image
+        # (unless --stage2-tower: then stage 2 runs it on the pictures at every step)
         model.model.vision_tower.requires_grad_(train_tower)
         if not train_tower and feats is None:
             feats = tower_features(model, sampler.pixels)
+        stage_feats = None if train_tower else feats
         if name == "moe" and not init:
             # experts start at zero output, so the MoE first passes moe_weight*x = x (moe_weight 1): stage 2 starts
             # exactly from stage 1's function. (With Parrot's 0.1 the image rows shrink tenfold against the
@@ -408,14 +444,20 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         option_head = torch.nn.Linear(model.config.hidden_size, 2) if mc_prob > 0 else None
         if option_head is not None:
             params += list(option_head.parameters())
-        opt = torch.optim.AdamW(params, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
+        tower = {id(p) for p in model.model.vision_tower.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in tower], "lr": stage_lr}]
+        if train_tower:  # the tower at its own (lower) share of the stage's learning rate
+            groups.append({"params": [p for p in params if id(p) in tower], "lr": stage_lr * stage2_tower})
+        opt = torch.optim.AdamW(groups, lr=stage_lr, weight_decay=0.01, betas=(0.9, 0.98))
         sched = _schedule(opt, steps)
         model.train()
         running, routing = 0.0, 0.0
         for step in range(steps):
             idx, convs = sampler.batch(batch_size, langs, mc_prob)
             opt.zero_grad(set_to_none=True)
-            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balance)
+            experts = torch.tensor([data.LANGS.index(lang) for lang in sampler.batch_langs])
+            loss, routing_sum = step_gradients(model, sampler, idx, convs, pad_id, stage_feats, option_head, balance,
+                                               language_routing, experts)
             running += loss
             routing = routing + routing_sum
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -443,6 +485,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     extra = ((" --augment" if augment else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
+             + (f" --language-routing {language_routing:g}" if language_routing else "")
+             + (f" --stage2-tower {stage2_tower:g}" if stage2_tower else "")
              + (f" --stage2-restart {stage2_restart}" if stage2_restart else ""))
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": f"python -m training.train --threads {threads} --seed {seed} --tower-steps {tower_steps} "
@@ -504,6 +548,10 @@ def main():
                     help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
+    ap.add_argument("--language-routing", type=float, default=0.0, help="weight of a stage-2 loss that asks each "
+                    "language for an expert of its own (language_routing_loss; default off)")
+    ap.add_argument("--stage2-tower", type=float, default=0.0, help="train the tower in stage 2 too, at this share of "
+                    "stage 2's learning rate (default 0: frozen)")
     ap.add_argument("--stage2-restart", type=int, default=0, help="stage 2's first N steps at --lr, the rest "
                     "restarted (schedule, optimizer, option head) at --stage2-lr")
     ap.add_argument("--save-every", type=int, default=0, help="also save a checkpoint every N stage-2 steps "
@@ -519,7 +567,8 @@ def main():
           people=args.data == "people", image_size=args.image_size, patch_size=args.patch_size, init=args.init,
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
-          stage2_restart=args.stage2_restart, save_every=args.save_every)
+          stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
+          stage2_tower=args.stage2_tower)
 
 
 if __name__ == "__main__":
