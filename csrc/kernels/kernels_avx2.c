@@ -134,16 +134,11 @@ static void dequantize_q8_0(const block_q8_0 *x, float *y, long n) {
 }
 
 /* block b of a q4_0 row in memory (nb blocks; quant.h's superblocks): its 16 file bytes (values 0..15 in the low
- * nibbles, 16..31 in the high ones) and its scale. They are 4 chunks of 4 bytes, 4·m bytes apart. */
+ * nibbles, 16..31 in the high ones) and its scale */
 static inline __m128i q4_0_block(const block_q4_0 *row, long nb, long b, float *d) {
-    long s = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, s);
-    const char *p = (const char *)(row + s * PR_Q4_0_SB);
-    uint16_t h;
-    int32_t w[4];
-    memcpy(&h, p + 2 * j, 2);
-    for (int k = 0; k < 4; k++) memcpy(&w[k], p + 2 * m + 4 * m * k + 4 * j, 4);
-    *d = f16(h);
-    return _mm_loadu_si128((const __m128i *)w);
+    block_q4_0 t = pr_q4_0_block(row, nb, b);
+    *d = f16(t.d);
+    return _mm_loadu_si128((const __m128i *)t.qs);
 }
 
 /* 16 file bytes of a q4_0 block → its 32 values d·(n − 8) */

@@ -3,7 +3,6 @@
  * kernels per element; element-wise functions use the scalar reference. */
 #include <arm_neon.h>
 #include <math.h>
-#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -120,22 +119,17 @@ static float dot_q8_0(const block_q8_0 *w, const block_q8_0 *x, long nb) {
     return s;
 }
 
-/* w: a q4_0 row in memory (quant.h's superblocks): block b's 16 file bytes are 4 chunks of 4, 4·m bytes apart */
+/* w: a q4_0 row in memory (quant.h's superblocks) */
 static float dot_q4_0(const block_q4_0 *w, const block_q8_0 *x, long nb) {
     float s = 0;
     const uint8x16_t mask = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
     for (long b = 0; b < nb; b++) {
-        long sb = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, sb);
-        const uint8_t *p = (const uint8_t *)(w + sb * PR_Q4_0_SB);
-        uint8_t bytes[16];
-        uint16_t d;
-        for (int k = 0; k < 4; k++) memcpy(bytes + 4 * k, p + 2 * m + 4 * m * k + 4 * j, 4);
-        memcpy(&d, p + 2 * j, 2);
-        uint8x16_t q = vld1q_u8(bytes);
+        block_q4_0 t = pr_q4_0_block(w, nb, b);
+        uint8x16_t q = vld1q_u8(t.qs);
         int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, mask)), eight); /* values 0..15 */
         int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight);  /* values 16..31 */
-        s += pr_f16_to_f32(d) * pr_f16_to_f32(x[b].d) * (float)block_dot(lo, hi, x[b].qs);
+        s += pr_f16_to_f32(t.d) * pr_f16_to_f32(x[b].d) * (float)block_dot(lo, hi, x[b].qs);
     }
     return s;
 }

@@ -19,6 +19,7 @@
 #define PR_KERNELS_QUANT_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PR_QK 32 /* values per quantised block */
 
@@ -90,17 +91,24 @@ typedef struct {
 void pr_q4_0_gemm(const pr_q4_0_walk *k, const void *W, long ldw, long nw, const void *X, long ldx, long nx, long nb,
                   float *Y, long ldy);
 
-/* block b of a q4_0 row in memory (nb blocks): its nibbles (q + 8, value order) into n, its f16 scale returned.
- * The reference for the SIMD kernels' reading of the layout. */
-static inline uint16_t pr_q4_0_unpack(const void *row, long nb, long b, uint8_t n[PR_QK]) {
+/* block b of a q4_0 row in memory (nb blocks) back in the file's layout: its scale, and its 16 bytes, which
+ * are 4 chunks of 4 bytes 4·m bytes apart. The reference for the SIMD kernels' reading of the layout. */
+static inline block_q4_0 pr_q4_0_block(const void *row, long nb, long b) {
     long s = b / PR_Q4_0_SB, j = b % PR_Q4_0_SB, m = pr_q4_0_sb_blocks(nb, s);
     const uint8_t *sb = (const uint8_t *)row + s * PR_Q4_0_SB * (long)sizeof(block_q4_0);
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < 4; i++) {
-            uint8_t v = sb[2 * m + 4 * m * k + 4 * j + i];
-            n[4 * k + i] = v & 15;
-            n[4 * k + i + PR_QK / 2] = v >> 4;
-        }
-    return (uint16_t)(sb[2 * j] | sb[2 * j + 1] << 8);
+    block_q4_0 t;
+    memcpy(&t.d, sb + 2 * j, sizeof t.d);
+    for (int k = 0; k < 4; k++) memcpy(t.qs + 4 * k, sb + 2 * m + 4 * m * k + 4 * j, 4);
+    return t;
+}
+
+/* block b of a q4_0 row in memory (nb blocks): its nibbles (q + 8, value order) into n, its f16 scale returned */
+static inline uint16_t pr_q4_0_unpack(const void *row, long nb, long b, uint8_t n[PR_QK]) {
+    block_q4_0 t = pr_q4_0_block(row, nb, b);
+    for (int i = 0; i < PR_QK / 2; i++) {
+        n[i] = t.qs[i] & 15;
+        n[i + PR_QK / 2] = t.qs[i] >> 4;
+    }
+    return t.d;
 }
 #endif
