@@ -10,8 +10,10 @@ scales). A fresh interpreter loads it, prefills PROMPT tokens into an f16 KV cac
 at a time; tokens/s is the best of REPEATS runs of those steps (the machine is shared; the best run is the one
 least disturbed).
 
-The bound is the same run's read bandwidth (bench_parrot's 1 GiB sum with the same thread count, best of 5)
-divided by the bytes one decoded token must read: every weight matrix (an untied token embedding only one row;
+The bound is the same run's read bandwidth divided by the bytes one decoded token must read. The read
+bandwidth is the higher of two probes in the same process: bench_parrot's 1 GiB sum with the same thread count,
+and a read of the model's own weights (`read_tensors`: the very bytes a token reads, in the memory the loader
+put them in; a probe over another buffer can land in faster or slower memory of this host). The bytes: every weight matrix (an untied token embedding only one row;
 a tied one is the lm_head and read whole) plus the KV cache at the decode positions. The script also counts
 thread-pool jobs (each wakes every worker once) per decoded token, and times our int8 kernel alone in the same
 process (one activation row against a weight streamed from memory and one resident in L2, `_core.matmul`'s
@@ -32,7 +34,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_parrot import ENV_DROP, LLM_SHAPES, write_llama_gguf  # noqa: E402
+from bench_parrot import ENV_DROP, LLM_SHAPES, cpu_info, decoder_tensors_per_token, write_llama_gguf  # noqa: E402
 
 PROMPT, STEPS, REPEATS = 64, 16, 6
 KERNEL_STREAM, KERNEL_L2 = 256 << 20, 1 << 20
@@ -134,11 +136,14 @@ def w_decode(spec):
     streamed, resident = (random_blocks(rng, dt, n // row, cols) for n in (KERNEL_STREAM, KERNEL_L2))
     x = rng.standard_normal((1, cols), dtype=np.float32)
     kernel = {"stream": [], "l2": []}
-    bw, tps, jobs = [], [], None
+    bw, wbw, tps, jobs = [], [], [], None
+    weights = decoder_tensors_per_token(t[0] for t in core.tensors())
     for _ in range(REPEATS):
         t = time.perf_counter()
         probe.sum()
         bw.append(probe.numel() * 4 / (time.perf_counter() - t) / 1e9)
+        nbytes, sec, _ = core.read_tensors(weights, 1)  # the weights a token reads, where the loader put them
+        wbw.append(nbytes / sec / 1e9)
         for key, w, reps in (("stream", streamed, 2), ("l2", resident, 200)):
             _, sec = _core.matmul(w, dt, cols, x, threads=spec["threads"], repeat=reps)
             kernel[key].append(w.nbytes / sec / 1e9)
@@ -151,7 +156,9 @@ def w_decode(spec):
             ctx.decode(ids[i:i + 1])
         tps.append(STEPS / (time.perf_counter() - t))
         jobs = (core.pool_runs - jobs0) / STEPS
-    res = dict(read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
+    res = dict(read_samples=bw, weights_read_samples=wbw, decode_samples=tps,
+               read_gbps=max(bw), read_gbps_median=float(np.median(bw)), weights_read_gbps=max(wbw),
+               weights_read_gbps_median=float(np.median(wbw)), decode_tps=max(tps),
                decode_tps_median=float(np.median(tps)), jobs_per_token=jobs, kernel_stream_gbps=max(kernel["stream"]),
                kernel_l2_gbps=max(kernel["l2"]))
     for B in spec.get("batch", []):
@@ -190,8 +197,23 @@ def w_llama_decode(spec, probe):
         for i in range(PROMPT + 1, PROMPT + 1 + STEPS):
             llm.eval(ids[i:i + 1])
         tps.append(STEPS / (time.perf_counter() - t))
-    return dict(read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
+    return dict(read_samples=bw, decode_samples=tps,
+                read_gbps=max(bw), read_gbps_median=float(np.median(bw)), decode_tps=max(tps),
                 decode_tps_median=float(np.median(tps)), jobs_per_token=None)
+
+
+def bound_gbps(r: dict, stat: str = "") -> float:
+    """The read rate a row's bound uses: the higher of the probe and the read of the model's own weights (llama.cpp
+    rows: the probe alone); stat "" = best, "_median" = medians"""
+    return max(r["read_gbps" + stat], r.get("weights_read_gbps" + stat, 0.0))
+
+
+def paired_pct(r: dict, need: int) -> float:
+    """The median over the interleaved samples of decode ÷ bound, each decode run against the read rates sampled
+    just before it (the same machine state; best ÷ best pairs the luckiest moments of two different minutes)"""
+    ws = r.get("weights_read_samples") or [0.0] * len(r["read_samples"])
+    return float(np.median([100 * d * need / 1e9 / max(p, w)
+                            for p, w, d in zip(r["read_samples"], ws, r["decode_samples"])]))
 
 
 def run_worker(spec, env):
@@ -244,47 +266,59 @@ def main(argv=None):
                 rows.append(("llama.cpp", name, dt, need, rl))
             for who, _, _, _, r in rows[-2 if args.llama else -1:]:
                 print(f"  {who} {name} {dt}: {r['decode_tps']:.2f} tok/s (median {r['decode_tps_median']:.2f}), "
-                      f"read {r['read_gbps']:.1f} GB/s (median {r['read_gbps_median']:.1f}): "
-                      f"{100 * r['decode_tps'] * need / 1e9 / r['read_gbps']:.0f} % of the bound", flush=True)
+                      f"probe {r['read_gbps']:.1f} GB/s (median {r['read_gbps_median']:.1f}), weights read "
+                      f"{r.get('weights_read_gbps', 0):.1f} GB/s (median {r.get('weights_read_gbps_median', 0):.1f}): "
+                      f"{100 * r['decode_tps'] * need / 1e9 / bound_gbps(r):.0f} % of the bound (paired median "
+                      f"{paired_pct(r, need):.0f} %)", flush=True)
     shown = [a for a in (sys.argv[1:] if argv is None else argv)]
     if "--out" in shown:
         i = shown.index("--out")
         del shown[i:i + 2]
     cmd = " ".join(["env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_decode.py"] + shown)
-    out = [f"Command: `{cmd}` — {args.threads} threads, f16 KV cache, decode at positions {PROMPT}..{PROMPT + STEPS}. "
+    model, flags, _ = cpu_info()
+    out = [f"CPU: {model}; SIMD flags: {flags}", "",
+           f"Command: `{cmd}` — {args.threads} threads, f16 KV cache, decode at positions {PROMPT}..{PROMPT + STEPS}. "
            f"One process per row interleaves {REPEATS} samples of the read bandwidth (1 GiB f32 sum, "
            f"{args.threads} threads) with {REPEATS} runs of {STEPS} decoded tokens; the table gives the best of "
-           f"each (medians in brackets). Bound = read bandwidth ÷ bytes per token.", "",
-           "| engine | shape | weights | MB read per token | read GB/s | bound tok/s | decode tok/s | decode GB/s | "
-           "% of bound | pool jobs per token |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           f"each (medians in brackets); 'paired' is the median over the {REPEATS} samples of each decode run "
+           f"against the read rates sampled just before it. Our rows also read the model's own weights ({REPEATS} "
+           "times, `read_tensors`: every byte a decoded token reads, in the memory the loader put them in, on the "
+           "same threads); the bound = the higher of the two read rates ÷ bytes per token (llama.cpp rows: the "
+           "probe).", "",
+           "| engine | shape | weights | MB read per token | probe GB/s | weights read GB/s | bound tok/s | "
+           "decode tok/s | decode GB/s | % of bound | % of bound, paired | pool jobs per token |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for who, name, dt, need, r in rows:
-        bound, bound_med = r["read_gbps"] * 1e9 / need, r["read_gbps_median"] * 1e9 / need
+        bound, bound_med = bound_gbps(r) * 1e9 / need, bound_gbps(r, "_median") * 1e9 / need
         jobs = "—" if r["jobs_per_token"] is None else f"{r['jobs_per_token']:.0f}"
+        wr = (f"{r['weights_read_gbps']:.1f} ({r['weights_read_gbps_median']:.1f})" if "weights_read_gbps" in r
+              else "—")
         out.append(f"| {who} | Qwen1.5-{name.upper()} | {dt} | {need / 1e6:.0f} | {r['read_gbps']:.1f} "
-                   f"({r['read_gbps_median']:.1f}) | {bound:.1f} | {r['decode_tps']:.1f} ({r['decode_tps_median']:.1f}) | "
+                   f"({r['read_gbps_median']:.1f}) | {wr} | {bound:.1f} | {r['decode_tps']:.1f} ({r['decode_tps_median']:.1f}) | "
                    f"{r['decode_tps'] * need / 1e9:.1f} | {100 * r['decode_tps'] / bound:.0f} % "
-                   f"({100 * r['decode_tps_median'] / bound_med:.0f} %) | {jobs} |")
+                   f"({100 * r['decode_tps_median'] / bound_med:.0f} %) | {paired_pct(r, need):.0f} % | {jobs} |")
     out += ["", f"Our int8 kernel alone in the same processes ({args.threads} threads, one activation row of the "
             f"shape's width, best of {REPEATS}): streamed from a {KERNEL_STREAM >> 20} MiB weight of the row's dtype "
             f"and resident in L2 ({KERNEL_L2 >> 20} MiB). Kernel bound = the streamed rate ÷ bytes per token: what "
             "decoding would reach if the token were nothing but the products at that rate.", "",
-            "| shape | weights | read GB/s | kernel streamed GB/s (% of read) | kernel in L2 GB/s | kernel bound tok/s | "
+            "| shape | weights | bound's read GB/s | kernel streamed GB/s (% of read) | kernel in L2 GB/s | kernel bound tok/s | "
             "decode % of kernel bound |", "|---|---|---|---|---|---|---|"]
     for who, name, dt, need, r in rows:
         if who == "ours":
             ks = r["kernel_stream_gbps"]
-            out.append(f"| Qwen1.5-{name.upper()} | {dt} | {r['read_gbps']:.1f} | {ks:.1f} "
-                       f"({100 * ks / r['read_gbps']:.0f} %) | {r['kernel_l2_gbps']:.1f} | {ks * 1e9 / need:.1f} | "
+            out.append(f"| Qwen1.5-{name.upper()} | {dt} | {bound_gbps(r):.1f} | {ks:.1f} "
+                       f"({100 * ks / bound_gbps(r):.0f} %) | {r['kernel_l2_gbps']:.1f} | {ks * 1e9 / need:.1f} | "
                        f"{100 * r['decode_tps'] * need / 1e9 / ks:.0f} % |")
     if args.llama:
         out += ["", "Ours ÷ llama.cpp on the same file and machine (decode tokens/s, best of runs; medians in "
                 "brackets; > 1 = ours faster), and each against its own run's bound:", "",
-                "| shape | weights | ours ÷ llama.cpp | ours % of bound | llama.cpp % of bound |", "|---|---|---|---|---|"]
+                "| shape | weights | ours ÷ llama.cpp | ours % of bound (paired) | llama.cpp % of bound (paired) |",
+                "|---|---|---|---|---|"]
         for (_, name, dt, need, r), (_, _, _, _, rl) in zip(rows[0::2], rows[1::2]):
-            pct = lambda x: 100 * x["decode_tps"] * need / 1e9 / x["read_gbps"]
+            pct = lambda x: 100 * x["decode_tps"] * need / 1e9 / bound_gbps(x)
             out.append(f"| Qwen1.5-{name.upper()} | {dt} | {r['decode_tps'] / rl['decode_tps']:.2f}× "
-                       f"({r['decode_tps_median'] / rl['decode_tps_median']:.2f}×) | {pct(r):.0f} % | {pct(rl):.0f} % |")
+                       f"({r['decode_tps_median'] / rl['decode_tps_median']:.2f}×) | {pct(r):.0f} % ({paired_pct(r, need):.0f} %) | "
+                       f"{pct(rl):.0f} % ({paired_pct(rl, need):.0f} %) |")
     batch = [int(b) for b in args.batch.split(",") if b]
     if batch:
         out += ["", "Batched decoding (`Model.decode_batch`, one pass over the weights per 8 sequences): aggregate "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -326,19 +327,47 @@ def write_llama_gguf(ours, out, log):
     return out
 
 
+def cpu_info():
+    """(model name with its family/model/stepping — the same name covers CPUs of different generations —, the
+    SIMD flags, the number of logical CPUs)"""
+    model, ids, flags = platform.processor() or "?", {}, []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key == "model name" and model in ("?", "", "x86_64"):
+                    model = val
+                elif key in ("cpu family", "model", "stepping") and key not in ids:
+                    ids[key] = val
+                elif key == "flags":
+                    flags = val.split()
+                    break
+    except OSError:
+        pass
+    if ids:
+        model += " (" + ", ".join(f"{k} {v}" for k, v in ids.items()) + ")"
+    keep = [f for f in flags if f.startswith(("avx", "fma", "f16c", "amx"))]
+    return model, " ".join(keep), os.cpu_count()
+
+
+def decoder_tensors_per_token(names):
+    """Of a GGUF's tensor names, those one decoded token reads whole: the decoder's layers, its final norm and
+    the lm_head (`output.weight`, or the token embedding when tied); an untied token embedding is read one row
+    at a time and is left out, as are a Parrot file's vision tower (`v.`), projector (`mm.`) and experts
+    (`moe.`), which run once per image."""
+    names = set(names)
+    return sorted(n for n in names if n.startswith(("blk.", "output")) or
+                  (n == "token_embd.weight" and "output.weight" not in names))
+
+
 def weight_bytes_per_token(path):
-    """Bytes of the weights one decoded token reads: every matrix, except that an untied token embedding is
-    read one row at a time (a tied one is the lm_head and read whole)."""
+    """Bytes of the weights one decoded token reads (decoder_tensors_per_token's tensors)."""
     import gguf
 
     r = gguf.GGUFReader(path)
-    names = {t.name for t in r.tensors}
-    total = 0
-    for t in r.tensors:
-        if t.name == "token_embd.weight" and "output.weight" in names:
-            continue
-        total += int(t.n_bytes)
-    return total
+    read = set(decoder_tensors_per_token(t.name for t in r.tensors))
+    return sum(int(t.n_bytes) for t in r.tensors if t.name in read)
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -233,3 +233,60 @@ def test_converter_memory_is_bounded_by_a_chunk_not_the_tensor(tmp_path, dtype):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert float(p.stdout.strip()) < 40, p.stdout
+
+
+def _xor_words(raw: bytes) -> int:
+    """every 8-byte little-endian word of raw XORed together, a short last word zero-padded"""
+    raw = raw + bytes(-len(raw) % 8)
+    return int(np.bitwise_xor.reduce(np.frombuffer(raw, dtype="<u8"))) if raw else 0
+
+
+@pytest.mark.parametrize("dtype", ["f32", "q8_0", "q4_0"])
+def test_read_tensors_reads_every_byte_of_the_named_tensors(qwen, tmp_path, dtype):
+    """The benchmarks' bandwidth bound over the model's own weights (`read_tensors`) reads each named tensor's
+    bytes exactly once: its byte count and the XOR of all its 8-byte words against the gguf package's reading of
+    the file (the same bytes in memory for f32 and q8_0; q4_0 rows are rearranged at load, so only the byte
+    count is comparable there), over 1 and 2 threads."""
+    from gguf import GGUFReader
+    d, _ = qwen
+    path = parrot.convert(d, tmp_path / f"{dtype}.gguf", dtype=dtype, progress=False)
+    file = {t.name: t.data.tobytes() for t in GGUFReader(path).tensors}
+    names = sorted(file)[::2]  # a subset: only these are read
+    for threads in (1, 2):
+        m = parrot.load(path, threads=threads)
+        nbytes, seconds, x = m._core.read_tensors(names, 2)
+        assert nbytes == sum(len(file[n]) for n in names)
+        assert seconds > 0
+        if dtype != "q4_0":
+            want = 0
+            for n in names:
+                want ^= _xor_words(file[n])
+            assert x == want
+        m.close()
+
+
+def test_read_tensors_refuses_bad_arguments(qwen):
+    m = parrot.load(qwen[1])
+    with pytest.raises(KeyError, match="no tensor named 'nope'"):
+        m._core.read_tensors(["nope"], 1)
+    with pytest.raises(ValueError, match="repeat must be positive"):
+        m._core.read_tensors([], 0)
+    with pytest.raises(TypeError):
+        m._core.read_tensors(5, 1)
+    assert m._core.read_tensors([], 1)[0] == 0
+
+
+def test_benchmarks_count_the_decoder_weights_a_token_reads():
+    """bench_decode's and bench_full's bound divides by these tensors' bytes: a Parrot file's vision tower,
+    projector and experts run once per image, not per token; an untied embedding is read one row at a time."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from bench_parrot import decoder_tensors_per_token
+    parrot_file = ["token_embd.weight", "output.weight", "output_norm.weight", "blk.0.attn_q.weight",
+                   "blk.0.ffn_norm.weight", "v.blk.0.attn_q.weight", "v.patch_embd.weight", "mm.0.weight",
+                   "moe.gate.weight", "moe.exp.0.ffn_up.weight"]
+    assert decoder_tensors_per_token(parrot_file) == ["blk.0.attn_q.weight", "blk.0.ffn_norm.weight",
+                                                      "output.weight", "output_norm.weight"]
+    tied = [n for n in parrot_file if n != "output.weight"]
+    assert decoder_tensors_per_token(tied) == ["blk.0.attn_q.weight", "blk.0.ffn_norm.weight",
+                                               "output_norm.weight", "token_embd.weight"]

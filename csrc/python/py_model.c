@@ -3,8 +3,10 @@
  * (the C core checks between layers) and surfaces as KeyboardInterrupt. */
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 
 #include "io/gguf.h"
+#include "kernels/pool.h"
 #include "python/pynp.h"
 #include "python/py_text.h"
 
@@ -245,6 +247,109 @@ static PyObject *Model_tensors(ModelObject *self, PyObject *noargs) {
         PyList_SET_ITEM(list, i, item);
     }
     return list;
+}
+
+/* ---- read_tensors(names, repeat) -> (bytes, seconds, xor): the benchmarks' read-bandwidth bound over the
+ * model's own weight memory. A decoded token reads each of its weights once; how fast this machine can read
+ * exactly those bytes, where the loader put them, is the bound decode speed is held to (a probe over another
+ * buffer can land in faster or slower memory). The model's thread count reads, each thread a 64-byte-aligned
+ * share of every tensor, 8 independent 64-bit XOR chains (no arithmetic worth the name: memory is the limit).
+ * `xor` folds every 8-byte word of every tensor (a short last word zero-padded), so a caller can check that
+ * every byte was read. `seconds` is the fastest of `repeat` passes. */
+typedef struct {
+    const unsigned char **ptr;
+    const size_t *len;
+    int n;
+    uint64_t x[64];
+} read_job;
+
+static uint64_t xor_words(const unsigned char *p, size_t n) {
+    uint64_t a[8] = {0};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int k = 0; k < 8; k++) {
+            uint64_t w;
+            memcpy(&w, p + i + 8 * k, 8);
+            a[k] ^= w;
+        }
+    for (; i < n; i += 8) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, n - i < 8 ? n - i : 8);
+        a[0] ^= w;
+    }
+    return a[0] ^ a[1] ^ a[2] ^ a[3] ^ a[4] ^ a[5] ^ a[6] ^ a[7];
+}
+
+static void read_task(void *arg, int ith, int nth) {
+    read_job *j = arg;
+    uint64_t x = 0;
+    for (int t = 0; t < j->n; t++) {
+        size_t n = j->len[t], lo = n / 64 * (size_t)ith / (size_t)nth * 64,
+               hi = ith == nth - 1 ? n : n / 64 * (size_t)(ith + 1) / (size_t)nth * 64;
+        x ^= xor_words(j->ptr[t] + lo, hi - lo);
+    }
+    j->x[ith] = x;
+}
+
+static PyObject *Model_read_tensors(ModelObject *self, PyObject *args) {
+    PyObject *names;
+    int repeat;
+    if (check_model(self)) return NULL;
+    if (!PyArg_ParseTuple(args, "Oi", &names, &repeat)) return NULL;
+    if (repeat < 1) return PyErr_Format(PyExc_ValueError, "repeat must be positive, got %d", repeat);
+    PyObject *seq = PySequence_Fast(names, "names must be a sequence of tensor names");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int nt = pr_model_n_tensors(self->m);
+    const unsigned char **ptr = PyMem_Calloc((size_t)n + 1, sizeof *ptr);
+    size_t *len = PyMem_Calloc((size_t)n + 1, sizeof *len), total = 0;
+    PyObject *res = NULL;
+    pr_pool *pool = NULL;
+    if (!ptr || !len) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        if (!name) goto done;
+        int k = 0;
+        while (k < nt && strcmp(pr_model_tensor_at(self->m, k)->name, name)) k++;
+        if (k == nt) {
+            PyErr_Format(PyExc_KeyError, "no tensor named '%s' in the model", name);
+            goto done;
+        }
+        const pr_tensor *t = pr_model_tensor_at(self->m, k);
+        ptr[i] = t->data;
+        len[i] = t->nbytes;
+        total += t->nbytes;
+    }
+    int threads = pr_model_n_threads(self->m) < 64 ? pr_model_n_threads(self->m) : 64;
+    if (pr_pool_new(threads, &pool)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    read_job j = {ptr, len, (int)n, {0}};
+    double best = 1e300;
+    for (int r = 0; r < repeat; r++) {
+        struct timespec t0, t1;
+        Py_BEGIN_ALLOW_THREADS
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        pr_pool_run(pool, read_task, &j);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        Py_END_ALLOW_THREADS
+        double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        if (dt < best) best = dt;
+        if (PyErr_CheckSignals() < 0) goto done; /* Ctrl-C between passes (one pass: one read of the bytes) */
+    }
+    uint64_t x = 0;
+    for (int i = 0; i < threads; i++) x ^= j.x[i];
+    res = Py_BuildValue("(ndK)", (Py_ssize_t)total, best, (unsigned long long)x);
+done:
+    if (pool) pr_pool_free(pool);
+    PyMem_Free(ptr);
+    PyMem_Free(len);
+    Py_DECREF(seq);
+    return res;
 }
 
 /* One metadata value as a Python object; arrays longer than max_array become ("array", n). */
@@ -641,6 +746,9 @@ static PyObject *Model_tokenize_prompt(ModelObject *self, PyObject *args) {
 
 static PyMethodDef Model_methods[] = {
     {"tensors", (PyCFunction)Model_tensors, METH_NOARGS, "[(name, dtype, shape, nbytes)] of every tensor"},
+    {"read_tensors", (PyCFunction)Model_read_tensors, METH_VARARGS,
+     "read_tensors(names, repeat) -> (bytes, seconds, xor): the fastest of `repeat` reads of these tensors' "
+     "memory on the model's threads (the benchmarks' bandwidth bound); xor folds every 8-byte word read"},
     {"metadata", (PyCFunction)(void (*)(void))Model_metadata, METH_VARARGS | METH_KEYWORDS,
      "metadata(max_array=64) -> dict of the file's GGUF metadata"},
     {"embed", (PyCFunction)Model_embed, METH_O, "embed(ids int32[n]) -> float32[n, hidden]"},
