@@ -22,7 +22,9 @@
    projector, MoE experts, prefill of the prompt (~600 positions: the system prompt, 577 image positions, the
    question), decode tokens/s, peak RSS; each stage as GFLOP/s and as a fraction of the limits. The stages
    are timed on a second question (the photo mirrored, prefix cache off: the same work) once the first has
-   paged the mapped weights in; the first question's time, page-in included, is reported beside them.
+   paged the mapped weights in, the image stages (vision + projector, experts: a few seconds each) also
+   STAGE_REPEATS more times on a third picture, the best counted; the first question's time, page-in included,
+   is reported beside them.
 
 The photo is Grace Hopper's portrait that matplotlib ships as sample data (mpl-data/sample_data/
 grace_hopper.jpg; matplotlib is in the [test] and [plot] extras). OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
@@ -45,6 +47,7 @@ import fullscale_checkpoint as fc  # noqa: E402
 
 QUESTION = "What is the person in the photo wearing?"
 DECODE = 24
+STAGE_REPEATS = 3  # extra timings of the image stages (vision + projector, experts)
 
 
 def photo_path():
@@ -139,9 +142,18 @@ def w_engine(spec):
     r = m.run(mirrored, QUESTION, max_new_tokens=DECODE)
     tm = r.timings
     assert not r.image_cache_hit
+    # the image stages again, STAGE_REPEATS times on a third picture (no cache anywhere; a few seconds each,
+    # against ~20-45 s of prefill): the table gives the best, as for any short measurement on a shared machine
+    pixels = m.preprocess(np.ascontiguousarray(mirrored[::-1]))
+    vision, moe = [tm["vision_s"]], [tm["moe_s"]]
+    for _ in range(STAGE_REPEATS):
+        v, e = m._core.encode_features(pixels).seconds
+        vision.append(v)
+        moe.append(e)
     # the bound's second probe: a read of the very weights a decoded token reads, where the loader put them
     nbytes, sec, _ = m._core.read_tensors(bp.decoder_tensors_per_token(t[0] for t in m._core.tensors()), 5)
-    return dict(weights_read_gbps=nbytes / sec / 1e9, load_s=load, vision_s=tm["vision_s"], moe_s=tm["moe_s"], prefill_s=tm["prefill_s"],
+    return dict(weights_read_gbps=nbytes / sec / 1e9, load_s=load, vision_s=min(vision), moe_s=min(moe),
+                vision_runs_s=vision, moe_runs_s=moe, prefill_s=tm["prefill_s"],
                 positions=int(tm["prompt_tokens"]), decode_tps=tm.get("decode_tokens_per_s", 0.0),
                 new_tokens=int(tm.get("new_tokens", 0)), rss_mb=bp.peak_rss_mb(), isa=parrot._core.kernel_isa(),
                 first_s=first["vision_s"] + first["moe_s"] + first["prefill_s"],
@@ -216,7 +228,8 @@ def report(shape, lim, runs, sizes, T, cmd):
             "above and the read of the file's own decoder weights in the engine's process) ÷ the bytes of the "
             "decoder weights one token reads (the vision tower, projector and experts run once per image). The stage columns are a second question in the same process, about the mirrored photo "
             "(no image-cache hit, prefix cache off: the same work), once the first question has paged the mapped "
-            "weights in; the first question's stages, page-in included, are in the third column.", ""]
+            f"weights in; vision and MoE are the best of that and {STAGE_REPEATS} more encodes of a third picture; "
+            "the first question's stages, page-in included, are in the third column.", ""]
     return "\n".join(out)
 
 
