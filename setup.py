@@ -140,7 +140,9 @@ def isa_flags(path):
     arm = machine in ("aarch64", "arm64")
     base = os.path.basename(path)
     if base.endswith("_avx2.c"):
-        return ["-mavx2", "-mfma", "-mf16c"] if x86 else None
+        # loops on 32-byte boundaries: the q4_0 row loop ran 7 % slower when a change elsewhere in the file moved
+        # it off one (the same instructions; 5504 x 2048 weights, 36.9 -> 34.1 GB/s, one thread)
+        return ["-mavx2", "-mfma", "-mf16c", "-falign-loops=32"] if x86 else None
     if base.endswith("_avx512.c"):
         if os.environ.get("PARROT_EMULATE_AVX512"):
             return ["-mavx2", "-mfma", "-mf16c", "-DPR_EMULATE_AVX512"] if x86 else None

@@ -309,6 +309,27 @@ def test_int8_matvec_matches_numpy(isa, dtype, n, rows, cols):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("blocks", [16 + 3, 16 + 5, 32 + 11, 16 + 9])
+def test_q4_0_short_superblock_reads_only_its_scales(isa, blocks):
+    """A row's last superblock of m < 16 blocks has only m scales before its nibbles: kernels that read its scales
+    in wider words (AVX2: 32-bit words of two) must not let the first nibble bytes after them count. Here those
+    two bytes read as an f16 +Inf (0x7C00), which a missing mask turns into NaN (Inf · 0) or Inf; the products
+    must match numpy as in the test above."""
+    rng = np.random.default_rng(blocks)
+    rows, cols = 9, 32 * blocks
+    w = rng.normal(size=(rows, cols)).astype(np.float32)
+    raw = np.ascontiguousarray(_core.quantize(w, "q4_0").reshape(rows, -1))
+    first = blocks // 16 * 16 * 18  # the short superblock's first block, in the file's layout
+    raw[:, first + 2], raw[:, first + 3] = 0x00, 0x7C
+    x = rng.normal(size=(3, cols)).astype(np.float32)
+    wf = dequantize_by_hand(raw, "q4_0")
+    xs = dequantize_by_hand(np.stack([_core.quantize_act(row, "scalar") for row in x]), "q8_0")
+    got = _core.matmul(raw, "q4_0", cols, x, isa=isa, threads=2)
+    assert np.isfinite(got).all()
+    assert (np.abs(got - xs @ wf.T) <= 4 * bound(wf, xs)).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
 def test_int8_matvec_same_bits_whatever_the_batch(isa, dtype):
     """What decoding a batch of sequences relies on (pr_decode_batch): each output of the few-rows kernel is

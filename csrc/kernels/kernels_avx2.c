@@ -283,13 +283,15 @@ void pr_avx2_q4_0_prepare(const block_q8_0 *x, long nb, long s0, long s1, void *
 /* half h of a weight superblock of m blocks against A prepared activation superblocks (nsb apart) */
 ALWAYS_INLINE void sb_half(int A, int whole, const char *sb, long m, int h, const act_sb *x, long nsb, __m256 acc[SB_ACTS]) {
     const __m256i mask = _mm256_set1_epi8(0x0f);
-    long n = m - 8 * h; /* blocks in this half (≥ 8 when whole) */
+    long n = m - 8 * h; /* blocks in this half (≥ 8 when whole; a short superblock's first half can be full too:
+                         * then it is read with plain loads at the short layout's offsets) */
+    int full = whole || n >= 8;
     __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256i s16[SB_ACTS];
     for (int j = 0; j < A; j++) s16[j] = _mm256_setzero_si256();
     for (int k = 0; k < 4; k++) {
         const char *p = sb + 2 * m + 4 * m * k + 32 * h;
-        __m256i v = whole ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskload_epi32((const int *)p, lanes);
+        __m256i v = full ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskload_epi32((const int *)p, lanes);
         __m256i lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
         for (int j = 0; j < A; j++) {
             const act_sb *a = x + j * nsb;
@@ -298,11 +300,13 @@ ALWAYS_INLINE void sb_half(int A, int whole, const char *sb, long m, int h, cons
         }
     }
     __m256 dw;
-    if (whole) dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sb + 16 * h)));
-    else { /* the half's n scales, the lanes past them zero */
-        uint16_t d[8] = {0};
-        memcpy(d, sb + 16 * h, (size_t)(n > 8 ? 8 : n) * sizeof *d);
-        dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+    if (full) dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sb + 16 * h)));
+    else { /* the half's n < 8 scales: the ⌈n/2⌉ 32-bit words holding them, then the lanes past n zeroed (an odd n
+            * brings in 2 bytes of the next field, which may read as an f16 NaN; no copy through memory, whose
+            * narrow stores would stall the wide load) */
+        __m128i words = _mm_cmpgt_epi32(_mm_set1_epi32((int)(n + 1) / 2), _mm_setr_epi32(0, 1, 2, 3));
+        dw = _mm256_and_ps(_mm256_cvtph_ps(_mm_maskload_epi32((const int *)(sb + 16 * h), words)),
+                           _mm256_castsi256_ps(lanes));
     }
     for (int j = 0; j < A; j++) {
         const act_sb *a = x + j * nsb;
