@@ -29,19 +29,12 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from parrot.tokenizer import Tokenizer as ParrotTokenizer  # noqa: E402
 from test_tokenizer import _corpus_lines, build_test_strings, qwen2_like_tokenizer, write_gguf  # noqa: E402
+from bench_parrot import cpu_info  # noqa: E402
 
 
 def machine_info():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{platform.system()} {platform.machine()}, CPU: {cpu}, {os.cpu_count()} logical CPUs, "
+    cpu, _, ncpu = cpu_info()
+    return (f"{platform.system()} {platform.machine()}, CPU: {cpu}, {ncpu} logical CPUs, "
             f"Python {platform.python_version()}, tokenizers {tokenizers.__version__}")
 
 
