@@ -273,6 +273,8 @@ def test_read_tensors_refuses_bad_arguments(qwen):
         m._core.read_tensors([], 0)
     with pytest.raises(TypeError):
         m._core.read_tensors(5, 1)
+    with pytest.raises(TypeError, match="not one str"):
+        m._core.read_tensors("output_norm.weight", 1)
     assert m._core.read_tensors([], 1)[0] == 0
 
 

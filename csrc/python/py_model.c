@@ -297,6 +297,9 @@ static PyObject *Model_read_tensors(ModelObject *self, PyObject *args) {
     if (check_model(self)) return NULL;
     if (!PyArg_ParseTuple(args, "Oi", &names, &repeat)) return NULL;
     if (repeat < 1) return PyErr_Format(PyExc_ValueError, "repeat must be positive, got %d", repeat);
+    if (PyUnicode_Check(names) || PyBytes_Check(names))
+        return PyErr_Format(PyExc_TypeError, "names must be a sequence of tensor names, not one %s",
+                            Py_TYPE(names)->tp_name);
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of tensor names");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
