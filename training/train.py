@@ -27,6 +27,10 @@ trained in stage 2 too; training/README.md):
         --stage1-steps 0 --stage2-steps 1000 --stage2-restart 0 --lr 1e-3 --language-routing 0.1 \
         --stage2-tower 0.3 --out /tmp/ck8c
 
+and session 12's run 9 (a tower trained with small shifts of its pictures, the routing loss from stage 2's start):
+
+    python -m training.train --recipe people3 --shift 6 --language-routing 0.1 --save-every 500 --out /tmp/ck9
+
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
 
