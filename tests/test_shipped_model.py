@@ -447,6 +447,35 @@ def test_tower_augmentation_is_the_eight_flips_and_quarter_turns():
     assert len({g.tobytes() for g in got}) == 8
 
 
+def test_tower_shift_moves_the_content_and_fills_with_the_border():
+    """train.shift(x, offsets, m) against numpy by hand: an object (a 3x2 block on a plain background) lands exactly
+    (dy, dx) pixels further down / right, the strip the shift uncovers holds the picture's border row / column
+    (np.pad mode "edge", then the crop a shift of (dy, dx) selects), nothing wraps round, and each picture of the
+    batch gets its own offset."""
+    from training.train import shift
+    m = 6
+    rng = np.random.default_rng(3)
+    x = np.zeros((4, 3, 96, 96), np.float32) + rng.standard_normal((4, 3, 1, 1)).astype(np.float32)  # backgrounds
+    x[:, :, 40:43, 50:52] = 5.0  # the object
+    offsets = np.array([[0, 0], [6, -6], [-3, 5], [2, 1]])
+    got = shift(torch.from_numpy(x), torch.from_numpy(offsets), m).numpy()
+    assert got.shape == x.shape
+    for i, (dy, dx) in enumerate(offsets):
+        where = np.argwhere(got[i, 0] == 5.0)
+        assert (where.min(0) == [40 + dy, 50 + dx]).all() and (where.max(0) == [42 + dy, 51 + dx]).all()
+        assert len(where) == 6  # the whole object, once
+        padded = np.pad(x[i], ((0, 0), (m, m), (m, m)), mode="edge")
+        assert np.array_equal(got[i], padded[:, m - dy:m - dy + 96, m - dx:m - dx + 96])
+    # content at a border: shifted inward it is repeated into the uncovered strip (edge fill), shifted outward it is
+    # cut, never wrapped to the opposite border as torch.roll would
+    y = np.zeros((1, 1, 8, 8), np.float32)
+    y[0, 0, :, 0] = np.arange(8)  # left column
+    right = shift(torch.from_numpy(y), torch.tensor([[0, 2]]), 2).numpy()[0, 0]
+    assert np.array_equal(right[:, :3], np.repeat(np.arange(8.0)[:, None], 3, axis=1)) and not right[:, 3:].any()
+    left = shift(torch.from_numpy(y), torch.tensor([[0, -2]]), 2).numpy()[0, 0]
+    assert not left.any()
+
+
 def test_describe_answers_agree_in_number_and_gender():
     """Hand-written grammar: plural after 2-4 (en, pt), the dual (ar), genitive after 2-4 (ru), none (tr, zh)."""
     cases = {("en", "red", "circle", 2): "two red circles", ("en", "blue", "star", 1): "one blue star",

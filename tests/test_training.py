@@ -85,6 +85,15 @@ def test_a_recipe_flag_can_be_turned_off(tmp_path):
     assert command[command.index("--stage2-lr") + 1] == "0.001"  # the rest of the recipe still applies
 
 
+def test_shift_changes_the_tower_and_only_when_asked(full_run, tmp_path):
+    """--shift N moves stage 0's pictures (train.shift; its geometry is tested against numpy in
+    test_shipped_model.py): a run with it trains another tower than full_run (same options without it), and
+    --shift 0 is the run without it, byte for byte (no random numbers are drawn for shifts that are off)."""
+    full_dir, full = full_run
+    assert _train(tmp_path / "shift", "--tower-steps", "4", "--shift", "6") != full
+    assert _train(tmp_path / "noshift", "--tower-steps", "4", "--shift", "0") == full
+
+
 def test_tower_from_refuses_a_tower_of_another_size(full_run, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     args = [a if a != "96" else "64" for a in TINY]

@@ -27,6 +27,10 @@ trained in stage 2 too; training/README.md):
         --stage1-steps 0 --stage2-steps 1000 --stage2-restart 0 --lr 1e-3 --language-routing 0.1 \
         --stage2-tower 0.3 --out /tmp/ck8c
 
+and session 12's run 9 (a tower trained with small shifts of its pictures, the routing loss from stage 2's start):
+
+    python -m training.train --recipe people3 --shift 6 --language-routing 0.1 --save-every 500 --out /tmp/ck9
+
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
 
@@ -204,6 +208,19 @@ def dihedral(pixels, k):
     return torch.rot90(pixels, k & 3, dims=(-2, -1))
 
 
+def shift(pixels, offsets, max_shift):
+    """Each picture of a batch (B, C, H, W) moved by its own (dy, dx) in `offsets` (B, 2), |dy|, |dx| <= max_shift
+    pixels (positive: down / right). The strip a shift uncovers is filled with the picture's own border row or column
+    (pad with the edge, then crop): the pictures' borders are background (their own, or preprocess's mean-colour
+    padding), so the fill is background too, and nothing of the picture is wrapped round to the other side as a roll
+    would (an object near one border would reappear at the other). Content shifted past the far border is cut."""
+    m = max_shift
+    padded = F.pad(pixels, (m, m, m, m), mode="replicate")
+    h, w = pixels.shape[-2:]
+    return torch.stack([padded[i, :, m - dy:m - dy + h, m - dx:m - dx + w]
+                        for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
 def tower_heads(model):
     """Stage 0's linear heads on the tower's pooled features (CLS row and mean patch row)."""
     d = model.vision_config.hidden_size
@@ -227,11 +244,14 @@ def load_tower(model, ckpt):
     tower_heads(model)
 
 
-def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment=False):
+def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment=False, max_shift=0):
     """Stage 0, standing in for CLIP's own pretraining (Parrot starts from a pretrained, frozen CLIP; none exists
     here): the tower learns colour, shape and count as classification from its selected layer (CLS row and mean
     of the patch rows), with linear heads that are thrown away afterwards. `augment`: every batch flipped or
-    turned (one of 8, at random), so the tower sees 8 times the pool's pictures and learns it less by heart."""
+    turned (one of 8, at random), so the tower sees 8 times the pool's pictures and learns it less by heart.
+    `max_shift` > 0: every picture also moved by its own random (dy, dx), each uniform in -max_shift..max_shift
+    pixels (shift), so where an object falls against the patch grid varies (half a 12-px patch either way covers
+    every position an object can take against the grid)."""
     tower = model.model.vision_tower.vision_tower.vision_model
     heads = tower_heads(model)
     labels = {"colour": torch.tensor([data.COLOURS.index(s["colour"]) for s in sampler.scenes]),
@@ -245,6 +265,9 @@ def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment
     for step in range(steps):
         idx = torch.from_numpy(rng.integers(len(sampler.scenes), size=batch_size))
         pixels = dihedral(sampler.pixels[idx], int(rng.integers(8))) if augment else sampler.pixels[idx]
+        if max_shift:  # drawn after the flip, and only when on, so that runs without shifts draw what they did
+            pixels = shift(pixels, torch.from_numpy(rng.integers(-max_shift, max_shift + 1, size=(batch_size, 2))),
+                           max_shift)
         hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
         h = hidden[model.config.mm_vision_select_layer]
         pooled = torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
@@ -365,7 +388,7 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0):
+          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
     the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
@@ -378,7 +401,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     restarted stage 2) in {out_dir}-stage2-step{N}, e.g. for training.option_probe while the run goes on; it changes
     nothing of the run. `language_routing` weighs language_routing_loss in stage 2 (each language asks for an expert
     of its own, as Parrot's MoE is meant to route by the prompt's language). `stage2_tower` F > 0: stage 2 trains the
-    tower too, at F x its learning rate (default 0: frozen, as in Parrot)."""
+    tower too, at F x its learning rate (default 0: frozen, as in Parrot). `shift` N > 0: stage 0 also moves each
+    picture by up to N pixels each way (pretrain_tower's max_shift; default 0: off)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -409,7 +433,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         load_tower(model, tower_from)
         print(f"tower from {tower_from}", flush=True)
     if tower_steps:
-        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0, augment)
+        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0, augment, shift)
         print(f"tower done t {time.time() - t0:.0f}s cpu {_cpu_seconds():.0f}s", flush=True)
     # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
     # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
@@ -482,7 +506,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     model.save_pretrained(out_dir, vision_inside=True, tokenizer=tok, dtype=torch.float32)
     elapsed = time.time() - t0
     cpu_seconds = _cpu_seconds()
-    extra = ((" --augment" if augment else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
+    extra = ((" --augment" if augment else "") + (f" --shift {shift}" if shift else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
              + (f" --language-routing {language_routing:g}" if language_routing else "")
@@ -542,6 +566,8 @@ def main():
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                     help="flip/turn the tower's pictures in stage 0")
+    ap.add_argument("--shift", type=int, default=0, help="stage 0: move each of the tower's pictures by up to this "
+                    "many pixels each way, at random (default 0: off)")
     ap.add_argument("--shapes-share", type=float, default=0.0,
                     help="people data: this share of the pool drawn by the first (shapes) generator")
     ap.add_argument("--more-phrasings", action=argparse.BooleanOptionalAction, default=False,
@@ -568,7 +594,7 @@ def main():
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
           stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
-          stage2_tower=args.stage2_tower)
+          stage2_tower=args.stage2_tower, shift=args.shift)
 
 
 if __name__ == "__main__":
