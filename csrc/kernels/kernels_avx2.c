@@ -281,11 +281,11 @@ void pr_avx2_q4_0_prepare(const block_q8_0 *x, long nb, long s0, long s1, void *
 }
 
 /* half h of a weight superblock of m blocks against A prepared activation superblocks (nsb apart) */
-ALWAYS_INLINE void sb_half(int A, int whole, const char *sb, long m, int h, const act_sb *x, long nsb, __m256 acc[SB_ACTS]) {
+ALWAYS_INLINE void sb_half(int A, const char *sb, long m, int h, const act_sb *x, long nsb, __m256 acc[SB_ACTS]) {
     const __m256i mask = _mm256_set1_epi8(0x0f);
-    long n = m - 8 * h; /* blocks in this half (≥ 8 when whole; a short superblock's first half can be full too:
-                         * then it is read with plain loads at the short layout's offsets) */
-    int full = whole || n >= 8;
+    long n = m - 8 * h; /* blocks in this half: a full one (always, in a whole superblock: m = 16 folds to a
+                         * constant) is read with plain loads, at the short layout's offsets when m < 16 */
+    int full = n >= 8;
     __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256i s16[SB_ACTS];
     for (int j = 0; j < A; j++) s16[j] = _mm256_setzero_si256();
@@ -326,13 +326,13 @@ ALWAYS_INLINE void row_sb(int A, const char *w, long nb, long s0, long s1, const
     for (long s = s0; s < whole; s++) {
         const char *sb = w + s * bytes;
         for (long l = 0; l < bytes; l += 64) __builtin_prefetch(sb + pf + l);
-        sb_half(A, 1, sb, PR_Q4_0_SB, 0, x + s - s0, nsb, acc);
-        sb_half(A, 1, sb, PR_Q4_0_SB, 1, x + s - s0, nsb, acc);
+        sb_half(A, sb, PR_Q4_0_SB, 0, x + s - s0, nsb, acc);
+        sb_half(A, sb, PR_Q4_0_SB, 1, x + s - s0, nsb, acc);
     }
     if (whole < s1) {
         long m = nb - whole * PR_Q4_0_SB;
-        sb_half(A, 0, w + whole * bytes, m, 0, x + whole - s0, nsb, acc);
-        if (m > 8) sb_half(A, 0, w + whole * bytes, m, 1, x + whole - s0, nsb, acc);
+        sb_half(A, w + whole * bytes, m, 0, x + whole - s0, nsb, acc);
+        if (m > 8) sb_half(A, w + whole * bytes, m, 1, x + whole - s0, nsb, acc);
     }
     for (int j = 0; j < A; j++) y[j * ldy] = (add ? y[j * ldy] : 0.0f) + hsum(acc[j]);
 }
