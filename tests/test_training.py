@@ -94,6 +94,43 @@ def test_shift_changes_the_tower_and_only_when_asked(full_run, tmp_path):
     assert _train(tmp_path / "noshift", "--tower-steps", "4", "--shift", "0") == full
 
 
+def test_variety_and_wide_change_the_pool_and_only_when_asked(full_run, tmp_path):
+    """--variety draws the people pictures' squares and stars more ways, --wide F makes a share F of them clearly
+    wide or tall (data.draw_scene_people, data.canvas_size; tested in test_shipped_model.py): a run with either
+    trains on another pool than full_run, --no-variety / --wide 0 is full_run byte for byte, and the run's recorded
+    command says which."""
+    import json
+    full_dir, full = full_run
+    assert _train(tmp_path / "variety", "--tower-steps", "4", "--variety") != full
+    assert _train(tmp_path / "plain", "--tower-steps", "4", "--no-variety") == full
+    assert _train(tmp_path / "wide", "--tower-steps", "4", "--wide", "0.5") != full
+    assert _train(tmp_path / "notwide", "--tower-steps", "4", "--wide", "0") == full
+    for name, flag in (("variety", "--variety"), ("plain", None), ("wide", "--wide"), ("notwide", None)):
+        with open(tmp_path / name / "training_info.json") as f:
+            command = json.load(f)["command"].split()
+        assert ("--variety" in command) == (flag == "--variety") and ("--wide" in command) == (flag == "--wide")
+
+
+def test_init_continues_the_tower_only_when_asked(full_run, tmp_path):
+    """--init CKPT --tower-steps N continues stage 0 on CKPT's tower (run 10), then stage 2: every tower weight
+    the loss reaches moves from CKPT's (the patch embedding among them); with --tower-steps 0 (every earlier continuation) the tower is CKPT's byte for byte and only
+    stage 2's weights move."""
+    from safetensors.numpy import load_file
+    full_dir, _ = full_run
+    start = load_file(str(full_dir / "model-00001-of-00001.safetensors"))
+    tower = [k for k in start if ".vision_tower." in k]
+    assert tower
+    for steps, moved in (("3", True), ("0", False)):
+        out = tmp_path / f"tower{steps}"
+        _train(out, "--init", str(full_dir), "--tower-steps", steps, "--stage1-steps", "0", "--log-every", "1")
+        after = load_file(str(out / "model-00001-of-00001.safetensors"))
+        same = [np.array_equal(after[k], start[k]) for k in tower]
+        patches = "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight"
+        assert (not all(same) and not np.array_equal(after[patches], start[patches])) if moved else all(same)
+        decoder = "model.layers.0.mlp.down_proj.weight"
+        assert not np.array_equal(after[decoder], start[decoder])
+
+
 def test_tower_from_refuses_a_tower_of_another_size(full_run, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     args = [a if a != "96" else "64" for a in TINY]

@@ -47,8 +47,24 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 # ---- images ----------------------------------------------------------------------------------------------------
-def _shape_polygon(shape, cx, cy, r, angle, turn_square=False):
+def _shape_polygon(shape, cx, cy, r, angle, turn_square=False, inner=0.45, rounding=0.0):
+    """Vertices of a square, triangle or star of "radius" r centred at (cx, cy). `inner`: a star's inner radius as
+    a fraction of r; `rounding`: a turned square's corner radius as a fraction of its half side (each corner then an
+    arc of 6 points)."""
     if shape == "square" and turn_square:  # half-diagonal 0.85 * r * sqrt(2), turned by `angle`
+        if rounding > 0:
+            h = r * 0.85
+            rr = h * rounding
+            pts = []
+            for k in range(4):  # corner k's arc centre at 45 + 90k degrees in the square's frame
+                a0 = math.pi / 4 + k * math.pi / 2
+                ox, oy = (h - rr) * math.sqrt(2) * math.cos(a0), (h - rr) * math.sqrt(2) * math.sin(a0)
+                for j in range(6):  # the arc spans the corner's quarter turn
+                    a = a0 - math.pi / 4 + j * (math.pi / 2) / 5
+                    x, y = ox + rr * math.cos(a), oy + rr * math.sin(a)
+                    pts.append((cx + x * math.cos(angle) - y * math.sin(angle),
+                                cy + x * math.sin(angle) + y * math.cos(angle)))
+            return pts
         d = r * 0.85 * math.sqrt(2)
         return [(cx + d * math.cos(angle + math.pi / 4 + k * math.pi / 2),
                  cy + d * math.sin(angle + math.pi / 4 + k * math.pi / 2)) for k in range(4)]
@@ -61,7 +77,7 @@ def _shape_polygon(shape, cx, cy, r, angle, turn_square=False):
     if shape == "star":
         pts = []
         for k in range(10):
-            rr = r if k % 2 == 0 else r * 0.45
+            rr = r if k % 2 == 0 else r * inner
             a = angle + k * math.pi / 5
             pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
         return pts
@@ -235,21 +251,33 @@ def background_colour(rng):
     return np.array(_hsv_rgb(rng.uniform(0, 360), s, v), dtype=np.float32)
 
 
-def canvas_size(rng):
-    """(width, height): long side 64-320 px; aspect ratio 3:4-4:3 for 60 % of the pictures, else 1:4-4:1."""
-    lim = math.log(4 / 3) if rng.random() < 0.6 else math.log(4)
-    aspect = math.exp(rng.uniform(-lim, lim))
+def canvas_size(rng, wide=0.0):
+    """(width, height): long side 64-320 px; aspect ratio 3:4-4:3 for 60 % of the pictures, else 1:4-4:1. `wide` F
+    > 0 (train.py --wide): a share F of the pictures is first made clearly wide or tall instead, the logarithm of
+    the aspect ratio uniform in log 1.5-log 4 either way (after the resize to the tower's side such pictures hold
+    the smallest objects, the hardest to tell apart)."""
+    if wide and rng.random() < wide:
+        magnitude = rng.uniform(math.log(1.5), math.log(4))
+        aspect = math.exp(magnitude if rng.random() < 0.5 else -magnitude)
+    else:
+        lim = math.log(4 / 3) if rng.random() < 0.6 else math.log(4)
+        aspect = math.exp(rng.uniform(-lim, lim))
     long_side = int(rng.integers(64, 321))
     short = max(16, int(round(long_side / max(aspect, 1 / aspect))))
     return (long_side, short) if aspect >= 1 else (short, long_side)
 
 
-def draw_scene_people(rng, shape, colour, count):
+def draw_scene_people(rng, shape, colour, count, variety=False, wide=0.0):
     """A PIL RGB image of `count` objects of one shape and colour: canvas of random size and aspect ratio (1:4 to
     4:1), background (grey or tinted, flat or gradient), object sizes and positions (some overlapping, then
     outlined so they stay countable), outlines, anti-aliasing (drawn 3x larger and reduced) or none, pixel noise
-    and JPEG artefacts. Returns None when the objects do not fit (the caller draws a new scene)."""
-    w, h = canvas_size(rng)
+    and JPEG artefacts. Returns None when the objects do not fit (the caller draws a new scene).
+
+    `variety` (train.py --variety): each shape drawn more of the ways people draw it — squares turned at any angle
+    in 60 % of the pictures (else 30 %) and with corners rounded by up to 30 % of the half side in 40 %, stars'
+    inner radius anywhere in 0.35-0.55 of the outer (else 0.45). Without it no extra random numbers are drawn, so
+    earlier runs' pools are what they were. `wide`: canvas_size's."""
+    w, h = canvas_size(rng, wide)
     ss = 3 if rng.random() < 0.6 else 1  # supersampling: anti-aliased edges
     bg = background_colour(rng)
     canvas = np.empty((h, w, 3), np.float32)
@@ -292,8 +320,11 @@ def draw_scene_people(rng, shape, colour, count):
         if shape == "circle":
             draw.ellipse([X - R, Y - R, X + R, Y + R], fill=fill, outline=line if outline else None, width=width)
         else:
-            angle = rng.uniform(0, 2 * math.pi) if shape != "square" or rng.random() < 0.3 else 0.0
-            draw.polygon(_shape_polygon(shape, X, Y, R, angle, turn_square=True), fill=fill,
+            angle = (rng.uniform(0, 2 * math.pi)
+                     if shape != "square" or rng.random() < (0.6 if variety else 0.3) else 0.0)
+            inner = rng.uniform(0.35, 0.55) if variety and shape == "star" else 0.45
+            rounding = (rng.uniform(0.05, 0.3) if variety and shape == "square" and rng.random() < 0.4 else 0.0)
+            draw.polygon(_shape_polygon(shape, X, Y, R, angle, True, inner, rounding), fill=fill,
                          outline=line if outline else None, width=width)
     if ss > 1:
         img = img.resize((w, h), Image.BOX)
@@ -313,10 +344,10 @@ def random_labels(rng):
             "count": COUNTS[rng.integers(len(COUNTS))]}
 
 
-def random_scene_people(rng):
+def random_scene_people(rng, variety=False, wide=0.0):
     scene = random_labels(rng)
     while True:  # the same labels until they fit, so every count stays as frequent as the others
-        img = draw_scene_people(rng, scene["shape"], scene["colour"], scene["count"])
+        img = draw_scene_people(rng, scene["shape"], scene["colour"], scene["count"], variety, wide)
         if img is not None:
             return {**scene, "image": img}
 

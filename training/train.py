@@ -107,7 +107,7 @@ class Sampler:
     each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
     def __init__(self, tok, pool_size, seed, people=False, image_size=IMAGE_SIZE, shapes_share=0.0,
-                 phrasings=data.PHRASINGS):
+                 phrasings=data.PHRASINGS, variety=False, wide=0.0):
         rng = np.random.default_rng(seed)
         self.tok = tok
         self.people = people  # the "people" data: its pictures, paraphrased questions and "describe" turns
@@ -117,7 +117,7 @@ class Sampler:
             # shapes_share (people data only): that share of the pool drawn by the first generator, whose plain
             # pictures are also what `parrot demo` shows
             first = not people or (shapes_share > 0 and rng.random() < shapes_share)
-            scene = data.random_scene(rng) if first else data.random_scene_people(rng)
+            scene = data.random_scene(rng) if first else data.random_scene_people(rng, variety, wide)
             images.append(data.preprocess(scene.pop("image"), image_size))
             self.scenes.append(scene)
         self.pixels = torch.from_numpy(data.normalise(np.stack(images)))
@@ -244,14 +244,16 @@ def load_tower(model, ckpt):
     tower_heads(model)
 
 
-def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment=False, max_shift=0):
+def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment=False, max_shift=0, probe_steps=0):
     """Stage 0, standing in for CLIP's own pretraining (Parrot starts from a pretrained, frozen CLIP; none exists
     here): the tower learns colour, shape and count as classification from its selected layer (CLS row and mean
     of the patch rows), with linear heads that are thrown away afterwards. `augment`: every batch flipped or
     turned (one of 8, at random), so the tower sees 8 times the pool's pictures and learns it less by heart.
     `max_shift` > 0: every picture also moved by its own random (dy, dx), each uniform in -max_shift..max_shift
     pixels (shift), so where an object falls against the patch grid varies (half a 12-px patch either way covers
-    every position an object can take against the grid)."""
+    every position an object can take against the grid). `probe_steps` N > 0 (continuing a trained tower, --init):
+    the new heads are first fitted alone for N steps on the frozen tower, so that the tower's first updates come from
+    heads that read it rather than from random ones."""
     tower = model.model.vision_tower.vision_tower.vision_model
     heads = tower_heads(model)
     labels = {"colour": torch.tensor([data.COLOURS.index(s["colour"]) for s in sampler.scenes]),
@@ -261,16 +263,36 @@ def pretrain_tower(model, sampler, steps, batch_size, lr, log_every, t0, augment
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = _schedule(opt, steps)
     rng = np.random.default_rng(sampler.seed + 2)
-    running, correct, seen = 0.0, {k: 0 for k in heads}, 0
-    for step in range(steps):
+
+    def batch():
         idx = torch.from_numpy(rng.integers(len(sampler.scenes), size=batch_size))
         pixels = dihedral(sampler.pixels[idx], int(rng.integers(8))) if augment else sampler.pixels[idx]
         if max_shift:  # drawn after the flip, and only when on, so that runs without shifts draw what they did
             pixels = shift(pixels, torch.from_numpy(rng.integers(-max_shift, max_shift + 1, size=(batch_size, 2))),
                            max_shift)
-        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
-        h = hidden[model.config.mm_vision_select_layer]
-        pooled = torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
+        return idx, pixels
+
+    def pooled_features(pixels):
+        h = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[model.config.mm_vision_select_layer]
+        return torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
+
+    if probe_steps:
+        probe_opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+        for step in range(probe_steps):
+            idx, pixels = batch()
+            with torch.no_grad():
+                pooled = pooled_features(pixels)
+            loss = sum(F.cross_entropy(head(pooled), labels[k][idx]) for k, head in heads.items())
+            probe_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            probe_opt.step()
+            if (step + 1) % log_every == 0:
+                print(f"tower heads step {step + 1}/{probe_steps} loss {loss.item():.4f} t {time.time() - t0:.0f}s",
+                      flush=True)
+    running, correct, seen = 0.0, {k: 0 for k in heads}, 0
+    for step in range(steps):
+        idx, pixels = batch()
+        pooled = pooled_features(pixels)
         loss = 0.0
         for k, head in heads.items():
             logits = head(pooled)
@@ -388,9 +410,11 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0):
-    """`init`: continue from a checkpoint this function saved (its tokenizer and weights; only stage 2 runs, with
-    the experts as they are: tower_steps and stage1_steps must be 0). The rest (people data; see RECIPES):
+          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False, tower_lr=None, wide=0.0):
+    """`init`: continue from a checkpoint this function saved (its tokenizer and weights; stage 2 runs with the
+    experts as they are; stage1_steps must be 0). With tower_steps > 0 it first continues stage 0 on the
+    checkpoint's tower (new heads, fitted alone for the first 200 steps; pretrain_tower's probe_steps).
+    `tower_lr`: stage 0's peak learning rate (default `lr`). The rest (people data; see RECIPES):
     `augment` flips/turns the tower's pictures, `shapes_share` of the pool comes from the first generator,
     `more_phrasings` adds data.MORE_PHRASINGS, `stage2_lr` is stage 2's own peak learning rate (default `lr`),
     `balance` weighs balance_loss in stage 2. `stage2_restart` N: stage 2's first N steps at `lr`, then the rest
@@ -402,13 +426,15 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     nothing of the run. `language_routing` weighs language_routing_loss in stage 2 (each language asks for an expert
     of its own, as Parrot's MoE is meant to route by the prompt's language). `stage2_tower` F > 0: stage 2 trains the
     tower too, at F x its learning rate (default 0: frozen, as in Parrot). `shift` N > 0: stage 0 also moves each
-    picture by up to N pixels each way (pretrain_tower's max_shift; default 0: off)."""
+    picture by up to N pixels each way (pretrain_tower's max_shift; default 0: off). `variety`: the people pictures
+    drawn with more ways of drawing each shape (data.draw_scene_people; default off). `wide` F: that share of the
+    people pictures made clearly wide or tall (data.canvas_size; default 0)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
     phrasings = data.PHRASINGS_MORE if more_phrasings else data.PHRASINGS
     if init:
-        assert tower_steps == 0 and stage1_steps == 0, "--init continues stage 2 only"
+        assert stage1_steps == 0, "--init continues stage 0 and stage 2, not stage 1"
         tok = Tokenizer.from_file(os.path.join(init, "tokenizer.json"))
         model = ParrotQwen2ForCausalLM.from_pretrained(init)
         model.config._attn_implementation = model.vision_config._attn_implementation = "sdpa"  # as build_model
@@ -424,7 +450,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
             corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
         tok = train_tokenizer(corpus, vocab_size=1024)
         model = build_model(tok, image_size, patch_size)
-    sampler = Sampler(tok, pool, seed + 200, people, image_size, shapes_share, phrasings)
+    sampler = Sampler(tok, pool, seed + 200, people, image_size, shapes_share, phrasings, variety, wide)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
@@ -433,7 +459,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
         load_tower(model, tower_from)
         print(f"tower from {tower_from}", flush=True)
     if tower_steps:
-        pretrain_tower(model, sampler, tower_steps, 32, lr, log_every, t0, augment, shift)
+        pretrain_tower(model, sampler, tower_steps, 32, tower_lr or lr, log_every, t0, augment, shift,
+                       probe_steps=200 if init else 0)
         print(f"tower done t {time.time() - t0:.0f}s cpu {_cpu_seconds():.0f}s", flush=True)
     # (name, steps, languages, share of multiple-choice questions, MoE on, tower trained, peak learning rate)
     # Stage 1 is long enough for colour: the decoder learns to read it only after a plateau of 400-600 steps
@@ -506,7 +533,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     model.save_pretrained(out_dir, vision_inside=True, tokenizer=tok, dtype=torch.float32)
     elapsed = time.time() - t0
     cpu_seconds = _cpu_seconds()
-    extra = ((" --augment" if augment else "") + (f" --shift {shift}" if shift else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
+    extra = ((" --augment" if augment else "") + (f" --shift {shift}" if shift else "")
+             + (" --variety" if variety else "") + (f" --wide {wide:g}" if wide else "") + (f" --tower-lr {tower_lr:g}" if tower_lr else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
              + (f" --language-routing {language_routing:g}" if language_routing else "")
@@ -557,8 +585,9 @@ def main():
     ap.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="the tower's input side in pixels")
     ap.add_argument("--patch-size", type=int, default=VISION["patch_size"])
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of every stage")
-    ap.add_argument("--init", default=None, help="continue stage 2 from this checkpoint (with --tower-steps 0 "
-                    "--stage1-steps 0)")
+    ap.add_argument("--init", default=None, help="continue from this checkpoint: stage 0 on its tower if "
+                    "--tower-steps > 0, then stage 2 (with --stage1-steps 0)")
+    ap.add_argument("--tower-lr", type=float, default=None, help="stage 0's peak learning rate (default --lr)")
     ap.add_argument("--tower-from", default=None, help="take stage 0's tower from this checkpoint of a run with the "
                     "same tower options instead of training it (with --tower-steps 0)")
     ap.add_argument("--data", choices=["shapes", "people"], default="shapes",
@@ -570,6 +599,11 @@ def main():
                     "many pixels each way, at random (default 0: off)")
     ap.add_argument("--shapes-share", type=float, default=0.0,
                     help="people data: this share of the pool drawn by the first (shapes) generator")
+    ap.add_argument("--variety", action=argparse.BooleanOptionalAction, default=False,
+                    help="people data: more ways of drawing each shape (turned and rounded squares, stars of any "
+                    "pointedness; data.draw_scene_people)")
+    ap.add_argument("--wide", type=float, default=0.0, help="people data: this share of the pictures made clearly "
+                    "wide or tall, aspect ratio 1.5-4 either way (data.canvas_size; default 0)")
     ap.add_argument("--more-phrasings", action=argparse.BooleanOptionalAction, default=False,
                     help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
@@ -594,7 +628,8 @@ def main():
           augment=args.augment, shapes_share=args.shapes_share, more_phrasings=args.more_phrasings,
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
           stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
-          stage2_tower=args.stage2_tower, shift=args.shift)
+          stage2_tower=args.stage2_tower, shift=args.shift,
+          variety=args.variety, tower_lr=args.tower_lr, wide=args.wide)
 
 
 if __name__ == "__main__":
