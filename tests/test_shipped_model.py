@@ -368,9 +368,10 @@ def _normalised(text):
 
 
 def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
-    # the tokenizer corpora hold every string either training data uses (people2: with data.MORE_PHRASINGS)
+    # the tokenizer corpora hold every string either training data uses (people2: with data.MORE_PHRASINGS;
+    # --extra-phrasings: also data.EXTRA_PHRASINGS)
     trained = {_normalised(t) for t in data.all_texts() + data.all_texts_people()
-               + data.all_texts_people(data.PHRASINGS_MORE)}
+               + data.all_texts_people(data.PHRASINGS_MORE) + data.all_texts_people(data.PHRASINGS_EXTRA)}
     for lang in LANGS:
         for kind in data.OPEN_KINDS:
             train, held = data.PHRASINGS_MORE[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
@@ -380,6 +381,13 @@ def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
             assert not {_normalised(t) for t in held} & trained, (lang, kind)
             # with and without a question mark, as people type
             marks = [t.rstrip()[-1:] in "?？؟" for t in train]
+            assert any(marks) and not all(marks), (lang, kind)
+            # --extra-phrasings: PHRASINGS_MORE's wordings first, then at least 20 more, all distinct, none held out
+            extra = data.PHRASINGS_EXTRA[lang][kind]
+            assert extra[:len(train)] == train, (lang, kind)
+            assert len(extra) >= 35 and len({_normalised(t) for t in extra}) == len(extra), (lang, kind)
+            assert not {_normalised(t) for t in extra} & {_normalised(t) for t in held}, (lang, kind)
+            marks = [t.rstrip()[-1:] in "?？؟" for t in extra]
             assert any(marks) and not all(marks), (lang, kind)
 
 
