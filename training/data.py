@@ -407,7 +407,8 @@ PHRASINGS_MORE = {lang: {kind: PHRASINGS[lang][kind] + MORE_PHRASINGS.get(lang, 
 # colloquial; subjects it / this / they / the objects / figures / things / picture; with and without a question mark)
 # are shared across the four kinds, and only the key word (colour / shape / how many / describe) tells them apart.
 # Turkish shape questions never use "şekiller" as their subject ("shapes" and "figures" alike). Never any of
-# HELDOUT_PHRASINGS (tests/test_shipped_model.py checks).
+# HELDOUT_PHRASINGS (tests/test_shipped_model.py checks): ten first drafts (en, pt, ar, tr) turned out to be held-out
+# wordings and were replaced by other frames (in every kind where the frame was shared).
 EXTRA_PHRASINGS = {
     "en": {"colour": ["Colour, please.", "the colour", "Let me know the colour.", "Say the colour of the figures",
                       "Please name the colour of these things.", "Could you tell me their colour?", "What colour would you call them?",
