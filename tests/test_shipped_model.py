@@ -368,9 +368,10 @@ def _normalised(text):
 
 
 def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
-    # the tokenizer corpora hold every string either training data uses (people2: with data.MORE_PHRASINGS)
+    # the tokenizer corpora hold every string either training data uses (people2: with data.MORE_PHRASINGS;
+    # --extra-phrasings: also data.EXTRA_PHRASINGS)
     trained = {_normalised(t) for t in data.all_texts() + data.all_texts_people()
-               + data.all_texts_people(data.PHRASINGS_MORE)}
+               + data.all_texts_people(data.PHRASINGS_MORE) + data.all_texts_people(data.PHRASINGS_EXTRA)}
     for lang in LANGS:
         for kind in data.OPEN_KINDS:
             train, held = data.PHRASINGS_MORE[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
@@ -381,6 +382,33 @@ def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
             # with and without a question mark, as people type
             marks = [t.rstrip()[-1:] in "?？؟" for t in train]
             assert any(marks) and not all(marks), (lang, kind)
+            # --extra-phrasings: PHRASINGS_MORE's wordings first, then at least 18 more, all distinct, none held out
+            extra = data.PHRASINGS_EXTRA[lang][kind]
+            assert extra[:len(train)] == train, (lang, kind)
+            assert len(extra) >= len(train) + 18 and len({_normalised(t) for t in extra}) == len(extra), (lang, kind)
+            assert not {_normalised(t) for t in extra} & {_normalised(t) for t in held}, (lang, kind)
+            marks = [t.rstrip()[-1:] in "?？؟" for t in extra]
+            assert any(marks) and not all(marks), (lang, kind)
+
+
+def test_extra_wordings_keep_their_distance_from_the_held_out_ones():
+    """No wording of data.EXTRA_PHRASINGS is within a word or a few letters of a held-out wording, in any kind:
+    difflib's ratio (2 x matching characters / total) on the lower-cased text with punctuation as spaces and "colour"
+    spelt "color" stays under 0.85 (0.88 is "What colour is this" against "What colour is it?", 0.91 "告诉我颜色。"
+    against "请告诉我颜色。"; those were removed). The older PHRASINGS predate this rule and hold a few such pairs."""
+    import difflib
+    import re
+
+    def norm(text):
+        return re.sub(r"[\W_]+", " ", text.lower()).strip().replace("colour", "color")
+
+    for lang in LANGS:
+        held = [norm(h) for kind in data.OPEN_KINDS for h in data.HELDOUT_PHRASINGS[lang][kind]]
+        for kind in data.OPEN_KINDS:
+            for wording in data.EXTRA_PHRASINGS[lang][kind]:
+                close = max(difflib.SequenceMatcher(None, norm(wording), h).ratio() for h in held)
+                assert close < 0.85, (lang, kind, wording, close)
+    assert difflib.SequenceMatcher(None, norm("What colour is this"), norm("What colour is it?")).ratio() >= 0.85
 
 
 def test_routing_balance_loss_is_the_kl_divergence_from_uniform():

@@ -111,6 +111,19 @@ def test_variety_and_wide_change_the_pool_and_only_when_asked(full_run, tmp_path
         assert ("--variety" in command) == (flag == "--variety") and ("--wide" in command) == (flag == "--wide")
 
 
+def test_extra_phrasings_change_the_run_and_only_when_asked(full_run, tmp_path):
+    """--extra-phrasings adds data.EXTRA_PHRASINGS to the people questions (and to the tokenizer's corpus): a run with
+    it trains on other questions than full_run (which has --more-phrasings), --no-extra-phrasings is full_run byte
+    for byte, and the run's recorded command says which."""
+    import json
+    full_dir, full = full_run
+    assert _train(tmp_path / "extra", "--tower-steps", "4", "--extra-phrasings") != full
+    assert _train(tmp_path / "noextra", "--tower-steps", "4", "--no-extra-phrasings") == full
+    for name, asked in (("extra", True), ("noextra", False)):
+        with open(tmp_path / name / "training_info.json") as f:
+            command = json.load(f)["command"].split()
+        assert ("--extra-phrasings" in command) == asked
+
 def test_init_continues_the_tower_only_when_asked(full_run, tmp_path):
     """--init CKPT --tower-steps N continues stage 0 on CKPT's tower (run 10), then stage 2: every tower weight
     the loss reaches moves from CKPT's (the patch embedding among them); with --tower-steps 0 (every earlier continuation) the tower is CKPT's byte for byte and only

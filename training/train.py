@@ -410,7 +410,8 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False, tower_lr=None, wide=0.0):
+          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False, tower_lr=None, wide=0.0,
+          extra_phrasings=False):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; stage 2 runs with the
     experts as they are; stage1_steps must be 0). With tower_steps > 0 it first continues stage 0 on the
     checkpoint's tower (new heads, fitted alone for the first 200 steps; pretrain_tower's probe_steps).
@@ -428,11 +429,13 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     tower too, at F x its learning rate (default 0: frozen, as in Parrot). `shift` N > 0: stage 0 also moves each
     picture by up to N pixels each way (pretrain_tower's max_shift; default 0: off). `variety`: the people pictures
     drawn with more ways of drawing each shape (data.draw_scene_people; default off). `wide` F: that share of the
-    people pictures made clearly wide or tall (data.canvas_size; default 0)."""
+    people pictures made clearly wide or tall (data.canvas_size; default 0). `extra_phrasings`: the people questions
+    also use data.MORE_PHRASINGS and data.EXTRA_PHRASINGS (data.PHRASINGS_EXTRA; default off; it overrides
+    `more_phrasings`)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
-    phrasings = data.PHRASINGS_MORE if more_phrasings else data.PHRASINGS
+    phrasings = data.PHRASINGS_EXTRA if extra_phrasings else (data.PHRASINGS_MORE if more_phrasings else data.PHRASINGS)
     if init:
         assert stage1_steps == 0, "--init continues stage 0 and stage 2, not stage 1"
         tok = Tokenizer.from_file(os.path.join(init, "tokenizer.json"))
@@ -535,7 +538,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     cpu_seconds = _cpu_seconds()
     extra = ((" --augment" if augment else "") + (f" --shift {shift}" if shift else "")
              + (" --variety" if variety else "") + (f" --wide {wide:g}" if wide else "") + (f" --tower-lr {tower_lr:g}" if tower_lr else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
-             + (" --more-phrasings" if more_phrasings else "") + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
+             + (" --more-phrasings" if more_phrasings else "") + (" --extra-phrasings" if extra_phrasings else "")
+             + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
              + (f" --language-routing {language_routing:g}" if language_routing else "")
              + (f" --stage2-tower {stage2_tower:g}" if stage2_tower else "")
@@ -606,6 +610,8 @@ def main():
                     "wide or tall, aspect ratio 1.5-4 either way (data.canvas_size; default 0)")
     ap.add_argument("--more-phrasings", action=argparse.BooleanOptionalAction, default=False,
                     help="people data: add data.MORE_PHRASINGS")
+    ap.add_argument("--extra-phrasings", action=argparse.BooleanOptionalAction, default=False,
+                    help="people data: add data.MORE_PHRASINGS and data.EXTRA_PHRASINGS")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
     ap.add_argument("--language-routing", type=float, default=0.0, help="weight of a stage-2 loss that asks each "
@@ -629,7 +635,7 @@ def main():
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
           stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
           stage2_tower=args.stage2_tower, shift=args.shift,
-          variety=args.variety, tower_lr=args.tower_lr, wide=args.wide)
+          variety=args.variety, tower_lr=args.tower_lr, wide=args.wide, extra_phrasings=args.extra_phrasings)
 
 
 if __name__ == "__main__":
