@@ -1,6 +1,9 @@
-"""Train the shipped tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
+"""Train the tiny Parrot on synthetic multilingual visual questions. One command, fixed seed:
 
     python -m training.train            # 2 threads (the default); writes training/checkpoint/
+
+trains the model shipped until session 13 (the first generator's data, one wording per question kind); the shipped
+checkpoint now comes from `sh training/people_chain.sh WORKDIR` (five runs on the "people" data, below).
 
 The "people" data (training/README.md): session 6's two runs (the second continues the first's stage 2),
 
@@ -30,6 +33,10 @@ trained in stage 2 too; training/README.md):
 and session 12's run 9 (a tower trained with small shifts of its pictures, the routing loss from stage 2's start):
 
     python -m training.train --recipe people3 --shift 6 --language-routing 0.1 --save-every 500 --out /tmp/ck9
+
+and session 13's continuations of it, which made the shipped checkpoint (`sh training/people_chain.sh WORKDIR`: run 9,
+then 9b, then stage 0 continued on more ways of drawing each shape with `--init CKPT --tower-steps N --variety`, again
+with `--wide 0.3`, then stage 2 with `--extra-phrasings`; training/README.md).
 
 `--tower-from CKPT --tower-steps 0` takes stage 0's result from the checkpoint of a run with the same tower options
 (people2 and people3 share theirs) instead of training it again: the same weights, ~450 s sooner.
