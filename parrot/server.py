@@ -153,7 +153,11 @@ class Scheduler:
             gen = c.generation
             assert gen is not None
             try:
-                if self._advanced(job, c, gen, gen.start()):   # the prefill and the first token
+                piece = gen.start()   # the prefill and the first token
+                if job.cancelled:   # its client went away meanwhile (e.g. while it waited for the model): dropped,
+                    gen.close()     # also when that first token already ended the answer
+                    self._drop(job)
+                elif self._advanced(job, c, gen, piece):
                     self.active.append((job, c, gen))
             except Exception as e:  # noqa: BLE001 - report it on that request's stream
                 gen.close()
