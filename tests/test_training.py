@@ -125,9 +125,9 @@ def test_extra_phrasings_change_the_run_and_only_when_asked(full_run, tmp_path):
         assert ("--extra-phrasings" in command) == asked
 
 def test_init_continues_the_tower_only_when_asked(full_run, tmp_path):
-    """--init CKPT --tower-steps N continues stage 0 on CKPT's tower (run 10), then stage 2: every tower weight
-    the loss reaches moves from CKPT's (the patch embedding among them); with --tower-steps 0 (every earlier continuation) the tower is CKPT's byte for byte and only
-    stage 2's weights move."""
+    """--init CKPT --tower-steps N continues stage 0 on CKPT's tower (run 10), then stage 2: the tower's weights
+    move from CKPT's (the patch embedding among them); with --tower-steps 0 (every earlier continuation) the tower
+    is CKPT's byte for byte and only stage 2's weights move."""
     from safetensors.numpy import load_file
     full_dir, _ = full_run
     start = load_file(str(full_dir / "model-00001-of-00001.safetensors"))

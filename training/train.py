@@ -417,8 +417,8 @@ def step_gradients(model, sampler, idx, convs, pad_id, feats, option_head, balan
 def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage2_steps=3000, batch_size=24, lr=2e-3, pool=20000,
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
-          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False, tower_lr=None, wide=0.0,
-          extra_phrasings=False):
+          stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False,
+          tower_lr=None, wide=0.0, extra_phrasings=False):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; stage 2 runs with the
     experts as they are; stage1_steps must be 0). With tower_steps > 0 it first continues stage 0 on the
     checkpoint's tower (new heads, fitted alone for the first 200 steps; pretrain_tower's probe_steps).
@@ -544,7 +544,9 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     elapsed = time.time() - t0
     cpu_seconds = _cpu_seconds()
     extra = ((" --augment" if augment else "") + (f" --shift {shift}" if shift else "")
-             + (" --variety" if variety else "") + (f" --wide {wide:g}" if wide else "") + (f" --tower-lr {tower_lr:g}" if tower_lr else "") + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
+             + (" --variety" if variety else "") + (f" --wide {wide:g}" if wide else "")
+             + (f" --tower-lr {tower_lr:g}" if tower_lr else "")
+             + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (" --extra-phrasings" if extra_phrasings else "")
              + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
