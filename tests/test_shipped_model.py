@@ -580,6 +580,26 @@ def test_variety_changes_only_squares_and_stars():
     assert [round(math.hypot(x, y), 9) for x, y in star] == [10.0, 3.6] * 5
 
 
+def test_drop_words_leaves_out_words_in_order_and_keeps_one():
+    """data.drop_words: the result is the question's words (characters in Chinese) in their order with some left
+    out, never none; each is left out at the asked rate (20000 words at p = 0.3: the binomial's standard deviation
+    is 0.003, so 0.3 +- 0.015 is five of them); p = 1 keeps exactly one."""
+    rng = np.random.default_rng(0)
+    kept = total = 0
+    for lang in LANGS:
+        for question in data.PHRASINGS[lang]["colour"] + data.PHRASINGS[lang]["count"]:
+            pieces = list(question) if lang == "zh" else question.split()
+            for _ in range(200 // len(LANGS)):
+                out = data.drop_words(rng, question, lang, 0.3)
+                got = list(out) if lang == "zh" else out.split()
+                it = iter(pieces)
+                assert got and all(w in it for w in got), (question, out)  # a non-empty subsequence
+                kept, total = kept + len(got), total + len(pieces)
+            assert len(data.drop_words(rng, question, lang, 1.0).split() if lang != "zh"
+                       else data.drop_words(rng, question, lang, 1.0)) == 1
+    assert total > 20000 and abs(1 - kept / total - 0.3) < 0.015, (kept, total)
+
+
 def test_second_renderer_colours_lie_in_the_named_ranges():
     """Its CSS colours (Pillow's table, not the trainer's numbers) are inside parrot.demo.COLOUR_HSV."""
     import colorsys

@@ -124,6 +124,20 @@ def test_extra_phrasings_change_the_run_and_only_when_asked(full_run, tmp_path):
             command = json.load(f)["command"].split()
         assert ("--extra-phrasings" in command) == asked
 
+
+def test_word_dropout_changes_the_run_and_only_when_asked(full_run, tmp_path):
+    """--word-dropout P shortens half of stage 2's questions (data.drop_words, tested in test_shipped_model.py): a run
+    with it trains on other questions than full_run, --word-dropout 0 is full_run byte for byte (no extra random
+    numbers drawn), and the run's recorded command says which."""
+    import json
+    full_dir, full = full_run
+    assert _train(tmp_path / "drop", "--tower-steps", "4", "--word-dropout", "0.3") != full
+    assert _train(tmp_path / "nodrop", "--tower-steps", "4", "--word-dropout", "0") == full
+    for name, asked in (("drop", True), ("nodrop", False)):
+        with open(tmp_path / name / "training_info.json") as f:
+            command = json.load(f)["command"].split()
+        assert ("--word-dropout" in command) == asked
+
 def test_init_continues_the_tower_only_when_asked(full_run, tmp_path):
     """--init CKPT --tower-steps N continues stage 0 on CKPT's tower (run 10), then stage 2: the tower's weights
     move from CKPT's (the patch embedding among them); with --tower-steps 0 (every earlier continuation) the tower

@@ -352,15 +352,29 @@ def random_scene_people(rng, variety=False, wide=0.0):
             return {**scene, "image": img}
 
 
-def sample_question_people(rng, scene, lang=None, kind=None, mc=None, phrasings=PHRASINGS):
+def drop_words(rng, question, lang, p):
+    """`question` with each word (each character in Chinese, which has no spaces) left out with probability `p`,
+    keeping at least one."""
+    pieces = list(question) if lang == "zh" else question.split()
+    keep = rng.random(len(pieces)) >= p
+    if not keep.any():
+        keep[rng.integers(len(pieces))] = True
+    return ("" if lang == "zh" else " ").join(w for w, k in zip(pieces, keep) if k)
+
+
+def sample_question_people(rng, scene, lang=None, kind=None, mc=None, phrasings=PHRASINGS, word_dropout=0.0):
     """-> dict(lang, kind, mc, user, answer). The question's wording is drawn from `phrasings` (training's by
-    default); "describe" is always open."""
+    default); "describe" is always open. `word_dropout` P > 0 (train.py --word-dropout): half the questions lose
+    each word with probability P (drop_words), so no one template word decides the kind or the language; without it
+    no extra random numbers are drawn."""
     lang = lang or LANGS[rng.integers(len(LANGS))]
     kind = kind or OPEN_KINDS[rng.integers(len(OPEN_KINDS))]
     mc = bool(rng.random() < 0.5) if mc is None else mc
     mc = mc and kind != "describe"
     options = phrasings[lang][kind]
     question = options[rng.integers(len(options))]
+    if word_dropout and rng.random() < 0.5:
+        question = drop_words(rng, question, lang, word_dropout)
     if mc:
         q = mc_question(rng, scene, lang, kind, question)
         return {"lang": lang, "kind": kind, "mc": True, "user": q["prompt"], "answer": q["answer"], "mcq": q}

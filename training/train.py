@@ -114,11 +114,12 @@ class Sampler:
     each asking a different kind (colour, shape, count), so no turn can copy an earlier turn's answer."""
 
     def __init__(self, tok, pool_size, seed, people=False, image_size=IMAGE_SIZE, shapes_share=0.0,
-                 phrasings=data.PHRASINGS, variety=False, wide=0.0):
+                 phrasings=data.PHRASINGS, variety=False, wide=0.0, word_dropout=0.0):
         rng = np.random.default_rng(seed)
         self.tok = tok
         self.people = people  # the "people" data: its pictures, paraphrased questions and "describe" turns
         self.phrasings = phrasings  # the people data's training wordings
+        self.word_dropout = word_dropout  # data.sample_question_people's
         self.scenes, images = [], []
         for _ in range(pool_size):
             # shapes_share (people data only): that share of the pool drawn by the first generator, whose plain
@@ -152,8 +153,8 @@ class Sampler:
         ids, labels, flags = [], [], []
         for t, kind in enumerate(kinds):
             mc = bool(self.rng.random() < mc_prob)
-            q = (data.sample_question_people(self.rng, scene, lang=lang, kind=kind, mc=mc, phrasings=self.phrasings)
-                 if self.people else data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=mc))
+            q = (data.sample_question_people(self.rng, scene, lang=lang, kind=kind, mc=mc, phrasings=self.phrasings,
+                                             word_dropout=self.word_dropout) if self.people else data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=mc))
             if t == 0:
                 head = self.ids(data.chat_prompt(q["user"]))
             else:
@@ -418,7 +419,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
           stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False,
-          tower_lr=None, wide=0.0, extra_phrasings=False):
+          tower_lr=None, wide=0.0, extra_phrasings=False, word_dropout=0.0):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; stage 2 runs with the
     experts as they are; stage1_steps must be 0). With tower_steps > 0 it first continues stage 0 on the
     checkpoint's tower (new heads, fitted alone for the first 200 steps; pretrain_tower's probe_steps).
@@ -438,7 +439,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     drawn with more ways of drawing each shape (data.draw_scene_people; default off). `wide` F: that share of the
     people pictures made clearly wide or tall (data.canvas_size; default 0). `extra_phrasings`: the people questions
     also use data.MORE_PHRASINGS and data.EXTRA_PHRASINGS (data.PHRASINGS_EXTRA; default off; it overrides
-    `more_phrasings`)."""
+    `more_phrasings`). `word_dropout` P: half of the people questions lose each word with probability P
+    (data.drop_words; default 0: off)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
@@ -460,7 +462,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
             corpus.append(data.chat_prompt(q["user"]) + q["answer"] + "<|im_end|>")
         tok = train_tokenizer(corpus, vocab_size=1024)
         model = build_model(tok, image_size, patch_size)
-    sampler = Sampler(tok, pool, seed + 200, people, image_size, shapes_share, phrasings, variety, wide)
+    sampler = Sampler(tok, pool, seed + 200, people, image_size, shapes_share, phrasings, variety, wide, word_dropout)
     pad_id = tok.token_to_id(SPECIAL_TOKENS[0])
     print(f"setup {time.time() - t0:.1f}s, params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
 
@@ -548,6 +550,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
              + (f" --tower-lr {tower_lr:g}" if tower_lr else "")
              + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (" --extra-phrasings" if extra_phrasings else "")
+             + (f" --word-dropout {word_dropout:g}" if word_dropout else "")
              + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
              + (f" --language-routing {language_routing:g}" if language_routing else "")
@@ -621,6 +624,8 @@ def main():
                     help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--extra-phrasings", action=argparse.BooleanOptionalAction, default=False,
                     help="people data: add data.MORE_PHRASINGS and data.EXTRA_PHRASINGS")
+    ap.add_argument("--word-dropout", type=float, default=0.0, help="people data: half the questions lose each "
+                    "word with this probability (data.drop_words; default 0: off)")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
     ap.add_argument("--balance", type=float, default=0.0, help="weight of the routing-balance loss in stage 2")
     ap.add_argument("--language-routing", type=float, default=0.0, help="weight of a stage-2 loss that asks each "
@@ -644,7 +649,8 @@ def main():
           stage2_lr=args.stage2_lr, balance=args.balance, log_every=args.log_every, tower_from=args.tower_from,
           stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
           stage2_tower=args.stage2_tower, shift=args.shift,
-          variety=args.variety, tower_lr=args.tower_lr, wide=args.wide, extra_phrasings=args.extra_phrasings)
+          variety=args.variety, tower_lr=args.tower_lr, wide=args.wide, extra_phrasings=args.extra_phrasings,
+          word_dropout=args.word_dropout)
 
 
 if __name__ == "__main__":
