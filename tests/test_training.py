@@ -256,3 +256,48 @@ def test_stage2_tower_learning_rate_is_its_share_of_the_stage(tmp_path, monkeypa
     want = _lr_expected(10, 2e-3)
     np.testing.assert_allclose([g[0] for g in seen[2:]], want, rtol=1e-12)
     np.testing.assert_allclose([g[1] for g in seen[2:]], 0.25 * want, rtol=1e-12)
+
+
+def test_average_is_the_mean_of_the_snapshots_and_refuses_other_models(full_run, tmp_path):
+    """training.average on three snapshots of one run (--save-every 1): every tensor is the mean numpy computes from
+    the three files (float32 summed in float64 in the same order, divided, rounded once to float32: bit for bit), the
+    tokenizer is the run's, and the command is recorded. A checkpoint with another tokenizer or a missing tensor
+    is refused by name."""
+    import json
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    name = "model-00001-of-00001.safetensors"
+    _train(tmp_path / "run", "--tower-steps", "4", "--save-every", "1")
+    snaps = [str(tmp_path / f"run-stage2-step{i}") for i in (1, 2, 3)]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    subprocess.run([sys.executable, "-m", "training.average", "--out", str(tmp_path / "avg"), *snaps], check=True,
+                   env=env, cwd=ROOT)
+    got = load_file(str(tmp_path / "avg" / name))
+    weights = [load_file(os.path.join(s, name)) for s in snaps]
+    assert got.keys() == weights[0].keys()
+    moved = 0
+    for k, v in got.items():
+        want = (sum(w[k].astype(np.float64) for w in weights) / 3).astype(np.float32)
+        assert v.dtype == np.float32 and np.array_equal(v, want), k
+        moved += not np.array_equal(weights[0][k], weights[2][k])
+    assert moved > 0  # stage 2 changed something between the snapshots, so the mean is not a copy
+    with open(tmp_path / "avg" / "tokenizer.json", "rb") as a, open(os.path.join(snaps[0], "tokenizer.json"), "rb") as b:
+        assert a.read() == b.read()
+    with open(tmp_path / "avg" / "training_info.json") as f:
+        info = json.load(f)
+    assert info["command"].startswith("python -m training.average") and len(info["averaged"]) == 3
+
+    from training.average import average
+    other = tmp_path / "other"
+    shutil.copytree(snaps[0], other)
+    with open(other / "tokenizer.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ValueError, match="tokenizer.json differs"):
+        average(str(tmp_path / "bad"), [snaps[0], str(other)])
+    shutil.copyfile(os.path.join(snaps[0], "tokenizer.json"), other / "tokenizer.json")
+    cut = load_file(str(other / name))
+    dropped = sorted(cut)[0]
+    del cut[dropped]
+    save_file(cut, str(other / name))
+    with pytest.raises(ValueError, match=f"tensor {dropped}"):
+        average(str(tmp_path / "bad"), [snaps[0], str(other)])
