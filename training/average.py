@@ -8,7 +8,7 @@ continue one another with --init): the same tokenizer, configuration and tensors
 theirs, computed in float64 and stored in the checkpoints' dtype; the tokenizer and configuration are copied from
 the first. Snapshots taken along one stretch of training differ in the directions the last steps kept changing;
 their mean sits nearer the middle of the low-loss region, which on the people model made fewer answers in the wrong
-language (training/README.md, run 10g).
+language on the development set (training/README.md, runs 10d-10g).
 """
 import argparse
 import json
