@@ -281,7 +281,8 @@ def test_average_is_the_mean_of_the_snapshots_and_refuses_other_models(full_run,
         assert v.dtype == np.float32 and np.array_equal(v, want), k
         moved += not np.array_equal(weights[0][k], weights[2][k])
     assert moved > 0  # stage 2 changed something between the snapshots, so the mean is not a copy
-    with open(tmp_path / "avg" / "tokenizer.json", "rb") as a, open(os.path.join(snaps[0], "tokenizer.json"), "rb") as b:
+    with open(tmp_path / "avg" / "tokenizer.json", "rb") as a, open(os.path.join(snaps[0], "tokenizer.json"),
+                                                                      "rb") as b:
         assert a.read() == b.read()
     with open(tmp_path / "avg" / "training_info.json") as f:
         info = json.load(f)

@@ -154,7 +154,8 @@ class Sampler:
         for t, kind in enumerate(kinds):
             mc = bool(self.rng.random() < mc_prob)
             q = (data.sample_question_people(self.rng, scene, lang=lang, kind=kind, mc=mc, phrasings=self.phrasings,
-                                             word_dropout=self.word_dropout) if self.people else data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=mc))
+                                             word_dropout=self.word_dropout) if self.people
+                 else data.sample_question(self.rng, scene, lang=lang, kind=kind, mc=mc))
             if t == 0:
                 head = self.ids(data.chat_prompt(q["user"]))
             else:
