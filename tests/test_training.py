@@ -138,6 +138,7 @@ def test_word_dropout_changes_the_run_and_only_when_asked(full_run, tmp_path):
             command = json.load(f)["command"].split()
         assert ("--word-dropout" in command) == asked
 
+
 def test_init_continues_the_tower_only_when_asked(full_run, tmp_path):
     """--init CKPT --tower-steps N continues stage 0 on CKPT's tower (run 10), then stage 2: the tower's weights
     move from CKPT's (the patch embedding among them); with --tower-steps 0 (every earlier continuation) the tower

@@ -35,8 +35,10 @@ def average(out_dir, checkpoints):
             with open(os.path.join(ck, name), "rb") as f:
                 if f.read() != want:
                     raise ValueError(f"{ck}: {name} differs from {first}'s; average only snapshots of one model")
-    total = {k: v.double() for k, v in load_file(os.path.join(first, WEIGHTS)).items()}
-    dtypes = {k: v.dtype for k, v in load_file(os.path.join(first, WEIGHTS)).items()}
+    start = load_file(os.path.join(first, WEIGHTS))
+    total = {k: v.double() for k, v in start.items()}
+    dtypes = {k: v.dtype for k, v in start.items()}
+    del start
     for ck in checkpoints[1:]:
         weights = load_file(os.path.join(ck, WEIGHTS))
         if weights.keys() != total.keys():
@@ -53,18 +55,19 @@ def average(out_dir, checkpoints):
         if name not in (WEIGHTS, "training_info.json") and os.path.isfile(os.path.join(first, name)):
             shutil.copyfile(os.path.join(first, name), os.path.join(out_dir, name))
     save_file(mean, os.path.join(out_dir, WEIGHTS), metadata={"format": "pt"})
-    infos = []
-    for ck in checkpoints:
-        path = os.path.join(ck, "training_info.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                infos.append(json.load(f))
-        else:
-            infos.append(None)
+    infos = [_training_info(ck) for ck in checkpoints]
     with open(os.path.join(out_dir, "training_info.json"), "w") as f:
         json.dump({"command": "python -m training.average --out OUT " + " ".join(checkpoints),
                    "averaged": [{"checkpoint": ck, "training_info": info} for ck, info in zip(checkpoints, infos)]},
                   f, indent=2)
+
+
+def _training_info(checkpoint):
+    path = os.path.join(checkpoint, "training_info.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def main():
