@@ -224,7 +224,7 @@ class Generation:
                 self.stop_token, tok = tok, None
             else:
                 self.token_ids.append(tok)
-                self.sampler.observe((tok,))
+                self.sampler.took(tok)
                 if self.detok is not None:
                     piece = self.text_out.push(self.detok.push(tok))
                     if self.text_out.stopped:

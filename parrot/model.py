@@ -44,7 +44,7 @@ from parrot.errors import ModelError
 from parrot.generation import Generation, Result, normalize_stop
 from parrot.prompt import (DEFAULT_SYSTEM, IM_START, IMAGE_PLACEHOLDER, IMAGE_TOKEN, Prompt, check_text,
                            format_query, system_turn)
-from parrot.sampling import Sampler, SamplingOptions
+from parrot.sampling import Sampler, SamplingOptions, Utf8Guard, Utf8Table
 
 if TYPE_CHECKING:
     from parrot.tokenizer import Tokenizer
@@ -59,7 +59,7 @@ IdsLike = Union[Sequence[int], np.ndarray]
 #: A path (str / os.PathLike), encoded PNG/JPEG bytes, a uint8 numpy array (H×W, H×W×3, H×W×4) or a PIL image.
 ImageInput = Any
 
-_SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
+_SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed", "valid_utf8")
 _GENERATION_OPTIONS = ("max_new_tokens", "stop") + _SAMPLING_OPTIONS
 
 
@@ -108,6 +108,7 @@ class Model:
         self._tokenizer: Optional["Tokenizer"] = None
         self._metadata: Optional[Dict[str, Any]] = None
         self._stop_ids: Optional[Tuple[int, ...]] = None
+        self._utf8_table: Optional[Utf8Table] = None
         core_tok = self._core.tokenizer  # built by the C loader from the same file, or None
         if core_tok is not None:
             from parrot.tokenizer import Tokenizer
@@ -210,6 +211,14 @@ class Model:
                     ids.add(int(i))
             self._stop_ids = tuple(sorted(ids))
         return self._stop_ids
+
+    @property
+    def utf8_table(self) -> Optional[Utf8Table]:
+        """What each token's bytes do to UTF-8 (for ``valid_utf8``), made on first use; None without a
+        tokenizer (ids alone have no text to keep well-formed)."""
+        if self._utf8_table is None and self._tokenizer is not None:
+            self._utf8_table = Utf8Table.of_tokenizer(self._tokenizer, int(self.config["vocab_size"]))
+        return self._utf8_table
 
     # ---- images
     def preprocess(self, image: ImageInput) -> np.ndarray:
@@ -336,9 +345,11 @@ class Model:
         if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new!r}")
         sampling = SamplingOptions(**{k: options[k] for k in _SAMPLING_OPTIONS if options.get(k) is not None})
-        sampler = Sampler(sampling, int(self.config["vocab_size"]))
         stops = normalize_stop(options.get("stop"))
         stop_set = self.stop_ids if stop_ids is None else tuple(int(i) for i in stop_ids)
+        table = self.utf8_table if sampling.valid_utf8 else None
+        sampler = Sampler(sampling, int(self.config["vocab_size"]),
+                          None if table is None else Utf8Guard(table, stop_set))
         ids = self._check_ids(input_ids)
         n_past = int(context.n_past) if context is not None else 0
         positions = self._positions(ids, pixels is not None, n_past)
@@ -419,8 +430,9 @@ class Model:
     def generate_ids(self, input_ids: IdsLike, max_new_tokens: int, *, pixels: Optional[np.ndarray] = None,
                      stop_ids: Iterable[int] = ()) -> List[int]:
         """Greedy continuation of ``input_ids`` with the KV cache: the new token ids (stops after a token in
-        ``stop_ids``, which is included)."""
-        gen = self.generation(input_ids, pixels=pixels, stop_ids=stop_ids, max_new_tokens=max_new_tokens)
+        ``stop_ids``, which is included). Ids in, ids out: plain argmax, as the reference (no ``valid_utf8``)."""
+        gen = self.generation(input_ids, pixels=pixels, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
+                              valid_utf8=False)
         gen.run()
         return gen.token_ids + ([gen.stop_token] if gen.stop_token is not None else [])
 
@@ -449,7 +461,7 @@ class Model:
             temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
             repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
             stop: "str | Sequence[str] | None" = None, system: Optional[str] = None,
-            allow_special: bool = False) -> Result:
+            allow_special: bool = False, valid_utf8: bool = True) -> Result:
         """Answers ``prompt`` about ``image`` (None for a text-only prompt) and returns a :class:`Result`:
         the text, its token ids, the MoE's routing weights, timings and why it stopped.
 
@@ -458,57 +470,62 @@ class Model:
         text is cut before it). ``system`` replaces the default system prompt. The text is decoded with special
         tokens skipped and surrounding white space stripped, as the reference does. Special-token text in
         ``prompt`` or ``system`` (``<|im_end|>`` ...) is read as plain text unless ``allow_special=True``.
+        ``valid_utf8`` (default True) never lets the answer's bytes break UTF-8: a token that would (or the end of
+        the turn inside a character) is passed over for the most likely one that does not, where the reference
+        would show U+FFFD (:mod:`parrot.sampling`); False decodes exactly as the reference does. An answer cut
+        by ``max_new_tokens`` may still end inside a character.
 
         Raises ``ValueError`` for an empty prompt, a lone surrogate in it (naming its index), or a prompt that
         (with the image's tokens) does not fit in the context, naming both lengths; ``parrot.ImageError`` for
         an unreadable image; ``TypeError``/``ValueError`` naming a bad option."""
         return self._prompt(image, prompt, system, allow_special, dict(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, seed=seed, stop=stop)).run()
+            repetition_penalty=repetition_penalty, seed=seed, stop=stop, valid_utf8=valid_utf8)).run()
 
     @overload
     def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = ..., temperature: float = ...,
                  top_k: Optional[int] = ..., top_p: Optional[float] = ..., repetition_penalty: Optional[float] = ...,
                  seed: Optional[int] = ..., stop: "str | Sequence[str] | None" = ..., system: Optional[str] = ...,
-                 allow_special: bool = ..., return_details: Literal[False] = ...) -> str: ...
+                 allow_special: bool = ..., valid_utf8: bool = ..., return_details: Literal[False] = ...) -> str: ...
 
     @overload
     def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = ..., temperature: float = ...,
                  top_k: Optional[int] = ..., top_p: Optional[float] = ..., repetition_penalty: Optional[float] = ...,
                  seed: Optional[int] = ..., stop: "str | Sequence[str] | None" = ..., system: Optional[str] = ...,
-                 allow_special: bool = ..., return_details: Literal[True]) -> Result: ...
+                 allow_special: bool = ..., valid_utf8: bool = ..., return_details: Literal[True]) -> Result: ...
 
     @overload
     def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = ..., temperature: float = ...,
                  top_k: Optional[int] = ..., top_p: Optional[float] = ..., repetition_penalty: Optional[float] = ...,
                  seed: Optional[int] = ..., stop: "str | Sequence[str] | None" = ..., system: Optional[str] = ...,
-                 allow_special: bool = ..., return_details: bool) -> "str | Result": ...
+                 allow_special: bool = ..., valid_utf8: bool = ..., return_details: bool) -> "str | Result": ...
 
     def generate(self, image: ImageInput, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: "str | Sequence[str] | None" = None, system: Optional[str] = None,
-                 allow_special: bool = False, return_details: bool = False) -> "str | Result":
+                 allow_special: bool = False, valid_utf8: bool = True,
+                 return_details: bool = False) -> "str | Result":
         """The answer's text (or, with ``return_details=True``, the :class:`Result` of :meth:`run`).
 
         ``image``: a path, PNG/JPEG bytes, a uint8 numpy array, a PIL image, or None for a text-only prompt.
         Options as in :meth:`run`."""
         r = self.run(image, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                      top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop, system=system,
-                     allow_special=allow_special)
+                     allow_special=allow_special, valid_utf8=valid_utf8)
         return r if return_details else r.text
 
     def stream(self, image: ImageInput, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                stop: "str | Sequence[str] | None" = None, system: Optional[str] = None,
-               allow_special: bool = False) -> Iterator[str]:
+               allow_special: bool = False, valid_utf8: bool = True) -> Iterator[str]:
         """Yields the answer's text in pieces as it is decoded; ``"".join(pieces)`` equals :meth:`generate`'s
         text. No piece ends inside a UTF-8 character. The prompt is checked (and the image encoded) before the
         first piece. Options as in :meth:`run`."""
         return iter(self._prompt(image, prompt, system, allow_special, dict(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, seed=seed, stop=stop)))
+            repetition_penalty=repetition_penalty, seed=seed, stop=stop, valid_utf8=valid_utf8)))
 
     def chat(self, image: ImageInput = None, system: Optional[str] = None, *,
              allow_special: bool = False) -> ChatSession:

@@ -1,15 +1,25 @@
 """Choosing the next token from logits: greedy (the reference evaluation), or sampling with temperature,
 top-k, top-p and a repetition penalty, in the order and with the meaning Hugging Face ``generate`` gives them
-(repetition penalty, then temperature, then top-k, then top-p)."""
+(repetition penalty, then temperature, then top-k, then top-p).
+
+One departure from the reference, on by default (``valid_utf8``): a byte-level vocabulary can spell half a
+character, and a model can then go on with something that does not complete it (or stop), which the reference
+decodes as U+FFFD. :class:`Utf8Guard` leaves out, at each step, the tokens that would make the answer's bytes
+ill-formed UTF-8, and the end-of-turn tokens while a character is unfinished; greedy answers are the
+reference's whenever the reference's answer is well-formed, because the guard only acts when the most likely
+token is one of those."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["SamplingOptions", "Sampler"]
+if TYPE_CHECKING:
+    from parrot.tokenizer import Tokenizer
+
+__all__ = ["SamplingOptions", "Sampler", "Utf8Table", "Utf8Guard"]
 
 
 def _check_number(name: str, value: object, *, low: float, low_open: bool, high: Optional[float] = None) -> float:
@@ -34,8 +44,11 @@ class SamplingOptions:
     top_p: Optional[float] = None
     repetition_penalty: Optional[float] = None
     seed: Optional[int] = None
+    valid_utf8: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.valid_utf8, bool):
+            raise TypeError(f"valid_utf8 must be True or False, got {self.valid_utf8!r}")
         _check_number("temperature", self.temperature, low=0.0, low_open=False)
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
                                        or self.top_k < 1):
@@ -53,12 +66,106 @@ class SamplingOptions:
         return self.temperature == 0.0
 
 
-class Sampler:
-    """Picks tokens for one generation; owns its random generator so a ``seed`` reproduces the answer."""
+# UTF-8 (RFC 3629): a lead byte's length, and the range of the byte after it (E0, ED, F0 and F4 narrow it to rule
+# out overlong forms, surrogates and code points above U+10FFFF; every later continuation byte is 80-BF)
+def _utf8_length(lead: int) -> int:
+    return 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
 
-    def __init__(self, options: SamplingOptions, vocab_size: int):
+
+_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+
+
+class Utf8Table:
+    """Each token's bytes, described for :class:`Utf8Guard`; made once per model (``Model.utf8_table``).
+
+    Per id (arrays of the model's vocabulary size): ``length`` (bytes the token adds to the answer: 0 for special
+    tokens, which the answer's text skips, and for unused ids), ``lead`` (how many of its first bytes are
+    continuation bytes 80-BF), ``first`` (its first byte), ``body_ok`` (the bytes after those are well-formed
+    UTF-8, perhaps ending inside a character), ``need`` and ``lo``/``hi`` (continuation bytes still owed at its
+    end, and the range the next one must lie in). Python's UTF-8 codec judges the bodies."""
+
+    def __init__(self, token_bytes: Callable[[int], bytes], is_special: Callable[[int], bool], n_tokens: int,
+                 vocab_size: int):
+        self.length = np.zeros(vocab_size, dtype=np.int32)
+        self.lead = np.zeros(vocab_size, dtype=np.int32)
+        self.first = np.full(vocab_size, -1, dtype=np.int32)
+        self.body_ok = np.ones(vocab_size, dtype=bool)
+        self.need = np.zeros(vocab_size, dtype=np.int32)
+        self.lo = np.full(vocab_size, 0x80, dtype=np.int32)
+        self.hi = np.full(vocab_size, 0xBF, dtype=np.int32)
+        for t in range(min(n_tokens, vocab_size)):
+            b = token_bytes(t)
+            if not b or is_special(t):
+                continue
+            self.length[t], self.first[t] = len(b), b[0]
+            lead = len(b) - len(b.lstrip(bytes(range(0x80, 0xC0))))
+            self.lead[t] = lead
+            try:
+                b[lead:].decode("utf-8")
+            except UnicodeDecodeError as e:
+                # only a character cut off by the token's end is fine ("unexpected end of data" at the end)
+                if e.end != len(b) - lead or e.reason != "unexpected end of data":
+                    self.body_ok[t] = False
+                    continue
+                tail = b[lead + e.start:]
+                self.need[t] = _utf8_length(tail[0]) - len(tail)
+                if len(tail) == 1:
+                    self.lo[t], self.hi[t] = _SECOND_BYTE.get(tail[0], (0x80, 0xBF))
+
+    @classmethod
+    def of_tokenizer(cls, tok: "Tokenizer", vocab_size: int) -> "Utf8Table":
+        # a special token's text never reaches the answer (it is decoded with skip_special)
+        return cls(tok.token_bytes, lambda t: tok.decode([t], skip_special=True) == "", len(tok), vocab_size)
+
+
+class Utf8Guard:
+    """Keeps one answer's bytes well-formed UTF-8 (see the module's docstring). State: how many continuation
+    bytes the answer still owes, and the range the next must lie in."""
+
+    def __init__(self, table: Utf8Table, stop_ids: Iterable[int]):
+        self.table = table
+        self.stop_ids = np.array(sorted({int(i) for i in stop_ids if 0 <= int(i) < table.length.size}),
+                                 dtype=np.int64)
+        self.need, self.lo, self.hi = 0, 0x80, 0xBF
+
+    def allowed(self, ids: "np.ndarray | None" = None) -> np.ndarray:
+        """Which of ``ids`` (default: every id) may come next."""
+        t = self.table
+        sel = slice(None) if ids is None else ids
+        length, lead, body_ok = t.length[sel], t.lead[sel], t.body_ok[sel]
+        if self.need == 0:
+            start: np.ndarray = (lead == 0) & body_ok
+            return start
+        first = t.first[sel]
+        continuation_only = (lead == length) & (length > 0)
+        ok = (first >= self.lo) & (first <= self.hi) & np.where(
+            continuation_only, length <= self.need, (lead == self.need) & body_ok)
+        ok |= length == 0
+        if ids is None:
+            ok[self.stop_ids] = False
+        else:
+            ok &= ~np.isin(ids, self.stop_ids)
+        return ok
+
+    def took(self, token: int) -> None:
+        t = self.table
+        if not 0 <= token < t.length.size or t.length[token] == 0:
+            return
+        if t.lead[token] == t.length[token]:
+            self.need -= int(t.length[token])
+            self.lo, self.hi = 0x80, 0xBF
+        else:
+            self.need, self.lo, self.hi = int(t.need[token]), int(t.lo[token]), int(t.hi[token])
+
+
+class Sampler:
+    """Picks tokens for one generation; owns its random generator so a ``seed`` reproduces the answer.
+    ``utf8``: the answer's :class:`Utf8Guard` (None: any token may come)."""
+
+    def __init__(self, options: SamplingOptions, vocab_size: int, utf8: Optional[Utf8Guard] = None):
         self.options = options
         self.vocab_size = vocab_size
+        self.utf8 = utf8
         self.rng = np.random.default_rng(options.seed)
         # ids already in the sequence, for the repetition penalty (Hugging Face counts the prompt too)
         self.seen = np.zeros(vocab_size, dtype=bool)
@@ -69,6 +176,20 @@ class Sampler:
         if a.size:
             self.seen[a] = True
 
+    def took(self, token: int) -> None:
+        """The token was chosen and kept in the answer."""
+        self.observe((token,))
+        if self.utf8 is not None:
+            self.utf8.took(token)
+
+    def _keep_valid(self, x: np.ndarray) -> np.ndarray:
+        """x with the tokens the UTF-8 guard rules out at -inf (unchanged if it would rule out every token)."""
+        assert self.utf8 is not None
+        ok = self.utf8.allowed()
+        if ok.shape != x.shape or not ok.any():
+            return x
+        return np.where(ok, x, -np.inf)
+
     def __call__(self, logits: np.ndarray) -> int:
         o = self.options
         x = np.asarray(logits, dtype=np.float64)
@@ -77,7 +198,12 @@ class Sampler:
             s = self.seen
             x[s] = np.where(x[s] > 0, x[s] / o.repetition_penalty, x[s] * o.repetition_penalty)
         if o.greedy:
-            return int(np.argmax(x))
+            best = int(np.argmax(x))
+            if self.utf8 is not None and not self.utf8.allowed(np.array([best]))[0]:
+                best = int(np.argmax(self._keep_valid(x)))
+            return best
+        if self.utf8 is not None:
+            x = self._keep_valid(x)
         x = x / o.temperature
         if o.top_k is not None and o.top_k < x.size:
             kth = np.partition(x, -o.top_k)[-o.top_k]

@@ -54,12 +54,15 @@ def stop_ids(tok):
     return [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")]
 
 
-def ref_greedy(ref, embeds, n, eos):
-    """Greedy continuation of input embeddings with the torch reference, re-running the sequence each step."""
+def ref_greedy(ref, embeds, n, eos, tok=None):
+    """Greedy continuation of input embeddings with the torch reference, re-running the sequence each step.
+    With the HF tokenizer ``tok``, each step's token is the most likely one that keeps the answer well-formed
+    UTF-8 (tiny_parrot.utf8_pick: what parrot's default ``valid_utf8=True`` promises); without, plain argmax."""
     out = []
     with torch.no_grad():
         for _ in range(n):
-            nxt = int(ref.logits_from_embeds(embeds)[-1].argmax())
+            logits = ref.logits_from_embeds(embeds)[-1]
+            nxt = int(logits.argmax()) if tok is None else tiny_parrot.utf8_pick(tok, logits.numpy(), out, eos)
             if nxt in eos:
                 break
             out.append(nxt)
@@ -109,7 +112,7 @@ def test_greedy_generate_equals_reference_argmax(tiny, model, prompt):
     ids = hf_prompt_ids(tok, prompt)
     with torch.no_grad():
         embeds, w = ref.prepare_inputs_embeds(ids, torch.from_numpy(px))
-    want, _ = ref_greedy(ref, embeds, 24, stop_ids(tok))
+    want, _ = ref_greedy(ref, embeds, 24, stop_ids(tok), tok)
     r = model.run(img, prompt, max_new_tokens=24)
     assert r.token_ids == want
     assert r.finish_reason == ("length" if len(want) == 24 else "stop")
@@ -126,7 +129,7 @@ def test_text_only_prompt_equals_reference(tiny, model):
     ref, tok, _ = tiny
     ids = hf_prompt_ids(tok, "Hello there", image=False, system="Be brief.")
     with torch.no_grad():
-        want, _ = ref_greedy(ref, ref.model.embed_tokens(torch.tensor(ids)), 16, stop_ids(tok))
+        want, _ = ref_greedy(ref, ref.model.embed_tokens(torch.tensor(ids)), 16, stop_ids(tok), tok)
     r = model.run(None, "Hello there", system="Be brief.", max_new_tokens=16)
     assert r.token_ids == want and r.routing is None
 
@@ -137,11 +140,76 @@ def test_generate_equals_stepwise_logits_argmax(tiny, model):
     img = picture(3)
     px = model.preprocess(img)
     ids = hf_prompt_ids(tok, PROMPTS[1])
-    got = model.run(img, PROMPTS[1], max_new_tokens=12).token_ids
+    got = model.run(img, PROMPTS[1], max_new_tokens=12, valid_utf8=False).token_ids
     seq = list(ids)
     for t in got:
         assert int(np.argmax(model.logits(seq, pixels=px)[-1])) == t
         seq.append(t)
+
+
+def test_utf8_guard_allows_exactly_what_pythons_codec_can_continue():
+    """Utf8Guard.allowed against tiny_parrot.utf8_can_continue (Python's strict UTF-8 decoder) on a vocabulary of
+    every single byte, pieces of text in six scripts (and 3- and 4-byte characters at RFC 3629's edges) cut at
+    random byte offsets, and random byte strings; walked for 400 random steps through allowed tokens."""
+    from parrot.sampling import Utf8Guard, Utf8Table
+
+    rng = np.random.default_rng(0)
+    text = "".join(PROMPTS).encode() + "\u0800\ud7ff\ue000\uffff\U00010000\U0010ffff😀ß€".encode()
+    vocab = [bytes([b]) for b in range(256)]
+    for _ in range(600):
+        i = int(rng.integers(len(text)))
+        vocab.append(text[i:i + int(rng.integers(2, 7))])
+    vocab += [bytes(rng.integers(0, 256, int(rng.integers(2, 5))).astype(np.uint8)) for _ in range(200)]
+    vocab += [b"<|im_end|>", b"<|im_start|>", b""]
+    stop = len(vocab) - 3
+    specials = {stop, stop + 1}
+    table = Utf8Table(lambda t: vocab[t], lambda t: t in specials, len(vocab), len(vocab) + 5)  # 5 unused ids
+    guard = Utf8Guard(table, [stop])
+    answer = b""
+    for step in range(400):
+        want = np.array([tiny_parrot.utf8_complete(answer) if t == stop else
+                         tiny_parrot.utf8_can_continue(answer + (b"" if t in specials or t >= len(vocab)
+                                                                 else vocab[t]))
+                         for t in range(len(vocab) + 5)])
+        got = guard.allowed()
+        assert (got == want).all(), (answer[-4:], [vocab[t] for t in np.flatnonzero(got != want)[:5]])
+        some = rng.integers(0, len(vocab) + 5, 20)
+        assert (guard.allowed(some) == want[some]).all()
+        t = int(rng.choice(np.flatnonzero(want)))
+        if t == stop:
+            answer = b""
+            guard = Utf8Guard(table, [stop])
+            continue
+        guard.took(t)
+        answer += b"" if t in specials or t >= len(vocab) else vocab[t]
+    assert len(answer) > 20
+
+
+def test_valid_utf8_false_is_the_reference_argmax_and_true_never_breaks_a_character(tiny, model):
+    """The random tiny model often goes on from half a character with something else: valid_utf8=False gives the
+    reference's plain argmax (U+FFFD in its text, as HF tokenizers decodes it), the default gives the reference's
+    most likely well-formed token at each step; sampled answers are well-formed too."""
+    ref, tok, _ = tiny
+    broken = 0
+    for seed, prompt in enumerate(PROMPTS):
+        img = picture(20 + seed)
+        px = model.preprocess(img)
+        with torch.no_grad():
+            embeds, _ = ref.prepare_inputs_embeds(hf_prompt_ids(tok, prompt), torch.from_numpy(px))
+        raw = model.run(img, prompt, max_new_tokens=16, valid_utf8=False)
+        assert raw.token_ids == ref_greedy(ref, embeds, 16, stop_ids(tok))[0]
+        data = b"".join(tiny_parrot.token_bytes(tok, t) for t in raw.token_ids)
+        if not tiny_parrot.utf8_can_continue(data):
+            broken += 1
+            assert "\ufffd" in raw.text and raw.text == tok.decode(raw.token_ids, skip_special_tokens=True).strip()
+        kept = model.run(img, prompt, max_new_tokens=16)
+        assert kept.token_ids == ref_greedy(ref, embeds, 16, stop_ids(tok), tok)[0]
+        for r in [kept] + [model.run(img, prompt, max_new_tokens=16, temperature=1.5, seed=s) for s in range(4)]:
+            data = b"".join(tiny_parrot.token_bytes(tok, t) for t in r.token_ids)
+            assert tiny_parrot.utf8_can_continue(data), data
+            assert r.finish_reason == "length" or tiny_parrot.utf8_complete(data)
+            assert "\ufffd" not in r.text or r.finish_reason == "length"
+    assert broken >= 2, "the random model should break a character on some of these prompts"
 
 
 # ---------------------------------------------------------------- streaming, sampling, stop strings
@@ -187,7 +255,7 @@ def test_repetition_penalty_as_huggingface(tiny, model):
         want = []
         for _ in range(20):
             logits = proc(torch.tensor([seen]), ref.logits_from_embeds(embeds)[-1:].clone())
-            nxt = int(logits[0].argmax())
+            nxt = tiny_parrot.utf8_pick(tok, logits[0].numpy(), want, stop_ids(tok))
             if nxt in stop_ids(tok):
                 break
             want.append(nxt)
@@ -281,7 +349,7 @@ def test_chat_follow_up_reuses_cache_and_equals_fresh_prompt(tiny, model):
                 more = unfed + tok.encode(f"<|im_end|>\n<|im_start|>user\n{follow}<|im_end|>\n"
                                           "<|im_start|>assistant\n", add_special_tokens=False).ids
                 embeds = torch.cat([embeds, ref.model.embed_tokens(torch.tensor(more))])
-            got, embeds = ref_greedy(ref, embeds, 10, eos)
+            got, embeds = ref_greedy(ref, embeds, 10, eos, tok)
             answers.append(got)
             if len(got) == 10:
                 embeds = embeds[:-1]  # ref_greedy appended the last token; the session feeds it next turn
@@ -577,7 +645,7 @@ def test_special_token_text_in_a_prompt_is_plain_text(tiny, model):
     for ids, kw in ((safe, {}), (hf_prompt_ids(tok, q), dict(allow_special=True))):
         with torch.no_grad():
             embeds, _ = ref.prepare_inputs_embeds(ids, torch.from_numpy(px))
-        want, _ = ref_greedy(ref, embeds, 12, stop_ids(tok))
+        want, _ = ref_greedy(ref, embeds, 12, stop_ids(tok), tok)
         r = model.run(img, q, max_new_tokens=12, **kw)
         assert r.token_ids == want and r.timings["prompt_tokens"] == len(ids) - 1 + model.config["image_tokens"]
     assert safe != hf_prompt_ids(tok, q)
@@ -679,7 +747,7 @@ def test_generate_ids_and_logits_share_the_pipeline(tiny, model):
     img = picture(18)
     px = model.preprocess(img)
     ids = hf_prompt_ids(tok, PROMPTS[2])
-    r = model.run(img, PROMPTS[2], max_new_tokens=30)
+    r = model.run(img, PROMPTS[2], max_new_tokens=30, valid_utf8=False)
     got = model.generate_ids(ids, 30, pixels=px, stop_ids=stop_ids(tok))
     assert got[:len(r.token_ids)] == r.token_ids
     assert got[len(r.token_ids):] == ([] if r.finish_reason == "length" else [got[-1]])

@@ -49,7 +49,7 @@ def ref_text(turns, system=SYSTEM):
 
 def ref_answer(ref, tok, embeds):
     """The reference's greedy answer (test_api's loop, re-running the sequence each step): ids and text."""
-    out, _ = ref_greedy(ref, embeds, N, stop_ids(tok))
+    out, _ = ref_greedy(ref, embeds, N, stop_ids(tok), tok)
     return out, tok.decode(out, skip_special_tokens=True).strip()
 
 

@@ -7,6 +7,8 @@ tokenizer.json is (NFC, Qwen2's split regex, ByteLevel, the three special tokens
 import json
 import os
 
+import numpy as np
+
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
                r"|\s+(?!\S)|\s+")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -78,3 +80,53 @@ def reference_ids(tok, text):
             ids.append(IMAGE_TOKEN_INDEX)
         ids += tok.encode(chunk, add_special_tokens=False).ids
     return ids
+
+
+# ---- keeping answers well-formed UTF-8 (parrot's valid_utf8), judged by Python's own UTF-8 codec
+def token_bytes(tok, token_id):
+    """The bytes a token adds to an answer (b"" for special tokens, which the answer's text skips), read through
+    transformers' byte-level alphabet."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    text = tok.id_to_token(token_id)
+    if text is None or text in SPECIAL_TOKENS:
+        return b""
+    return bytes(byte_of[c] for c in text)
+
+
+# every way a well-formed beginning of UTF-8 can go on: a second byte from each of the ranges RFC 3629 allows
+# after E0 (A0-BF), ED (80-9F), F0 (90-BF) and F4 (80-8F), then up to two more continuation bytes
+_ENDINGS = [b""] + [bytes([second]) + b"\x80" * k for second in (0x80, 0x90, 0xA0) for k in range(3)]
+
+
+def utf8_can_continue(data):
+    """data is well-formed UTF-8, or the beginning of some: Python's strict decoder accepts it with an ending."""
+    for ending in _ENDINGS:
+        try:
+            (data + ending).decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            pass
+    return False
+
+
+def utf8_complete(data):
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def utf8_pick(tok, logits, answer, stops):
+    """The most likely token keeping the answer's bytes well-formed (an end-of-turn token only after a whole
+    character): the rule parrot's valid_utf8 follows, here by trying the tokens in order with Python's codec."""
+    so_far = b"".join(token_bytes(tok, t) for t in answer)
+    for t in np.argsort(-np.asarray(logits, dtype=np.float64), kind="stable"):
+        t = int(t)
+        if t in stops:
+            if utf8_complete(so_far):
+                return t
+        elif utf8_can_continue(so_far + token_bytes(tok, t)):
+            return t
+    raise AssertionError("no token keeps the answer well-formed")
