@@ -218,7 +218,7 @@ class Generation:
         piece = ""
         if len(self.token_ids) < self.max_new_tokens:
             assert logits is not None
-            tok = self.sampler(logits)
+            tok = self.sampler(logits, room=self.max_new_tokens - len(self.token_ids) - 1)
             if tok in self.stop_ids:
                 self.finish_reason = "stop"
                 self.stop_token, tok = tok, None

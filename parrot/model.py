@@ -473,7 +473,7 @@ class Model:
         ``valid_utf8`` (default True) never lets the answer's bytes break UTF-8: a token that would (or the end of
         the turn inside a character) is passed over for the most likely one that does not, where the reference
         would show U+FFFD (:mod:`parrot.sampling`); False decodes exactly as the reference does. An answer cut
-        by ``max_new_tokens`` may still end inside a character.
+        by ``max_new_tokens`` ends on a whole character too.
 
         Raises ``ValueError`` for an empty prompt, a lone surrogate in it (naming its index), or a prompt that
         (with the image's tokens) does not fit in the context, naming both lengths; ``parrot.ImageError`` for

@@ -5,9 +5,9 @@ top-k, top-p and a repetition penalty, in the order and with the meaning Hugging
 One departure from the reference, on by default (``valid_utf8``): a byte-level vocabulary can spell half a
 character, and a model can then go on with something that does not complete it (or stop), which the reference
 decodes as U+FFFD. :class:`Utf8Guard` leaves out, at each step, the tokens that would make the answer's bytes
-ill-formed UTF-8, and the end-of-turn tokens while a character is unfinished; greedy answers are the
-reference's whenever the reference's answer is well-formed, because the guard only acts when the most likely
-token is one of those."""
+ill-formed UTF-8, the end-of-turn tokens while a character is unfinished, and, near ``max_new_tokens``, the tokens
+that would owe more bytes than tokens are left (so a cut answer ends on a whole character); greedy answers are the reference's whenever the reference's
+answer is well-formed, because the guard only acts when the most likely token is one of those."""
 from __future__ import annotations
 
 import math
@@ -128,19 +128,25 @@ class Utf8Guard:
                                  dtype=np.int64)
         self.need, self.lo, self.hi = 0, 0x80, 0xBF
 
-    def allowed(self, ids: "np.ndarray | None" = None) -> np.ndarray:
-        """Which of ``ids`` (default: every id) may come next."""
+    def allowed(self, ids: "np.ndarray | None" = None, *, room: Optional[int] = None) -> np.ndarray:
+        """Which of ``ids`` (default: every id) may come next. ``room``: how many tokens may follow it (None: no
+        limit); a token may not leave more continuation bytes owed than that, so that the answer's last token
+        ends a character (single-byte tokens can always pay one byte each)."""
         t = self.table
         sel = slice(None) if ids is None else ids
-        length, lead, body_ok = t.length[sel], t.lead[sel], t.body_ok[sel]
+        length, lead, body_ok, need = t.length[sel], t.lead[sel], t.body_ok[sel], t.need[sel]
         if self.need == 0:
-            start: np.ndarray = (lead == 0) & body_ok
-            return start
+            ok: np.ndarray = (lead == 0) & body_ok
+            if room is not None:
+                ok &= need <= room
+            return ok
         first = t.first[sel]
         continuation_only = (lead == length) & (length > 0)
         ok = (first >= self.lo) & (first <= self.hi) & np.where(
             continuation_only, length <= self.need, (lead == self.need) & body_ok)
         ok |= length == 0
+        if room is not None:
+            ok &= np.where(continuation_only, self.need - length, np.where(length == 0, self.need, need)) <= room
         if ids is None:
             ok[self.stop_ids] = False
         else:
@@ -182,15 +188,16 @@ class Sampler:
         if self.utf8 is not None:
             self.utf8.took(token)
 
-    def _keep_valid(self, x: np.ndarray) -> np.ndarray:
+    def _keep_valid(self, x: np.ndarray, room: Optional[int]) -> np.ndarray:
         """x with the tokens the UTF-8 guard rules out at -inf (unchanged if it would rule out every token)."""
         assert self.utf8 is not None
-        ok = self.utf8.allowed()
+        ok = self.utf8.allowed(room=room)
         if ok.shape != x.shape or not ok.any():
             return x
         return np.where(ok, x, -np.inf)
 
-    def __call__(self, logits: np.ndarray) -> int:
+    def __call__(self, logits: np.ndarray, room: Optional[int] = None) -> int:
+        """The next token; ``room``: how many more the answer may have after it (for the UTF-8 guard)."""
         o = self.options
         x = np.asarray(logits, dtype=np.float64)
         if o.repetition_penalty is not None and o.repetition_penalty != 1.0 and self.seen.any():
@@ -199,11 +206,11 @@ class Sampler:
             x[s] = np.where(x[s] > 0, x[s] / o.repetition_penalty, x[s] * o.repetition_penalty)
         if o.greedy:
             best = int(np.argmax(x))
-            if self.utf8 is not None and not self.utf8.allowed(np.array([best]))[0]:
-                best = int(np.argmax(self._keep_valid(x)))
+            if self.utf8 is not None and not self.utf8.allowed(np.array([best]), room=room)[0]:
+                best = int(np.argmax(self._keep_valid(x, room)))
             return best
         if self.utf8 is not None:
-            x = self._keep_valid(x)
+            x = self._keep_valid(x, room)
         x = x / o.temperature
         if o.top_k is not None and o.top_k < x.size:
             kth = np.partition(x, -o.top_k)[-o.top_k]

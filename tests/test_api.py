@@ -60,9 +60,10 @@ def ref_greedy(ref, embeds, n, eos, tok=None):
     UTF-8 (tiny_parrot.utf8_pick: what parrot's default ``valid_utf8=True`` promises); without, plain argmax."""
     out = []
     with torch.no_grad():
-        for _ in range(n):
+        for i in range(n):
             logits = ref.logits_from_embeds(embeds)[-1]
-            nxt = int(logits.argmax()) if tok is None else tiny_parrot.utf8_pick(tok, logits.numpy(), out, eos)
+            nxt = (int(logits.argmax()) if tok is None
+                   else tiny_parrot.utf8_pick(tok, logits.numpy(), out, eos, room=n - i - 1))
             if nxt in eos:
                 break
             out.append(nxt)
@@ -150,7 +151,8 @@ def test_generate_equals_stepwise_logits_argmax(tiny, model):
 def test_utf8_guard_allows_exactly_what_pythons_codec_can_continue():
     """Utf8Guard.allowed against tiny_parrot.utf8_can_continue (Python's strict UTF-8 decoder) on a vocabulary of
     every single byte, pieces of text in six scripts (and 3- and 4-byte characters at RFC 3629's edges) cut at
-    random byte offsets, and random byte strings; walked for 400 random steps through allowed tokens."""
+    random byte offsets, and random byte strings; walked for 400 random steps through allowed tokens. With
+    ``room`` (tokens left after this one), a token may not leave more bytes owed than that (tiny_parrot.utf8_owed)."""
     from parrot.sampling import Utf8Guard, Utf8Table
 
     rng = np.random.default_rng(0)
@@ -167,14 +169,18 @@ def test_utf8_guard_allows_exactly_what_pythons_codec_can_continue():
     guard = Utf8Guard(table, [stop])
     answer = b""
     for step in range(400):
-        want = np.array([tiny_parrot.utf8_complete(answer) if t == stop else
-                         tiny_parrot.utf8_can_continue(answer + (b"" if t in specials or t >= len(vocab)
-                                                                 else vocab[t]))
-                         for t in range(len(vocab) + 5)])
-        got = guard.allowed()
-        assert (got == want).all(), (answer[-4:], [vocab[t] for t in np.flatnonzero(got != want)[:5]])
-        some = rng.integers(0, len(vocab) + 5, 20)
-        assert (guard.allowed(some) == want[some]).all()
+        owed = [None if t == stop else tiny_parrot.utf8_owed(answer + (b"" if t in specials or t >= len(vocab)
+                                                                       else vocab[t]))
+                for t in range(len(vocab) + 5)]
+        for room in (None, 0, 1, 2):
+            want = np.array([tiny_parrot.utf8_complete(answer) if t == stop else
+                             owed[t] is not None and (room is None or owed[t] <= room)
+                             for t in range(len(vocab) + 5)])
+            got = guard.allowed(room=room)
+            assert (got == want).all(), (answer[-4:], room, [vocab[t] for t in np.flatnonzero(got != want)[:5]])
+            some = rng.integers(0, len(vocab) + 5, 20)
+            assert (guard.allowed(some, room=room) == want[some]).all()
+        want = guard.allowed()
         t = int(rng.choice(np.flatnonzero(want)))
         if t == stop:
             answer = b""
@@ -188,7 +194,8 @@ def test_utf8_guard_allows_exactly_what_pythons_codec_can_continue():
 def test_valid_utf8_false_is_the_reference_argmax_and_true_never_breaks_a_character(tiny, model):
     """The random tiny model often goes on from half a character with something else: valid_utf8=False gives the
     reference's plain argmax (U+FFFD in its text, as HF tokenizers decodes it), the default gives the reference's
-    most likely well-formed token at each step; sampled answers are well-formed too."""
+    most likely well-formed token at each step; sampled answers are well-formed too, also when max_new_tokens
+    cuts them."""
     ref, tok, _ = tiny
     broken = 0
     for seed, prompt in enumerate(PROMPTS):
@@ -204,11 +211,10 @@ def test_valid_utf8_false_is_the_reference_argmax_and_true_never_breaks_a_charac
             assert "\ufffd" in raw.text and raw.text == tok.decode(raw.token_ids, skip_special_tokens=True).strip()
         kept = model.run(img, prompt, max_new_tokens=16)
         assert kept.token_ids == ref_greedy(ref, embeds, 16, stop_ids(tok), tok)[0]
-        for r in [kept] + [model.run(img, prompt, max_new_tokens=16, temperature=1.5, seed=s) for s in range(4)]:
+        for r in [kept] + [model.run(img, prompt, max_new_tokens=n, temperature=1.5, seed=s)
+                           for s in range(4) for n in (1, 2, 7)]:
             data = b"".join(tiny_parrot.token_bytes(tok, t) for t in r.token_ids)
-            assert tiny_parrot.utf8_can_continue(data), data
-            assert r.finish_reason == "length" or tiny_parrot.utf8_complete(data)
-            assert "\ufffd" not in r.text or r.finish_reason == "length"
+            assert tiny_parrot.utf8_complete(data) and "\ufffd" not in r.text, (data, r.finish_reason)
     assert broken >= 2, "the random model should break a character on some of these prompts"
 
 
@@ -255,7 +261,7 @@ def test_repetition_penalty_as_huggingface(tiny, model):
         want = []
         for _ in range(20):
             logits = proc(torch.tensor([seen]), ref.logits_from_embeds(embeds)[-1:].clone())
-            nxt = tiny_parrot.utf8_pick(tok, logits[0].numpy(), want, stop_ids(tok))
+            nxt = tiny_parrot.utf8_pick(tok, logits[0].numpy(), want, stop_ids(tok), room=19 - len(want))
             if nxt in stop_ids(tok):
                 break
             want.append(nxt)

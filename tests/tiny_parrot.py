@@ -99,15 +99,21 @@ def token_bytes(tok, token_id):
 _ENDINGS = [b""] + [bytes([second]) + b"\x80" * k for second in (0x80, 0x90, 0xA0) for k in range(3)]
 
 
-def utf8_can_continue(data):
-    """data is well-formed UTF-8, or the beginning of some: Python's strict decoder accepts it with an ending."""
-    for ending in _ENDINGS:
+def utf8_owed(data):
+    """How many bytes data lacks to be well-formed UTF-8 (the shortest ending Python's strict decoder accepts it
+    with), or None if no ending makes it so."""
+    for ending in sorted(_ENDINGS, key=len):
         try:
             (data + ending).decode("utf-8")
-            return True
+            return len(ending)
         except UnicodeDecodeError:
             pass
-    return False
+    return None
+
+
+def utf8_can_continue(data):
+    """data is well-formed UTF-8, or the beginning of some."""
+    return utf8_owed(data) is not None
 
 
 def utf8_complete(data):
@@ -118,15 +124,18 @@ def utf8_complete(data):
         return False
 
 
-def utf8_pick(tok, logits, answer, stops):
+def utf8_pick(tok, logits, answer, stops, room):
     """The most likely token keeping the answer's bytes well-formed (an end-of-turn token only after a whole
-    character): the rule parrot's valid_utf8 follows, here by trying the tokens in order with Python's codec."""
+    character) and owing no more bytes than ``room``, the tokens that may follow it: the rule parrot's valid_utf8
+    follows, here by trying the tokens in order with Python's codec."""
     so_far = b"".join(token_bytes(tok, t) for t in answer)
     for t in np.argsort(-np.asarray(logits, dtype=np.float64), kind="stable"):
         t = int(t)
         if t in stops:
             if utf8_complete(so_far):
                 return t
-        elif utf8_can_continue(so_far + token_bytes(tok, t)):
-            return t
+        else:
+            owed = utf8_owed(so_far + token_bytes(tok, t))
+            if owed is not None and owed <= room:
+                return t
     raise AssertionError("no token keeps the answer well-formed")
