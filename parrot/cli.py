@@ -97,11 +97,14 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", action="append", metavar="TEXT",
                    help="end the answer before this text, which is not printed (repeatable)")
     p.add_argument("--system", metavar="TEXT", help="system prompt (default: the model's)")
+    p.add_argument("--valid-utf8", action=argparse.BooleanOptionalAction, default=True,
+                   help="never let the answer break a character (default); --no-valid-utf8 decodes exactly as the "
+                        "reference, which shows a broken character as U+FFFD")
 
 
 def _options(a: argparse.Namespace) -> Dict[str, Any]:
     return dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                repetition_penalty=a.repetition_penalty, seed=a.seed, stop=a.stop)
+                repetition_penalty=a.repetition_penalty, seed=a.seed, stop=a.stop, valid_utf8=a.valid_utf8)
 
 
 def _load(a: argparse.Namespace) -> "Any":

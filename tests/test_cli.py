@@ -87,6 +87,9 @@ def test_generate_streams_the_api_answer(files):
     assert out["text"] == want and len(out["routing"]) == 6 and out["finish_reason"] in ("stop", "length")
     assert set(out["timings"]) >= {"preprocess_s", "vision_s", "moe_s", "prefill_s", "decode_s", "prompt_tokens",
                                    "new_tokens", "decode_tokens_per_s"}
+    raw = parrot.load(model).run(img, "What colour is it?", max_new_tokens=20, valid_utf8=False)
+    r = run("generate", img, "What colour is it?", "-m", model, "--max-new-tokens", "20", "--no-valid-utf8", "--json")
+    assert json.loads(r.stdout)["text"] == raw.text
 
 
 def test_default_model_from_environment(files):
