@@ -303,3 +303,39 @@ def test_average_is_the_mean_of_the_snapshots_and_refuses_other_models(full_run,
     save_file(cut, str(other / name))
     with pytest.raises(ValueError, match=f"tensor {dropped}"):
         average(str(tmp_path / "bad"), [snaps[0], str(other)])
+
+
+def test_grown_decoder_computes_what_the_checkpoint_computes_and_trains_on(full_run, tmp_path):
+    """training.grow --layers 2: the torch reference of the grown checkpoint gives every logit of the original
+    exactly (its new layers add exact zeros to the residual stream), and so does the C engine on both converted
+    files; train.py continues from it (--init), and stage 2 moves the new layers' zero projections."""
+    import torch
+    from safetensors.numpy import load_file
+
+    import parrot
+    from training.modeling_parrot import IMAGE_TOKEN_INDEX, ParrotQwen2ForCausalLM
+    full_dir, _ = full_run
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    subprocess.run([sys.executable, "-m", "training.grow", "--layers", "2", "--out", str(tmp_path / "grown"),
+                    str(full_dir)], check=True, env=env, cwd=ROOT)
+    a = ParrotQwen2ForCausalLM.from_pretrained(str(full_dir)).eval()
+    b = ParrotQwen2ForCausalLM.from_pretrained(str(tmp_path / "grown")).eval()
+    assert len(b.model.layers) == len(a.model.layers) + 2
+    ids = [5, 17, 300, IMAGE_TOKEN_INDEX, 42, 9, 700]
+    pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 96, 96)).astype(np.float32))
+    with torch.no_grad():
+        la = a.logits_from_embeds(a.prepare_inputs_embeds(ids, pixels)[0])
+        lb = b.logits_from_embeds(b.prepare_inputs_embeds(ids, pixels)[0])
+    assert torch.equal(la, lb)
+    files = [parrot.convert(d, str(tmp_path / f"{n}.gguf"), dtype="f32", progress=False, log=lambda s: None)
+             for n, d in (("a", str(full_dir)), ("b", str(tmp_path / "grown")))]
+    ea, eb = (parrot.load(f, threads=1) for f in files)
+    assert eb.config["num_hidden_layers"] == ea.config["num_hidden_layers"] + 2
+    px = pixels.numpy()
+    np.testing.assert_array_equal(ea.logits(ids, pixels=px), eb.logits(ids, pixels=px))
+
+    _train(tmp_path / "on", "--init", str(tmp_path / "grown"), "--tower-steps", "0", "--stage1-steps", "0")
+    new = len(a.model.layers)
+    trained = load_file(str(tmp_path / "on" / "model-00001-of-00001.safetensors"))
+    assert np.abs(trained[f"model.layers.{new}.self_attn.o_proj.weight"]).max() > 0
+    assert np.abs(trained[f"model.layers.{new + 1}.mlp.down_proj.weight"]).max() > 0
