@@ -86,7 +86,10 @@ def reference_ids(tok, text):
 def token_bytes(tok, token_id):
     """The bytes a token adds to an answer (b"" for special tokens, which the answer's text skips), read through
     transformers' byte-level alphabet."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    try:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+    except ImportError:  # transformers 4.x before it moved there
+        from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     text = tok.id_to_token(token_id)
     if text is None or text in SPECIAL_TOKENS:
