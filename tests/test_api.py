@@ -149,7 +149,7 @@ def test_generate_equals_stepwise_logits_argmax(tiny, model):
 
 
 def test_utf8_guard_allows_exactly_what_pythons_codec_can_continue():
-    """Utf8Guard.allowed against tiny_parrot.utf8_can_continue (Python's strict UTF-8 decoder) on a vocabulary of
+    """Utf8Guard.allowed against tiny_parrot.utf8_owed (Python's strict UTF-8 decoder) on a vocabulary of
     every single byte, pieces of text in six scripts (and 3- and 4-byte characters at RFC 3629's edges) cut at
     random byte offsets, and random byte strings; walked for 400 random steps through allowed tokens. With
     ``room`` (tokens left after this one), a token may not leave more bytes owed than that (tiny_parrot.utf8_owed)."""
@@ -168,7 +168,7 @@ def test_utf8_guard_allows_exactly_what_pythons_codec_can_continue():
     table = Utf8Table(lambda t: vocab[t], lambda t: t in specials, len(vocab), len(vocab) + 5)  # 5 unused ids
     guard = Utf8Guard(table, [stop])
     answer = b""
-    for step in range(400):
+    for _ in range(400):
         owed = [None if t == stop else tiny_parrot.utf8_owed(answer + (b"" if t in specials or t >= len(vocab)
                                                                        else vocab[t]))
                 for t in range(len(vocab) + 5)]
