@@ -6,8 +6,9 @@ One departure from the reference, on by default (``valid_utf8``): a byte-level v
 character, and a model can then go on with something that does not complete it (or stop), which the reference
 decodes as U+FFFD. :class:`Utf8Guard` leaves out, at each step, the tokens that would make the answer's bytes
 ill-formed UTF-8, the end-of-turn tokens while a character is unfinished, and, near ``max_new_tokens``, the tokens
-that would owe more bytes than tokens are left (so a cut answer ends on a whole character); greedy answers are the reference's whenever the reference's
-answer is well-formed, because the guard only acts when the most likely token is one of those."""
+that would owe more bytes than tokens are left (so a cut answer ends on a whole character). Greedy answers are the
+reference's whenever the reference's answer is well-formed, because the guard only acts when the most likely token
+is one of those."""
 from __future__ import annotations
 
 import math
@@ -192,7 +193,7 @@ class Sampler:
         """x with the tokens the UTF-8 guard rules out at -inf (unchanged if it would rule out every token)."""
         assert self.utf8 is not None
         ok = self.utf8.allowed(room=room)
-        if ok.shape != x.shape or not ok.any():
+        if not ok.any():
             return x
         return np.where(ok, x, -np.inf)
 
