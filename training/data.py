@@ -604,3 +604,31 @@ def jpeg_base64(image):
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=95)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# A second English held-out set, written (session 16) after the first held-out set's English misses were known and
+# before any model trained with the grammar below was evaluated, so that English can still be measured on wordings
+# nobody tuned against: the test's people procedure on these (tests/test_shipped_model.py) is a blind check.
+HELDOUT_ENGLISH_2 = {
+    "colour": ["What colour is the thing in the picture?", "which colours are used",
+               "Could you tell me what colour that is?", "Tell me its colour.", "What's the colour of that?"],
+    "shape": ["What is the shape of the thing in the picture?", "which shapes are used",
+              "Could you tell me what shape that is?", "Tell me its shape.", "What's the shape of that?"],
+    "count": ["Give me a count of the objects", "how many do we have here", "Could you count them for me?",
+              "Tell me the number of shapes.", "How many of those do you see?"],
+    "describe": ["What is going on in this picture?", "describe the scene for me", "Could you tell me what's shown here?",
+                 "Tell me what you see.", "What's drawn here?"],
+}
+
+
+def phrasings_grammar():
+    """--grammar-phrasings: PHRASINGS_EXTRA, and for English also training/grammar.py's wordings (none close to a
+    wording of either English held-out set). English "describe" loses "What is it?": a frame no other kind can have
+    without coming close to a held-out wording ("What colour is it?"), which the model read every such question as."""
+    from training import grammar
+    held = [w for kind in OPEN_KINDS for w in HELDOUT_PHRASINGS["en"][kind] + HELDOUT_ENGLISH_2[kind]]
+    out = {lang: dict(kinds) for lang, kinds in PHRASINGS_EXTRA.items()}
+    for kind in OPEN_KINDS:
+        hand = [w for w in PHRASINGS_EXTRA["en"][kind] if w != "What is it?"]
+        out["en"][kind] = hand + [w for w in grammar.english_wordings(kind, held) if w not in hand]
+    return out

@@ -420,7 +420,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
           log_every=50, people=False, image_size=IMAGE_SIZE, patch_size=VISION["patch_size"], init=None,
           augment=False, shapes_share=0.0, more_phrasings=False, stage2_lr=None, balance=0.0, tower_from=None,
           stage2_restart=0, save_every=0, language_routing=0.0, stage2_tower=0.0, shift=0, variety=False,
-          tower_lr=None, wide=0.0, extra_phrasings=False, word_dropout=0.0):
+          tower_lr=None, wide=0.0, extra_phrasings=False, word_dropout=0.0, grammar_phrasings=False):
     """`init`: continue from a checkpoint this function saved (its tokenizer and weights; stage 2 runs with the
     experts as they are; stage1_steps must be 0). With tower_steps > 0 it first continues stage 0 on the
     checkpoint's tower (new heads, fitted alone for the first 200 steps; pretrain_tower's probe_steps).
@@ -445,7 +445,8 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
-    phrasings = data.PHRASINGS_EXTRA if extra_phrasings else (data.PHRASINGS_MORE if more_phrasings else data.PHRASINGS)
+    phrasings = (data.phrasings_grammar() if grammar_phrasings else data.PHRASINGS_EXTRA if extra_phrasings
+                 else data.PHRASINGS_MORE if more_phrasings else data.PHRASINGS)
     if init:
         assert stage1_steps == 0, "--init continues stage 0 and stage 2, not stage 1"
         tok = Tokenizer.from_file(os.path.join(init, "tokenizer.json"))
@@ -551,6 +552,7 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
              + (f" --tower-lr {tower_lr:g}" if tower_lr else "")
              + (f" --shapes-share {shapes_share:g}" if shapes_share else "")
              + (" --more-phrasings" if more_phrasings else "") + (" --extra-phrasings" if extra_phrasings else "")
+             + (" --grammar-phrasings" if grammar_phrasings else "")
              + (f" --word-dropout {word_dropout:g}" if word_dropout else "")
              + (f" --stage2-lr {stage2_lr:g}" if stage2_lr else "")
              + (f" --balance {balance:g}" if balance else "")
@@ -625,6 +627,8 @@ def main():
                     help="people data: add data.MORE_PHRASINGS")
     ap.add_argument("--extra-phrasings", action=argparse.BooleanOptionalAction, default=False,
                     help="people data: add data.MORE_PHRASINGS and data.EXTRA_PHRASINGS")
+    ap.add_argument("--grammar-phrasings", action=argparse.BooleanOptionalAction, default=False,
+                    help="people data: as --extra-phrasings, and English also training/grammar.py's wordings")
     ap.add_argument("--word-dropout", type=float, default=0.0, help="people data: half the questions lose each "
                     "word with this probability (data.drop_words; default 0: off)")
     ap.add_argument("--stage2-lr", type=float, default=None, help="stage 2's peak learning rate (default --lr)")
@@ -651,6 +655,7 @@ def main():
           stage2_restart=args.stage2_restart, save_every=args.save_every, language_routing=args.language_routing,
           stage2_tower=args.stage2_tower, shift=args.shift,
           variety=args.variety, tower_lr=args.tower_lr, wide=args.wide, extra_phrasings=args.extra_phrasings,
+          grammar_phrasings=args.grammar_phrasings,
           word_dropout=args.word_dropout)
 
 
