@@ -42,6 +42,8 @@ COUNT_FRAMES = [
 DESCRIBE_FRAMES = [
     "describe {place}", "give me a description of {place}", "tell me what is in {place}", "what is in {place}",
     "what's in {place}", "what do you see in {place}", "what can you see", "what does {place} show",
+    "what can you see in {place}", "what do you see", "can you tell me what is in {place}",
+    "tell me what there is in {place}",
     "tell me what you see", "what is shown in {place}", "what is going on in {place}", "say what {place} shows",
     "i want to know what is in {place}", "do you know what is in {place}", "can you describe {place}",
     "a description of {place}", "and what's in {place}",
