@@ -17,7 +17,9 @@ from the training generator, each asked in every language with paraphrases train
 >= 85 % of the open and >= 85 % of the multiple-choice questions per language, the open answers in the question's
 language >= 99 % of the time, and never U+FFFD (with the engine's default decoding, valid_utf8=True, which never lets
 an answer break a character; the model alone, decoded as the reference does, starts 2 Arabic answers with half a
-letter). Where the shipped model misses a target the test is a strict xfail stating its measured number
+letter). A second English held-out set (data.HELDOUT_ENGLISH_2, written after the first set's English misses were
+known and before any model trained on training/grammar.py was measured) is held to the same >= 85 % as a blind
+check. Where the shipped model misses a target the test is a strict xfail stating its measured number
 (SHIPPED_MISSES), to become a plain test when a model that meets it ships.
 """
 import base64
@@ -249,9 +251,7 @@ import people_pictures  # noqa: E402
 # Where the shipped model misses a people target, its measured value (from `python3 -m pytest -s` on this file):
 # the test is then a strict xfail naming the number, and becomes a failure, to be made a plain test again, as soon
 # as a model that meets the target ships.
-SHIPPED_MISSES = {  # (lang, what): measured fraction
-    ("en", "people open"): 0.812,
-    ("en", "english-2 open"): 0.745,
+SHIPPED_MISSES: dict = {  # (lang, what): measured fraction; the shipped model (run 13c) meets every target
 }
 
 
@@ -262,7 +262,7 @@ def shipped_param(lang, what, value=None):
     if measured is None:
         return value
     return pytest.param(value, marks=pytest.mark.xfail(strict=True, reason=(
-        f"shipped model: {measured:.3f} ({what}); training/README.md, run 10c")))
+        f"shipped model: {measured:.3f} ({what}); training/README.md, status of the shipped checkpoint")))
 
 
 PEOPLE_PICTURES = 96  # every (shape, colour, count) once: 96 open + 96 multiple-choice questions per language
