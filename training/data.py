@@ -616,8 +616,8 @@ HELDOUT_ENGLISH_2 = {
               "Could you tell me what shape that is?", "Tell me its shape.", "What's the shape of that?"],
     "count": ["Give me a count of the objects", "how many do we have here", "Could you count them for me?",
               "Tell me the number of shapes.", "How many of those do you see?"],
-    "describe": ["What is going on in this picture?", "describe the scene for me", "Could you tell me what's shown here?",
-                 "Tell me what you see.", "What's drawn here?"],
+    "describe": ["What is going on in this picture?", "describe the scene for me",
+                 "Could you tell me what's shown here?", "Tell me what you see.", "What's drawn here?"],
 }
 
 

@@ -32,16 +32,17 @@ NOUN_FRAMES = [
     "what {k} can you see in {place}", "which {k} is in {place}", "{p} {k}", "what's {p} {k}", "and the {k}",
 ]
 COUNT_FRAMES = [
-    "how many {n} are there", "how many {n} are in {place}", "how many {n} do you see", "how many {n} can you see in "
-    "{place}", "how many are there", "how many of them are there", "what is the number of {n}",
-    "what's the number of {n} in {place}", "tell me the number of {n}", "tell me how many {n} there are",
-    "count the {n}", "count them", "count the {n} in {place}", "the number of {n}", "number of {n}",
-    "how many {n} would you say there are", "i want to know how many {n} there are", "do you know how many {n} there are",
-    "can you tell me how many {n} there are", "how many", "and how many",
+    "how many {n} are there", "how many {n} are in {place}", "how many {n} do you see",
+    "how many {n} can you see in {place}", "how many are there", "how many of them are there",
+    "what is the number of {n}", "what's the number of {n} in {place}", "tell me the number of {n}",
+    "tell me how many {n} there are", "count the {n}", "count them", "count the {n} in {place}", "the number of {n}",
+    "number of {n}", "how many {n} would you say there are", "i want to know how many {n} there are",
+    "do you know how many {n} there are", "can you tell me how many {n} there are", "how many", "and how many",
 ]
 DESCRIBE_FRAMES = [
     "describe {place}", "give me a description of {place}", "tell me what is in {place}", "what is in {place}",
     "what's in {place}", "what do you see in {place}", "what can you see", "what does {place} show",
+    # the frames the other kinds have, without their key word (run 13b read "what can you see in ..." as a count)
     "what can you see in {place}", "what do you see", "can you tell me what is in {place}",
     "tell me what there is in {place}",
     "tell me what you see", "what is shown in {place}", "what is going on in {place}", "say what {place} shows",

@@ -440,8 +440,9 @@ def train(out_dir, threads=2, seed=0, tower_steps=5000, stage1_steps=1200, stage
     drawn with more ways of drawing each shape (data.draw_scene_people; default off). `wide` F: that share of the
     people pictures made clearly wide or tall (data.canvas_size; default 0). `extra_phrasings`: the people questions
     also use data.MORE_PHRASINGS and data.EXTRA_PHRASINGS (data.PHRASINGS_EXTRA; default off; it overrides
-    `more_phrasings`). `word_dropout` P: half of the people questions lose each word with probability P
-    (data.drop_words; default 0: off)."""
+    `more_phrasings`). `grammar_phrasings`: as `extra_phrasings`, and English also training/grammar.py's wordings
+    (data.phrasings_grammar; default off; it overrides both). `word_dropout` P: half of the people questions lose
+    each word with probability P (data.drop_words; default 0: off)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0 = time.time()
