@@ -399,12 +399,18 @@ def _normalised(text):
     return "".join(c for c in text.casefold() if c.isalnum())
 
 
-def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
+@pytest.fixture(scope="module")
+def grammar():
+    """data.phrasings_grammar(), built once (a few seconds of difflib) and only when a test asks for it."""
+    return data.phrasings_grammar()
+
+
+def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on(grammar):
     # the tokenizer corpora hold every string either training data uses (people2: with data.MORE_PHRASINGS;
     # --extra-phrasings: also data.EXTRA_PHRASINGS)
     trained = {_normalised(t) for t in data.all_texts() + data.all_texts_people()
                + data.all_texts_people(data.PHRASINGS_MORE) + data.all_texts_people(data.PHRASINGS_EXTRA)
-               + data.all_texts_people(GRAMMAR)}
+               + data.all_texts_people(grammar)}
     for lang in LANGS:
         for kind in data.OPEN_KINDS:
             train, held = data.PHRASINGS_MORE[lang][kind], data.HELDOUT_PHRASINGS[lang][kind]
@@ -424,10 +430,7 @@ def test_paraphrases_are_many_distinct_and_held_out_ones_never_trained_on():
             assert any(marks) and not all(marks), (lang, kind)
 
 
-GRAMMAR = data.phrasings_grammar()
-
-
-def test_grammar_wordings_are_many_distinct_and_keep_their_distance_from_both_english_held_out_sets():
+def test_grammar_wordings_are_many_distinct_and_keep_their_distance_from_both_english_held_out_sets(grammar):
     """training/grammar.py's English wordings: at least 90 per kind (119-523 today), distinct from one another after
     normalising, each kind's key word in every one of them, and none within difflib ratio 0.85 of a wording of either
     English held-out set (computed here with difflib directly, not with the grammar's own filter); the second
@@ -444,15 +447,15 @@ def test_grammar_wordings_are_many_distinct_and_keep_their_distance_from_both_en
             "describe": ("describe", "description", "in ", "see", "show", "going on")}
     for kind in data.OPEN_KINDS:
         hand = [w for w in data.PHRASINGS_EXTRA["en"][kind] if w != "What is it?"]  # data.phrasings_grammar
-        made = GRAMMAR["en"][kind][len(hand):]
-        assert GRAMMAR["en"][kind][:len(hand)] == hand and len(made) >= 90, (kind, len(made))
+        made = grammar["en"][kind][len(hand):]
+        assert grammar["en"][kind][:len(hand)] == hand and len(made) >= 90, (kind, len(made))
         assert len({_normalised(w) for w in made}) == len(made), kind
         for wording in made:
             assert any(k in wording.lower() for k in keys[kind]), (kind, wording)
             close = max(difflib.SequenceMatcher(None, norm(wording), h).ratio() for h in held)
             assert close < 0.85, (kind, wording, close)
         for other in data.LANGS[1:]:
-            assert GRAMMAR[other][kind] == data.PHRASINGS_EXTRA[other][kind]
+            assert grammar[other][kind] == data.PHRASINGS_EXTRA[other][kind]
     second = [norm(w) for ws in data.HELDOUT_ENGLISH_2.values() for w in ws]
     assert len(set(second)) == 20 and not set(second) & {norm(w) for ws in data.HELDOUT_PHRASINGS["en"].values()
                                                           for w in ws}

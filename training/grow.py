@@ -16,9 +16,10 @@ import os
 import shutil
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from training.average import WEIGHTS
+from training.modeling_parrot import _save_sharded
 
 
 def grow(out_dir, checkpoint, layers, seed=0):
@@ -52,13 +53,9 @@ def grow(out_dir, checkpoint, layers, seed=0):
         path = os.path.join(checkpoint, name)
         if name not in (WEIGHTS, "config.json", "model.safetensors.index.json") and os.path.isfile(path):
             shutil.copyfile(path, os.path.join(out_dir, name))
-    save_file(weights, os.path.join(out_dir, WEIGHTS), metadata={"format": "pt"})
+    _save_sharded(weights, out_dir, max_shard_size=sum(v.numel() * v.element_size() for v in weights.values()))
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in weights.values())},
-             "weight_map": {k: WEIGHTS for k in sorted(weights)}}
-    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
-        json.dump(index, f, indent=2)
 
 
 def main():
